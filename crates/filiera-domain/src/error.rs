@@ -1,0 +1,141 @@
+//! Why a command was refused, and why a configuration was refused.
+
+use chrono::NaiveDate;
+
+/// What kind of refusal an error is; adapters map it to a status code.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Refusal {
+    /// The command names something invalid (HTTP 422).
+    Invalid,
+    /// The command does not fit the beneficiary's current state (HTTP 409).
+    Conflict,
+    /// There is no such beneficiary (HTTP 404).
+    NotFound,
+}
+
+/// A command refused by the pathway rules. Nothing is written when this is returned.
+#[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
+pub enum PathwayError {
+    #[error("unknown stage `{stage}`; valid stages are: {valid}")]
+    UnknownStage { stage: String, valid: String },
+    #[error("unknown territory `{territory}`; list valid codes with GET /v1/territories")]
+    UnknownTerritory { territory: String },
+    #[error(
+        "`on` {on} is earlier than {latest}, the latest effective date of this pathway; undo the later command first"
+    )]
+    OutOfOrder { on: NaiveDate, latest: NaiveDate },
+    #[error("`on` {on} is more than one day after today ({today}, UTC)")]
+    DateInFuture { on: NaiveDate, today: NaiveDate },
+    #[error("`on` {on} is before 2000-01-01")]
+    DateTooEarly { on: NaiveDate },
+    #[error("the beneficiary is already enrolled")]
+    AlreadyEnrolled,
+    #[error("no such beneficiary")]
+    NotEnrolled,
+    #[error("the beneficiary's enrolment was undone; the stream is kept for audit only")]
+    Voided,
+    #[error("the pathway is closed; reopen it first")]
+    PathwayClosed,
+    #[error("the pathway is open; only a closed pathway can be reopened")]
+    PathwayOpen,
+    #[error("no stage episode is open")]
+    NoOpenEpisode,
+    #[error("the beneficiary is already in territory `{territory}`")]
+    SameTerritory { territory: String },
+    #[error(
+        "outcome `{outcome}` is recorded automatically (moved_on when entering a stage, pathway_closed when closing); use completed or interrupted"
+    )]
+    AutomaticOutcome { outcome: String },
+    #[error("there is no command left to undo")]
+    NothingToUndo,
+    #[error("`{field}` {problem}")]
+    InvalidText {
+        field: &'static str,
+        problem: &'static str,
+    },
+    #[error(
+        "the previous stage `{stage}` is no longer in the stage catalogue, so the entry cannot be classified; restore it in the configuration"
+    )]
+    PreviousStageUnknown { stage: String },
+}
+
+impl PathwayError {
+    /// A stable, machine-readable code for problem documents.
+    pub fn code(&self) -> &'static str {
+        match self {
+            Self::UnknownStage { .. } => "unknown_stage",
+            Self::UnknownTerritory { .. } => "unknown_territory",
+            Self::OutOfOrder { .. } => "out_of_order",
+            Self::DateInFuture { .. } => "date_in_future",
+            Self::DateTooEarly { .. } => "date_too_early",
+            Self::AlreadyEnrolled => "already_enrolled",
+            Self::NotEnrolled => "beneficiary_not_found",
+            Self::Voided => "beneficiary_voided",
+            Self::PathwayClosed => "pathway_closed",
+            Self::PathwayOpen => "pathway_open",
+            Self::NoOpenEpisode => "no_open_stage",
+            Self::SameTerritory { .. } => "same_territory",
+            Self::AutomaticOutcome { .. } => "automatic_outcome",
+            Self::NothingToUndo => "nothing_to_undo",
+            Self::InvalidText { .. } => "invalid_field",
+            Self::PreviousStageUnknown { .. } => "catalogue_mismatch",
+        }
+    }
+
+    /// The request field at fault, when there is one.
+    pub fn field(&self) -> Option<&'static str> {
+        match self {
+            Self::UnknownStage { .. } => Some("stage"),
+            Self::UnknownTerritory { .. } | Self::SameTerritory { .. } => Some("territory"),
+            Self::OutOfOrder { .. } | Self::DateInFuture { .. } | Self::DateTooEarly { .. } => {
+                Some("on")
+            }
+            Self::AutomaticOutcome { .. } => Some("outcome"),
+            Self::InvalidText { field, .. } => Some(field),
+            _ => None,
+        }
+    }
+
+    /// The kind of refusal.
+    pub fn refusal(&self) -> Refusal {
+        match self {
+            Self::UnknownStage { .. }
+            | Self::UnknownTerritory { .. }
+            | Self::OutOfOrder { .. }
+            | Self::DateInFuture { .. }
+            | Self::DateTooEarly { .. }
+            | Self::SameTerritory { .. }
+            | Self::AutomaticOutcome { .. }
+            | Self::InvalidText { .. } => Refusal::Invalid,
+            Self::NotEnrolled => Refusal::NotFound,
+            Self::AlreadyEnrolled
+            | Self::Voided
+            | Self::PathwayClosed
+            | Self::PathwayOpen
+            | Self::NoOpenEpisode
+            | Self::NothingToUndo
+            | Self::PreviousStageUnknown { .. } => Refusal::Conflict,
+        }
+    }
+}
+
+/// A configuration that cannot be used (stage catalogue or territory registry).
+#[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
+pub enum ConfigError {
+    #[error("the stage catalogue is empty")]
+    EmptyCatalogue,
+    #[error("stage `{0}` is configured twice")]
+    DuplicateStage(String),
+    #[error("stage code `{0}` must match [a-z0-9_]+ (at most 64 characters)")]
+    InvalidStageCode(String),
+    #[error("the territory registry is empty")]
+    EmptyRegistry,
+    #[error("territory `{0}` is configured twice")]
+    DuplicateTerritory(String),
+    #[error("territory code `{0}` must match [A-Za-z0-9_-]{{1,64}}")]
+    InvalidTerritoryCode(String),
+    #[error("territory `{territory}` names unknown parent `{parent}`")]
+    UnknownParent { territory: String, parent: String },
+    #[error("territory `{0}` is its own ancestor")]
+    TerritoryCycle(String),
+}

@@ -1,0 +1,32 @@
+//! The domain of filiera, free of I/O: what a pathway is, which commands it accepts, which
+//! events it records, how stage entries are classified, and how metrics are folded from events.
+//!
+//! # Layout
+//! - [`catalogue`]: the stage catalogue (codes, labels, levels).
+//! - [`territory`]: the territory registry, a tree of codes.
+//! - [`event`]: [`PathwayEvent`] and its value types, including [`Transition`].
+//! - [`command`]: [`PathwayCommand`], what operators ask for.
+//! - [`state`]: [`PathwayState`], the fold of a stream's non-voided events.
+//! - [`aggregate`]: the [`Pathway`] aggregate (cqrs-es) enforcing the rules.
+//! - [`error`]: [`PathwayError`] (a refused command) and [`ConfigError`].
+
+pub mod aggregate;
+pub mod catalogue;
+pub mod command;
+pub mod error;
+pub mod event;
+pub mod state;
+pub mod territory;
+
+#[cfg(test)]
+mod aggregate_tests;
+
+pub use aggregate::{Clock, FixedClock, Pathway, PathwayServices, SystemClock, EARLIEST_DATE};
+pub use catalogue::{Stage, StageCatalogue, StageCode};
+pub use command::PathwayCommand;
+pub use error::{ConfigError, PathwayError, Refusal};
+pub use event::{
+    CloseOutcome, ExitOutcome, PathwayEvent, Referral, SupportBand, Transition, snake_case,
+};
+pub use state::{PathwayCounts, PathwayState, PathwayStatus};
+pub use territory::{TerritoryCode, TerritoryDef, TerritoryNode, TerritoryRegistry};
