@@ -310,7 +310,10 @@ fn known_territory(
         })
 }
 
-fn optional_text(field: &'static str, text: Option<String>) -> Result<Option<String>, PathwayError> {
+fn optional_text(
+    field: &'static str,
+    text: Option<String>,
+) -> Result<Option<String>, PathwayError> {
     text.map(|t| required_text(field, t)).transpose()
 }
 

@@ -28,7 +28,10 @@ pub enum PathwayCommand {
     /// Move the beneficiary to another territory.
     ChangeTerritory { territory: String, on: NaiveDate },
     /// End the spell (closing the open episode as `pathway_closed`).
-    ClosePathway { on: NaiveDate, outcome: CloseOutcome },
+    ClosePathway {
+        on: NaiveDate,
+        outcome: CloseOutcome,
+    },
     /// Start a new spell for a closed beneficiary.
     ReopenPathway { on: NaiveDate },
     /// Void the events of the latest command not already undone.

@@ -149,7 +149,10 @@ pub enum PathwayEvent {
         on: NaiveDate,
     },
     /// The spell ends.
-    PathwayClosed { on: NaiveDate, outcome: CloseOutcome },
+    PathwayClosed {
+        on: NaiveDate,
+        outcome: CloseOutcome,
+    },
     /// A new spell starts for a closed beneficiary.
     PathwayReopened { on: NaiveDate },
     /// Voids every event written by the latest command not already undone. `on` is the UTC
@@ -279,7 +282,10 @@ mod tests {
             data,
             serde_json::json!({"stage": "internship", "on": "2024-03-01", "outcome": "moved_on"})
         );
-        assert_eq!(PathwayEvent::from_parts("StageExited", data).unwrap(), event);
+        assert_eq!(
+            PathwayEvent::from_parts("StageExited", data).unwrap(),
+            event
+        );
     }
 
     #[test]

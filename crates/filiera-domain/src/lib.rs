@@ -21,7 +21,7 @@ pub mod territory;
 #[cfg(test)]
 mod aggregate_tests;
 
-pub use aggregate::{Clock, FixedClock, Pathway, PathwayServices, SystemClock, EARLIEST_DATE};
+pub use aggregate::{Clock, EARLIEST_DATE, FixedClock, Pathway, PathwayServices, SystemClock};
 pub use catalogue::{Stage, StageCatalogue, StageCode};
 pub use command::PathwayCommand;
 pub use error::{ConfigError, PathwayError, Refusal};

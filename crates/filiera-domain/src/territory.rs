@@ -140,11 +140,15 @@ impl TerritoryRegistry {
                 parent: None,
             })
             .collect();
-        defs.extend(SAMPLE_LOCAL.iter().map(|(code, name, parent)| TerritoryDef {
-            code: (*code).into(),
-            name: (*name).into(),
-            parent: Some((*parent).into()),
-        }));
+        defs.extend(
+            SAMPLE_LOCAL
+                .iter()
+                .map(|(code, name, parent)| TerritoryDef {
+                    code: (*code).into(),
+                    name: (*name).into(),
+                    parent: Some((*parent).into()),
+                }),
+        );
         Self::new(defs).expect("the sample registry is valid")
     }
 
