@@ -1,0 +1,33 @@
+//! The event store of filiera: where `Pathway` streams are persisted, in PostgreSQL through
+//! `postgres-es` or in an embedded SQLite file through `sqlite-es`, and where the global feed
+//! (SPEC 4.2) is read from.
+//!
+//! The store owns the schema (sqlx migrations under `migrations/postgres` and
+//! `migrations/sqlite`): the `events` table the cqrs-es adapters expect, plus a commit-order-safe
+//! global `position`, the server `recorded_at`, and the `idempotency_keys` table filled by a
+//! trigger so that a retried request with the same `Idempotency-Key` never writes twice.
+//!
+//! Commands are executed by [`Store::execute`], which keeps "the command was refused"
+//! ([`Rejection`]) apart from "the store failed" ([`StoreError`]).
+//!
+//! # Layout
+//! - [`store`]: [`Store`], connecting, migrating, executing commands and reading streams and
+//!   the feed.
+//! - [`model`]: what callers pass and get back: [`CommandContext`], [`IdempotencyKey`],
+//!   [`Executed`], [`Rejection`], [`StoredEvent`].
+//! - [`metadata`]: the keys of the metadata stored with every event.
+//! - [`error`]: [`StoreError`], a failed database, migration or unreadable row.
+//! - `sqlite`, `postgres`: backend-specific connection set-up (pools, pragmas, LISTEN).
+//! - `rows`: decoding stored rows into [`StoredEvent`]s.
+
+pub mod error;
+pub mod metadata;
+pub mod model;
+mod postgres;
+mod rows;
+mod sqlite;
+pub mod store;
+
+pub use error::StoreError;
+pub use model::{CommandContext, Executed, IdempotencyKey, Rejection, StoredEvent};
+pub use store::{Store, StoreOptions};

@@ -1,0 +1,69 @@
+//! PostgreSQL set-up: one pool for reads and writes, and a LISTEN task turning the
+//! `filiera_events` notifications of every process into local wake-ups.
+
+use std::time::Duration;
+
+use sqlx::PgPool;
+use sqlx::migrate::Migrator;
+use sqlx::postgres::{PgListener, PgPoolOptions};
+use tokio::sync::watch;
+use tokio::task::JoinHandle;
+
+use crate::StoreError;
+use crate::store::{StoreOptions, bump};
+
+/// The PostgreSQL schema.
+pub(crate) static MIGRATOR: Migrator = sqlx::migrate!("./migrations/postgres");
+
+/// The channel the position trigger notifies, with the new position as payload.
+pub(crate) const CHANNEL: &str = "filiera_events";
+
+/// SQLSTATE `unique_violation`: a primary-key conflict, or the idempotency trigger.
+pub(crate) const UNIQUE_VIOLATION: &str = "23505";
+
+/// Connects the pool. One of its connections is kept by the LISTEN task.
+pub(crate) async fn connect(url: &str, options: &StoreOptions) -> Result<PgPool, StoreError> {
+    Ok(PgPoolOptions::new()
+        .max_connections(options.max_connections.max(2))
+        .acquire_timeout(options.acquire_timeout)
+        .connect(url)
+        .await?)
+}
+
+/// Listens to [`CHANNEL`] until aborted, bumping `wake` with each notified position. Failures
+/// are logged and retried: wake-ups are only hints, readers poll anyway.
+pub(crate) fn spawn_listener(pool: PgPool, wake: watch::Sender<i64>) -> JoinHandle<()> {
+    tokio::spawn(async move {
+        while !pool.is_closed() {
+            if let Err(error) = listen(&pool, &wake).await {
+                if pool.is_closed() {
+                    break;
+                }
+                tracing::warn!(%error, "LISTEN {CHANNEL} failed; retrying in 1 s");
+            }
+            tokio::time::sleep(Duration::from_secs(1)).await;
+        }
+    })
+}
+
+async fn listen(pool: &PgPool, wake: &watch::Sender<i64>) -> Result<(), sqlx::Error> {
+    let mut listener = PgListener::connect_with(pool).await?;
+    listener.listen(CHANNEL).await?;
+    loop {
+        match listener.try_recv().await? {
+            Some(notification) => {
+                if let Ok(position) = notification.payload().parse() {
+                    bump(wake, position);
+                }
+            }
+            // The connection was lost and re-established: notifications may have been missed,
+            // so wake readers up with the current head.
+            None => {
+                let head: Option<i64> = sqlx::query_scalar("SELECT max(position) FROM events")
+                    .fetch_one(pool)
+                    .await?;
+                bump(wake, head.unwrap_or(0));
+            }
+        }
+    }
+}

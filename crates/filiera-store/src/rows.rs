@@ -1,0 +1,104 @@
+//! Decoding stored rows. Both backends select the same columns (see [`EVENT_COLUMNS`]) and
+//! decode them into a [`RawEvent`] with [`raw_event!`], then into a [`StoredEvent`].
+
+use chrono::{DateTime, Utc};
+use filiera_domain::PathwayEvent;
+use serde_json::Value;
+use uuid::Uuid;
+
+use crate::StoreError;
+use crate::metadata;
+use crate::model::StoredEvent;
+
+/// The columns every event query selects, in the order [`raw_event!`] reads them.
+pub(crate) const EVENT_COLUMNS: &str =
+    "aggregate_id, sequence, event_type, payload, metadata, position, recorded_at";
+
+/// A row of `events` as stored, before its payload and metadata are interpreted.
+pub(crate) struct RawEvent {
+    pub(crate) aggregate_id: String,
+    pub(crate) sequence: i64,
+    pub(crate) event_type: String,
+    pub(crate) payload: Value,
+    pub(crate) metadata: Value,
+    pub(crate) position: i64,
+    pub(crate) recorded_at: DateTime<Utc>,
+}
+
+/// Decodes a `PgRow` or a `SqliteRow` holding [`EVENT_COLUMNS`] into a [`RawEvent`].
+macro_rules! raw_event {
+    ($row:expr) => {{
+        use sqlx::Row as _;
+        let row = $row;
+        Ok::<_, sqlx::Error>($crate::rows::RawEvent {
+            aggregate_id: row.try_get("aggregate_id")?,
+            sequence: row.try_get("sequence")?,
+            event_type: row.try_get("event_type")?,
+            payload: row.try_get("payload")?,
+            metadata: row.try_get("metadata")?,
+            position: row.try_get("position")?,
+            recorded_at: row.try_get("recorded_at")?,
+        })
+    }};
+}
+pub(crate) use raw_event;
+
+impl RawEvent {
+    /// Interprets the payload and metadata. `voided` starts `false`.
+    pub(crate) fn decode(self) -> Result<StoredEvent, StoreError> {
+        let beneficiary_id = Uuid::parse_str(&self.aggregate_id).map_err(|_| {
+            StoreError::Corrupt(format!(
+                "aggregate id `{}` is not a UUID",
+                self.aggregate_id
+            ))
+        })?;
+        let sequence = u64::try_from(self.sequence)
+            .map_err(|_| StoreError::Corrupt(format!("negative sequence {}", self.sequence)))?;
+        // The payload is cqrs-es' serialisation of the event: externally tagged by its name.
+        let event: PathwayEvent = serde_json::from_value(self.payload).map_err(|e| {
+            StoreError::Corrupt(format!(
+                "event {}:{sequence} ({}) does not decode: {e}",
+                self.aggregate_id, self.event_type
+            ))
+        })?;
+        let text = |key: &str| {
+            self.metadata
+                .get(key)
+                .and_then(Value::as_str)
+                .map(str::to_owned)
+        };
+        Ok(StoredEvent {
+            position: self.position,
+            beneficiary_id,
+            sequence,
+            territory: text(metadata::TERRITORY),
+            principal: text(metadata::PRINCIPAL),
+            event,
+            recorded_at: self.recorded_at,
+            voided: false,
+        })
+    }
+}
+
+/// A row of `idempotency_keys`.
+pub(crate) struct KeyRow {
+    pub(crate) aggregate_id: String,
+    pub(crate) request_hash: String,
+    pub(crate) first_sequence: i64,
+    pub(crate) last_sequence: i64,
+}
+
+/// Decodes a `PgRow` or a `SqliteRow` of `idempotency_keys` into a [`KeyRow`].
+macro_rules! key_row {
+    ($row:expr) => {{
+        use sqlx::Row as _;
+        let row = $row;
+        Ok::<_, sqlx::Error>($crate::rows::KeyRow {
+            aggregate_id: row.try_get("aggregate_id")?,
+            request_hash: row.try_get("request_hash")?,
+            first_sequence: row.try_get("first_sequence")?,
+            last_sequence: row.try_get("last_sequence")?,
+        })
+    }};
+}
+pub(crate) use key_row;

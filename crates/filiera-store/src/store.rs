@@ -1,0 +1,601 @@
+//! [`Store`]: connecting to either backend, executing commands, reading streams and the feed.
+
+use std::collections::HashMap;
+use std::fmt;
+use std::sync::Arc;
+use std::time::Duration;
+
+use cqrs_es::event_sink::EventSink;
+use cqrs_es::persist::{EventStoreAggregateContext, PersistedEventStore};
+use cqrs_es::{Aggregate, AggregateError, EventStore};
+use filiera_domain::{Pathway, PathwayCommand, PathwayError, PathwayServices};
+use postgres_es::PostgresEventRepository;
+use sqlite_es::SqliteEventRepository;
+use sqlx::{PgPool, SqlitePool};
+use tokio::sync::watch;
+use tokio::task::JoinHandle;
+use tracing::Instrument as _;
+use uuid::Uuid;
+
+use crate::model::{CommandContext, Executed, IdempotencyKey, Rejection, StoredEvent};
+use crate::rows::{EVENT_COLUMNS, KeyRow, key_row, raw_event};
+use crate::{StoreError, metadata, postgres, sqlite};
+
+/// Tuning of the connection pools.
+#[derive(Clone, Debug)]
+pub struct StoreOptions {
+    /// PostgreSQL: size of the pool (one connection is kept by the LISTEN task).
+    /// SQLite: size of the read pool; the write pool always has exactly one connection.
+    pub max_connections: u32,
+    /// How long a query waits for a free connection before failing.
+    pub acquire_timeout: Duration,
+}
+
+impl Default for StoreOptions {
+    fn default() -> Self {
+        Self {
+            max_connections: 10,
+            acquire_timeout: Duration::from_secs(30),
+        }
+    }
+}
+
+/// The event store: one `Pathway` stream per beneficiary, the global feed, idempotency keys.
+///
+/// Cheap to clone; clones share the pools. Dropping the last clone stops the LISTEN task.
+#[derive(Clone)]
+pub struct Store {
+    inner: Arc<Inner>,
+}
+
+struct Inner {
+    backend: Backend,
+    services: PathwayServices,
+    /// The highest position known to be committed; a hint for feed readers.
+    wake: watch::Sender<i64>,
+    /// PostgreSQL only: the task turning notifications from other processes into wake-ups.
+    listener: Option<JoinHandle<()>>,
+}
+
+impl Drop for Inner {
+    fn drop(&mut self) {
+        if let Some(listener) = &self.listener {
+            listener.abort();
+        }
+    }
+}
+
+type SqliteEvents = PersistedEventStore<SqliteEventRepository, Pathway>;
+type PostgresEvents = PersistedEventStore<PostgresEventRepository, Pathway>;
+
+#[expect(
+    clippy::large_enum_variant,
+    reason = "one value per store, behind an Arc"
+)]
+enum Backend {
+    Sqlite {
+        /// One connection: every write goes through it.
+        write: SqlitePool,
+        /// Every read goes through these.
+        read: SqlitePool,
+        /// cqrs-es over the read pool, to load aggregates without queueing behind writers.
+        loader: SqliteEvents,
+        /// cqrs-es over the write pool, to commit.
+        writer: SqliteEvents,
+    },
+    Postgres {
+        pool: PgPool,
+        events: PostgresEvents,
+    },
+}
+
+/// Runs `$body` with `$pool` bound to the pool reads go to, whichever the backend.
+macro_rules! on_read_pool {
+    ($backend:expr, |$pool:ident| $body:expr) => {
+        match $backend {
+            Backend::Sqlite { read: $pool, .. } => $body,
+            Backend::Postgres { pool: $pool, .. } => $body,
+        }
+    };
+}
+
+/// What happened to a command between load and commit.
+enum Attempt {
+    Refused(PathwayError),
+    Committed {
+        /// The stream's version before the command.
+        before: u64,
+        /// The stream right after the command.
+        pathway: Pathway,
+    },
+    CommitFailed(AggregateError<PathwayError>),
+}
+
+impl Store {
+    /// Connects to `sqlite://path/to/file.db` (created if missing, parent folders too) or
+    /// `postgres://…`, with default pool sizes. Does not migrate: call [`Store::migrate`].
+    pub async fn connect(url: &str, services: PathwayServices) -> Result<Self, StoreError> {
+        Self::connect_with(url, services, StoreOptions::default()).await
+    }
+
+    /// [`Store::connect`] with explicit pool options.
+    pub async fn connect_with(
+        url: &str,
+        services: PathwayServices,
+        options: StoreOptions,
+    ) -> Result<Self, StoreError> {
+        let scheme = url.split_once(':').map_or("", |(scheme, _)| scheme);
+        let (wake, _) = watch::channel(0);
+        let (backend, listener) = match scheme {
+            "sqlite" => {
+                let (write, read) = sqlite::connect(url, &options).await?;
+                let backend = Backend::Sqlite {
+                    loader: PersistedEventStore::new_event_store(SqliteEventRepository::new(
+                        read.clone(),
+                    )),
+                    writer: PersistedEventStore::new_event_store(SqliteEventRepository::new(
+                        write.clone(),
+                    )),
+                    write,
+                    read,
+                };
+                (backend, None)
+            }
+            "postgres" | "postgresql" => {
+                let pool = postgres::connect(url, &options).await?;
+                let listener = postgres::spawn_listener(pool.clone(), wake.clone());
+                let backend = Backend::Postgres {
+                    events: PersistedEventStore::new_event_store(PostgresEventRepository::new(
+                        pool.clone(),
+                    )),
+                    pool,
+                };
+                (backend, Some(listener))
+            }
+            other => {
+                return Err(StoreError::UnsupportedUrl {
+                    scheme: other.to_owned(),
+                });
+            }
+        };
+        tracing::info!(backend = backend.name(), "event store connected");
+        Ok(Self {
+            inner: Arc::new(Inner {
+                backend,
+                services,
+                wake,
+                listener,
+            }),
+        })
+    }
+
+    /// Applies the pending schema migrations of the backend. Safe to run concurrently and
+    /// repeatedly.
+    pub async fn migrate(&self) -> Result<(), StoreError> {
+        match &self.inner.backend {
+            Backend::Sqlite { write, .. } => sqlite::MIGRATOR.run(write).await?,
+            Backend::Postgres { pool, .. } => postgres::MIGRATOR.run(pool).await?,
+        }
+        Ok(())
+    }
+
+    /// `"sqlite"` or `"postgres"`.
+    pub fn backend_name(&self) -> &'static str {
+        self.inner.backend.name()
+    }
+
+    /// The configuration and clock commands are decided with.
+    pub fn services(&self) -> &PathwayServices {
+        &self.inner.services
+    }
+
+    /// The PostgreSQL pool, for adapters storing their own tables (projections, relay).
+    pub fn pg_pool(&self) -> Option<&PgPool> {
+        match &self.inner.backend {
+            Backend::Postgres { pool, .. } => Some(pool),
+            Backend::Sqlite { .. } => None,
+        }
+    }
+
+    /// The SQLite pools `(write, read)`. Writes must go through the write pool (one
+    /// connection) so that they queue instead of failing with "database is locked".
+    pub fn sqlite_pools(&self) -> Option<(&SqlitePool, &SqlitePool)> {
+        match &self.inner.backend {
+            Backend::Sqlite { write, read, .. } => Some((write, read)),
+            Backend::Postgres { .. } => None,
+        }
+    }
+
+    /// Checks that the database answers (for `/readyz`).
+    pub async fn ping(&self) -> Result<(), StoreError> {
+        on_read_pool!(&self.inner.backend, |pool| {
+            sqlx::query("SELECT 1").execute(pool).await?;
+        });
+        Ok(())
+    }
+
+    /// A receiver of the highest position known to be committed, bumped after each local
+    /// commit and, with PostgreSQL, on notifications from other processes. Only a hint to
+    /// re-read the feed sooner: readers must still poll.
+    pub fn wakeups(&self) -> watch::Receiver<i64> {
+        self.inner.wake.subscribe()
+    }
+
+    /// Executes a command on a beneficiary's stream: load, decide, commit.
+    ///
+    /// With an idempotency key, a request already executed with that key is answered from the
+    /// first execution (`replayed: true`, nothing written), and a key used for a different
+    /// request is refused. Two writers racing on one stream: one commits, the other gets
+    /// [`Rejection::Conflict`].
+    ///
+    /// The outer `Result` fails only when the store does; refusals are in the inner one.
+    pub async fn execute(
+        &self,
+        beneficiary: Uuid,
+        command: PathwayCommand,
+        ctx: CommandContext,
+    ) -> Result<Result<Executed, Rejection>, StoreError> {
+        let span = tracing::info_span!(
+            "store.execute",
+            beneficiary = %beneficiary,
+            command = command.name(),
+            principal = %ctx.principal,
+        );
+        self.execute_inner(beneficiary, command, ctx)
+            .instrument(span)
+            .await
+    }
+
+    async fn execute_inner(
+        &self,
+        beneficiary: Uuid,
+        command: PathwayCommand,
+        ctx: CommandContext,
+    ) -> Result<Result<Executed, Rejection>, StoreError> {
+        if let Some(key) = &ctx.idempotency
+            && let Some(row) = self.find_key(&key.key).await?
+        {
+            tracing::debug!("idempotency key already used");
+            return self.answer_from_key(row, key).await;
+        }
+        let aggregate_id = beneficiary.to_string();
+        let services = &self.inner.services;
+        let attempt = match &self.inner.backend {
+            Backend::Sqlite { loader, writer, .. } => {
+                attempt(loader, writer, services, &aggregate_id, command, &ctx).await?
+            }
+            Backend::Postgres { events, .. } => {
+                attempt(events, events, services, &aggregate_id, command, &ctx).await?
+            }
+        };
+        match attempt {
+            Attempt::Refused(error) => {
+                tracing::debug!(code = error.code(), "command refused");
+                Ok(Err(Rejection::Refused(error)))
+            }
+            Attempt::Committed { before, pathway } => {
+                let events = self
+                    .fetch_range(&aggregate_id, before + 1, pathway.version())
+                    .await?;
+                if let Some(last) = events.last() {
+                    bump(&self.inner.wake, last.position);
+                }
+                tracing::debug!(events = events.len(), "command committed");
+                Ok(Ok(Executed {
+                    beneficiary,
+                    pathway,
+                    events,
+                    replayed: false,
+                }))
+            }
+            Attempt::CommitFailed(error) => {
+                let conflict = is_conflict(&error);
+                // A concurrent twin with the same key may have won: answer as it did.
+                if let Some(key) = &ctx.idempotency
+                    && let Some(row) = self.find_key(&key.key).await?
+                {
+                    tracing::debug!("lost the race to a request with the same idempotency key");
+                    return self.answer_from_key(row, key).await;
+                }
+                if conflict {
+                    tracing::info!("concurrent write conflict");
+                    Ok(Err(Rejection::Conflict))
+                } else {
+                    Err(store_error(error))
+                }
+            }
+        }
+    }
+
+    /// The beneficiary's stream folded, or `None` if nothing was ever recorded for it.
+    pub async fn load(&self, beneficiary: Uuid) -> Result<Option<Pathway>, StoreError> {
+        let span = tracing::debug_span!("store.load", beneficiary = %beneficiary);
+        async {
+            let stream = self.fetch_stream(&beneficiary.to_string()).await?;
+            Ok((!stream.is_empty()).then(|| Pathway::from_events(stream.iter().map(|e| &e.event))))
+        }
+        .instrument(span)
+        .await
+    }
+
+    /// Every event of the beneficiary's stream in sequence order, each marked `voided` if an
+    /// undo voided it; `None` if nothing was ever recorded for it.
+    pub async fn history(&self, beneficiary: Uuid) -> Result<Option<Vec<StoredEvent>>, StoreError> {
+        let span = tracing::debug_span!("store.history", beneficiary = %beneficiary);
+        async {
+            let mut stream = self.fetch_stream(&beneficiary.to_string()).await?;
+            if stream.is_empty() {
+                return Ok(None);
+            }
+            let pathway = Pathway::from_events(stream.iter().map(|e| &e.event));
+            for event in &mut stream {
+                event.voided = pathway.is_voided(event.sequence);
+            }
+            Ok(Some(stream))
+        }
+        .instrument(span)
+        .await
+    }
+
+    /// A page of the global feed: events with a position greater than `after`, in position
+    /// order, at most `limit` of them. Feed order equals sequence order within a stream, and
+    /// an event committed later never gets a lower position than one already read.
+    pub async fn read_feed(&self, after: i64, limit: u32) -> Result<Vec<StoredEvent>, StoreError> {
+        let sql = format!(
+            "SELECT {EVENT_COLUMNS} FROM events \
+             WHERE aggregate_type = $1 AND position > $2 ORDER BY position LIMIT $3"
+        );
+        let rows = on_read_pool!(&self.inner.backend, |pool| {
+            sqlx::query(&sql)
+                .bind(Pathway::TYPE)
+                .bind(after)
+                .bind(i64::from(limit))
+                .fetch_all(pool)
+                .await?
+                .iter()
+                .map(|row| raw_event!(row))
+                .collect::<Result<Vec<_>, _>>()?
+        });
+        rows.into_iter().map(|raw| raw.decode()).collect()
+    }
+
+    /// The highest position of the feed, 0 if it is empty.
+    pub async fn head(&self) -> Result<i64, StoreError> {
+        let sql = "SELECT coalesce(max(position), 0) FROM events WHERE aggregate_type = $1";
+        let head = on_read_pool!(&self.inner.backend, |pool| {
+            sqlx::query_scalar::<_, i64>(sql)
+                .bind(Pathway::TYPE)
+                .fetch_one(pool)
+                .await?
+        });
+        Ok(head)
+    }
+
+    async fn fetch_stream(&self, aggregate_id: &str) -> Result<Vec<StoredEvent>, StoreError> {
+        self.fetch_range(aggregate_id, 1, i64::MAX as u64).await
+    }
+
+    /// The events of a stream with `first <= sequence <= last`, in sequence order.
+    async fn fetch_range(
+        &self,
+        aggregate_id: &str,
+        first: u64,
+        last: u64,
+    ) -> Result<Vec<StoredEvent>, StoreError> {
+        let sql = format!(
+            "SELECT {EVENT_COLUMNS} FROM events \
+             WHERE aggregate_type = $1 AND aggregate_id = $2 AND sequence >= $3 AND sequence <= $4 \
+             ORDER BY sequence"
+        );
+        let first = i64::try_from(first).unwrap_or(i64::MAX);
+        let last = i64::try_from(last).unwrap_or(i64::MAX);
+        let rows = on_read_pool!(&self.inner.backend, |pool| {
+            sqlx::query(&sql)
+                .bind(Pathway::TYPE)
+                .bind(aggregate_id)
+                .bind(first)
+                .bind(last)
+                .fetch_all(pool)
+                .await?
+                .iter()
+                .map(|row| raw_event!(row))
+                .collect::<Result<Vec<_>, _>>()?
+        });
+        rows.into_iter().map(|raw| raw.decode()).collect()
+    }
+
+    async fn find_key(&self, key: &str) -> Result<Option<KeyRow>, StoreError> {
+        let sql = "SELECT aggregate_id, request_hash, first_sequence, last_sequence \
+                   FROM idempotency_keys WHERE key = $1";
+        let row = on_read_pool!(&self.inner.backend, |pool| {
+            match sqlx::query(sql).bind(key).fetch_optional(pool).await? {
+                Some(row) => Some(key_row!(&row)?),
+                None => None,
+            }
+        });
+        Ok(row)
+    }
+
+    /// Answers a request whose idempotency key is already bound: the first execution's
+    /// stream prefix and events, or a refusal if the request differs.
+    async fn answer_from_key(
+        &self,
+        row: KeyRow,
+        key: &IdempotencyKey,
+    ) -> Result<Result<Executed, Rejection>, StoreError> {
+        if row.request_hash != key.request_hash {
+            return Ok(Err(Rejection::IdempotencyKeyReused));
+        }
+        let beneficiary = Uuid::parse_str(&row.aggregate_id).map_err(|_| {
+            StoreError::Corrupt(format!(
+                "idempotency key bound to `{}`, not a UUID",
+                row.aggregate_id
+            ))
+        })?;
+        let (first, last) = (
+            u64::try_from(row.first_sequence).unwrap_or(0),
+            u64::try_from(row.last_sequence).unwrap_or(0),
+        );
+        let mut stream = self.fetch_range(&row.aggregate_id, 1, last).await?;
+        if stream.len() as u64 != last {
+            return Err(StoreError::Corrupt(format!(
+                "idempotency key bound to {}:{first}..={last}, but the stream has {} events",
+                row.aggregate_id,
+                stream.len()
+            )));
+        }
+        let pathway = Pathway::from_events(stream.iter().map(|e| &e.event));
+        let events = stream.split_off(usize::try_from(first.saturating_sub(1)).unwrap_or(0));
+        Ok(Ok(Executed {
+            beneficiary,
+            pathway,
+            events,
+            replayed: true,
+        }))
+    }
+}
+
+impl fmt::Debug for Store {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Store")
+            .field("backend", &self.backend_name())
+            .finish_non_exhaustive()
+    }
+}
+
+impl Backend {
+    fn name(&self) -> &'static str {
+        match self {
+            Self::Sqlite { .. } => "sqlite",
+            Self::Postgres { .. } => "postgres",
+        }
+    }
+}
+
+/// Loads the aggregate through `loader`, lets it handle the command, and commits the events
+/// through `writer` with the command's metadata. The metadata is computed after handling, since
+/// it names the territory in force after the command.
+async fn attempt<L, W>(
+    loader: &L,
+    writer: &W,
+    services: &PathwayServices,
+    aggregate_id: &str,
+    command: PathwayCommand,
+    ctx: &CommandContext,
+) -> Result<Attempt, StoreError>
+where
+    L: EventStore<Pathway, AC = EventStoreAggregateContext<Pathway>>,
+    W: EventStore<Pathway, AC = EventStoreAggregateContext<Pathway>>,
+{
+    let mut context = loader
+        .load_aggregate(aggregate_id)
+        .await
+        .map_err(store_error)?;
+    let before = context.aggregate.version();
+    let territory_before = context.aggregate.state().territory.clone();
+    let name = command.name();
+    let sink = EventSink::default();
+    // `handle` applies each event it writes to the aggregate, so afterwards the context holds
+    // the state right after the command.
+    if let Err(error) = context.aggregate.handle(command, services, &sink).await {
+        return Ok(Attempt::Refused(error));
+    }
+    let events = sink.collect().await;
+    let pathway = context.aggregate.clone();
+    let territory = pathway.state().territory.clone().or(territory_before);
+
+    let mut md = HashMap::from([
+        (metadata::COMMAND_ID.to_owned(), Uuid::new_v4().to_string()),
+        (metadata::PRINCIPAL.to_owned(), ctx.principal.clone()),
+        (metadata::COMMAND.to_owned(), name.to_owned()),
+    ]);
+    if let Some(territory) = territory {
+        md.insert(
+            metadata::TERRITORY.to_owned(),
+            territory.as_str().to_owned(),
+        );
+    }
+    if let Some(key) = &ctx.idempotency {
+        md.insert(metadata::IDEMPOTENCY_KEY.to_owned(), key.key.clone());
+        md.insert(metadata::REQUEST_HASH.to_owned(), key.request_hash.clone());
+    }
+    match writer.commit(events, context, md).await {
+        Ok(_) => Ok(Attempt::Committed { before, pathway }),
+        Err(error) => Ok(Attempt::CommitFailed(error)),
+    }
+}
+
+/// Whether a failed commit lost a race: a primary-key conflict on the stream (reported by
+/// the cqrs-es adapters as `AggregateConflict`) or the idempotency trigger (PostgreSQL raises
+/// `unique_violation`, reported as a conflict too; SQLite aborts with a trigger constraint).
+fn is_conflict(error: &AggregateError<PathwayError>) -> bool {
+    match error {
+        AggregateError::AggregateConflict => true,
+        AggregateError::UnexpectedError(cause) | AggregateError::DatabaseConnectionError(cause) => {
+            cause
+                .downcast_ref::<sqlx::Error>()
+                .and_then(sqlx::Error::as_database_error)
+                .and_then(|db| db.code())
+                .is_some_and(|code| {
+                    code == sqlite::CONSTRAINT_TRIGGER || code == postgres::UNIQUE_VIOLATION
+                })
+        }
+        _ => false,
+    }
+}
+
+/// A cqrs-es error that is not a refusal nor a conflict.
+fn store_error(error: AggregateError<PathwayError>) -> StoreError {
+    match error {
+        AggregateError::DatabaseConnectionError(cause) | AggregateError::UnexpectedError(cause) => {
+            match cause.downcast::<sqlx::Error>() {
+                Ok(sqlx) => StoreError::Database(*sqlx),
+                Err(other) => StoreError::EventStore(other),
+            }
+        }
+        AggregateError::DeserializationError(cause) => StoreError::Corrupt(cause.to_string()),
+        AggregateError::AggregateConflict => {
+            StoreError::EventStore("unexpected optimistic-lock conflict".into())
+        }
+        AggregateError::UserError(error) => StoreError::EventStore(Box::new(error)),
+    }
+}
+
+/// Raises the wake-up hint to `position` if it is higher.
+pub(crate) fn bump(wake: &watch::Sender<i64>, position: i64) {
+    wake.send_if_modified(|current| {
+        if position > *current {
+            *current = position;
+            true
+        } else {
+            false
+        }
+    });
+}
+
+#[cfg(test)]
+mod tests {
+    use sqlx::{Connection as _, Executor as _, SqliteConnection};
+
+    use super::*;
+
+    /// The SQLite idempotency trigger's abort is recognised as a lost race, not a failure.
+    #[tokio::test]
+    async fn sqlite_trigger_abort_is_a_conflict() {
+        let mut conn = SqliteConnection::connect("sqlite::memory:").await.unwrap();
+        conn.execute(
+            "CREATE TABLE t (x integer) STRICT;
+             CREATE TRIGGER t_abort AFTER INSERT ON t BEGIN SELECT RAISE(ABORT, 'filiera: no'); END;",
+        )
+        .await
+        .unwrap();
+        let error = conn.execute("INSERT INTO t VALUES (1)").await.unwrap_err();
+        let error = AggregateError::<PathwayError>::UnexpectedError(Box::new(error));
+        assert!(is_conflict(&error));
+        let other = sqlx::Error::Protocol("broken".into());
+        assert!(!is_conflict(&AggregateError::UnexpectedError(Box::new(
+            other
+        ))));
+        assert!(is_conflict(&AggregateError::AggregateConflict));
+    }
+}

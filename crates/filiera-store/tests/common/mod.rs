@@ -1,0 +1,229 @@
+//! Test helpers: a fresh store per test on either backend, and a gate that holds every
+//! commit back so that racing commands really race.
+
+use std::str::FromStr;
+use std::sync::Arc;
+use std::time::Duration;
+
+use anyhow::Context as _;
+use chrono::NaiveDate;
+use filiera_domain::{FixedClock, PathwayServices, StageCatalogue, TerritoryRegistry};
+use filiera_store::{Store, StoreOptions};
+use sqlx::{Connection as _, Executor as _, PgConnection};
+use tempfile::TempDir;
+use uuid::Uuid;
+
+/// The day the test clock is stuck on.
+pub const TODAY: &str = "2025-06-30";
+
+/// The admin URL of the test PostgreSQL server (`FILIERA_TEST_PG_URL` overrides it).
+pub fn pg_admin_url() -> String {
+    std::env::var("FILIERA_TEST_PG_URL")
+        .unwrap_or_else(|_| "postgres://postgres@127.0.0.1:5432/postgres".to_owned())
+}
+
+/// The advisory lock key of the position trigger (see the PostgreSQL migration).
+const POSITION_LOCK_KEY: i64 = 28_826_361_970_127_457;
+
+pub fn services() -> PathwayServices {
+    PathwayServices {
+        clock: Arc::new(FixedClock(NaiveDate::from_str(TODAY).expect("a date"))),
+        ..PathwayServices::new(
+            Arc::new(StageCatalogue::default_catalogue()),
+            Arc::new(TerritoryRegistry::sample()),
+        )
+    }
+}
+
+/// A migrated store on a fresh database, removed when the harness is dropped.
+pub struct Harness {
+    /// Declared first so that it is dropped (and its pools closed) before the database.
+    pub store: Store,
+    _guard: Guard,
+}
+
+enum Guard {
+    Dir(#[allow(dead_code)] TempDir),
+    Pg(#[allow(dead_code)] TestDb),
+}
+
+impl Harness {
+    /// A store on a new SQLite file, in folders that do not exist yet.
+    pub async fn sqlite() -> anyhow::Result<Self> {
+        let dir = tempfile::tempdir()?;
+        let path = dir.path().join("nested/data/filiera.db");
+        let url = format!("sqlite://{}", path.display());
+        let options = StoreOptions {
+            max_connections: 8,
+            ..StoreOptions::default()
+        };
+        let store = Store::connect_with(&url, services(), options).await?;
+        store.migrate().await?;
+        Ok(Self {
+            store,
+            _guard: Guard::Dir(dir),
+        })
+    }
+
+    /// A store on a new PostgreSQL database.
+    pub async fn postgres() -> anyhow::Result<Self> {
+        let db = TestDb::create().await?;
+        let options = StoreOptions {
+            max_connections: 24,
+            ..StoreOptions::default()
+        };
+        let store = Store::connect_with(&db.url, services(), options).await?;
+        store.migrate().await?;
+        Ok(Self {
+            store,
+            _guard: Guard::Pg(db),
+        })
+    }
+
+    /// The URL of the PostgreSQL test database, if this is one.
+    pub fn pg_url(&self) -> Option<&str> {
+        match &self._guard {
+            Guard::Pg(db) => Some(&db.url),
+            Guard::Dir(_) => None,
+        }
+    }
+
+    /// Holds back every commit until [`Gate::open`]: PostgreSQL by taking the position
+    /// trigger's advisory lock, SQLite by holding the single write connection.
+    pub async fn close_gate(&self) -> anyhow::Result<Gate> {
+        if let Some(pool) = self.store.pg_pool() {
+            let mut conn = pool.acquire().await?.detach();
+            conn.execute("BEGIN").await?;
+            sqlx::query("SELECT pg_advisory_xact_lock($1)")
+                .bind(POSITION_LOCK_KEY)
+                .execute(&mut conn)
+                .await?;
+            Ok(Gate::Pg {
+                conn,
+                pool: pool.clone(),
+            })
+        } else {
+            let (write, _) = self.store.sqlite_pools().context("sqlite pools")?;
+            Ok(Gate::Sqlite(write.acquire().await?))
+        }
+    }
+}
+
+/// See [`Harness::close_gate`].
+pub enum Gate {
+    Pg {
+        conn: PgConnection,
+        pool: sqlx::PgPool,
+    },
+    Sqlite(#[allow(dead_code)] sqlx::pool::PoolConnection<sqlx::Sqlite>),
+}
+
+impl Gate {
+    /// Waits until `n` writers are blocked at the gate, i.e. have loaded and decided.
+    pub async fn wait_for_writers(&self, n: i64) -> anyhow::Result<()> {
+        match self {
+            Gate::Pg { pool, .. } => {
+                let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
+                loop {
+                    let waiting: i64 = sqlx::query_scalar(
+                        "SELECT count(*) FROM pg_locks \
+                         WHERE locktype = 'advisory' AND NOT granted \
+                           AND database = (SELECT oid FROM pg_database WHERE datname = current_database())",
+                    )
+                    .fetch_one(pool)
+                    .await?;
+                    if waiting >= n {
+                        return Ok(());
+                    }
+                    anyhow::ensure!(
+                        tokio::time::Instant::now() < deadline,
+                        "only {waiting} of {n} writers reached the gate"
+                    );
+                    tokio::time::sleep(Duration::from_millis(10)).await;
+                }
+            }
+            // The pool does not tell how many wait for its connection: give them time.
+            Gate::Sqlite(_) => {
+                tokio::time::sleep(Duration::from_millis(500)).await;
+                Ok(())
+            }
+        }
+    }
+
+    /// Lets the held-back commits through.
+    pub async fn open(self) -> anyhow::Result<()> {
+        match self {
+            Gate::Pg { mut conn, .. } => {
+                conn.execute("COMMIT").await?;
+                conn.close().await?;
+            }
+            Gate::Sqlite(conn) => drop(conn),
+        }
+        Ok(())
+    }
+}
+
+/// A PostgreSQL database with a unique name, dropped (with its connections) on drop.
+pub struct TestDb {
+    pub url: String,
+    admin: String,
+    name: String,
+}
+
+impl TestDb {
+    pub async fn create() -> anyhow::Result<Self> {
+        let admin = pg_admin_url();
+        let name = format!("filiera_test_{}", Uuid::new_v4().simple());
+        let mut conn = PgConnection::connect(&admin)
+            .await
+            .context("connect to the test PostgreSQL (set FILIERA_TEST_PG_URL)")?;
+        conn.execute(format!("CREATE DATABASE {name}").as_str())
+            .await?;
+        conn.close().await?;
+        Ok(Self {
+            url: with_database(&admin, &name),
+            admin,
+            name,
+        })
+    }
+}
+
+impl Drop for TestDb {
+    fn drop(&mut self) {
+        let admin = self.admin.clone();
+        let sql = format!("DROP DATABASE IF EXISTS {} WITH (FORCE)", self.name);
+        // Drop may run inside a runtime: do the async work on a thread of its own.
+        let done = std::thread::spawn(move || {
+            let runtime = tokio::runtime::Builder::new_current_thread()
+                .enable_all()
+                .build()?;
+            runtime.block_on(async {
+                let mut conn = PgConnection::connect(&admin).await?;
+                conn.execute(sql.as_str()).await?;
+                conn.close().await?;
+                anyhow::Ok(())
+            })
+        })
+        .join();
+        if let Ok(Err(error)) = done {
+            eprintln!("could not drop test database {}: {error:#}", self.name);
+        }
+    }
+}
+
+/// `admin` with its database path replaced by `name`, keeping any query string.
+fn with_database(admin: &str, name: &str) -> String {
+    let (base, query) = match admin.split_once('?') {
+        Some((base, query)) => (base, Some(query)),
+        None => (admin, None),
+    };
+    let after_scheme = base.find("://").map_or(0, |i| i + 3);
+    let base = match base[after_scheme..].find('/') {
+        Some(slash) => &base[..after_scheme + slash],
+        None => base,
+    };
+    match query {
+        Some(query) => format!("{base}/{name}?{query}"),
+        None => format!("{base}/{name}"),
+    }
+}
