@@ -9,12 +9,14 @@
 //! - [`state`]: [`PathwayState`], the fold of a stream's non-voided events.
 //! - [`aggregate`]: the [`Pathway`] aggregate (cqrs-es) enforcing the rules.
 //! - [`error`]: [`PathwayError`] (a refused command) and [`ConfigError`].
+//! - [`metrics`]: the metric fold over per-beneficiary [`Timeline`]s, and the reiteration audit.
 
 pub mod aggregate;
 pub mod catalogue;
 pub mod command;
 pub mod error;
 pub mod event;
+pub mod metrics;
 pub mod state;
 pub mod territory;
 
@@ -27,6 +29,10 @@ pub use command::PathwayCommand;
 pub use error::{ConfigError, PathwayError, Refusal};
 pub use event::{
     CloseOutcome, ExitOutcome, PathwayEvent, Referral, SupportBand, Transition, snake_case,
+};
+pub use metrics::{
+    AuditList, AuditQuery, MetricsQuery, RecordedEvent, TerritoryMetrics, Timeline,
+    reiteration_audit, territory_metrics,
 };
 pub use state::{PathwayCounts, PathwayState, PathwayStatus};
 pub use territory::{TerritoryCode, TerritoryDef, TerritoryNode, TerritoryRegistry};

@@ -1,0 +1,108 @@
+//! The flat CSV rendering of [`TerritoryMetrics`] for `filiera report --format csv`.
+//!
+//! One row per metric, columns `metric,value`, dotted names following the JSON document
+//! (`transitions.progression`, `time_in_stage_days.internship.closed.median`), the query first
+//! (`query.territory`, `query.from`, `query.to`, `query.known_at`). A `null` is an empty value.
+//! Matrix cells are `transition_matrix.<from>><to>`, with an empty `<from>` for entries
+//! (`transition_matrix.>internship`); only non-zero cells appear, as in the JSON.
+
+use std::fmt::Write as _;
+
+use chrono::SecondsFormat;
+
+use super::fold::{Durations, TerritoryMetrics};
+use super::stats::Stats;
+
+/// Renders `metrics` as CSV text (header included, `\n` line ends).
+pub fn metrics_to_csv(metrics: &TerritoryMetrics) -> String {
+    let mut out = Rows(String::from("metric,value\n"));
+    let query = &metrics.query;
+    let territory = query.territory.as_ref().map(|t| t.as_str());
+    out.text("query.territory", territory);
+    out.row("query.from", query.from);
+    out.row("query.to", query.to);
+    let known_at = query.known_at.to_rfc3339_opts(SecondsFormat::AutoSi, true);
+    out.text("query.known_at", Some(&known_at));
+    out.row("enrolments", metrics.enrolments);
+    out.row("reopenings", metrics.reopenings);
+    let t = &metrics.transitions;
+    out.row("transitions.entry", t.entry);
+    out.row("transitions.progression", t.progression);
+    out.row("transitions.reiteration", t.reiteration);
+    out.row("transitions.regression", t.regression);
+    for cell in &metrics.transition_matrix {
+        let from = cell.from.as_ref().map_or("", |s| s.as_str());
+        out.row(
+            format_args!("transition_matrix.{from}>{}", cell.to),
+            cell.count,
+        );
+    }
+    out.float("progressivity_index", metrics.progressivity_index);
+    for (key, n) in metrics.reiteration.distribution.buckets() {
+        out.row(format_args!("reiteration.distribution.{key}"), n);
+    }
+    out.row("reiteration.flagged", metrics.reiteration.flagged);
+    out.row("reiteration.threshold", metrics.reiteration.threshold);
+    out.durations("time_in_pathway_days", &metrics.time_in_pathway_days);
+    for (stage, durations) in metrics.time_in_stage_days.iter() {
+        out.durations(&format!("time_in_stage_days.{stage}"), durations);
+    }
+    for (key, n) in metrics.active_at_end.iter() {
+        out.row(format_args!("active_at_end.{key}"), n);
+    }
+    let c = &metrics.closures;
+    out.row("closures.employed", c.employed);
+    out.row("closures.dropped_out", c.dropped_out);
+    out.row("closures.moved_away", c.moved_away);
+    out.row("closures.deceased", c.deceased);
+    out.row("closures.other", c.other);
+    out.row("corrections", metrics.corrections);
+    out.0
+}
+
+impl TerritoryMetrics {
+    /// The flat CSV rendering, see [`metrics_to_csv`].
+    pub fn to_csv(&self) -> String {
+        metrics_to_csv(self)
+    }
+}
+
+/// The CSV being written. Names and values are codes, dates and numbers, so nothing needs
+/// quoting; [`Rows::text`] quotes anyway if a value ever carries a comma or a quote.
+struct Rows(String);
+
+impl Rows {
+    fn row(&mut self, metric: impl std::fmt::Display, value: impl std::fmt::Display) {
+        // Writing to a String cannot fail.
+        let _ = writeln!(self.0, "{metric},{value}");
+    }
+
+    fn text(&mut self, metric: &str, value: Option<&str>) {
+        match value {
+            Some(v) if v.contains([',', '"', '\n', '\r']) => {
+                self.row(metric, format_args!("\"{}\"", v.replace('"', "\"\"")));
+            }
+            Some(v) => self.row(metric, v),
+            None => self.row(metric, ""),
+        }
+    }
+
+    fn float(&mut self, metric: &str, value: Option<f64>) {
+        match value {
+            Some(v) => self.row(metric, v),
+            None => self.row(metric, ""),
+        }
+    }
+
+    fn stats(&mut self, prefix: &str, stats: &Stats) {
+        self.row(format_args!("{prefix}.count"), stats.count);
+        self.float(&format!("{prefix}.mean"), stats.mean);
+        self.float(&format!("{prefix}.median"), stats.median);
+        self.float(&format!("{prefix}.p90"), stats.p90);
+    }
+
+    fn durations(&mut self, prefix: &str, durations: &Durations) {
+        self.stats(&format!("{prefix}.closed"), &durations.closed);
+        self.stats(&format!("{prefix}.open"), &durations.open);
+    }
+}

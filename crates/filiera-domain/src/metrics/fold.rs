@@ -1,0 +1,576 @@
+//! The metric fold (SPEC 3): [`territory_metrics`] over many [`Timeline`]s.
+
+use std::collections::{BTreeMap, HashMap, HashSet};
+
+use chrono::{DateTime, NaiveDate, Utc};
+use serde::{Deserialize, Serialize};
+
+use crate::catalogue::{StageCatalogue, StageCode};
+use crate::event::{CloseOutcome, Transition};
+use crate::territory::{TerritoryCode, TerritoryRegistry};
+
+use super::stats::{OrderedMap, Stats};
+use super::timeline::{LocalId, Timeline};
+use super::walk::{EndState, Fact, Horizon, days_between, walk};
+
+/// The key of `active_at_end` for beneficiaries with an open spell and no open episode.
+pub const WAITING: &str = "waiting";
+
+/// What `GET /v1/metrics` and `filiera report` ask for.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct MetricsQuery {
+    /// The territory whose subtree is in scope; `None` for everything.
+    pub territory: Option<TerritoryCode>,
+    /// First day of the period, inclusive.
+    pub from: NaiveDate,
+    /// Last day of the period, inclusive; also the day "at the end" refers to.
+    pub to: NaiveDate,
+    /// Only what was recorded (and undone) by this instant counts.
+    pub known_at: DateTime<Utc>,
+    /// `stalled_reiterations >= threshold` flags a beneficiary (SPEC 2.4).
+    pub threshold: u32,
+}
+
+impl MetricsQuery {
+    /// The query as echoed in the document.
+    pub fn echo(&self) -> QueryEcho {
+        QueryEcho {
+            territory: self.territory.clone(),
+            from: self.from,
+            to: self.to,
+            known_at: self.known_at,
+        }
+    }
+}
+
+/// The query echoed at the top of the metrics document.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct QueryEcho {
+    /// `null` when the query covers every territory.
+    pub territory: Option<TerritoryCode>,
+    pub from: NaiveDate,
+    pub to: NaiveDate,
+    /// RFC 3339, UTC.
+    pub known_at: DateTime<Utc>,
+}
+
+/// Stage entries by classification.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct TransitionCounts {
+    pub entry: u64,
+    pub progression: u64,
+    pub reiteration: u64,
+    pub regression: u64,
+}
+
+impl TransitionCounts {
+    fn add(&mut self, transition: Transition, n: u64) {
+        match transition {
+            Transition::Entry => self.entry += n,
+            Transition::Progression => self.progression += n,
+            Transition::Reiteration => self.reiteration += n,
+            Transition::Regression => self.regression += n,
+        }
+    }
+
+    /// `(progression − regression) / (progression + reiteration + regression)`, `None` when
+    /// the denominator is 0 (entries do not count).
+    pub fn progressivity_index(&self) -> Option<f64> {
+        let denominator = self.progression + self.reiteration + self.regression;
+        (denominator > 0)
+            .then(|| (self.progression as f64 - self.regression as f64) / denominator as f64)
+    }
+}
+
+/// One cell of the transition matrix: entries into `to` coming from `from` (`None` for
+/// `entry`, the first stage ever).
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct TransitionCell {
+    pub from: Option<StageCode>,
+    pub to: StageCode,
+    pub count: u64,
+}
+
+/// How many beneficiaries reiterated how often, keyed `"0"`, `"1"`, `"2"`, `"3+"`.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ReiterationDistribution {
+    #[serde(rename = "0")]
+    pub none: u64,
+    #[serde(rename = "1")]
+    pub once: u64,
+    #[serde(rename = "2")]
+    pub twice: u64,
+    #[serde(rename = "3+")]
+    pub three_or_more: u64,
+}
+
+impl ReiterationDistribution {
+    fn add(&mut self, reiterations: u32) {
+        match reiterations {
+            0 => self.none += 1,
+            1 => self.once += 1,
+            2 => self.twice += 1,
+            _ => self.three_or_more += 1,
+        }
+    }
+
+    /// The buckets with their keys, in document order.
+    pub fn buckets(&self) -> [(&'static str, u64); 4] {
+        [
+            ("0", self.none),
+            ("1", self.once),
+            ("2", self.twice),
+            ("3+", self.three_or_more),
+        ]
+    }
+}
+
+/// The `reiteration` object of the document.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ReiterationSummary {
+    pub distribution: ReiterationDistribution,
+    /// Beneficiaries of the distribution with `stalled_reiterations >= threshold` at `to`.
+    pub flagged: u64,
+    pub threshold: u32,
+}
+
+/// Durations of what ended in the period and of what is still open at `to`.
+#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
+pub struct Durations {
+    pub closed: Stats,
+    pub open: Stats,
+}
+
+/// Spells closed in the period, by outcome (every outcome present).
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Closures {
+    pub employed: u64,
+    pub dropped_out: u64,
+    pub moved_away: u64,
+    pub deceased: u64,
+    pub other: u64,
+}
+
+impl Closures {
+    fn add(&mut self, outcome: CloseOutcome) {
+        match outcome {
+            CloseOutcome::Employed => self.employed += 1,
+            CloseOutcome::DroppedOut => self.dropped_out += 1,
+            CloseOutcome::MovedAway => self.moved_away += 1,
+            CloseOutcome::Deceased => self.deceased += 1,
+            CloseOutcome::Other => self.other += 1,
+        }
+    }
+
+    /// The count of one outcome.
+    pub fn get(&self, outcome: CloseOutcome) -> u64 {
+        match outcome {
+            CloseOutcome::Employed => self.employed,
+            CloseOutcome::DroppedOut => self.dropped_out,
+            CloseOutcome::MovedAway => self.moved_away,
+            CloseOutcome::Deceased => self.deceased,
+            CloseOutcome::Other => self.other,
+        }
+    }
+
+    /// Every closure, whatever the outcome.
+    pub fn total(&self) -> u64 {
+        CloseOutcome::ALL.iter().map(|&o| self.get(o)).sum()
+    }
+}
+
+/// The metrics document of SPEC 3, fields in document order.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct TerritoryMetrics {
+    pub query: QueryEcho,
+    pub enrolments: u64,
+    pub reopenings: u64,
+    pub transitions: TransitionCounts,
+    /// Non-zero cells, sorted by `(from, to)` as codes, `from: null` first.
+    pub transition_matrix: Vec<TransitionCell>,
+    pub progressivity_index: Option<f64>,
+    pub reiteration: ReiterationSummary,
+    pub time_in_pathway_days: Durations,
+    /// Every catalogue stage, in catalogue order.
+    pub time_in_stage_days: OrderedMap<Durations>,
+    /// Every catalogue stage in catalogue order, then `waiting`.
+    pub active_at_end: OrderedMap<u64>,
+    pub closures: Closures,
+    pub corrections: u64,
+}
+
+/// Folds `timelines` into the metrics document of SPEC 3 for `query`.
+///
+/// Decisions where SPEC 3 leaves room (copied into `docs/metrics.md`):
+/// - **Visibility.** An event counts if it was recorded by `known_at`, is not voided by an undo
+///   itself recorded by `known_at`, and has `on <= to`. A voided enrolment (beneficiary voided
+///   as known at `known_at`) contributes nothing, not even its corrections.
+/// - **Scope.** `territory` and its descendants in `registry` (`None`: everything). Each fact is
+///   attributed to the territory in force after every earlier non-voided event of the stream.
+/// - `enrolments`, `reopenings`, `transitions`, `transition_matrix`: events with `on` in
+///   `[from, to]`, attributed at the event itself (spell start, episode start). The matrix lists
+///   non-zero cells sorted by `(from, to)` compared as codes, `from: null` (entries) first.
+/// - `progressivity_index` = `(progression − regression) / (progression + reiteration +
+///   regression)` over those transitions; `null` if the denominator is 0.
+/// - `closures` (all five outcomes, zeros included) and `time_in_pathway_days.closed`:
+///   `PathwayClosed` with `on` in the period, attributed at the start of the spell it closes,
+///   so the closures total equals `time_in_pathway_days.closed.count`; duration `close − start`.
+/// - `time_in_pathway_days.open`: spells started by `to` and not closed by `to`, attributed at
+///   spell start: `to − start`.
+/// - `time_in_stage_days.<stage>` for every catalogue stage, catalogue order: `closed` are
+///   episodes whose exit `on` is in the period (attributed at their `StageEntered`):
+///   `exit − entry`; `open` are episodes entered by `to` and still open at `to`: `to − entry`.
+/// - `reiteration.distribution` (`"0"`, `"1"`, `"2"`, `"3+"`): beneficiaries whose territory at
+///   `to` (after every visible event with `on <= to`) is in scope and who entered any stage by
+///   `to`, by their reiterations up to `to` in every spell. `flagged`: those among them whose
+///   reiterations since their most recent progression (or first entry) are `>= threshold`.
+/// - `active_at_end`: beneficiaries with an open spell at `to` and territory at `to` in scope,
+///   by the code of their open stage, or `waiting`; every catalogue stage and `waiting` present.
+/// - `corrections`: `CommandUndone` recorded by `known_at` whose `recorded_at` UTC date is in
+///   `[from, to]`, attributed to the territory in force just before the undo.
+/// - Durations are whole days. Stats are `{count, mean, median, p90}`, with `null` statistics
+///   when `count` is 0 and percentiles interpolated at rank `p·(n−1)` (numpy's default).
+/// - Stages recorded in events but no longer in the catalogue count in `transitions` and the
+///   matrix, but have no key in `time_in_stage_days` or `active_at_end`.
+pub fn territory_metrics<'a>(
+    timelines: impl IntoIterator<Item = &'a Timeline>,
+    query: &MetricsQuery,
+    catalogue: &StageCatalogue,
+    registry: &TerritoryRegistry,
+) -> TerritoryMetrics {
+    let scope = Scope::new(query.territory.as_ref(), registry);
+    let stages = StageIndex::new(catalogue);
+    let horizon = Horizon {
+        known_at: query.known_at,
+        to: query.to,
+    };
+    let mut local = LocalMaps::default();
+    let mut acc = Accumulator::new(query, stages.len());
+    for timeline in timelines {
+        local.prepare(timeline, &scope, &stages);
+        let end = walk(timeline, horizon, |fact| acc.fact(fact, &local, timeline));
+        if let Some(end) = end {
+            acc.end(&end, &local, query);
+        }
+    }
+    acc.finish(query, catalogue)
+}
+
+/// The territories in scope of a query.
+pub(crate) enum Scope {
+    Everything,
+    Subtree(HashSet<TerritoryCode>),
+}
+
+impl Scope {
+    pub(crate) fn new(territory: Option<&TerritoryCode>, registry: &TerritoryRegistry) -> Self {
+        match territory {
+            None => Self::Everything,
+            Some(code) => Self::Subtree(registry.descendants_or_self(code).into_iter().collect()),
+        }
+    }
+
+    fn contains(&self, code: &TerritoryCode) -> bool {
+        match self {
+            Self::Everything => true,
+            Self::Subtree(set) => set.contains(code),
+        }
+    }
+}
+
+/// Catalogue stage codes to their position in the catalogue.
+pub(crate) struct StageIndex<'c>(HashMap<&'c str, usize>);
+
+impl<'c> StageIndex<'c> {
+    pub(crate) fn new(catalogue: &'c StageCatalogue) -> Self {
+        Self(
+            catalogue
+                .stages()
+                .iter()
+                .enumerate()
+                .map(|(i, s)| (s.code.as_str(), i))
+                .collect(),
+        )
+    }
+
+    fn len(&self) -> usize {
+        self.0.len()
+    }
+}
+
+/// One timeline's [`LocalId`]s resolved against the query: which territories are in scope,
+/// which stages are which catalogue stage. Buffers are reused from one timeline to the next,
+/// so the fold allocates nothing per beneficiary.
+#[derive(Default)]
+pub(crate) struct LocalMaps {
+    everything: bool,
+    in_scope: Vec<bool>,
+    stage: Vec<Option<usize>>,
+}
+
+impl LocalMaps {
+    pub(crate) fn prepare(&mut self, timeline: &Timeline, scope: &Scope, stages: &StageIndex<'_>) {
+        self.everything = matches!(scope, Scope::Everything);
+        self.in_scope.clear();
+        if !self.everything {
+            let codes = timeline.territories().iter();
+            self.in_scope.extend(codes.map(|code| scope.contains(code)));
+        }
+        self.stage.clear();
+        let codes = timeline.stages().iter();
+        self.stage
+            .extend(codes.map(|code| stages.0.get(code.as_str()).copied()));
+    }
+
+    /// Whether the attribution territory `id` is in scope.
+    #[inline]
+    pub(crate) fn in_scope(&self, id: LocalId) -> bool {
+        self.everything || self.in_scope.get(usize::from(id)).copied().unwrap_or(false)
+    }
+
+    /// The catalogue position of stage `id`, if the catalogue has it.
+    #[inline]
+    fn catalogue_stage(&self, id: LocalId) -> Option<usize> {
+        self.stage.get(usize::from(id)).copied().flatten()
+    }
+}
+
+/// Running totals of the fold.
+struct Accumulator {
+    from: NaiveDate,
+    to: NaiveDate,
+    enrolments: u64,
+    reopenings: u64,
+    transitions: TransitionCounts,
+    /// Row 0: from `null`; row `i + 1`: from catalogue stage `i`. Column: catalogue stage.
+    matrix: Vec<u64>,
+    /// Cells naming a stage outside the catalogue (rare: a stage removed from configuration).
+    matrix_other: BTreeMap<(Option<StageCode>, StageCode), u64>,
+    distribution: ReiterationDistribution,
+    flagged: u64,
+    pathway_closed: Vec<u32>,
+    pathway_open: Vec<u32>,
+    stage_closed: Vec<Vec<u32>>,
+    stage_open: Vec<Vec<u32>>,
+    active: Vec<u64>,
+    waiting: u64,
+    closures: Closures,
+    corrections: u64,
+}
+
+impl Accumulator {
+    fn new(query: &MetricsQuery, stages: usize) -> Self {
+        Self {
+            from: query.from,
+            to: query.to,
+            enrolments: 0,
+            reopenings: 0,
+            transitions: TransitionCounts::default(),
+            matrix: vec![0; (stages + 1) * stages],
+            matrix_other: BTreeMap::new(),
+            distribution: ReiterationDistribution::default(),
+            flagged: 0,
+            pathway_closed: Vec::new(),
+            pathway_open: Vec::new(),
+            stage_closed: vec![Vec::new(); stages],
+            stage_open: vec![Vec::new(); stages],
+            active: vec![0; stages],
+            waiting: 0,
+            closures: Closures::default(),
+            corrections: 0,
+        }
+    }
+
+    #[inline]
+    fn in_period(&self, on: NaiveDate) -> bool {
+        self.from <= on && on <= self.to
+    }
+
+    #[inline]
+    fn fact(&mut self, fact: Fact, local: &LocalMaps, timeline: &Timeline) {
+        match fact {
+            Fact::SpellStarted {
+                on,
+                territory,
+                reopened,
+            } => {
+                if self.in_period(on) && local.in_scope(territory) {
+                    if reopened {
+                        self.reopenings += 1;
+                    } else {
+                        self.enrolments += 1;
+                    }
+                }
+            }
+            Fact::StageEntered {
+                on,
+                territory,
+                stage,
+                from_stage,
+                transition,
+            } => {
+                if self.in_period(on) && local.in_scope(territory) {
+                    self.transitions.add(transition, 1);
+                    self.count_cell(from_stage, stage, local, timeline);
+                }
+            }
+            Fact::EpisodeClosed {
+                on,
+                entered_on,
+                territory,
+                stage,
+            } => {
+                if self.in_period(on)
+                    && local.in_scope(territory)
+                    && let Some(i) = local.catalogue_stage(stage)
+                {
+                    self.stage_closed[i].push(days_between(entered_on, on));
+                }
+            }
+            Fact::SpellClosed {
+                on,
+                started_on,
+                territory,
+                outcome,
+            } => {
+                if self.in_period(on) && local.in_scope(territory) {
+                    self.closures.add(outcome);
+                    self.pathway_closed.push(days_between(started_on, on));
+                }
+            }
+            Fact::Undone {
+                recorded_at,
+                territory,
+            } => {
+                if self.in_period(recorded_at.date_naive()) && local.in_scope(territory) {
+                    self.corrections += 1;
+                }
+            }
+        }
+    }
+
+    fn count_cell(
+        &mut self,
+        from: Option<LocalId>,
+        to: LocalId,
+        local: &LocalMaps,
+        timeline: &Timeline,
+    ) {
+        let columns = self.active.len();
+        let row = match from {
+            None => Some(0),
+            Some(f) => local.catalogue_stage(f).map(|i| i + 1),
+        };
+        match (row, local.catalogue_stage(to)) {
+            (Some(row), Some(column)) => self.matrix[row * columns + column] += 1,
+            _ => {
+                // A stage outside the catalogue: keyed by code (unknown ids are skipped).
+                let from = match from {
+                    None => None,
+                    Some(f) => match timeline.stage(f) {
+                        Some(code) => Some(code.clone()),
+                        None => return,
+                    },
+                };
+                if let Some(to) = timeline.stage(to) {
+                    *self.matrix_other.entry((from, to.clone())).or_default() += 1;
+                }
+            }
+        }
+    }
+
+    fn end(&mut self, end: &EndState, local: &LocalMaps, query: &MetricsQuery) {
+        if let Some(spell) = end.spell
+            && local.in_scope(spell.territory)
+        {
+            self.pathway_open.push(days_between(spell.on, self.to));
+        }
+        if let Some((stage, episode)) = end.episode
+            && let Some(i) = local.catalogue_stage(stage)
+            && local.in_scope(episode.territory)
+        {
+            self.stage_open[i].push(days_between(episode.on, self.to));
+        }
+        if !local.in_scope(end.territory) {
+            return;
+        }
+        if end.entered_any {
+            self.distribution.add(end.total_reiterations);
+            if end.stalled_reiterations >= query.threshold {
+                self.flagged += 1;
+            }
+        }
+        if end.spell.is_some() {
+            match end.episode {
+                None => self.waiting += 1,
+                Some((stage, _)) => {
+                    if let Some(i) = local.catalogue_stage(stage) {
+                        self.active[i] += 1;
+                    }
+                }
+            }
+        }
+    }
+
+    fn finish(mut self, query: &MetricsQuery, catalogue: &StageCatalogue) -> TerritoryMetrics {
+        let stages = catalogue.stages();
+        let columns = stages.len();
+        let mut matrix: Vec<TransitionCell> = self
+            .matrix
+            .iter()
+            .enumerate()
+            .filter(|&(_, &count)| count > 0)
+            .map(|(i, &count)| TransitionCell {
+                from: (i / columns)
+                    .checked_sub(1)
+                    .map(|row| stages[row].code.clone()),
+                to: stages[i % columns].code.clone(),
+                count,
+            })
+            .chain(
+                self.matrix_other
+                    .into_iter()
+                    .map(|((from, to), count)| TransitionCell { from, to, count }),
+            )
+            .collect();
+        matrix.sort_by(|a, b| (&a.from, &a.to).cmp(&(&b.from, &b.to)));
+        let time_in_stage_days = stages
+            .iter()
+            .zip(self.stage_closed.iter_mut().zip(self.stage_open.iter_mut()))
+            .map(|(stage, (closed, open))| {
+                let durations = Durations {
+                    closed: Stats::from_days(closed),
+                    open: Stats::from_days(open),
+                };
+                (stage.code.to_string(), durations)
+            })
+            .collect();
+        let active_at_end = stages
+            .iter()
+            .zip(&self.active)
+            .map(|(stage, &n)| (stage.code.to_string(), n))
+            .chain([(WAITING.to_owned(), self.waiting)])
+            .collect();
+        TerritoryMetrics {
+            query: query.echo(),
+            enrolments: self.enrolments,
+            reopenings: self.reopenings,
+            progressivity_index: self.transitions.progressivity_index(),
+            transitions: self.transitions,
+            transition_matrix: matrix,
+            reiteration: ReiterationSummary {
+                distribution: self.distribution,
+                flagged: self.flagged,
+                threshold: query.threshold,
+            },
+            time_in_pathway_days: Durations {
+                closed: Stats::from_days(&mut self.pathway_closed),
+                open: Stats::from_days(&mut self.pathway_open),
+            },
+            time_in_stage_days: OrderedMap(time_in_stage_days),
+            active_at_end: OrderedMap(active_at_end),
+            closures: self.closures,
+            corrections: self.corrections,
+        }
+    }
+}

@@ -1,0 +1,36 @@
+//! The metric fold (SPEC 3) and the reiteration audit, over per-beneficiary [`Timeline`]s.
+//!
+//! Each beneficiary's stream is digested into a [`Timeline`] (one read-model row, updated one
+//! event at a time by the projection runner, or built in one go by the offline report); the
+//! fold then reads any number of timelines "as known at" an instant, without replaying the
+//! aggregate. The module docs of [`timeline`] explain why that is sound; the decisions the fold
+//! makes where SPEC 3 leaves room are listed on [`territory_metrics`].
+//!
+//! # Layout
+//! - [`timeline`]: [`RecordedEvent`] (a stored event) and [`Timeline`] (its digest).
+//! - `walk`: the single pass over a timeline shared by the fold and the audit.
+//! - [`fold`]: [`MetricsQuery`], [`TerritoryMetrics`] and [`territory_metrics`].
+//! - [`audit`]: [`AuditQuery`], [`AuditList`] and [`reiteration_audit`].
+//! - [`stats`]: [`Stats`] (count, mean, median, p90) and [`OrderedMap`].
+//! - [`csv`]: [`metrics_to_csv`], the flat rendering for `filiera report --format csv`.
+
+pub mod audit;
+pub mod csv;
+pub mod fold;
+pub mod stats;
+pub mod timeline;
+mod walk;
+
+#[cfg(test)]
+mod tests;
+
+pub use audit::{
+    AuditEntry, AuditList, AuditQuery, AuditQueryEcho, AuditTransition, reiteration_audit,
+};
+pub use csv::metrics_to_csv;
+pub use fold::{
+    Closures, Durations, MetricsQuery, QueryEcho, ReiterationDistribution, ReiterationSummary,
+    TerritoryMetrics, TransitionCell, TransitionCounts, WAITING, territory_metrics,
+};
+pub use stats::{OrderedMap, Stats, percentile};
+pub use timeline::{EntryKind, LocalId, RecordedEvent, Timeline, TimelineEntry};

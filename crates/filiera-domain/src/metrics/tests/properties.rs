@@ -1,0 +1,338 @@
+//! Properties over random histories written by the real aggregate: the fold equals the naive
+//! oracle, a timeline built event by event through its persisted form equals one built in one
+//! go, and nothing panics — not even on streams the aggregate would never write.
+
+use chrono::{DateTime, Days, NaiveTime, TimeDelta, Utc};
+use proptest::prelude::*;
+
+use crate::catalogue::{StageCatalogue, StageCode};
+use crate::command::PathwayCommand;
+use crate::event::{CloseOutcome, ExitOutcome, PathwayEvent, Referral, Transition};
+use crate::state::PathwayStatus;
+use crate::territory::TerritoryRegistry;
+
+use super::super::{AuditQuery, RecordedEvent, Timeline, reiteration_audit, territory_metrics};
+use super::oracle::oracle;
+use super::*;
+
+const TERRITORIES: [&str; 6] = [
+    "LOM-BG-BERGAMO",
+    "LOM-BG-VALLE-BREMBANA",
+    "LOM-LC-LECCO",
+    "LOM-MI-MILANO",
+    "PIE-TO-TORINO",
+    "LOM-BG",
+];
+const STAGES: [&str; 4] = [
+    "socio_occupational",
+    "training",
+    "internship",
+    "job_placement",
+];
+const SCOPES: [Option<&str>; 7] = [
+    None,
+    Some("LOM"),
+    Some("LOM-BG"),
+    Some("LOM-BG-BERGAMO"),
+    Some("LOM-LC"),
+    Some("LOM-MI-MILANO"),
+    Some("PIE"),
+];
+
+/// One random command: what (`kind`), which option (`pick`), how many days after the previous
+/// effective date, how many hours after the previous recording.
+#[derive(Clone, Debug)]
+struct Step {
+    kind: u8,
+    pick: u8,
+    advance_days: u8,
+    lag_hours: u8,
+}
+
+fn step() -> impl Strategy<Value = Step> {
+    (0u8..16, any::<u8>(), 0u8..12, 0u8..60).prop_map(|(kind, pick, advance_days, lag_hours)| {
+        Step {
+            kind,
+            pick,
+            advance_days,
+            lag_hours,
+        }
+    })
+}
+
+/// A beneficiary: its enrolment territory, its start (days after 2024-01-01), its commands.
+type History = (u8, u16, Vec<Step>);
+
+fn history() -> impl Strategy<Value = History> {
+    (any::<u8>(), 0u16..200, prop::collection::vec(step(), 0..30))
+}
+
+/// Runs a history through the aggregate; refused commands write nothing and are skipped.
+fn drive(id: &str, (territory, start, steps): &History) -> Driver {
+    let mut driver = Driver::with_catalogue(id, training_catalogue());
+    let mut day = d("2024-01-01") + Days::new(u64::from(*start));
+    let midnight = |day: chrono::NaiveDate| day.and_time(NaiveTime::MIN).and_utc();
+    let mut now = midnight(day) + TimeDelta::hours(8);
+    let enrol = PathwayCommand::Enrol {
+        territory: TERRITORIES[usize::from(*territory) % TERRITORIES.len()].to_owned(),
+        on: day,
+        referral: Referral::ThirdSector,
+        support_band: None,
+    };
+    driver
+        .try_command(now, enrol)
+        .expect("the enrolment is valid");
+    for step in steps {
+        day = day + Days::new(u64::from(step.advance_days));
+        now = now.max(midnight(day))
+            + TimeDelta::hours(i64::from(step.lag_hours))
+            + TimeDelta::minutes(1);
+        let pick = usize::from(step.pick);
+        let command = match step.kind {
+            0..=7 => PathwayCommand::EnterStage {
+                stage: STAGES[pick % STAGES.len()].to_owned(),
+                on: day,
+                provider: None,
+            },
+            8 | 9 => PathwayCommand::ExitStage {
+                on: day,
+                outcome: if pick % 2 == 0 {
+                    ExitOutcome::Completed
+                } else {
+                    ExitOutcome::Interrupted
+                },
+            },
+            10 | 11 => PathwayCommand::ChangeTerritory {
+                territory: TERRITORIES[pick % TERRITORIES.len()].to_owned(),
+                on: day,
+            },
+            12 => PathwayCommand::ClosePathway {
+                on: day,
+                outcome: CloseOutcome::ALL[pick % CloseOutcome::ALL.len()],
+            },
+            13 => PathwayCommand::ReopenPathway { on: day },
+            _ => PathwayCommand::Undo {
+                reason: "random correction".to_owned(),
+            },
+        };
+        let _refused_or_written = driver.try_command(now, command);
+    }
+    driver
+}
+
+/// A random query over the histories' time range.
+#[derive(Clone, Debug)]
+struct QuerySpec {
+    scope: u8,
+    from_offset: u16,
+    length: u16,
+    known_at_hours: Option<u32>,
+    threshold: u32,
+}
+
+fn query_spec() -> impl Strategy<Value = QuerySpec> {
+    (
+        any::<u8>(),
+        0u16..700,
+        0u16..700,
+        prop::option::weighted(0.7, 0u32..24 * 700),
+        0u32..4,
+    )
+        .prop_map(
+            |(scope, from_offset, length, known_at_hours, threshold)| QuerySpec {
+                scope,
+                from_offset,
+                length,
+                known_at_hours,
+                threshold,
+            },
+        )
+}
+
+impl QuerySpec {
+    fn query(&self) -> MetricsQuery {
+        let from = d("2023-12-01") + Days::new(u64::from(self.from_offset));
+        let known_at = match self.known_at_hours {
+            Some(hours) => ts("2024-01-01T00:00:00Z") + TimeDelta::hours(i64::from(hours)),
+            None => ts("2030-01-01T00:00:00Z"),
+        };
+        MetricsQuery {
+            territory: SCOPES[usize::from(self.scope) % SCOPES.len()].map(code),
+            from,
+            to: from + Days::new(u64::from(self.length)),
+            known_at,
+            threshold: self.threshold,
+        }
+    }
+}
+
+fn drive_all(histories: &[History]) -> Vec<Driver> {
+    histories
+        .iter()
+        .enumerate()
+        .map(|(i, h)| drive(&format!("b{i:02}"), h))
+        .collect()
+}
+
+fn check_invariants(m: &TerritoryMetrics) {
+    let t = &m.transitions;
+    let cells: u64 = m.transition_matrix.iter().map(|c| c.count).sum();
+    assert_eq!(
+        cells,
+        t.entry + t.progression + t.reiteration + t.regression
+    );
+    let entries: u64 = m
+        .transition_matrix
+        .iter()
+        .filter(|c| c.from.is_none())
+        .map(|c| c.count)
+        .sum();
+    assert_eq!(entries, t.entry);
+    let sorted = m
+        .transition_matrix
+        .windows(2)
+        .all(|w| (&w[0].from, &w[0].to) < (&w[1].from, &w[1].to));
+    assert!(sorted, "matrix sorted without duplicates");
+    assert_eq!(m.closures.total(), m.time_in_pathway_days.closed.count);
+    let spread: u64 = m
+        .reiteration
+        .distribution
+        .buckets()
+        .iter()
+        .map(|b| b.1)
+        .sum();
+    assert!(m.reiteration.flagged <= spread);
+    if let Some(index) = m.progressivity_index {
+        assert!((-1.0..=1.0).contains(&index));
+    }
+    for (_, durations) in m.time_in_stage_days.iter() {
+        for stats in [&durations.closed, &durations.open] {
+            if let (Some(median), Some(p90)) = (stats.median, stats.p90) {
+                assert!(median <= p90 + 1e-9);
+            }
+        }
+    }
+}
+
+proptest! {
+    #![proptest_config(ProptestConfig::with_cases(300))]
+
+    /// The fold equals the literal reading of SPEC 3, and the audit agrees with `flagged`.
+    #[test]
+    fn fold_equals_the_oracle(
+        histories in prop::collection::vec(history(), 1..6),
+        specs in prop::collection::vec(query_spec(), 1..6),
+    ) {
+        let drivers = drive_all(&histories);
+        let streams: Vec<Vec<RecordedEvent>> = drivers.iter().map(|d| d.events.clone()).collect();
+        let timelines: Vec<Timeline> = drivers.iter().map(Driver::timeline).collect();
+        let catalogue = training_catalogue();
+        let registry = TerritoryRegistry::sample();
+        for spec in &specs {
+            let q = spec.query();
+            let actual = territory_metrics(&timelines, &q, &catalogue, &registry);
+            let expected = oracle(&streams, &q, &catalogue, &registry);
+            let (a, e) = (serde_json::to_value(&actual).unwrap(), serde_json::to_value(&expected).unwrap());
+            if let Err(at) = same(&e, &a, String::new()) {
+                prop_assert!(false, "{q:?}: {at}\nexpected {e}\nactual {a}");
+            }
+            check_invariants(&actual);
+
+            let audit = reiteration_audit(&timelines, &AuditQuery::from(&q), &catalogue, &registry);
+            prop_assert_eq!(audit.beneficiaries.len() as u64, actual.reiteration.flagged);
+            let ids: Vec<_> = audit.beneficiaries.iter().map(|b| b.beneficiary_id.clone()).collect();
+            let mut sorted = ids.clone();
+            sorted.sort();
+            prop_assert_eq!(ids, sorted);
+            for b in &audit.beneficiaries {
+                prop_assert!(b.stalled_reiterations >= q.threshold);
+                prop_assert!(b.stalled_reiterations <= b.total_reiterations);
+                let listed = b.transitions.iter().filter(|t| t.classification == Transition::Reiteration).count();
+                prop_assert_eq!(listed as u32, b.total_reiterations);
+                prop_assert!(b.transitions.iter().all(|t| t.on <= q.to));
+            }
+        }
+    }
+
+    /// A timeline applied one event at a time, persisted and reloaded after each, is the same
+    /// as one built in one go, and gives the same metrics; it follows the aggregate's state.
+    #[test]
+    fn incremental_timelines_equal_replayed_ones(
+        histories in prop::collection::vec(history(), 1..5),
+        specs in prop::collection::vec(query_spec(), 1..4),
+    ) {
+        let drivers = drive_all(&histories);
+        let catalogue = training_catalogue();
+        let registry = TerritoryRegistry::sample();
+        let mut online = Vec::new();
+        for driver in &drivers {
+            let mut row = serde_json::to_string(&Timeline::new(driver.timeline().beneficiary_id())).unwrap();
+            for event in &driver.events {
+                let mut timeline: Timeline = serde_json::from_str(&row).unwrap();
+                prop_assert!(timeline.apply(event));
+                row = serde_json::to_string(&timeline).unwrap();
+            }
+            let timeline: Timeline = serde_json::from_str(&row).unwrap();
+            let state = driver.pathway().state();
+            if state.status != PathwayStatus::Voided {
+                prop_assert_eq!(timeline.current_territory(), state.territory.as_ref());
+            }
+            prop_assert_eq!(timeline.last_sequence(), driver.pathway().version());
+            online.push(timeline);
+        }
+        let offline: Vec<Timeline> = drivers.iter().map(Driver::timeline).collect();
+        prop_assert_eq!(&online, &offline);
+        for spec in &specs {
+            let q = spec.query();
+            prop_assert_eq!(
+                territory_metrics(&online, &q, &catalogue, &registry),
+                territory_metrics(&offline, &q, &catalogue, &registry)
+            );
+        }
+    }
+
+    /// Streams the aggregate would refuse (dates out of order, undos of anything, stages
+    /// outside the catalogue, no enrolment first) must not make the fold panic.
+    #[test]
+    fn arbitrary_streams_never_panic(
+        raw in prop::collection::vec((0u8..7, any::<u8>(), 0u16..400, 0u32..2000), 0..40),
+        specs in prop::collection::vec(query_spec(), 1..4),
+    ) {
+        let stage_of = |pick: u8| StageCode::parse(["socio_occupational", "internship", "elsewhere"][usize::from(pick) % 3]).unwrap();
+        let mut events = Vec::new();
+        for (i, (kind, pick, day, hours)) in raw.iter().enumerate() {
+            let on = d("2024-01-01") + Days::new(u64::from(*day));
+            let recorded_at: DateTime<Utc> = ts("2024-01-01T00:00:00Z") + TimeDelta::hours(i64::from(*hours));
+            let territory = code(TERRITORIES[usize::from(*pick) % TERRITORIES.len()]);
+            let event = match kind {
+                0 => PathwayEvent::Enrolled { territory, on, referral: Referral::Other, support_band: None },
+                1 => PathwayEvent::StageEntered {
+                    stage: stage_of(*pick),
+                    on,
+                    from_stage: (pick % 2 == 0).then(|| stage_of(pick / 2)),
+                    transition: [Transition::Entry, Transition::Progression, Transition::Reiteration, Transition::Regression][usize::from(*pick) % 4],
+                    provider: None,
+                },
+                2 => PathwayEvent::StageExited { stage: stage_of(*pick), on, outcome: ExitOutcome::Completed },
+                3 => PathwayEvent::TerritoryChanged { from: territory.clone(), to: territory, on },
+                4 => PathwayEvent::PathwayClosed { on, outcome: CloseOutcome::ALL[usize::from(*pick) % 5] },
+                5 => PathwayEvent::PathwayReopened { on },
+                _ => PathwayEvent::CommandUndone {
+                    on,
+                    undone_sequences: vec![u64::from(*pick) % 50, i as u64],
+                    reason: "fuzz".to_owned(),
+                },
+            };
+            events.push(RecordedEvent { sequence: i as u64 + 1, recorded_at, event });
+        }
+        let timelines = [Timeline::from_events("fuzz", &events)];
+        for spec in &specs {
+            let q = spec.query();
+            for catalogue in [training_catalogue(), StageCatalogue::default()] {
+                let m = territory_metrics(&timelines, &q, &catalogue, &TerritoryRegistry::sample());
+                let _ = m.to_csv();
+                let _ = reiteration_audit(&timelines, &AuditQuery::from(&q), &catalogue, &TerritoryRegistry::sample());
+            }
+        }
+    }
+}
