@@ -64,12 +64,12 @@ pub struct TransitionCounts {
 }
 
 impl TransitionCounts {
-    fn add(&mut self, transition: Transition, n: u64) {
+    fn count(&mut self, transition: Transition) {
         match transition {
-            Transition::Entry => self.entry += n,
-            Transition::Progression => self.progression += n,
-            Transition::Reiteration => self.reiteration += n,
-            Transition::Regression => self.regression += n,
+            Transition::Entry => self.entry += 1,
+            Transition::Progression => self.progression += 1,
+            Transition::Reiteration => self.reiteration += 1,
+            Transition::Regression => self.regression += 1,
         }
     }
 
@@ -410,7 +410,7 @@ impl Accumulator {
                 transition,
             } => {
                 if self.in_period(on) && local.in_scope(territory) {
-                    self.transitions.add(transition, 1);
+                    self.transitions.count(transition);
                     self.count_cell(from_stage, stage, local, timeline);
                 }
             }

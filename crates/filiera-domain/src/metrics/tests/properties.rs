@@ -336,3 +336,118 @@ proptest! {
         }
     }
 }
+
+/// Region-wide scale: ~200k beneficiaries, ~1.2M events. Run with
+/// `cargo test --release -p filiera-domain -- --ignored region_wide --nocapture`.
+#[test]
+#[ignore = "a timing check, run in release"]
+fn region_wide_fold_is_fast() {
+    let territories: Vec<_> = TERRITORIES.iter().map(|t| code(t)).collect();
+    let stage = |s: &str| StageCode::parse(s).unwrap();
+    let (socio, internship) = (stage("socio_occupational"), stage("internship"));
+    let mut timelines = Vec::with_capacity(200_000);
+    let mut events = 0usize;
+    let started = std::time::Instant::now();
+    for i in 0..200_000u64 {
+        let day = |n: u64| d("2020-01-01") + Days::new(i % 1500 + n);
+        let at = |n: u64| day(n).and_time(NaiveTime::MIN).and_utc() + TimeDelta::hours(12);
+        let territory = territories[(i % 5) as usize].clone();
+        let mut stream = vec![
+            PathwayEvent::Enrolled {
+                territory: territory.clone(),
+                on: day(0),
+                referral: Referral::Other,
+                support_band: None,
+            },
+            PathwayEvent::StageEntered {
+                stage: socio.clone(),
+                on: day(10),
+                from_stage: None,
+                transition: Transition::Entry,
+                provider: None,
+            },
+            PathwayEvent::StageExited {
+                stage: socio.clone(),
+                on: day(50),
+                outcome: ExitOutcome::MovedOn,
+            },
+            PathwayEvent::StageEntered {
+                stage: internship.clone(),
+                on: day(50),
+                from_stage: Some(socio.clone()),
+                transition: Transition::Progression,
+                provider: None,
+            },
+        ];
+        match i % 3 {
+            0 => stream.extend([
+                PathwayEvent::StageExited {
+                    stage: internship.clone(),
+                    on: day(120),
+                    outcome: ExitOutcome::PathwayClosed,
+                },
+                PathwayEvent::PathwayClosed {
+                    on: day(120),
+                    outcome: CloseOutcome::Employed,
+                },
+            ]),
+            1 => stream.push(PathwayEvent::TerritoryChanged {
+                from: territory,
+                to: territories[((i + 1) % 5) as usize].clone(),
+                on: day(90),
+            }),
+            _ => stream.extend([
+                PathwayEvent::StageExited {
+                    stage: internship.clone(),
+                    on: day(100),
+                    outcome: ExitOutcome::MovedOn,
+                },
+                PathwayEvent::StageEntered {
+                    stage: internship.clone(),
+                    on: day(100),
+                    from_stage: Some(internship.clone()),
+                    transition: Transition::Reiteration,
+                    provider: None,
+                },
+            ]),
+        }
+        let recorded: Vec<RecordedEvent> = stream
+            .into_iter()
+            .zip(1..)
+            .map(|(event, sequence)| RecordedEvent {
+                sequence,
+                recorded_at: at(event.on().signed_duration_since(day(0)).num_days() as u64),
+                event,
+            })
+            .collect();
+        events += recorded.len();
+        timelines.push(Timeline::from_events(format!("{i:08}"), &recorded));
+    }
+    println!(
+        "built {} timelines, {events} events in {:?}",
+        timelines.len(),
+        started.elapsed()
+    );
+    let catalogue = StageCatalogue::default();
+    let registry = TerritoryRegistry::sample();
+    for territory in [None, Some("LOM"), Some("LOM-BG-BERGAMO")] {
+        let q = MetricsQuery {
+            territory: territory.map(code),
+            from: d("2020-01-01"),
+            to: d("2024-12-31"),
+            known_at: ts("2030-01-01T00:00:00Z"),
+            threshold: 1,
+        };
+        let started = std::time::Instant::now();
+        let m = territory_metrics(&timelines, &q, &catalogue, &registry);
+        let fold = started.elapsed();
+        let started = std::time::Instant::now();
+        let audit = reiteration_audit(&timelines, &AuditQuery::from(&q), &catalogue, &registry);
+        println!(
+            "{territory:?}: fold {fold:?} ({} enrolments), audit {:?} ({} flagged)",
+            m.enrolments,
+            started.elapsed(),
+            audit.beneficiaries.len()
+        );
+    }
+}

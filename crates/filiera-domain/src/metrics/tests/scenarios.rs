@@ -912,7 +912,7 @@ fn timeline_ignores_redelivered_events_and_round_trips() {
 fn timeline_entries_stay_small() {
     // A million of them are held in memory for region-wide queries.
     assert!(
-        std::mem::size_of::<TimelineEntry>() <= 56,
+        std::mem::size_of::<TimelineEntry>() <= 48,
         "{} bytes",
         std::mem::size_of::<TimelineEntry>()
     );
@@ -955,4 +955,20 @@ fn regressions_do_not_reset_stalled_reiterations() {
     );
     assert_eq!(m.reiteration.distribution.once, 1);
     assert_eq!(m.reiteration.flagged, 0);
+}
+
+#[test]
+fn known_at_is_echoed_alike_in_json_and_csv() {
+    let q = MetricsQuery {
+        known_at: ts("2024-03-01T10:15:30.250Z"),
+        ..query(None, "2024-03-01", "2024-03-31")
+    };
+    let m = metrics(&[b8()], &q);
+    let json = serde_json::to_value(&m).unwrap();
+    assert_eq!(json["query"]["known_at"], "2024-03-01T10:15:30.250Z");
+    assert!(
+        m.to_csv()
+            .contains("\nquery.known_at,2024-03-01T10:15:30.250Z\n")
+    );
+    assert!(m.to_csv().contains("\nquery.territory,\n"));
 }
