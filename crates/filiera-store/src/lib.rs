@@ -10,6 +10,23 @@
 //! Commands are executed by [`Store::execute`], which keeps "the command was refused"
 //! ([`Rejection`]) apart from "the store failed" ([`StoreError`]).
 //!
+//! # Global position
+//! Every event gets a `position` from a trigger, in commit order, so that a feed reader that
+//! checkpoints position P never later finds a committed event below P:
+//! - PostgreSQL: a BEFORE INSERT trigger takes a transaction-scoped advisory lock, then draws
+//!   the position from a sequence and stamps `recorded_at`. The lock is held to commit, so
+//!   event writers are serialised from their first insert to their commit (other readers and
+//!   writers of other tables are not). Aborted transactions leave gaps. The trigger also
+//!   `pg_notify`s `filiera_events`, which [`Store::wakeups`] turns into a hint.
+//! - SQLite: all writes go through one connection; an AFTER INSERT trigger sets the position
+//!   to one more than the highest so far.
+//!
+//! # Idempotency
+//! The metadata of each command (see [`metadata`]) may carry the client's idempotency key. A
+//! trigger binds the key to the first command that writes it, in the same transaction as its
+//! events; another command writing the same key aborts, and [`Store::execute`] then answers
+//! with the first execution. Refused commands bind nothing.
+//!
 //! # Layout
 //! - [`store`]: [`Store`], connecting, migrating, executing commands and reading streams and
 //!   the feed.

@@ -14,7 +14,6 @@ use sqlite_es::SqliteEventRepository;
 use sqlx::{PgPool, SqlitePool};
 use tokio::sync::watch;
 use tokio::task::JoinHandle;
-use tracing::Instrument as _;
 use uuid::Uuid;
 
 use crate::model::{CommandContext, Executed, IdempotencyKey, Rejection, StoredEvent};
@@ -159,14 +158,16 @@ impl Store {
             }
         };
         tracing::info!(backend = backend.name(), "event store connected");
-        Ok(Self {
+        let store = Self {
             inner: Arc::new(Inner {
                 backend,
                 services,
                 wake,
                 listener,
             }),
-        })
+        };
+        store.refresh_wakeups().await;
+        Ok(store)
     }
 
     /// Applies the pending schema migrations of the backend. Safe to run concurrently and
@@ -176,6 +177,7 @@ impl Store {
             Backend::Sqlite { write, .. } => sqlite::MIGRATOR.run(write).await?,
             Backend::Postgres { pool, .. } => postgres::MIGRATOR.run(pool).await?,
         }
+        self.refresh_wakeups().await;
         Ok(())
     }
 
@@ -229,24 +231,12 @@ impl Store {
     /// [`Rejection::Conflict`].
     ///
     /// The outer `Result` fails only when the store does; refusals are in the inner one.
+    #[tracing::instrument(
+        name = "store.execute",
+        skip_all,
+        fields(beneficiary = %beneficiary, command = command.name(), principal = %ctx.principal)
+    )]
     pub async fn execute(
-        &self,
-        beneficiary: Uuid,
-        command: PathwayCommand,
-        ctx: CommandContext,
-    ) -> Result<Result<Executed, Rejection>, StoreError> {
-        let span = tracing::info_span!(
-            "store.execute",
-            beneficiary = %beneficiary,
-            command = command.name(),
-            principal = %ctx.principal,
-        );
-        self.execute_inner(beneficiary, command, ctx)
-            .instrument(span)
-            .await
-    }
-
-    async fn execute_inner(
         &self,
         beneficiary: Uuid,
         command: PathwayCommand,
@@ -308,38 +298,31 @@ impl Store {
     }
 
     /// The beneficiary's stream folded, or `None` if nothing was ever recorded for it.
+    #[tracing::instrument(name = "store.load", level = "debug", skip(self), fields(beneficiary = %beneficiary))]
     pub async fn load(&self, beneficiary: Uuid) -> Result<Option<Pathway>, StoreError> {
-        let span = tracing::debug_span!("store.load", beneficiary = %beneficiary);
-        async {
-            let stream = self.fetch_stream(&beneficiary.to_string()).await?;
-            Ok((!stream.is_empty()).then(|| Pathway::from_events(stream.iter().map(|e| &e.event))))
-        }
-        .instrument(span)
-        .await
+        let stream = self.fetch_stream(&beneficiary.to_string()).await?;
+        Ok((!stream.is_empty()).then(|| Pathway::from_events(stream.iter().map(|e| &e.event))))
     }
 
     /// Every event of the beneficiary's stream in sequence order, each marked `voided` if an
     /// undo voided it; `None` if nothing was ever recorded for it.
+    #[tracing::instrument(name = "store.history", level = "debug", skip(self), fields(beneficiary = %beneficiary))]
     pub async fn history(&self, beneficiary: Uuid) -> Result<Option<Vec<StoredEvent>>, StoreError> {
-        let span = tracing::debug_span!("store.history", beneficiary = %beneficiary);
-        async {
-            let mut stream = self.fetch_stream(&beneficiary.to_string()).await?;
-            if stream.is_empty() {
-                return Ok(None);
-            }
-            let pathway = Pathway::from_events(stream.iter().map(|e| &e.event));
-            for event in &mut stream {
-                event.voided = pathway.is_voided(event.sequence);
-            }
-            Ok(Some(stream))
+        let mut stream = self.fetch_stream(&beneficiary.to_string()).await?;
+        if stream.is_empty() {
+            return Ok(None);
         }
-        .instrument(span)
-        .await
+        let pathway = Pathway::from_events(stream.iter().map(|e| &e.event));
+        for event in &mut stream {
+            event.voided = pathway.is_voided(event.sequence);
+        }
+        Ok(Some(stream))
     }
 
     /// A page of the global feed: events with a position greater than `after`, in position
     /// order, at most `limit` of them. Feed order equals sequence order within a stream, and
     /// an event committed later never gets a lower position than one already read.
+    #[tracing::instrument(name = "store.read_feed", level = "debug", skip(self))]
     pub async fn read_feed(&self, after: i64, limit: u32) -> Result<Vec<StoredEvent>, StoreError> {
         let sql = format!(
             "SELECT {EVENT_COLUMNS} FROM events \
@@ -369,6 +352,13 @@ impl Store {
                 .await?
         });
         Ok(head)
+    }
+
+    /// Raises the wake-up hint to the current head, if the schema is there yet.
+    async fn refresh_wakeups(&self) {
+        if let Ok(head) = self.head().await {
+            bump(&self.inner.wake, head);
+        }
     }
 
     async fn fetch_stream(&self, aggregate_id: &str) -> Result<Vec<StoredEvent>, StoreError> {

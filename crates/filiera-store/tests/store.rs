@@ -715,18 +715,50 @@ async fn postgres_notifications_wake_other_processes() -> anyhow::Result<()> {
     let url = h.pg_url().context("postgres")?;
     let other = Store::connect(url, common::services()).await?;
     let mut wakeups = other.wakeups();
-    // Let the LISTEN task of the other store subscribe.
-    tokio::time::sleep(Duration::from_millis(300)).await;
-    let executed = ok(
-        &h.store,
-        Uuid::new_v4(),
-        enrol("LOM", "2024-01-10"),
-        alice(),
-    )
-    .await?;
-    let position = executed.events[0].position;
-    tokio::time::timeout(Duration::from_secs(5), wakeups.wait_for(|p| *p >= position))
-        .await
-        .context("no wake-up from the other process")??;
+    // The other store's LISTEN task subscribes in the background: retry until it has.
+    for _ in 0..20 {
+        let executed = ok(
+            &h.store,
+            Uuid::new_v4(),
+            enrol("LOM", "2024-01-10"),
+            alice(),
+        )
+        .await?;
+        let position = executed.events[0].position;
+        let woken = tokio::time::timeout(
+            Duration::from_millis(500),
+            wakeups.wait_for(|p| *p >= position),
+        )
+        .await;
+        if let Ok(changed) = woken {
+            changed?;
+            return Ok(());
+        }
+    }
+    anyhow::bail!("no wake-up from the other process")
+}
+
+#[tokio::test]
+async fn sqlite_file_survives_reopening() -> anyhow::Result<()> {
+    let dir = tempfile::tempdir()?;
+    let url = format!("sqlite://{}", dir.path().join("a/b/filiera.db").display());
+    let id = Uuid::new_v4();
+    let position = {
+        let store = Store::connect(&url, common::services()).await?;
+        store.migrate().await?;
+        ok(&store, id, enrol("LOM", "2024-01-10"), alice())
+            .await?
+            .events[0]
+            .position
+    };
+    let store = Store::connect(&url, common::services()).await?;
+    store.migrate().await?;
+    ensure!(store.load(id).await?.is_some());
+    ensure!(
+        *store.wakeups().borrow() == position,
+        "the hint starts at the head"
+    );
+    let next = ok(&store, id, stage("internship", "2024-02-01"), alice()).await?;
+    ensure!(next.events[0].position == position + 1);
     Ok(())
 }

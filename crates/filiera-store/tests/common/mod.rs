@@ -144,7 +144,7 @@ impl Gate {
             }
             // The pool does not tell how many wait for its connection: give them time.
             Gate::Sqlite(_) => {
-                tokio::time::sleep(Duration::from_millis(500)).await;
+                tokio::time::sleep(Duration::from_secs(1)).await;
                 Ok(())
             }
         }
