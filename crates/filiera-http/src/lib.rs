@@ -1,0 +1,115 @@
+//! The HTTP API of filiera (SPEC 4.1), built on axum. Handlers translate requests into
+//! [`filiera_domain::PathwayCommand`]s for the [`filiera_store::Store`] and answer JSON; every
+//! error leaves through [`problem::ApiError`] as an RFC 9457 problem document.
+//!
+//! # Layout
+//! - [`problem`]: `ApiError`, the only place errors are mapped to status codes.
+//! - [`extract`]: strict JSON/query/header extractors and the caller.
+//! - [`beneficiaries`]: enrolment, pathway commands, state and history.
+//! - [`feed`]: the global feed, a page at a time.
+//! - [`meta`]: territories, stages, health and readiness.
+
+pub mod beneficiaries;
+pub mod extract;
+pub mod feed;
+pub mod meta;
+pub mod problem;
+
+use std::future::Future;
+use std::sync::Arc;
+use std::time::Duration;
+
+use axum::Router;
+use axum::extract::DefaultBodyLimit;
+use axum::http::{Request, StatusCode};
+use axum::routing::{get, post};
+use filiera_store::Store;
+use tower_http::catch_panic::CatchPanicLayer;
+use tower_http::trace::TraceLayer;
+
+use crate::problem::ApiError;
+
+/// Largest accepted request body (SPEC 5.3).
+pub const BODY_LIMIT: usize = 64 * 1024;
+
+/// What every handler can reach.
+#[derive(Clone)]
+pub struct AppState {
+    /// The event store, with the configured catalogue and registry.
+    pub store: Arc<Store>,
+}
+
+/// The full API.
+pub fn router(state: AppState) -> Router {
+    use beneficiaries as b;
+    Router::new()
+        .route("/v1/beneficiaries", post(b::enrol))
+        .route("/v1/beneficiaries/{id}", get(b::get_state))
+        .route("/v1/beneficiaries/{id}/history", get(b::history))
+        .route("/v1/beneficiaries/{id}/stage", post(b::enter_stage))
+        .route("/v1/beneficiaries/{id}/stage/exit", post(b::exit_stage))
+        .route(
+            "/v1/beneficiaries/{id}/territory",
+            post(b::change_territory),
+        )
+        .route("/v1/beneficiaries/{id}/close", post(b::close))
+        .route("/v1/beneficiaries/{id}/reopen", post(b::reopen))
+        .route("/v1/beneficiaries/{id}/undo", post(b::undo))
+        .route("/v1/territories", get(meta::territories))
+        .route("/v1/stages", get(meta::stages))
+        .route("/v1/events", get(feed::page))
+        .route("/healthz", get(meta::healthz))
+        .route("/readyz", get(meta::readyz))
+        .fallback(not_found)
+        .method_not_allowed_fallback(method_not_allowed)
+        .layer(DefaultBodyLimit::max(BODY_LIMIT))
+        .layer(CatchPanicLayer::custom(|_| {
+            axum::response::IntoResponse::into_response(ApiError::Internal(
+                "handler panicked".into(),
+            ))
+        }))
+        .layer(
+            TraceLayer::new_for_http().make_span_with(|request: &Request<_>| {
+                tracing::info_span!(
+                    "request",
+                    method = %request.method(),
+                    path = %request.uri().path(),
+                )
+            }),
+        )
+        .with_state(state)
+}
+
+async fn not_found() -> ApiError {
+    ApiError::problem(
+        StatusCode::NOT_FOUND,
+        "not_found",
+        "Not found",
+        "no such resource",
+        None,
+    )
+}
+
+async fn method_not_allowed() -> ApiError {
+    ApiError::problem(
+        StatusCode::METHOD_NOT_ALLOWED,
+        "method_not_allowed",
+        "Method not allowed",
+        "this resource does not accept this method",
+        None,
+    )
+}
+
+/// Serves the API on `listener` until `shutdown` resolves, then drains in-flight requests.
+pub async fn serve(
+    listener: tokio::net::TcpListener,
+    router: Router,
+    shutdown: impl Future<Output = ()> + Send + 'static,
+) -> std::io::Result<()> {
+    axum::serve(listener, router)
+        .with_graceful_shutdown(shutdown)
+        .await
+}
+
+/// How long in-flight requests get to finish on shutdown.
+pub const SHUTDOWN_GRACE: Duration = Duration::from_secs(10);

@@ -1,0 +1,265 @@
+//! Spawns the real app on port 0 over a fresh store: a SQLite file in a temporary folder, or a
+//! brand-new PostgreSQL database dropped when the test ends.
+
+use std::sync::Arc;
+
+use filiera_domain::{PathwayServices, StageCatalogue, TerritoryRegistry};
+use filiera_http::AppState;
+use filiera_store::Store;
+use serde_json::Value;
+use sqlx::Connection;
+
+/// The backends every API test runs on.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Backend {
+    Sqlite,
+    Postgres,
+}
+
+/// Runs the same async test body on both backends: `both_backends!(name);` expects an
+/// `async fn name(backend: Backend)` in scope.
+#[macro_export]
+macro_rules! both_backends {
+    ($($name:ident),+ $(,)?) => {
+        $(
+            mod $name {
+                #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+                async fn sqlite() {
+                    super::$name($crate::helpers::Backend::Sqlite).await
+                }
+                #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+                async fn postgres() {
+                    super::$name($crate::helpers::Backend::Postgres).await
+                }
+            }
+        )+
+    };
+}
+
+/// The administrative PostgreSQL URL tests create their databases through.
+pub fn pg_admin_url() -> String {
+    std::env::var("FILIERA_TEST_PG_URL")
+        .unwrap_or_else(|_| "postgres://postgres@127.0.0.1:5432/postgres".into())
+}
+
+/// A database or folder that disappears with the test.
+pub enum StoreGuard {
+    Sqlite(#[allow(dead_code)] tempfile::TempDir),
+    Postgres { name: String },
+}
+
+impl Drop for StoreGuard {
+    fn drop(&mut self) {
+        if let Self::Postgres { name } = self {
+            let name = name.clone();
+            // Drop runs outside any runtime guarantee: use a private one on its own thread.
+            let _ = std::thread::spawn(move || {
+                let rt = tokio::runtime::Builder::new_current_thread()
+                    .enable_all()
+                    .build()
+                    .expect("runtime");
+                rt.block_on(async {
+                    if let Ok(mut conn) = sqlx::PgConnection::connect(&pg_admin_url()).await {
+                        let _ = sqlx::query(&format!(
+                            "DROP DATABASE IF EXISTS \"{name}\" WITH (FORCE)"
+                        ))
+                        .execute(&mut conn)
+                        .await;
+                    }
+                });
+            })
+            .join();
+        }
+    }
+}
+
+/// A store URL over fresh, empty storage, and what keeps it alive.
+pub async fn fresh_store_url(backend: Backend) -> (String, StoreGuard) {
+    match backend {
+        Backend::Sqlite => {
+            let dir = tempfile::tempdir().expect("temporary folder");
+            let url = format!("sqlite://{}", dir.path().join("filiera.db").display());
+            (url, StoreGuard::Sqlite(dir))
+        }
+        Backend::Postgres => {
+            let name = format!("filiera_test_{}", uuid::Uuid::new_v4().simple());
+            let mut conn = sqlx::PgConnection::connect(&pg_admin_url())
+                .await
+                .expect("PostgreSQL answers at FILIERA_TEST_PG_URL or 127.0.0.1:5432");
+            sqlx::query(&format!("CREATE DATABASE \"{name}\""))
+                .execute(&mut conn)
+                .await
+                .expect("create test database");
+            let admin = pg_admin_url();
+            let base = admin.rsplit_once('/').map_or(admin.as_str(), |(b, _)| b);
+            (format!("{base}/{name}"), StoreGuard::Postgres { name })
+        }
+    }
+}
+
+/// The running app and a client for it.
+pub struct TestApp {
+    pub address: String,
+    pub client: reqwest::Client,
+    pub store: Arc<Store>,
+    _guard: StoreGuard,
+}
+
+/// The domain services the tests use: built-in catalogue and sample registry.
+pub fn services() -> PathwayServices {
+    PathwayServices::new(
+        Arc::new(StageCatalogue::default_catalogue()),
+        Arc::new(TerritoryRegistry::sample()),
+    )
+}
+
+/// Starts the app on an ephemeral port over fresh storage.
+pub async fn spawn_app(backend: Backend) -> TestApp {
+    let (url, guard) = fresh_store_url(backend).await;
+    let store = Store::connect(&url, services()).await.expect("connect");
+    store.migrate().await.expect("migrate");
+    let store = Arc::new(store);
+    let router = filiera_http::router(AppState {
+        store: store.clone(),
+    });
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
+        .await
+        .expect("bind");
+    let address = format!("http://{}", listener.local_addr().expect("address"));
+    tokio::spawn(filiera_http::serve(
+        listener,
+        router,
+        std::future::pending(),
+    ));
+    TestApp {
+        address,
+        client: reqwest::Client::new(),
+        store,
+        _guard: guard,
+    }
+}
+
+/// A response read whole: status, headers and JSON body (Null when empty or not JSON).
+#[derive(Debug)]
+pub struct Answer {
+    pub status: u16,
+    pub headers: reqwest::header::HeaderMap,
+    pub body: Value,
+}
+
+impl Answer {
+    async fn read(response: reqwest::Response) -> Self {
+        let status = response.status().as_u16();
+        let headers = response.headers().clone();
+        let bytes = response.bytes().await.expect("body");
+        let body = serde_json::from_slice(&bytes).unwrap_or(Value::Null);
+        Self {
+            status,
+            headers,
+            body,
+        }
+    }
+
+    /// The content type, without parameters.
+    pub fn content_type(&self) -> &str {
+        self.headers
+            .get("content-type")
+            .and_then(|v| v.to_str().ok())
+            .and_then(|v| v.split(';').next())
+            .unwrap_or("")
+    }
+
+    /// Asserts a problem document with this status and code, and returns it.
+    #[track_caller]
+    pub fn problem(&self, status: u16, code: &str) -> &Value {
+        assert_eq!(self.status, status, "{:#}", self.body);
+        assert_eq!(self.content_type(), "application/problem+json");
+        assert_eq!(self.body["status"], status, "{:#}", self.body);
+        assert_eq!(self.body["code"], code, "{:#}", self.body);
+        assert_eq!(self.body["type"], format!("/problems/{code}"));
+        assert!(self.body["detail"].is_string(), "{:#}", self.body);
+        &self.body
+    }
+}
+
+impl TestApp {
+    /// GET a path.
+    pub async fn get(&self, path: &str) -> Answer {
+        let response = self
+            .client
+            .get(format!("{}{path}", self.address))
+            .send()
+            .await
+            .expect("request");
+        Answer::read(response).await
+    }
+
+    /// POST a JSON body.
+    pub async fn post(&self, path: &str, body: Value) -> Answer {
+        self.post_with(path, body, None).await
+    }
+
+    /// POST a JSON body with an optional Idempotency-Key.
+    pub async fn post_with(&self, path: &str, body: Value, key: Option<&str>) -> Answer {
+        let mut request = self
+            .client
+            .post(format!("{}{path}", self.address))
+            .json(&body);
+        if let Some(key) = key {
+            request = request.header("Idempotency-Key", key);
+        }
+        Answer::read(request.send().await.expect("request")).await
+    }
+
+    /// POST raw bytes with a content type.
+    pub async fn post_raw(&self, path: &str, content_type: &str, body: Vec<u8>) -> Answer {
+        let response = self
+            .client
+            .post(format!("{}{path}", self.address))
+            .header("content-type", content_type)
+            .body(body)
+            .send()
+            .await
+            .expect("request");
+        Answer::read(response).await
+    }
+
+    /// Enrols a beneficiary in `territory` on `on` and returns its id.
+    pub async fn enrol(&self, territory: &str, on: &str) -> String {
+        let answer = self
+            .post(
+                "/v1/beneficiaries",
+                serde_json::json!({"territory": territory, "on": on, "referral": "social_services"}),
+            )
+            .await;
+        assert_eq!(answer.status, 201, "{:#}", answer.body);
+        answer.body["id"].as_str().expect("id").to_owned()
+    }
+
+    /// Enters a stage and returns the answer.
+    pub async fn enter(&self, id: &str, stage: &str, on: &str) -> Answer {
+        self.post(
+            &format!("/v1/beneficiaries/{id}/stage"),
+            serde_json::json!({"stage": stage, "on": on}),
+        )
+        .await
+    }
+
+    /// Every event of the feed.
+    pub async fn whole_feed(&self) -> Vec<Value> {
+        let mut out = Vec::new();
+        let mut after = 0;
+        loop {
+            let page = self
+                .get(&format!("/v1/events?after={after}&limit=1000"))
+                .await;
+            assert_eq!(page.status, 200, "{:#}", page.body);
+            let events = page.body["events"].as_array().expect("events").clone();
+            if events.is_empty() {
+                return out;
+            }
+            after = page.body["next_after"].as_i64().expect("next_after");
+            out.extend(events);
+        }
+    }
+}

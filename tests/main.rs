@@ -1,0 +1,5 @@
+//! End-to-end tests through the HTTP API; each test body runs on SQLite and on PostgreSQL.
+
+mod helpers;
+
+mod write_api;
