@@ -34,10 +34,12 @@
 //!   [`Executed`], [`Rejection`], [`StoredEvent`].
 //! - [`metadata`]: the keys of the metadata stored with every event.
 //! - [`error`]: [`StoreError`], a failed database, migration or unreadable row.
+//! - [`lease`]: [`Leadership`], one runner per job across processes.
 //! - `sqlite`, `postgres`: backend-specific connection set-up (pools, pragmas, LISTEN).
 //! - `rows`: decoding stored rows into [`StoredEvent`]s.
 
 pub mod error;
+pub mod lease;
 pub mod metadata;
 pub mod model;
 mod postgres;
@@ -46,5 +48,6 @@ mod sqlite;
 pub mod store;
 
 pub use error::StoreError;
+pub use lease::Leadership;
 pub use model::{CommandContext, Executed, IdempotencyKey, Rejection, StoredEvent};
 pub use store::{Store, StoreOptions};

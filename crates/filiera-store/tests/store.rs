@@ -51,6 +51,7 @@ on_both_backends!(
     feed_reader_never_skips_concurrent_commits,
     many_concurrent_writers_all_succeed,
     migrate_is_idempotent,
+    leadership_is_exclusive_and_passes_on,
 );
 
 // ---------------------------------------------------------------------------------------------
@@ -760,5 +761,44 @@ async fn sqlite_file_survives_reopening() -> anyhow::Result<()> {
     );
     let next = ok(&store, id, stage("internship", "2024-02-01"), alice()).await?;
     ensure!(next.events[0].position == position + 1);
+    Ok(())
+}
+
+async fn leadership_is_exclusive_and_passes_on(h: &Harness) -> anyhow::Result<()> {
+    let store = &h.store;
+    let mut first = store
+        .try_lead("projection:test")
+        .await?
+        .ok_or_else(|| anyhow::anyhow!("nobody leads yet, the first candidate must win"))?;
+    ensure!(first.job() == "projection:test");
+    ensure!(
+        store.try_lead("projection:test").await?.is_none(),
+        "a second candidate must not lead while the first does"
+    );
+    let other = store.try_lead("relay").await?;
+    ensure!(other.is_some(), "another job is led independently");
+    ensure!(first.check().await, "the leader still leads");
+    first.release().await;
+    let second = store.try_lead("projection:test").await?;
+    ensure!(
+        second.is_some(),
+        "after a release, the next candidate leads"
+    );
+    // A leader that vanishes without releasing (a crashed process) is replaced: at once on
+    // PostgreSQL (its session ends), after the lease expires on SQLite.
+    drop(second);
+    let deadline = std::time::Instant::now()
+        + filiera_store::lease::SQLITE_LEASE_TTL
+        + std::time::Duration::from_secs(3);
+    loop {
+        if store.try_lead("projection:test").await?.is_some() {
+            break;
+        }
+        ensure!(
+            std::time::Instant::now() < deadline,
+            "nobody took over the job of a vanished leader"
+        );
+        tokio::time::sleep(std::time::Duration::from_millis(200)).await;
+    }
     Ok(())
 }
