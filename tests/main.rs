@@ -2,4 +2,5 @@
 
 mod helpers;
 
+mod feed_stream;
 mod write_api;

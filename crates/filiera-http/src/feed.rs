@@ -101,3 +101,162 @@ pub async fn page(
         next_after,
     }))
 }
+
+/// How many events the live stream reads from the store at a time.
+const STREAM_BATCH: u32 = 500;
+/// How often the live stream polls the feed when no wake-up arrives.
+const STREAM_POLL: std::time::Duration = std::time::Duration::from_millis(500);
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct StreamQuery {
+    after: Option<i64>,
+    /// Only events whose territory (after the event) is this one or below it.
+    territory: Option<String>,
+    /// Only events of this type (`StageEntered` or `stage_entered`).
+    #[serde(rename = "type")]
+    event_type: Option<String>,
+}
+
+/// Which events a subscriber wants.
+#[derive(Debug, Clone, Default)]
+pub struct FeedFilter {
+    /// Territory codes in scope (a territory and its descendants); `None` = all.
+    pub territories: Option<std::collections::BTreeSet<String>>,
+    /// The event name wanted (`StageEntered`); `None` = all.
+    pub event_type: Option<&'static str>,
+}
+
+impl FeedFilter {
+    /// Whether `event` passes the filter.
+    pub fn matches(&self, event: &StoredEvent) -> bool {
+        let territory_ok = match (&self.territories, &event.territory) {
+            (None, _) => true,
+            (Some(scope), Some(t)) => scope.contains(t),
+            (Some(_), None) => false,
+        };
+        territory_ok && self.event_type.is_none_or(|t| t == event.event.name())
+    }
+}
+
+/// Resolves an event type given as `StageEntered` or `stage_entered`.
+pub fn event_type_named(name: &str) -> Option<&'static str> {
+    filiera_domain::PathwayEvent::TYPES
+        .into_iter()
+        .find(|t| *t == name || filiera_domain::snake_case(t) == name)
+}
+
+/// `GET /v1/events/stream?after=P`: the feed as server-sent events, live. Each SSE `id` is the
+/// event's position, so a client that reconnects with `Last-Event-ID` (or `after`) resumes
+/// exactly after the last event it received.
+#[tracing::instrument(skip_all)]
+pub async fn stream(
+    State(app): State<AppState>,
+    RawQuery(query): RawQuery,
+    headers: axum::http::HeaderMap,
+    _caller: Caller,
+) -> Result<
+    axum::response::sse::Sse<
+        impl futures::Stream<Item = Result<axum::response::sse::Event, std::convert::Infallible>>,
+    >,
+    ApiError,
+> {
+    use axum::response::sse::{Event, KeepAlive, Sse};
+
+    let query: StreamQuery = parse_query(query.as_deref())?;
+    let last_event_id = match headers.get("last-event-id") {
+        None => None,
+        Some(value) => Some(
+            value
+                .to_str()
+                .ok()
+                .and_then(|v| v.trim().parse::<i64>().ok())
+                .filter(|p| *p >= 0)
+                .ok_or_else(|| {
+                    ApiError::invalid("Last-Event-ID", "Last-Event-ID must be a feed position")
+                })?,
+        ),
+    };
+    let after = last_event_id.or(query.after).unwrap_or(0);
+    if after < 0 {
+        return Err(ApiError::invalid("after", "`after` must be 0 or more"));
+    }
+    let mut filter = FeedFilter::default();
+    if let Some(code) = &query.territory {
+        let registry = &app.store.services().territories;
+        let territory = registry.get(code).ok_or_else(|| {
+            ApiError::problem(
+                axum::http::StatusCode::UNPROCESSABLE_ENTITY,
+                "unknown_territory",
+                "Invalid field",
+                format!("unknown territory `{code}`; list valid codes with GET /v1/territories"),
+                Some("territory".into()),
+            )
+        })?;
+        filter.territories = Some(
+            registry
+                .descendants_or_self(&territory)
+                .into_iter()
+                .map(|t| t.to_string())
+                .collect(),
+        );
+    }
+    if let Some(name) = &query.event_type {
+        filter.event_type = Some(event_type_named(name).ok_or_else(|| {
+            ApiError::invalid(
+                "type",
+                format!(
+                    "unknown event type `{name}`; one of {}",
+                    filiera_domain::PathwayEvent::TYPES.join(", ")
+                ),
+            )
+        })?);
+    }
+
+    struct Cursor {
+        store: std::sync::Arc<filiera_store::Store>,
+        after: i64,
+        pending: std::collections::VecDeque<StoredEvent>,
+        wakeups: tokio::sync::watch::Receiver<i64>,
+        filter: FeedFilter,
+    }
+    let cursor = Cursor {
+        wakeups: app.store.wakeups(),
+        store: app.store.clone(),
+        after,
+        pending: Default::default(),
+        filter,
+    };
+    let events = futures::stream::unfold(cursor, |mut cursor| async move {
+        loop {
+            if let Some(event) = cursor.pending.pop_front() {
+                let item = FeedItem::from_stored(&event);
+                let sse = Event::default()
+                    .id(event.position.to_string())
+                    .json_data(&item)
+                    .unwrap_or_else(|_| Event::default().comment("unserialisable event"));
+                return Some((Ok(sse), cursor));
+            }
+            match cursor.store.read_feed(cursor.after, STREAM_BATCH).await {
+                Ok(batch) if !batch.is_empty() => {
+                    cursor.after = batch.last().map_or(cursor.after, |e| e.position);
+                    cursor
+                        .pending
+                        .extend(batch.into_iter().filter(|e| cursor.filter.matches(e)));
+                }
+                Ok(_) => {
+                    let woken = tokio::time::timeout(STREAM_POLL, cursor.wakeups.changed()).await;
+                    if matches!(woken, Ok(Err(_))) {
+                        // No more wake-ups (the store is shutting down): keep polling.
+                        tokio::time::sleep(STREAM_POLL).await;
+                    }
+                }
+                Err(err) => {
+                    tracing::warn!(error = %crate::problem::error_chain(&err), "feed stream read failed");
+                    tokio::time::sleep(STREAM_POLL).await;
+                }
+            }
+        }
+    });
+    Ok(Sse::new(events).keep_alive(KeepAlive::default()))
+}

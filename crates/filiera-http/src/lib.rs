@@ -58,6 +58,7 @@ pub fn router(state: AppState) -> Router {
         .route("/v1/territories", get(meta::territories))
         .route("/v1/stages", get(meta::stages))
         .route("/v1/events", get(feed::page))
+        .route("/v1/events/stream", get(feed::stream))
         .route("/healthz", get(meta::healthz))
         .route("/readyz", get(meta::readyz))
         .fallback(not_found)
