@@ -119,9 +119,7 @@ pub async fn spawn_app(backend: Backend) -> TestApp {
     let store = Store::connect(&url, services()).await.expect("connect");
     store.migrate().await.expect("migrate");
     let store = Arc::new(store);
-    let router = filiera_http::router(AppState {
-        store: store.clone(),
-    });
+    let router = filiera_http::router(AppState::new(store.clone()));
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
         .await
         .expect("bind");

@@ -582,4 +582,22 @@ async fn territories_stages_and_health(backend: Backend) {
         Backend::Postgres => "postgres",
     };
     assert_eq!(ready.body["store"], expected);
+
+    // Prometheus text: aggregate figures only, routes as templates, never a beneficiary id.
+    let id = app.enrol("LOM-BG-BERGAMO", "2024-01-10").await;
+    app.get(&format!("/v1/beneficiaries/{id}")).await;
+    let metrics = app
+        .client
+        .get(format!("{}/metrics", app.address))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(metrics.status(), 200);
+    let text = metrics.text().await.unwrap();
+    assert!(text.contains("filiera_feed_head_position 1"), "{text}");
+    assert!(
+        text.contains(r#"route="/v1/beneficiaries/{id}",status="200""#),
+        "{text}"
+    );
+    assert!(!text.contains(&id), "{text}");
 }

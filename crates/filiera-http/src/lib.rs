@@ -8,12 +8,14 @@
 //! - [`beneficiaries`]: enrolment, pathway commands, state and history.
 //! - [`feed`]: the global feed, a page at a time.
 //! - [`meta`]: territories, stages, health and readiness.
+//! - [`telemetry`]: Prometheus metrics at `/metrics`.
 
 pub mod beneficiaries;
 pub mod extract;
 pub mod feed;
 pub mod meta;
 pub mod problem;
+pub mod telemetry;
 
 use std::future::Future;
 use std::sync::Arc;
@@ -37,6 +39,24 @@ pub const BODY_LIMIT: usize = 64 * 1024;
 pub struct AppState {
     /// The event store, with the configured catalogue and registry.
     pub store: Arc<Store>,
+    /// Prometheus registry served at `/metrics`; other components register into it.
+    pub registry: prometheus::Registry,
+    /// The HTTP layer's own instruments.
+    pub http_metrics: telemetry::HttpMetrics,
+}
+
+impl AppState {
+    /// The state over a store, with a fresh metrics registry.
+    pub fn new(store: Arc<Store>) -> Self {
+        let registry = prometheus::Registry::new();
+        let http_metrics = telemetry::HttpMetrics::register(&registry)
+            .expect("the HTTP instruments are registered once in a fresh registry");
+        Self {
+            store,
+            registry,
+            http_metrics,
+        }
+    }
 }
 
 /// The full API.
@@ -61,8 +81,13 @@ pub fn router(state: AppState) -> Router {
         .route("/v1/events/stream", get(feed::stream))
         .route("/healthz", get(meta::healthz))
         .route("/readyz", get(meta::readyz))
+        .route("/metrics", get(telemetry::render))
         .fallback(not_found)
         .method_not_allowed_fallback(method_not_allowed)
+        .layer(axum::middleware::from_fn_with_state(
+            state.clone(),
+            telemetry::count_requests,
+        ))
         .layer(DefaultBodyLimit::max(BODY_LIMIT))
         .layer(CatchPanicLayer::custom(|_| {
             axum::response::IntoResponse::into_response(ApiError::Internal(

@@ -5,10 +5,12 @@
 //! - [`settings`]: the typed configuration (file, then `FILIERA_*` environment).
 //! - [`startup`]: builds the store and the HTTP app from settings; runs `serve`.
 //! - [`telemetry`]: the tracing subscriber.
+//! - [`transfer`]: `import` of legacy NDJSON commands and `export` of NDJSON events.
 
 mod settings;
 mod startup;
 mod telemetry;
+mod transfer;
 
 use std::path::PathBuf;
 
@@ -33,6 +35,28 @@ enum Command {
     Serve,
     /// Apply the database schema and exit.
     Migrate,
+    /// Import legacy history: NDJSON, one command per line,
+    /// `{"beneficiary": REF, "command": "enrol"|"stage"|"exit"|"territory"|"close"|"reopen"|"undo", ...API body}`.
+    /// Re-running the same file (same batch) writes nothing new.
+    Import {
+        /// The NDJSON file, or `-` for standard input.
+        file: PathBuf,
+        /// Name of this import; keys its idempotency (default: the file name).
+        #[arg(long)]
+        batch: Option<String>,
+        /// Report refused lines and go on, instead of stopping at the first one.
+        #[arg(long)]
+        keep_going: bool,
+    },
+    /// Export every event as NDJSON (the `GET /v1/events` item shape), in feed order.
+    Export {
+        /// Only events after this global position.
+        #[arg(long, default_value_t = 0)]
+        after: i64,
+        /// Output file (default: standard output).
+        #[arg(long, short)]
+        output: Option<PathBuf>,
+    },
 }
 
 #[tokio::main]
@@ -43,5 +67,11 @@ async fn main() -> anyhow::Result<()> {
     match cli.command {
         Command::Serve => startup::serve(settings).await,
         Command::Migrate => startup::migrate(settings).await,
+        Command::Import {
+            file,
+            batch,
+            keep_going,
+        } => startup::import(settings, &file, batch, keep_going).await,
+        Command::Export { after, output } => startup::export(settings, after, output).await,
     }
 }

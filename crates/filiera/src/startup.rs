@@ -32,6 +32,53 @@ pub async fn migrate(settings: Settings) -> anyhow::Result<()> {
     Ok(())
 }
 
+/// `filiera import FILE`
+pub async fn import(
+    settings: Settings,
+    file: &std::path::Path,
+    batch: Option<String>,
+    keep_going: bool,
+) -> anyhow::Result<()> {
+    let store = connect(&settings).await?;
+    store.migrate().await.context("migration failed")?;
+    let batch = batch.unwrap_or_else(|| {
+        file.file_name()
+            .map(|n| n.to_string_lossy().into_owned())
+            .unwrap_or_else(|| "stdin".into())
+    });
+    let input: Box<dyn std::io::BufRead> = if file.as_os_str() == "-" {
+        Box::new(std::io::BufReader::new(std::io::stdin()))
+    } else {
+        Box::new(std::io::BufReader::new(
+            std::fs::File::open(file).with_context(|| format!("cannot open {}", file.display()))?,
+        ))
+    };
+    let summary =
+        crate::transfer::import(&store, input, &batch, keep_going, std::io::stderr()).await?;
+    println!("{}", serde_json::to_string(&summary)?);
+    Ok(())
+}
+
+/// `filiera export`
+pub async fn export(
+    settings: Settings,
+    after: i64,
+    output: Option<std::path::PathBuf>,
+) -> anyhow::Result<()> {
+    let store = connect(&settings).await?;
+    store.migrate().await.context("migration failed")?;
+    let written = match output {
+        Some(path) => {
+            let file = std::fs::File::create(&path)
+                .with_context(|| format!("cannot create {}", path.display()))?;
+            crate::transfer::export(&store, after, std::io::BufWriter::new(file)).await?
+        }
+        None => crate::transfer::export(&store, after, std::io::stdout().lock()).await?,
+    };
+    tracing::info!(events = written, "export finished");
+    Ok(())
+}
+
 /// `filiera serve`
 pub async fn serve(settings: Settings) -> anyhow::Result<()> {
     let addr = settings.listen_addr()?;
@@ -40,9 +87,7 @@ pub async fn serve(settings: Settings) -> anyhow::Result<()> {
     }
     let store = connect(&settings).await?;
     store.migrate().await.context("migration failed")?;
-    let state = AppState {
-        store: Arc::new(store),
-    };
+    let state = AppState::new(Arc::new(store));
     let listener = tokio::net::TcpListener::bind(addr)
         .await
         .with_context(|| format!("cannot listen on {addr}"))?;
