@@ -1,0 +1,212 @@
+//! The query side's in-memory copy of the active generation: beneficiary → [`Timeline`], per
+//! process, whether or not the process runs the projection.
+//!
+//! - Before each query the cache fetches the rows changed since it last looked
+//!   (`updated_position > cached position`) together with the generation's checkpoint, in one
+//!   statement (one snapshot), and merges them.
+//! - When the active generation changes (a rebuild was swapped in), the new generation is
+//!   loaded into a new map in the background and swapped in whole; until then queries keep
+//!   answering from the previous map. Only a cache that has never loaded makes its first query
+//!   wait.
+//! - Maps are only ever replaced by a fresher one: `(generation, position)` never goes back.
+
+use std::collections::HashMap;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+
+use filiera_domain::Timeline;
+use tokio::sync::{Mutex, RwLock};
+
+use crate::ProjectionError;
+use crate::read_model::{Fetched, ReadModel, TimelineRow};
+
+/// Rows parsed on the async thread below this count; above, on the blocking pool.
+const PARSE_INLINE: usize = 256;
+
+/// What the cache holds.
+#[derive(Debug, Default)]
+pub(crate) struct CacheState {
+    /// The generation loaded, `None` before the first load.
+    pub(crate) generation: Option<i64>,
+    /// That generation's checkpoint as of the last fetch.
+    pub(crate) position: i64,
+    pub(crate) timelines: HashMap<String, Timeline>,
+}
+
+/// How fresh [`TimelineCache::refresh`] must make the cache.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) enum Freshness {
+    /// Merge what changed in the loaded generation; if another generation became active, load
+    /// it in the background and keep answering from this one meanwhile.
+    Incremental,
+    /// Reflect the active generation as of now, loading it in full here if needed.
+    Current,
+}
+
+/// See the module docs.
+pub(crate) struct TimelineCache {
+    projection: &'static str,
+    model: ReadModel,
+    state: Arc<RwLock<CacheState>>,
+    /// One fetch-and-merge at a time, so that merges apply in checkpoint order.
+    refresh: Mutex<()>,
+    /// A background load of a new generation is under way.
+    reloading: AtomicBool,
+}
+
+impl TimelineCache {
+    pub(crate) fn new(projection: &'static str, model: ReadModel) -> Self {
+        Self {
+            projection,
+            model,
+            state: Arc::default(),
+            refresh: Mutex::new(()),
+            reloading: AtomicBool::new(false),
+        }
+    }
+
+    /// Brings the cache up to date (see [`Freshness`]).
+    pub(crate) async fn refresh(
+        self: &Arc<Self>,
+        freshness: Freshness,
+    ) -> Result<(), ProjectionError> {
+        if freshness == Freshness::Incremental && self.reloading.load(Ordering::Acquire) {
+            // The loaded generation was retired: nothing more will change in it.
+            return Ok(());
+        }
+        let _one_at_a_time = self.refresh.lock().await;
+        let since = {
+            let state = self.state.read().await;
+            state.generation.map(|g| (g, state.position))
+        };
+        match self.model.fetch(self.projection, since).await? {
+            Fetched::Rows {
+                generation,
+                position,
+                rows,
+            } => {
+                let parsed = parse(rows).await?;
+                if since.is_some() {
+                    let mut state = self.state.write().await;
+                    state.timelines.extend(parsed);
+                    state.position = state.position.max(position);
+                } else {
+                    self.install(generation, position, parsed.into_iter().collect())
+                        .await;
+                }
+            }
+            Fetched::NothingActive => {}
+            Fetched::GenerationChanged => match freshness {
+                Freshness::Current => {
+                    let (generation, position, timelines) = self.load_full().await?;
+                    self.install(generation, position, timelines).await;
+                }
+                Freshness::Incremental => self.reload_in_background(),
+            },
+        }
+        Ok(())
+    }
+
+    /// Loads whichever generation is active into a new map, in the background, then swaps it
+    /// in. Does nothing if such a load is already under way.
+    fn reload_in_background(self: &Arc<Self>) {
+        if self.reloading.swap(true, Ordering::AcqRel) {
+            return;
+        }
+        let cache = Arc::clone(self);
+        tokio::spawn(async move {
+            match cache.load_full().await {
+                Ok((generation, position, timelines)) => {
+                    let _one_at_a_time = cache.refresh.lock().await;
+                    cache.install(generation, position, timelines).await;
+                    tracing::info!(
+                        projection = cache.projection,
+                        generation,
+                        position,
+                        "query cache switched to the new generation"
+                    );
+                }
+                Err(error) => tracing::warn!(
+                    projection = cache.projection,
+                    error = %error,
+                    "could not load the new generation; the next query retries"
+                ),
+            }
+            cache.reloading.store(false, Ordering::Release);
+        });
+    }
+
+    /// A full load of the active generation.
+    async fn load_full(&self) -> Result<(i64, i64, HashMap<String, Timeline>), ProjectionError> {
+        match self.model.fetch(self.projection, None).await? {
+            Fetched::Rows {
+                generation,
+                position,
+                rows,
+            } => Ok((
+                generation,
+                position,
+                parse(rows).await?.into_iter().collect(),
+            )),
+            Fetched::NothingActive | Fetched::GenerationChanged => Ok((0, 0, HashMap::new())),
+        }
+    }
+
+    /// Replaces the map if the new one is fresher; the old one is dropped outside the lock.
+    async fn install(&self, generation: i64, position: i64, timelines: HashMap<String, Timeline>) {
+        let mut state = self.state.write().await;
+        let fresher = match state.generation {
+            None => true,
+            Some(current) => (generation, position) > (current, state.position),
+        };
+        if !fresher {
+            return;
+        }
+        let old = std::mem::replace(
+            &mut *state,
+            CacheState {
+                generation: Some(generation),
+                position,
+                timelines,
+            },
+        );
+        drop(state);
+        drop(old);
+    }
+
+    /// Runs `f` over the cached state on the blocking pool (folds take milliseconds to tens of
+    /// milliseconds over large maps). Concurrent readers share the map.
+    pub(crate) async fn read<R, F>(&self, f: F) -> Result<R, ProjectionError>
+    where
+        F: FnOnce(&CacheState) -> R + Send + 'static,
+        R: Send + 'static,
+    {
+        let state = Arc::clone(&self.state);
+        Ok(tokio::task::spawn_blocking(move || f(&state.blocking_read())).await?)
+    }
+
+    /// The generation loaded and its checkpoint, for the status.
+    pub(crate) async fn loaded(&self) -> (Option<i64>, i64) {
+        let state = self.state.read().await;
+        (state.generation, state.position)
+    }
+}
+
+/// Parses timeline rows, on the blocking pool when there are many.
+async fn parse(rows: Vec<TimelineRow>) -> Result<Vec<(String, Timeline)>, ProjectionError> {
+    fn parse_all(rows: Vec<TimelineRow>) -> Result<Vec<(String, Timeline)>, ProjectionError> {
+        rows.into_iter()
+            .map(|(id, json)| {
+                let timeline = serde_json::from_str(&json).map_err(|e| {
+                    ProjectionError::Corrupt(format!("timeline of {id} does not decode: {e}"))
+                })?;
+                Ok((id, timeline))
+            })
+            .collect()
+    }
+    if rows.len() < PARSE_INLINE {
+        parse_all(rows)
+    } else {
+        tokio::task::spawn_blocking(move || parse_all(rows)).await?
+    }
+}

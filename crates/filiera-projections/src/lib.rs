@@ -1,0 +1,67 @@
+//! The read side of filiera: the `territory_metrics` projection that answers `GET /v1/metrics`
+//! and `GET /v1/audit/reiterations` (SPEC 3), its runner, rebuilds, and the offline replay of
+//! `filiera report`.
+//!
+//! The read model is one row per beneficiary holding its [`filiera_domain::Timeline`] (the
+//! domain's digest of a stream, which the metric fold reads "as known at" any instant), kept
+//! in the store's database. A catch-up runner applies the global feed (SPEC 4.2) to it in
+//! batches, writing the rows and the checkpoint in one transaction guarded by a
+//! compare-and-set, so that no event is applied twice nor skipped. One process runs it at a
+//! time (store leadership); every process answers queries from an in-memory copy of the rows,
+//! refreshed incrementally before each query. A rebuild fills a new *generation* alongside and
+//! swaps it in when it has caught up. `docs/adr/0003-projection-read-model.md` explains why.
+//!
+//! # Layout
+//! - [`projections`]: [`Projections`], the per-process handle (start, query, status, rebuild,
+//!   shutdown).
+//! - [`runner`]: [`Runner`], one batch per generation per step.
+//! - [`rebuild`]: [`rebuild_until_swapped`], `filiera rebuild` from a separate process.
+//! - [`replay`]: [`Replay`], [`replay_report`], [`replay_audit`], the offline report.
+//! - [`status`]: [`ProjectionStatus`] and the other documents the API serves.
+//! - [`settings`]: [`ProjectionSettings`].
+//! - [`bench`]: [`bench::bench`], the benchmark behind `filiera bench` and `cargo bench`.
+//! - [`error`]: [`ProjectionError`].
+//! - `cache`: the in-memory copy of the active generation.
+//! - `read_model`: the tables and every statement on them, for both backends.
+
+pub mod bench;
+mod cache;
+pub mod error;
+pub mod projections;
+mod read_model;
+pub mod rebuild;
+pub mod replay;
+pub mod runner;
+pub mod settings;
+pub mod status;
+
+pub use error::ProjectionError;
+pub use projections::Projections;
+pub use rebuild::{RebuildOutcome, RebuildProgress, rebuild_until_swapped};
+pub use replay::{Replay, replay_audit, replay_report};
+pub use runner::{BatchOutcome, Runner, StepReport};
+pub use settings::ProjectionSettings;
+pub use status::{CacheStatus, ProjectionState, ProjectionStatus, RebuildStarted, RebuildStatus};
+
+/// The projection of SPEC 3: territory metrics and the reiteration audit.
+pub const TERRITORY_METRICS: &str = "territory_metrics";
+
+/// Every projection, by name.
+pub const PROJECTIONS: &[&str] = &[TERRITORY_METRICS];
+
+/// The known projection called `name`, or [`ProjectionError::UnknownProjection`].
+pub(crate) fn projection_name(name: &str) -> Result<&'static str, ProjectionError> {
+    PROJECTIONS
+        .iter()
+        .copied()
+        .find(|known| *known == name)
+        .ok_or_else(|| ProjectionError::UnknownProjection {
+            name: name.to_owned(),
+            known: PROJECTIONS.join(", "),
+        })
+}
+
+/// The store leadership job of a projection's runner.
+pub fn leadership_job(projection: &str) -> String {
+    format!("projection:{projection}")
+}

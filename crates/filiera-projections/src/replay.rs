@@ -1,0 +1,110 @@
+//! The offline replay behind `filiera report`: the whole feed read straight from the store
+//! into fresh timelines, then folded — no read model, no server. It gives the same documents
+//! as the online projection for the same inputs, since both fold timelines built with
+//! [`Timeline::apply`] from the same events in the same per-stream order.
+
+use std::collections::HashMap;
+
+use filiera_domain::{
+    AuditList, AuditQuery, MetricsQuery, RecordedEvent, StageCatalogue, TerritoryMetrics,
+    TerritoryRegistry, Timeline, reiteration_audit, territory_metrics,
+};
+use filiera_store::Store;
+
+use crate::ProjectionError;
+
+/// Feed events read per page.
+const PAGE: u32 = 10_000;
+
+/// Every beneficiary's timeline, built from the feed.
+#[derive(Clone, Debug, Default)]
+pub struct Replay {
+    timelines: HashMap<String, Timeline>,
+    position: i64,
+}
+
+impl Replay {
+    /// Reads the whole feed of `store`.
+    pub async fn load(store: &Store) -> Result<Self, ProjectionError> {
+        let mut replay = Self::default();
+        loop {
+            let page = store.read_feed(replay.position, PAGE).await?;
+            let Some(last) = page.last().map(|e| e.position) else {
+                break;
+            };
+            for stored in page {
+                let id = stored.beneficiary_id.to_string();
+                let recorded = RecordedEvent {
+                    sequence: stored.sequence,
+                    recorded_at: stored.recorded_at,
+                    event: stored.event,
+                };
+                replay.apply(id, &recorded);
+            }
+            replay.position = last;
+        }
+        Ok(replay)
+    }
+
+    /// Applies one event of `beneficiary`'s stream (events of a stream in sequence order).
+    pub fn apply(&mut self, beneficiary: String, event: &RecordedEvent) {
+        match self.timelines.get_mut(&beneficiary) {
+            Some(timeline) => {
+                timeline.apply(event);
+            }
+            None => {
+                let mut timeline = Timeline::new(beneficiary.clone());
+                timeline.apply(event);
+                self.timelines.insert(beneficiary, timeline);
+            }
+        }
+    }
+
+    /// The global position of the last event read.
+    pub fn position(&self) -> i64 {
+        self.position
+    }
+
+    /// The timelines, by beneficiary id.
+    pub fn timelines(&self) -> &HashMap<String, Timeline> {
+        &self.timelines
+    }
+
+    /// The metrics document for `query`.
+    pub fn metrics(
+        &self,
+        query: &MetricsQuery,
+        catalogue: &StageCatalogue,
+        registry: &TerritoryRegistry,
+    ) -> TerritoryMetrics {
+        territory_metrics(self.timelines.values(), query, catalogue, registry)
+    }
+
+    /// The reiteration audit list for `query`.
+    pub fn audit(
+        &self,
+        query: &AuditQuery,
+        catalogue: &StageCatalogue,
+        registry: &TerritoryRegistry,
+    ) -> AuditList {
+        reiteration_audit(self.timelines.values(), query, catalogue, registry)
+    }
+}
+
+/// `filiera report`: the metrics document for `query`, replayed from the store's feed with the
+/// store's catalogue and registry.
+pub async fn replay_report(
+    store: &Store,
+    query: &MetricsQuery,
+) -> Result<TerritoryMetrics, ProjectionError> {
+    let replay = Replay::load(store).await?;
+    let services = store.services();
+    Ok(replay.metrics(query, &services.catalogue, &services.territories))
+}
+
+/// The reiteration audit list for `query`, replayed from the store's feed.
+pub async fn replay_audit(store: &Store, query: &AuditQuery) -> Result<AuditList, ProjectionError> {
+    let replay = Replay::load(store).await?;
+    let services = store.services();
+    Ok(replay.audit(query, &services.catalogue, &services.territories))
+}

@@ -1,0 +1,251 @@
+//! [`Runner`]: applies the global feed to a projection's generations, one batch at a time.
+//!
+//! A batch reads the feed after a generation's checkpoint, loads the stored timelines of the
+//! beneficiaries it touches, applies the events with [`Timeline::apply`], and writes the
+//! changed timelines together with the new checkpoint in one transaction whose first statement
+//! is a compare-and-set on the old checkpoint (see `ReadModel::commit_batch`). A batch that
+//! loses the compare-and-set writes nothing: another runner applied those events. So every
+//! event is applied exactly once per generation, whatever crashes, restarts or competing
+//! runners — leadership only avoids the wasted work.
+//!
+//! The timelines are read outside the transaction, which is sound: checkpoints only grow, so
+//! if the compare-and-set still finds the old checkpoint, no batch committed since the rows
+//! were read.
+
+use std::collections::{HashMap, HashSet};
+
+use filiera_domain::{RecordedEvent, Timeline};
+use filiera_store::{Store, StoredEvent};
+
+use crate::ProjectionError;
+use crate::read_model::{Generation, ReadModel};
+
+/// Retired rows deleted per statement after a swap.
+const PURGE_CHUNK: i64 = 5_000;
+
+/// What one batch on one generation did.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct BatchOutcome {
+    /// The generation the batch was for.
+    pub generation: i64,
+    /// Events read from the feed (and applied, if `committed`).
+    pub events: usize,
+    /// `false` when another runner had moved the checkpoint first: nothing was written.
+    pub committed: bool,
+    /// The generation's checkpoint after the batch (unchanged if nothing was committed).
+    pub position: i64,
+    /// The feed had at least a full batch after the checkpoint: more is waiting.
+    pub full: bool,
+}
+
+/// What one [`Runner::step`] did.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct StepReport {
+    /// The batch on the active generation.
+    pub active: Option<BatchOutcome>,
+    /// The batch on the building generation, during a rebuild.
+    pub building: Option<BatchOutcome>,
+    /// The generation that became active in this step (a rebuild completed).
+    pub swapped: Option<i64>,
+    /// Rows of retired generations deleted in this step.
+    pub purged: u64,
+}
+
+impl StepReport {
+    /// Events committed in this step, over both generations.
+    pub fn applied(&self) -> usize {
+        [&self.active, &self.building]
+            .into_iter()
+            .flatten()
+            .filter(|b| b.committed)
+            .map(|b| b.events)
+            .sum()
+    }
+
+    /// Whether another step right away would find work: a full batch, a lost race, a swap or
+    /// retired rows still to delete.
+    pub fn more_to_do(&self) -> bool {
+        let busy = |b: &Option<BatchOutcome>| b.as_ref().is_some_and(|b| b.full || !b.committed);
+        busy(&self.active) || busy(&self.building) || self.swapped.is_some() || self.purged > 0
+    }
+}
+
+/// Applies the feed to one projection's generations. Anyone may run one: the checkpoint's
+/// compare-and-set keeps concurrent runners correct. [`crate::Projections`] runs one under
+/// leadership so that, normally, exactly one process does the work.
+pub struct Runner {
+    store: Store,
+    model: ReadModel,
+    projection: &'static str,
+    batch_size: u32,
+    /// Retired rows may be left (after a swap, or a crash before they were deleted).
+    purge_pending: bool,
+    /// The projection's first generation is known to exist.
+    initialized: bool,
+}
+
+impl Runner {
+    /// A runner of `projection` (see [`crate::PROJECTIONS`]) reading up to `batch_size` events
+    /// per batch.
+    pub fn new(store: &Store, projection: &str, batch_size: u32) -> Result<Self, ProjectionError> {
+        Ok(Self {
+            store: store.clone(),
+            model: ReadModel::new(store),
+            projection: crate::projection_name(projection)?,
+            batch_size: batch_size.max(1),
+            purge_pending: true,
+            initialized: false,
+        })
+    }
+
+    /// One batch on the active generation, one on the building generation if a rebuild is
+    /// under way (swapping it in once it has caught up with the head and with the active one),
+    /// and one chunk of retired rows deleted if any are left.
+    pub async fn step(&mut self) -> Result<StepReport, ProjectionError> {
+        if !self.initialized {
+            self.model.initialize(self.projection).await?;
+            self.initialized = true;
+        }
+        let generations = self.model.generations(self.projection).await?;
+        let mut report = StepReport::default();
+        if let Some(active) = &generations.active {
+            report.active = Some(self.batch(active).await?);
+        }
+        if let Some(building) = &generations.building {
+            let outcome = self.batch(building).await?;
+            let caught_up = |b: &BatchOutcome| b.committed && !b.full;
+            if let Some(active) = &report.active
+                && caught_up(&outcome)
+                && caught_up(active)
+                && outcome.position >= active.position
+                && self
+                    .model
+                    .swap(
+                        self.projection,
+                        active.generation,
+                        building.generation,
+                        outcome.position,
+                    )
+                    .await?
+            {
+                tracing::info!(
+                    projection = self.projection,
+                    generation = building.generation,
+                    retired = active.generation,
+                    position = outcome.position,
+                    "rebuilt generation swapped in"
+                );
+                report.swapped = Some(building.generation);
+                self.purge_pending = true;
+            }
+            report.building = Some(outcome);
+        }
+        if self.purge_pending {
+            report.purged = self
+                .model
+                .purge_retired(self.projection, PURGE_CHUNK)
+                .await?;
+            self.purge_pending = report.purged == PURGE_CHUNK as u64;
+        }
+        Ok(report)
+    }
+
+    /// One batch on one generation.
+    async fn batch(&self, generation: &Generation) -> Result<BatchOutcome, ProjectionError> {
+        let events = self
+            .store
+            .read_feed(generation.position, self.batch_size)
+            .await?;
+        let mut outcome = BatchOutcome {
+            generation: generation.generation,
+            events: events.len(),
+            committed: true,
+            position: generation.position,
+            full: events.len() >= self.batch_size as usize,
+        };
+        let Some(last) = events.last().map(|e| e.position) else {
+            return Ok(outcome);
+        };
+        let rows = self.apply(generation.generation, events).await?;
+        outcome.committed = self
+            .model
+            .commit_batch(
+                self.projection,
+                generation.generation,
+                generation.position,
+                last,
+                &rows,
+            )
+            .await?;
+        if outcome.committed {
+            outcome.position = last;
+            tracing::debug!(
+                projection = self.projection,
+                generation = generation.generation,
+                events = outcome.events,
+                position = last,
+                "batch applied"
+            );
+        } else {
+            tracing::info!(
+                projection = self.projection,
+                generation = generation.generation,
+                "another runner applied this batch first; nothing written"
+            );
+        }
+        Ok(outcome)
+    }
+
+    /// Applies `events` to the stored timelines of their beneficiaries; returns the changed
+    /// timelines as rows.
+    async fn apply(
+        &self,
+        generation: i64,
+        events: Vec<StoredEvent>,
+    ) -> Result<Vec<(String, String)>, ProjectionError> {
+        let mut order: Vec<String> = Vec::new();
+        let mut timelines: HashMap<String, (Timeline, bool)> = HashMap::new();
+        let ids: Vec<String> = {
+            let mut seen = HashSet::new();
+            events
+                .iter()
+                .map(|e| e.beneficiary_id.to_string())
+                .filter(|id| seen.insert(id.clone()))
+                .collect()
+        };
+        for (id, json) in self
+            .model
+            .load_timelines(self.projection, generation, &ids)
+            .await?
+        {
+            let timeline: Timeline = serde_json::from_str(&json).map_err(|e| {
+                ProjectionError::Corrupt(format!("timeline of {id} does not decode: {e}"))
+            })?;
+            timelines.insert(id, (timeline, false));
+        }
+        for stored in events {
+            let id = stored.beneficiary_id.to_string();
+            let (timeline, changed) = timelines
+                .entry(id.clone())
+                .or_insert_with(|| (Timeline::new(id.clone()), false));
+            let recorded = RecordedEvent {
+                sequence: stored.sequence,
+                recorded_at: stored.recorded_at,
+                event: stored.event,
+            };
+            if timeline.apply(&recorded) && !*changed {
+                *changed = true;
+                order.push(id);
+            }
+        }
+        order
+            .into_iter()
+            .map(|id| {
+                let (timeline, _) = &timelines[&id];
+                let json = serde_json::to_string(timeline)
+                    .map_err(|e| ProjectionError::Corrupt(e.to_string()))?;
+                Ok((id, json))
+            })
+            .collect()
+    }
+}
