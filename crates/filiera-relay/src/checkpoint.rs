@@ -45,9 +45,17 @@ impl Checkpoints {
     pub(crate) async fn load(&self, name: &str) -> Result<i64, RelayError> {
         let sql = "SELECT position FROM relay_checkpoints WHERE name = $1";
         let position: Option<i64> = match self {
-            Self::Postgres(pool) => sqlx::query_scalar(sql).bind(name).fetch_optional(pool).await,
+            Self::Postgres(pool) => {
+                sqlx::query_scalar(sql)
+                    .bind(name)
+                    .fetch_optional(pool)
+                    .await
+            }
             Self::Sqlite { read, .. } => {
-                sqlx::query_scalar(sql).bind(name).fetch_optional(read).await
+                sqlx::query_scalar(sql)
+                    .bind(name)
+                    .fetch_optional(read)
+                    .await
             }
         }
         .map_err(RelayError::Checkpoint)?;

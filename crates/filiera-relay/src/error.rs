@@ -67,7 +67,9 @@ pub enum RelayError {
         sequence: u64,
     },
     /// An existing stream does not capture the relay's subjects.
-    #[error("stream {stream} exists but does not capture filiera.events.> (subjects: {subjects:?})")]
+    #[error(
+        "stream {stream} exists but does not capture filiera.events.> (subjects: {subjects:?})"
+    )]
     StreamSubjects {
         /// The stream.
         stream: String,

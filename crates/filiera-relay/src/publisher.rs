@@ -10,8 +10,8 @@
 
 use std::time::Duration;
 
-use async_nats::jetstream::context::{ContextBuilder, GetStreamErrorKind, PublishAckFuture};
 use async_nats::jetstream::ErrorCode;
+use async_nats::jetstream::context::{ContextBuilder, GetStreamErrorKind, PublishAckFuture};
 use async_nats::jetstream::message::PublishMessage;
 use async_nats::jetstream::stream::{self, DiscardPolicy, RetentionPolicy, StorageType};
 use async_nats::{Client, ConnectOptions, HeaderMap};
@@ -34,7 +34,9 @@ pub(crate) async fn connect(
     ConnectOptions::new()
         .name(name)
         .max_reconnects(None)
-        .reconnect_delay_callback(move |attempts| backoff_delay(backoff_initial, backoff_max, attempts))
+        .reconnect_delay_callback(move |attempts| {
+            backoff_delay(backoff_initial, backoff_max, attempts)
+        })
         .connect(url)
         .await
         .map_err(|e| RelayError::Connect(Box::new(e)))
@@ -42,7 +44,9 @@ pub(crate) async fn connect(
 
 /// `initial × 2^(attempts−1)`, capped at `max`.
 pub(crate) fn backoff_delay(initial: Duration, max: Duration, attempts: usize) -> Duration {
-    let exponent = u32::try_from(attempts.saturating_sub(1)).unwrap_or(u32::MAX).min(20);
+    let exponent = u32::try_from(attempts.saturating_sub(1))
+        .unwrap_or(u32::MAX)
+        .min(20);
     initial.saturating_mul(1 << exponent).min(max)
 }
 
@@ -99,7 +103,6 @@ impl Publisher {
         publisher.ensure_stream(&settings.stream).await?;
         Ok(publisher)
     }
-
 
     /// A clone of the client, for status queries.
     pub(crate) fn client(&self) -> Client {
@@ -172,11 +175,10 @@ impl Publisher {
                 });
             }
         };
-        let last =
-            parse_published(&message.payload).ok_or_else(|| RelayError::ForeignMessage {
-                stream: self.stream_name.clone(),
-                sequence: last_sequence,
-            })?;
+        let last = parse_published(&message.payload).ok_or_else(|| RelayError::ForeignMessage {
+            stream: self.stream_name.clone(),
+            sequence: last_sequence,
+        })?;
         Ok(StreamTail {
             last_sequence,
             last: Some(last),
@@ -227,7 +229,11 @@ impl Publisher {
     }
 
     /// Sends one event, expecting the stream's last sequence to be `expected`.
-    async fn send(&self, event: &StoredEvent, expected: u64) -> Result<PublishAckFuture, RelayError> {
+    async fn send(
+        &self,
+        event: &StoredEvent,
+        expected: u64,
+    ) -> Result<PublishAckFuture, RelayError> {
         let document = cloud_event(event, &self.source);
         let body = serde_json::to_vec(&document).expect("a JSON value serialises");
         let mut headers = HeaderMap::new();

@@ -18,7 +18,11 @@ async fn start(store: &Store, settings: RelaySettings) -> anyhow::Result<NatsRel
 
 /// Waits until `relay` reports the checkpoint at the feed head and the stream holds as many
 /// messages as the feed has events.
-async fn caught_up(relay: &NatsRelay, store: &Store, nats: &NatsServer) -> anyhow::Result<RelayStatus> {
+async fn caught_up(
+    relay: &NatsRelay,
+    store: &Store,
+    nats: &NatsServer,
+) -> anyhow::Result<RelayStatus> {
     let expected = feed(store).await?.len() as u64;
     eventually(CATCH_UP, "the relay to catch up", || async {
         let status = relay.status().await?;
@@ -120,14 +124,25 @@ async fn survives_a_nats_outage(backend: Backend) -> anyhow::Result<()> {
         Ok(!status.connected && status.publish_errors_total > 0 && status.last_error.is_some())
     })
     .await?;
+    // The outage lasts: the relay keeps failing to connect, backing off, and writes go on.
+    let first_errors = relay.status().await?.publish_errors_total;
+    life(store, "LOM-BG-BERGAMO", "PIE-TO-TORINO").await?;
+    tokio::time::sleep(Duration::from_millis(1200)).await;
     let during = relay.status().await?;
-    assert!(during.leading && during.lag > 0, "{during:?}");
+    assert!(
+        during.leading && !during.connected && during.lag > 0,
+        "{during:?}"
+    );
+    assert!(during.publish_errors_total > first_errors, "{during:?}");
 
     nats.restart().await?;
     // And writes go on while it comes back.
     life(store, "LOM-LC-LECCO", "PIE-TO-TORINO").await?;
     let status = caught_up(&relay, store, &nats).await?;
-    assert!(status.connected && status.last_error.is_none(), "{status:?}");
+    assert!(
+        status.connected && status.last_error.is_none(),
+        "{status:?}"
+    );
     assert_stream_matches_feed(store, &nats.url()).await?;
     relay.shutdown().await;
     Ok(())
@@ -199,14 +214,13 @@ async fn no_duplicate_after_a_crash_between_publish_and_checkpoint(
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn sqlite_no_duplicate_after_a_crash_between_publish_and_checkpoint() -> anyhow::Result<()>
-{
+async fn sqlite_no_duplicate_after_a_crash_between_publish_and_checkpoint() -> anyhow::Result<()> {
     no_duplicate_after_a_crash_between_publish_and_checkpoint(Backend::Sqlite).await
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn postgres_no_duplicate_after_a_crash_between_publish_and_checkpoint()
--> anyhow::Result<()> {
+async fn postgres_no_duplicate_after_a_crash_between_publish_and_checkpoint() -> anyhow::Result<()>
+{
     no_duplicate_after_a_crash_between_publish_and_checkpoint(Backend::Postgres).await
 }
 
@@ -245,12 +259,17 @@ async fn postgres_two_relays_one_leader_and_takeover() -> anyhow::Result<()> {
     // The leader dies (its task is aborted and its connections dropped, as in a crash).
     drop(leader);
     let died = Instant::now();
-    eventually(Duration::from_secs(10), "the follower to take over", || async {
-        Ok(follower.is_leading())
-    })
+    eventually(
+        Duration::from_secs(10),
+        "the follower to take over",
+        || async { Ok(follower.is_leading()) },
+    )
     .await?;
     let takeover = died.elapsed();
-    assert!(takeover < Duration::from_secs(5), "took over after {takeover:?}");
+    assert!(
+        takeover < Duration::from_secs(5),
+        "took over after {takeover:?}"
+    );
     life(store, "LOM-LC-LECCO", "LOM-BG-BERGAMO").await?;
     let status = caught_up(&follower, store, &nats).await?;
     assert_eq!(status.published_total, 12, "{status:?}");
@@ -276,14 +295,49 @@ async fn sqlite_two_relays_hand_over_on_shutdown() -> anyhow::Result<()> {
     caught_up(&first, store, &nats).await?;
     assert!(!second.is_leading());
     first.shutdown().await;
-    eventually(Duration::from_secs(5), "the second relay to take over", || async {
-        Ok(second.is_leading())
-    })
+    eventually(
+        Duration::from_secs(5),
+        "the second relay to take over",
+        || async { Ok(second.is_leading()) },
+    )
     .await?;
     life(store, "PIE-TO-TORINO", "LOM-LC-LECCO").await?;
     let status = caught_up(&second, store, &nats).await?;
     assert_eq!(status.published_total, 12, "{status:?}");
     assert_stream_matches_feed(store, &nats.url()).await?;
     second.shutdown().await;
+    Ok(())
+}
+
+/// A stream filled from another database is refused rather than guessed at: the relay
+/// publishes nothing and says why.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn refuses_a_stream_filled_from_another_database() -> anyhow::Result<()> {
+    init_tracing();
+    let nats = NatsServer::start().await?;
+    let first = Harness::sqlite().await?;
+    life(&first.store, "LOM-BG-BERGAMO", "LOM-MI-MILANO").await?;
+    let relay = start(&first.store, relay_settings(&nats)).await?;
+    caught_up(&relay, &first.store, &nats).await?;
+    relay.shutdown().await;
+
+    let other = Harness::sqlite().await?;
+    life(&other.store, "PIE-TO-TORINO", "LOM-LC-LECCO").await?;
+    let relay = start(&other.store, relay_settings(&nats)).await?;
+    eventually(CATCH_UP, "the relay to refuse the stream", || async {
+        let status = relay.status().await?;
+        Ok(status
+            .last_error
+            .is_some_and(|e| e.contains("filled from another database")))
+    })
+    .await?;
+    let status = relay.status().await?;
+    assert_eq!(
+        (status.published_total, status.position),
+        (0, 0),
+        "{status:?}"
+    );
+    assert_eq!(stream_len(&nats.url()).await?, 12);
+    relay.shutdown().await;
     Ok(())
 }

@@ -15,7 +15,10 @@ fn spawn_tail(
     durable: Option<&str>,
     territory: Option<&str>,
     event_type: Option<&str>,
-) -> (tokio::task::JoinHandle<Result<(), RelayError>>, mpsc::UnboundedReceiver<Value>) {
+) -> (
+    tokio::task::JoinHandle<Result<(), RelayError>>,
+    mpsc::UnboundedReceiver<Value>,
+) {
     let (sender, receiver) = mpsc::unbounded_channel();
     let (durable, territory, event_type) = (
         durable.map(str::to_owned),
@@ -90,7 +93,10 @@ async fn tail_filters_by_territory_and_type_and_resumes_a_durable() -> anyhow::R
     // Type only: every territory.
     let (all_closed, mut receiver) = spawn_tail(url.clone(), None, None, Some("pathway_closed"));
     let got = receive_exactly(&mut receiver, 2).await?;
-    assert!(got.iter().all(|d| d["type"] == "it.filiera.pathway.pathway_closed.v1"));
+    assert!(
+        got.iter()
+            .all(|d| d["type"] == "it.filiera.pathway.pathway_closed.v1")
+    );
     all_closed.abort();
 
     // Territory only.
@@ -117,7 +123,10 @@ async fn tail_filters_by_territory_and_type_and_resumes_a_durable() -> anyhow::R
         Some("stage_entered"),
     );
     let got = receive_exactly(&mut receiver, 2).await?;
-    assert!(got.iter().all(|d| d["data"]["territory"] == "LOM-MI-MILANO"));
+    assert!(
+        got.iter()
+            .all(|d| d["data"]["territory"] == "LOM-MI-MILANO")
+    );
     task.abort();
 
     // Refusals.
@@ -141,9 +150,15 @@ async fn tail_filters_by_territory_and_type_and_resumes_a_durable() -> anyhow::R
         |_| {},
     )
     .await;
-    assert!(matches!(bad_type, Err(RelayError::Filter(_))), "{bad_type:?}");
+    assert!(
+        matches!(bad_type, Err(RelayError::Filter(_))),
+        "{bad_type:?}"
+    );
     let bad_territory = tail_nats(&url, None, Some("LOM.*".to_owned()), None, |_| {}).await;
-    assert!(matches!(bad_territory, Err(RelayError::Filter(_))), "{bad_territory:?}");
+    assert!(
+        matches!(bad_territory, Err(RelayError::Filter(_))),
+        "{bad_territory:?}"
+    );
 
     relay.shutdown().await;
     Ok(())

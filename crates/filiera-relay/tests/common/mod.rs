@@ -85,7 +85,14 @@ impl NatsServer {
     pub async fn restart(&mut self) -> anyhow::Result<()> {
         ensure!(self.child.is_none(), "the server is running");
         let child = Command::new(nats_binary())
-            .args(["-a", "127.0.0.1", "-p", &self.port.to_string(), "-js", "-sd"])
+            .args([
+                "-a",
+                "127.0.0.1",
+                "-p",
+                &self.port.to_string(),
+                "-js",
+                "-sd",
+            ])
             .arg(self.dir.path())
             .stdout(Stdio::null())
             .stderr(Stdio::null())
@@ -100,7 +107,11 @@ impl NatsServer {
             {
                 return Ok(());
             }
-            if let Some(status) = self.child.as_mut().and_then(|c| c.try_wait().ok().flatten()) {
+            if let Some(status) = self
+                .child
+                .as_mut()
+                .and_then(|c| c.try_wait().ok().flatten())
+            {
                 self.child = None;
                 bail!("nats-server exited at start: {status}");
             }
@@ -568,8 +579,13 @@ pub async fn assert_stream_matches_feed(store: &Store, url: &str) -> anyhow::Res
     // Per beneficiary, stream order is sequence order without gaps.
     let mut last: HashMap<String, u64> = HashMap::new();
     for message in &received {
-        let subject = message.body["subject"].as_str().unwrap_or_default().to_owned();
-        let sequence = message.body["data"]["sequence"].as_u64().unwrap_or_default();
+        let subject = message.body["subject"]
+            .as_str()
+            .unwrap_or_default()
+            .to_owned();
+        let sequence = message.body["data"]["sequence"]
+            .as_u64()
+            .unwrap_or_default();
         let previous = last.insert(subject.clone(), sequence).unwrap_or(0);
         ensure!(
             sequence == previous + 1,
