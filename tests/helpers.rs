@@ -5,6 +5,7 @@ use std::sync::Arc;
 
 use filiera_domain::{PathwayServices, StageCatalogue, TerritoryRegistry};
 use filiera_http::AppState;
+use filiera_projections::{ProjectionSettings, Projections};
 use filiera_store::Store;
 use serde_json::Value;
 use sqlx::Connection;
@@ -102,6 +103,7 @@ pub struct TestApp {
     pub address: String,
     pub client: reqwest::Client,
     pub store: Arc<Store>,
+    pub projections: Projections,
     _guard: StoreGuard,
 }
 
@@ -119,7 +121,15 @@ pub async fn spawn_app(backend: Backend) -> TestApp {
     let store = Store::connect(&url, services()).await.expect("connect");
     store.migrate().await.expect("migrate");
     let store = Arc::new(store);
-    let router = filiera_http::router(AppState::new(store.clone()));
+    let settings = ProjectionSettings::new(
+        2,
+        store.services().catalogue.clone(),
+        store.services().territories.clone(),
+    );
+    let projections = Projections::start((*store).clone(), settings)
+        .await
+        .expect("projections start");
+    let router = filiera_http::router(AppState::new(store.clone(), projections.clone()));
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
         .await
         .expect("bind");
@@ -133,6 +143,7 @@ pub async fn spawn_app(backend: Backend) -> TestApp {
         address,
         client: reqwest::Client::new(),
         store,
+        projections,
         _guard: guard,
     }
 }
@@ -181,6 +192,14 @@ impl Answer {
 }
 
 impl TestApp {
+    /// Waits until the projections have applied everything written so far.
+    pub async fn caught_up(&self) {
+        self.projections
+            .wait_until_caught_up(std::time::Duration::from_secs(20))
+            .await
+            .expect("projections catch up");
+    }
+
     /// GET a path.
     pub async fn get(&self, path: &str) -> Answer {
         let response = self

@@ -3,4 +3,5 @@
 mod helpers;
 
 mod feed_stream;
+mod read_api;
 mod write_api;

@@ -8,6 +8,7 @@
 //! - [`beneficiaries`]: enrolment, pathway commands, state and history.
 //! - [`feed`]: the global feed, a page at a time.
 //! - [`meta`]: territories, stages, health and readiness.
+//! - [`reports`]: metrics, the reiteration audit, projection status and rebuilds.
 //! - [`telemetry`]: Prometheus metrics at `/metrics`.
 
 pub mod beneficiaries;
@@ -15,6 +16,7 @@ pub mod extract;
 pub mod feed;
 pub mod meta;
 pub mod problem;
+pub mod reports;
 pub mod telemetry;
 
 use std::future::Future;
@@ -25,6 +27,7 @@ use axum::Router;
 use axum::extract::DefaultBodyLimit;
 use axum::http::{Request, StatusCode};
 use axum::routing::{get, post};
+use filiera_projections::Projections;
 use filiera_store::Store;
 use tower_http::catch_panic::CatchPanicLayer;
 use tower_http::trace::TraceLayer;
@@ -39,6 +42,8 @@ pub const BODY_LIMIT: usize = 64 * 1024;
 pub struct AppState {
     /// The event store, with the configured catalogue and registry.
     pub store: Arc<Store>,
+    /// The read side: metrics, audit, projection status and rebuilds.
+    pub projections: Projections,
     /// Prometheus registry served at `/metrics`; other components register into it.
     pub registry: prometheus::Registry,
     /// The HTTP layer's own instruments.
@@ -46,13 +51,14 @@ pub struct AppState {
 }
 
 impl AppState {
-    /// The state over a store, with a fresh metrics registry.
-    pub fn new(store: Arc<Store>) -> Self {
+    /// The state over a store and its projections, with a fresh metrics registry.
+    pub fn new(store: Arc<Store>, projections: Projections) -> Self {
         let registry = prometheus::Registry::new();
         let http_metrics = telemetry::HttpMetrics::register(&registry)
             .expect("the HTTP instruments are registered once in a fresh registry");
         Self {
             store,
+            projections,
             registry,
             http_metrics,
         }
@@ -77,6 +83,10 @@ pub fn router(state: AppState) -> Router {
         .route("/v1/beneficiaries/{id}/undo", post(b::undo))
         .route("/v1/territories", get(meta::territories))
         .route("/v1/stages", get(meta::stages))
+        .route("/v1/metrics", get(reports::metrics))
+        .route("/v1/audit/reiterations", get(reports::audit))
+        .route("/v1/projections", get(reports::projections))
+        .route("/v1/projections/{name}/rebuild", post(reports::rebuild))
         .route("/v1/events", get(feed::page))
         .route("/v1/events/stream", get(feed::stream))
         .route("/healthz", get(meta::healthz))

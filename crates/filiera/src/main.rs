@@ -48,6 +48,35 @@ enum Command {
         #[arg(long)]
         keep_going: bool,
     },
+    /// Offline regional report: replay the store directly (no server needed) and print the
+    /// metrics document of `GET /v1/metrics` for the same options.
+    Report {
+        /// Territory code (descendants included); omitted: everything.
+        #[arg(long)]
+        territory: Option<String>,
+        /// First day of the period, YYYY-MM-DD (default 2000-01-01).
+        #[arg(long)]
+        from: Option<String>,
+        /// Last day of the period, YYYY-MM-DD (default today, UTC).
+        #[arg(long)]
+        to: Option<String>,
+        /// As known at this RFC 3339 instant, or the end of this UTC day (default now).
+        #[arg(long)]
+        known_at: Option<String>,
+        /// `json` (the API document) or `csv` (one `metric,value` row per figure).
+        #[arg(long, value_enum, default_value_t = ReportFormat::Json)]
+        format: ReportFormat,
+        /// Output file (default: standard output).
+        #[arg(long, short)]
+        output: Option<PathBuf>,
+    },
+    /// Rebuild a projection into a new generation and swap it in; queries of running servers
+    /// keep answering from the current one meanwhile.
+    Rebuild {
+        /// The projection (default: territory_metrics).
+        #[arg(default_value = "territory_metrics")]
+        projection: String,
+    },
     /// Export every event as NDJSON (the `GET /v1/events` item shape), in feed order.
     Export {
         /// Only events after this global position.
@@ -57,6 +86,13 @@ enum Command {
         #[arg(long, short)]
         output: Option<PathBuf>,
     },
+}
+
+/// Output formats of `filiera report`.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, clap::ValueEnum)]
+pub enum ReportFormat {
+    Json,
+    Csv,
 }
 
 #[tokio::main]
@@ -73,5 +109,22 @@ async fn main() -> anyhow::Result<()> {
             keep_going,
         } => startup::import(settings, &file, batch, keep_going).await,
         Command::Export { after, output } => startup::export(settings, after, output).await,
+        Command::Report {
+            territory,
+            from,
+            to,
+            known_at,
+            format,
+            output,
+        } => {
+            let params = filiera_http::reports::MetricsParams {
+                territory,
+                from,
+                to,
+                known_at,
+            };
+            startup::report(settings, params, format, output).await
+        }
+        Command::Rebuild { projection } => startup::rebuild(settings, &projection).await,
     }
 }

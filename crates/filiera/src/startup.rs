@@ -4,6 +4,7 @@ use std::sync::Arc;
 
 use anyhow::Context;
 use filiera_http::AppState;
+use filiera_projections::{ProjectionSettings, Projections};
 use filiera_store::Store;
 
 use crate::settings::Settings;
@@ -22,6 +23,23 @@ pub async fn connect(settings: &Settings) -> anyhow::Result<Store> {
         .await
         .context("cannot open the event store")?;
     Ok(store)
+}
+
+/// The projection settings of this configuration.
+pub fn projection_settings(settings: &Settings, store: &Store) -> ProjectionSettings {
+    let services = store.services();
+    ProjectionSettings::new(
+        settings.audit.reiteration_threshold,
+        services.catalogue.clone(),
+        services.territories.clone(),
+    )
+}
+
+/// Starts the projection runner (it leads or waits to lead) and the query cache.
+pub async fn start_projections(settings: &Settings, store: &Store) -> anyhow::Result<Projections> {
+    Projections::start(store.clone(), projection_settings(settings, store))
+        .await
+        .context("cannot start the projections")
 }
 
 /// `filiera migrate`
@@ -79,6 +97,61 @@ pub async fn export(
     Ok(())
 }
 
+/// `filiera report`
+pub async fn report(
+    settings: Settings,
+    params: filiera_http::reports::MetricsParams,
+    format: crate::ReportFormat,
+    output: Option<std::path::PathBuf>,
+) -> anyhow::Result<()> {
+    let store = connect(&settings).await?;
+    store.migrate().await.context("migration failed")?;
+    let query = params
+        .into_query(
+            &store.services().territories,
+            settings.audit.reiteration_threshold,
+            chrono::Utc::now(),
+        )
+        .map_err(|problem| anyhow::anyhow!(problem.detail().to_owned()))?;
+    let metrics = filiera_projections::replay_report(&store, &query).await?;
+    let text = match format {
+        crate::ReportFormat::Json => serde_json::to_string_pretty(&metrics)? + "\n",
+        crate::ReportFormat::Csv => filiera_domain::metrics::metrics_to_csv(&metrics),
+    };
+    match output {
+        Some(path) => std::fs::write(&path, text)
+            .with_context(|| format!("cannot write {}", path.display()))?,
+        None => {
+            use std::io::Write;
+            std::io::stdout().write_all(text.as_bytes())?;
+        }
+    }
+    Ok(())
+}
+
+/// `filiera rebuild`
+pub async fn rebuild(settings: Settings, projection: &str) -> anyhow::Result<()> {
+    let store = connect(&settings).await?;
+    store.migrate().await.context("migration failed")?;
+    let outcome = filiera_projections::rebuild_until_swapped(
+        &store,
+        &projection_settings(&settings, &store),
+        projection,
+        |progress| {
+            tracing::info!(
+                projection = %progress.name,
+                generation = progress.generation,
+                position = progress.position,
+                head = progress.head,
+                "rebuilding"
+            );
+        },
+    )
+    .await?;
+    println!("{}", serde_json::to_string(&outcome)?);
+    Ok(())
+}
+
 /// `filiera serve`
 pub async fn serve(settings: Settings) -> anyhow::Result<()> {
     let addr = settings.listen_addr()?;
@@ -87,7 +160,8 @@ pub async fn serve(settings: Settings) -> anyhow::Result<()> {
     }
     let store = connect(&settings).await?;
     store.migrate().await.context("migration failed")?;
-    let state = AppState::new(Arc::new(store));
+    let projections = start_projections(&settings, &store).await?;
+    let state = AppState::new(Arc::new(store), projections.clone());
     let listener = tokio::net::TcpListener::bind(addr)
         .await
         .with_context(|| format!("cannot listen on {addr}"))?;
@@ -97,6 +171,7 @@ pub async fn serve(settings: Settings) -> anyhow::Result<()> {
         "filiera is listening"
     );
     filiera_http::serve(listener, filiera_http::router(state), shutdown_signal()).await?;
+    projections.shutdown().await;
     tracing::info!("filiera stopped");
     Ok(())
 }
