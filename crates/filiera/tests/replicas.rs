@@ -108,10 +108,9 @@ async fn start(database_url: &str, client: &reqwest::Client) -> Server {
     };
     let deadline = Instant::now() + Duration::from_secs(30);
     loop {
-        if let Ok(response) = client.get(format!("{}/readyz", server.base)).send().await {
-            if response.status() == 200 {
-                return server;
-            }
+        let ready = client.get(format!("{}/readyz", server.base)).send().await;
+        if ready.is_ok_and(|r| r.status() == 200) {
+            return server;
         }
         assert!(
             Instant::now() < deadline,
