@@ -318,10 +318,13 @@ impl<'a> Term<'a> {
                     // Another relay moved the checkpoint: re-check leadership and resync.
                     tracing::warn!("the relay checkpoint was moved by another process");
                     cursor = None;
-                    self.checked = Instant::now() - shared.settings.leadership_check;
+                    self.check_leadership_now();
                 }
                 Err(error) => {
                     shared.record_error(&error);
+                    if matches!(error, RelayError::Contended) {
+                        self.check_leadership_now();
+                    }
                     publisher = None;
                     cursor = None;
                     if let Ok(mut client) = shared.client.lock() {
@@ -347,7 +350,7 @@ impl<'a> Term<'a> {
 
     /// Renews leadership when due; `Stop` on shutdown or when it was lost.
     async fn keep_leading(&mut self) -> Wake {
-        if *self.shutdown.borrow() {
+        if *self.shutdown.borrow() || self.leadership.is_none() {
             return Wake::Stop;
         }
         if self.checked.elapsed() >= self.shared.settings.leadership_check {
@@ -361,6 +364,12 @@ impl<'a> Term<'a> {
             self.checked = Instant::now();
         }
         Wake::Go
+    }
+
+    /// Makes the next [`Term::keep_leading`] confirm leadership with the store.
+    fn check_leadership_now(&mut self) {
+        let interval = self.shared.settings.leadership_check;
+        self.checked = Instant::now().checked_sub(interval).unwrap_or(self.checked);
     }
 
     /// Waits `delay`, renewing leadership meanwhile.

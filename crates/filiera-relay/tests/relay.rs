@@ -341,3 +341,53 @@ async fn refuses_a_stream_filled_from_another_database() -> anyhow::Result<()> {
     relay.shutdown().await;
     Ok(())
 }
+
+/// Even two relays publishing the same feed to the same stream at the same time (which
+/// leadership normally prevents: here they have different checkpoints, hence different
+/// leadership jobs) cannot duplicate or reorder: message ids, the expected-last-sequence
+/// header and the re-synchronisation keep the stream exactly the feed.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn concurrent_relays_cannot_duplicate_or_reorder() -> anyhow::Result<()> {
+    init_tracing();
+    let nats = NatsServer::start().await?;
+    let harness = Harness::postgres().await?;
+    let store = &harness.store;
+    let settings = |name: &str| RelaySettings {
+        checkpoint_name: name.to_owned(),
+        batch_size: 5,
+        ..relay_settings(&nats)
+    };
+    let a = start(store, settings("a")).await?;
+    let b = start(store, settings("b")).await?;
+    let mut writers = Vec::new();
+    for (from, to) in [
+        ("LOM-BG-BERGAMO", "LOM-MI-MILANO"),
+        ("PIE-TO-TORINO", "LOM-LC-LECCO"),
+        ("LOM-MI-MILANO", "PIE-TO-TORINO"),
+    ] {
+        let store = store.clone();
+        writers.push(tokio::spawn(async move {
+            for _ in 0..3 {
+                life(&store, from, to).await?;
+            }
+            anyhow::Ok(())
+        }));
+    }
+    for writer in writers {
+        writer.await??;
+    }
+    let (sa, sb) = (
+        caught_up(&a, store, &nats).await?,
+        caught_up(&b, store, &nats).await?,
+    );
+    assert!(sa.leading && sb.leading);
+    assert_stream_matches_feed(store, &nats.url()).await?;
+    assert_eq!(
+        sa.published_total + sb.published_total,
+        108,
+        "{sa:?} {sb:?}"
+    );
+    a.shutdown().await;
+    b.shutdown().await;
+    Ok(())
+}
