@@ -90,6 +90,15 @@ impl Drop for Task {
     }
 }
 
+impl std::fmt::Debug for NatsRelay {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("NatsRelay")
+            .field("stream", &self.shared.settings.stream.name)
+            .field("leading", &self.is_leading())
+            .finish_non_exhaustive()
+    }
+}
+
 impl NatsRelay {
     /// Starts the relay over `store` (already migrated, including migration 0004): creates
     /// its checkpoint row if missing, registers its metrics in `registry`, and spawns the task

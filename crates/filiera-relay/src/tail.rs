@@ -83,8 +83,9 @@ impl TailOptions {
 /// Follows `FILIERA_EVENTS` at `url` with a pull consumer on
 /// `filiera.events.<territory|*>.<event_type|*>` — durable when `durable_name` is given — and
 /// calls `out` with each message's CloudEvent document, in stream order, acknowledging it once
-/// `out` returns. Runs until the connection is closed for good or the caller drops the future
-/// (e.g. in a `select!` with Ctrl-C); a NATS outage is waited out.
+/// `out` returns. Fails at once if NATS or the stream cannot be reached at start; afterwards a
+/// NATS outage is waited out (the client reconnects). Runs until the connection is closed for
+/// good or the caller drops the future (e.g. in a `select!` with Ctrl-C).
 pub async fn tail_nats(
     url: &str,
     durable_name: Option<String>,
