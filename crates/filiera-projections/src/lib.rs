@@ -18,15 +18,17 @@
 //! - [`rebuild`]: [`rebuild_until_swapped`], `filiera rebuild` from a separate process.
 //! - [`replay`]: [`Replay`], [`replay_report`], [`replay_audit`], the offline report.
 //! - [`status`]: [`ProjectionStatus`] and the other documents the API serves.
-//! - [`settings`]: [`ProjectionSettings`].
+//! - [`settings`]: the tuning and configuration, [`ProjectionSettings`].
 //! - [`bench`]: [`bench::bench`], the benchmark behind `filiera bench` and `cargo bench`.
-//! - [`error`]: [`ProjectionError`].
+//! - [`error`]: what can fail, [`ProjectionError`].
 //! - `cache`: the in-memory copy of the active generation.
+//! - `fold`: the domain fold over the cache, skipping timelines out of a query's scope.
 //! - `read_model`: the tables and every statement on them, for both backends.
 
 pub mod bench;
 mod cache;
 pub mod error;
+mod fold;
 pub mod projections;
 mod read_model;
 pub mod rebuild;

@@ -6,9 +6,7 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use filiera_domain::{
-    AuditList, AuditQuery, MetricsQuery, TerritoryMetrics, reiteration_audit, territory_metrics,
-};
+use filiera_domain::{AuditList, AuditQuery, MetricsQuery, TerritoryMetrics};
 use filiera_store::{Leadership, Store};
 use tokio::sync::{Notify, watch};
 use tokio::task::JoinHandle;
@@ -115,7 +113,7 @@ impl Projections {
         shared
             .cache
             .read(move |state| {
-                territory_metrics(state.timelines.values(), &query, &catalogue, &registry)
+                crate::fold::metrics(state.timelines.values(), &query, &catalogue, &registry)
             })
             .await
     }
@@ -129,7 +127,7 @@ impl Projections {
         shared
             .cache
             .read(move |state| {
-                reiteration_audit(state.timelines.values(), &query, &catalogue, &registry)
+                crate::fold::audit(state.timelines.values(), &query, &catalogue, &registry)
             })
             .await
     }

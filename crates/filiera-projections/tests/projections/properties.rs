@@ -15,7 +15,7 @@ use uuid::Uuid;
 use crate::common::*;
 
 /// Few cases: each one writes through a real database. Raise `PROPTEST_CASES` to explore.
-const CASES: u32 = 6;
+const CASES: u32 = 12;
 
 const TERRITORIES: [&str; 5] = [
     "LOM-BG-BERGAMO",
@@ -232,8 +232,12 @@ fn run(postgres: bool) {
         .enable_all()
         .build()
         .expect("a runtime");
+    let cases = std::env::var("PROPTEST_CASES")
+        .ok()
+        .and_then(|n| n.parse().ok())
+        .unwrap_or(CASES);
     let config = Config {
-        cases: CASES,
+        cases,
         failure_persistence: None,
         ..Config::default()
     };
