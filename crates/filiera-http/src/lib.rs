@@ -48,6 +48,8 @@ pub struct AppState {
     pub registry: prometheus::Registry,
     /// The HTTP layer's own instruments.
     pub http_metrics: telemetry::HttpMetrics,
+    /// The NATS relay, when `FILIERA_NATS_URL` is set.
+    pub relay: Option<filiera_relay::NatsRelay>,
 }
 
 impl AppState {
@@ -61,6 +63,15 @@ impl AppState {
             projections,
             registry,
             http_metrics,
+            relay: None,
+        }
+    }
+
+    /// The same state, with the NATS relay whose status `/v1/projections` shows.
+    pub fn with_relay(self, relay: filiera_relay::NatsRelay) -> Self {
+        Self {
+            relay: Some(relay),
+            ..self
         }
     }
 }

@@ -158,10 +158,11 @@ pub async fn audit(
     Ok(Json(app.projections.audit(query).await?))
 }
 
-/// Every projection's state.
+/// Every projection's state, and the NATS relay's (`null` when publication is off).
 #[derive(Debug, Serialize)]
 pub struct ProjectionsPage {
     pub projections: Vec<ProjectionStatus>,
+    pub relay: Option<filiera_relay::RelayStatus>,
 }
 
 /// `GET /v1/projections`
@@ -169,8 +170,18 @@ pub async fn projections(
     State(app): State<AppState>,
     _caller: Caller,
 ) -> Result<Json<ProjectionsPage>, ApiError> {
+    let relay = match &app.relay {
+        Some(relay) => Some(
+            relay
+                .status()
+                .await
+                .map_err(|e| ApiError::Internal(crate::problem::error_chain(&e)))?,
+        ),
+        None => None,
+    };
     Ok(Json(ProjectionsPage {
         projections: app.projections.status().await?,
+        relay,
     }))
 }
 

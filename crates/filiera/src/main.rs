@@ -4,11 +4,13 @@
 //! # Layout
 //! - [`settings`]: the typed configuration (file, then `FILIERA_*` environment).
 //! - [`startup`]: builds the store and the HTTP app from settings; runs `serve`.
+//! - [`tail`]: `tail`, following the feed over HTTP or NATS.
 //! - [`telemetry`]: the tracing subscriber.
 //! - [`transfer`]: `import` of legacy NDJSON commands and `export` of NDJSON events.
 
 mod settings;
 mod startup;
+mod tail;
 mod telemetry;
 mod transfer;
 
@@ -77,6 +79,30 @@ enum Command {
         #[arg(default_value = "territory_metrics")]
         projection: String,
     },
+    /// Follow the events as they are stored, one JSON line each: over HTTP from a running
+    /// server (server-sent events; territory includes descendants), or with `--nats` from
+    /// the JetStream stream (CloudEvents; exact territory code).
+    Tail {
+        /// Read from NATS JetStream instead of the HTTP feed.
+        #[arg(long)]
+        nats: bool,
+        /// Server base URL (default: http://FILIERA_LISTEN) or, with --nats, the NATS URL
+        /// (default: FILIERA_NATS_URL).
+        #[arg(long)]
+        url: Option<String>,
+        /// Only this territory's events.
+        #[arg(long)]
+        territory: Option<String>,
+        /// Only this event type (StageEntered or stage_entered).
+        #[arg(long = "type")]
+        event_type: Option<String>,
+        /// HTTP: start after this global position (default: from the beginning).
+        #[arg(long, default_value_t = 0)]
+        after: i64,
+        /// NATS: a durable consumer name, to resume where the last tail with it stopped.
+        #[arg(long)]
+        durable: Option<String>,
+    },
     /// Export every event as NDJSON (the `GET /v1/events` item shape), in feed order.
     Export {
         /// Only events after this global position.
@@ -126,5 +152,31 @@ async fn main() -> anyhow::Result<()> {
             startup::report(settings, params, format, output).await
         }
         Command::Rebuild { projection } => startup::rebuild(settings, &projection).await,
+        Command::Tail {
+            nats,
+            url,
+            territory,
+            event_type,
+            after,
+            durable,
+        } => {
+            let url = match (url, nats) {
+                (Some(url), _) => url,
+                (None, true) => settings
+                    .nats_url
+                    .clone()
+                    .ok_or_else(|| anyhow::anyhow!("give --url or set FILIERA_NATS_URL"))?,
+                (None, false) => format!("http://{}", settings.listen),
+            };
+            tail::tail(tail::TailArgs {
+                url,
+                nats,
+                territory,
+                event_type,
+                after,
+                durable,
+            })
+            .await
+        }
     }
 }

@@ -5,6 +5,7 @@ use std::sync::Arc;
 use anyhow::Context;
 use filiera_http::AppState;
 use filiera_projections::{ProjectionSettings, Projections};
+use filiera_relay::{NatsRelay, RelaySettings};
 use filiera_store::Store;
 
 use crate::settings::Settings;
@@ -155,13 +156,21 @@ pub async fn rebuild(settings: Settings, projection: &str) -> anyhow::Result<()>
 /// `filiera serve`
 pub async fn serve(settings: Settings) -> anyhow::Result<()> {
     let addr = settings.listen_addr()?;
-    if let Some(nats) = &settings.nats_url {
-        tracing::warn!(nats = %nats, "FILIERA_NATS_URL is set but this build has no relay yet");
-    }
     let store = connect(&settings).await?;
     store.migrate().await.context("migration failed")?;
     let projections = start_projections(&settings, &store).await?;
-    let state = AppState::new(Arc::new(store), projections.clone());
+    let mut state = AppState::new(Arc::new(store.clone()), projections.clone());
+    let relay = match &settings.nats_url {
+        Some(url) => {
+            let relay = NatsRelay::start(store.clone(), RelaySettings::new(url), &state.registry)
+                .await
+                .context("cannot start the NATS relay")?;
+            tracing::info!(nats = %url, "NATS relay started");
+            state = state.with_relay(relay.clone());
+            Some(relay)
+        }
+        None => None,
+    };
     let listener = tokio::net::TcpListener::bind(addr)
         .await
         .with_context(|| format!("cannot listen on {addr}"))?;
@@ -171,6 +180,9 @@ pub async fn serve(settings: Settings) -> anyhow::Result<()> {
         "filiera is listening"
     );
     filiera_http::serve(listener, filiera_http::router(state), shutdown_signal()).await?;
+    if let Some(relay) = relay {
+        relay.shutdown().await;
+    }
     projections.shutdown().await;
     tracing::info!("filiera stopped");
     Ok(())

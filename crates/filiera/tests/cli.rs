@@ -1,5 +1,7 @@
 //! The operator CLI run as a real process over an embedded store in a temporary folder.
 
+mod common;
+
 use std::io::Write;
 use std::process::{Command, Output, Stdio};
 
@@ -7,15 +9,8 @@ use serde_json::Value;
 
 /// `filiera` with a clean configuration pointing at `data_dir`.
 fn filiera(data_dir: &std::path::Path) -> Command {
-    let mut command = Command::new(env!("CARGO_BIN_EXE_filiera"));
-    for (key, _) in std::env::vars() {
-        if key.starts_with("FILIERA_") {
-            command.env_remove(key);
-        }
-    }
-    command
-        .env("FILIERA_DATA_DIR", data_dir)
-        .env("FILIERA_LOG", "warn");
+    let mut command = common::clean_command();
+    command.env("FILIERA_DATA_DIR", data_dir);
     command
 }
 

@@ -1,135 +1,13 @@
 //! Several `filiera serve` processes on one PostgreSQL database: exactly one runs each
 //! projection, and another takes over within seconds when it dies.
 
-use std::process::{Child, Command, Stdio};
+mod common;
+
 use std::time::{Duration, Instant};
 
+use common::{Server, filiera, get, start, start_with};
+use filiera_testkit::{NatsServer, TestDb};
 use serde_json::Value;
-use sqlx::Connection;
-
-fn pg_admin_url() -> String {
-    std::env::var("FILIERA_TEST_PG_URL")
-        .unwrap_or_else(|_| "postgres://postgres@127.0.0.1:5432/postgres".into())
-}
-
-/// A fresh database, dropped at the end.
-struct TestDb {
-    name: String,
-    url: String,
-}
-
-impl TestDb {
-    async fn create() -> Self {
-        let name = format!("filiera_test_{}", uuid::Uuid::new_v4().simple());
-        let mut conn = sqlx::PgConnection::connect(&pg_admin_url())
-            .await
-            .expect("PostgreSQL answers");
-        sqlx::query(&format!("CREATE DATABASE \"{name}\""))
-            .execute(&mut conn)
-            .await
-            .expect("create database");
-        let admin = pg_admin_url();
-        let base = admin.rsplit_once('/').map_or(admin.as_str(), |(b, _)| b);
-        Self {
-            url: format!("{base}/{name}"),
-            name,
-        }
-    }
-}
-
-impl Drop for TestDb {
-    fn drop(&mut self) {
-        let name = self.name.clone();
-        let _ = std::thread::spawn(move || {
-            tokio::runtime::Builder::new_current_thread()
-                .enable_all()
-                .build()
-                .expect("runtime")
-                .block_on(async {
-                    if let Ok(mut conn) = sqlx::PgConnection::connect(&pg_admin_url()).await {
-                        let _ = sqlx::query(&format!(
-                            "DROP DATABASE IF EXISTS \"{name}\" WITH (FORCE)"
-                        ))
-                        .execute(&mut conn)
-                        .await;
-                    }
-                });
-        })
-        .join();
-    }
-}
-
-/// A `filiera serve` process, killed on drop.
-struct Server {
-    child: Child,
-    base: String,
-}
-
-impl Drop for Server {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-}
-
-fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
-}
-
-fn filiera(database_url: &str) -> Command {
-    let mut command = Command::new(env!("CARGO_BIN_EXE_filiera"));
-    for (key, _) in std::env::vars() {
-        if key.starts_with("FILIERA_") {
-            command.env_remove(key);
-        }
-    }
-    command
-        .env("FILIERA_DATABASE_URL", database_url)
-        .env("FILIERA_LOG", "warn");
-    command
-}
-
-async fn start(database_url: &str, client: &reqwest::Client) -> Server {
-    let port = free_port();
-    let child = filiera(database_url)
-        .env("FILIERA_LISTEN", format!("127.0.0.1:{port}"))
-        .arg("serve")
-        .stdout(Stdio::null())
-        .stderr(Stdio::inherit())
-        .spawn()
-        .expect("filiera serve starts");
-    let server = Server {
-        child,
-        base: format!("http://127.0.0.1:{port}"),
-    };
-    let deadline = Instant::now() + Duration::from_secs(30);
-    loop {
-        let ready = client.get(format!("{}/readyz", server.base)).send().await;
-        if ready.is_ok_and(|r| r.status() == 200) {
-            return server;
-        }
-        assert!(
-            Instant::now() < deadline,
-            "filiera serve never became ready"
-        );
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
-}
-
-async fn get(client: &reqwest::Client, url: String) -> Value {
-    client
-        .get(url)
-        .send()
-        .await
-        .expect("request")
-        .json()
-        .await
-        .expect("JSON")
-}
 
 async fn leads(client: &reqwest::Client, server: &Server) -> bool {
     let status = get(client, format!("{}/v1/projections", server.base)).await;
@@ -164,7 +42,7 @@ async fn wait_for_enrolments(client: &reqwest::Client, server: &Server, n: u64) 
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn one_projection_runner_among_replicas_and_takeover_when_it_dies() {
-    let db = TestDb::create().await;
+    let db = TestDb::create().await.expect("test database");
     let client = reqwest::Client::new();
     let first = start(&db.url, &client).await;
     let second = start(&db.url, &client).await;
@@ -220,4 +98,101 @@ async fn one_projection_runner_among_replicas_and_takeover_when_it_dies() {
     assert_eq!(online, offline);
     let status = get(&client, format!("{}/v1/projections", follower.base)).await;
     assert_eq!(status["projections"][0]["lag"], 0, "{status}");
+}
+
+async fn relay_status(client: &reqwest::Client, server: &Server) -> Value {
+    get(client, format!("{}/v1/projections", server.base)).await["relay"].clone()
+}
+
+/// Every message of `FILIERA_EVENTS`, read with a plain ephemeral JetStream consumer.
+async fn stream_contents(nats: &NatsServer) -> Vec<Value> {
+    use futures::StreamExt;
+    let client = async_nats::connect(nats.url()).await.expect("NATS");
+    let js = async_nats::jetstream::new(client);
+    let mut stream = js.get_stream("FILIERA_EVENTS").await.expect("stream");
+    let count = stream.info().await.expect("info").state.messages;
+    let consumer = stream
+        .create_consumer(async_nats::jetstream::consumer::pull::Config::default())
+        .await
+        .expect("consumer");
+    let mut messages = consumer
+        .fetch()
+        .max_messages(count as usize)
+        .messages()
+        .await
+        .expect("fetch");
+    let mut out = Vec::new();
+    while let Some(message) = messages.next().await {
+        let message = message.expect("message");
+        out.push(serde_json::from_slice(&message.payload).expect("CloudEvent JSON"));
+    }
+    out
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn one_nats_relay_among_replicas_and_takeover_when_it_dies() {
+    let db = TestDb::create().await.expect("test database");
+    let nats = NatsServer::start().await.expect("nats-server");
+    let client = reqwest::Client::new();
+    let with_nats = || {
+        let mut command = filiera(&db.url);
+        command.env("FILIERA_NATS_URL", nats.url());
+        command
+    };
+    let first = start_with(with_nats(), &client).await;
+    let second = start_with(with_nats(), &client).await;
+
+    let deadline = Instant::now() + Duration::from_secs(20);
+    let (leader, follower) = loop {
+        let a = relay_status(&client, &first).await["leading"] == true;
+        let b = relay_status(&client, &second).await["leading"] == true;
+        assert!(!(a && b), "both processes run the relay");
+        if a {
+            break (first, second);
+        }
+        if b {
+            break (second, first);
+        }
+        assert!(Instant::now() < deadline, "no process runs the relay");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    };
+    enrol(&client, &leader, "LOM-BG-BERGAMO").await;
+    enrol(&client, &follower, "PIE-TO-TORINO").await;
+    let wait_published = |server: &Server, n: i64| {
+        let base = server.base.clone();
+        let client = client.clone();
+        async move {
+            let deadline = Instant::now() + Duration::from_secs(20);
+            loop {
+                let status = get(&client, format!("{base}/v1/projections")).await;
+                let relay = &status["relay"];
+                if relay["leading"] == true && relay["position"] == n && relay["lag"] == 0 {
+                    return;
+                }
+                assert!(
+                    Instant::now() < deadline,
+                    "relay never published {n}: {relay}"
+                );
+                tokio::time::sleep(Duration::from_millis(100)).await;
+            }
+        }
+    };
+    wait_published(&leader, 2).await;
+    assert_eq!(relay_status(&client, &follower).await["leading"], false);
+
+    drop(leader);
+    enrol(&client, &follower, "LOM-LC-LECCO").await;
+    wait_published(&follower, 3).await;
+
+    let messages = stream_contents(&nats).await;
+    let ids: Vec<&str> = messages.iter().map(|m| m["id"].as_str().unwrap()).collect();
+    assert_eq!(ids.len(), 3, "each event exactly once: {ids:?}");
+    let unique: std::collections::BTreeSet<_> = ids.iter().collect();
+    assert_eq!(unique.len(), 3);
+    let positions: Vec<i64> = messages
+        .iter()
+        .map(|m| m["data"]["position"].as_i64().unwrap())
+        .collect();
+    assert_eq!(positions, [1, 2, 3]);
+    assert_eq!(messages[2]["type"], "it.filiera.pathway.enrolled.v1");
 }

@@ -1,0 +1,171 @@
+//! `filiera tail` as a real process, following a real server over HTTP and over NATS.
+
+mod common;
+
+use std::io::{BufRead, BufReader};
+use std::process::{Child, Stdio};
+use std::sync::mpsc;
+use std::time::Duration;
+
+use common::{Server, clean_command, start_with};
+use filiera_testkit::NatsServer;
+use serde_json::{Value, json};
+
+/// A running `filiera tail` and the JSON lines it printed.
+struct Tail {
+    child: Child,
+    lines: mpsc::Receiver<Value>,
+}
+
+impl Tail {
+    fn spawn(args: &[&str]) -> Self {
+        let mut child = clean_command()
+            .arg("tail")
+            .args(args)
+            .stdout(Stdio::piped())
+            .stderr(Stdio::inherit())
+            .spawn()
+            .expect("filiera tail starts");
+        let stdout = child.stdout.take().unwrap();
+        let (sender, lines) = mpsc::channel();
+        std::thread::spawn(move || {
+            for line in BufReader::new(stdout).lines() {
+                let Ok(line) = line else { break };
+                let Ok(value) = serde_json::from_str(&line) else {
+                    continue;
+                };
+                if sender.send(value).is_err() {
+                    break;
+                }
+            }
+        });
+        Self { child, lines }
+    }
+
+    fn next(&self) -> Value {
+        self.lines
+            .recv_timeout(Duration::from_secs(20))
+            .expect("a line within 20 s")
+    }
+
+    fn nothing_more(&self) {
+        assert!(
+            self.lines.recv_timeout(Duration::from_millis(700)).is_err(),
+            "an unexpected line"
+        );
+    }
+}
+
+impl Drop for Tail {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+async fn post(client: &reqwest::Client, server: &Server, path: &str, body: Value) -> Value {
+    let response = client
+        .post(format!("{}{path}", server.base))
+        .json(&body)
+        .send()
+        .await
+        .unwrap();
+    assert!(response.status().is_success());
+    response.json().await.unwrap()
+}
+
+async fn enrol(client: &reqwest::Client, server: &Server, territory: &str) -> String {
+    let state = post(
+        client,
+        server,
+        "/v1/beneficiaries",
+        json!({"territory": territory, "on": "2024-01-10", "referral": "self"}),
+    )
+    .await;
+    state["id"].as_str().unwrap().to_owned()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn tail_follows_the_http_feed_with_filters() {
+    let dir = tempfile::tempdir().unwrap();
+    let client = reqwest::Client::new();
+    let mut command = clean_command();
+    command.env("FILIERA_DATA_DIR", dir.path());
+    let server = start_with(command, &client).await;
+    let bergamo = enrol(&client, &server, "LOM-BG-BERGAMO").await;
+    let torino = enrol(&client, &server, "PIE-TO-TORINO").await;
+    for id in [&torino, &bergamo] {
+        post(
+            &client,
+            &server,
+            &format!("/v1/beneficiaries/{id}/stage"),
+            json!({"stage": "internship", "on": "2024-02-01"}),
+        )
+        .await;
+    }
+
+    let tail = Tail::spawn(&[
+        "--url",
+        &server.base,
+        "--territory",
+        "LOM",
+        "--type",
+        "stage_entered",
+    ]);
+    let first = tail.next();
+    assert_eq!(first["type"], "StageEntered");
+    assert_eq!(first["beneficiary_id"], bergamo.as_str());
+    tail.nothing_more();
+
+    // Live.
+    post(
+        &client,
+        &server,
+        &format!("/v1/beneficiaries/{bergamo}/stage"),
+        json!({"stage": "job_placement", "on": "2024-03-01"}),
+    )
+    .await;
+    let live = tail.next();
+    assert_eq!(live["data"]["stage"], "job_placement");
+    assert!(live["position"].as_i64() > first["position"].as_i64());
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn tail_follows_the_nats_stream_with_a_durable_consumer() {
+    let dir = tempfile::tempdir().unwrap();
+    let nats = NatsServer::start().await.expect("nats-server");
+    let client = reqwest::Client::new();
+    let mut command = clean_command();
+    command
+        .env("FILIERA_DATA_DIR", dir.path())
+        .env("FILIERA_NATS_URL", nats.url());
+    let server = start_with(command, &client).await;
+    let bergamo = enrol(&client, &server, "LOM-BG-BERGAMO").await;
+    enrol(&client, &server, "PIE-TO-TORINO").await;
+
+    let args = [
+        "--nats",
+        "--url",
+        &nats.url(),
+        "--territory",
+        "LOM-BG-BERGAMO",
+        "--type",
+        "enrolled",
+        "--durable",
+        "tail-test",
+    ];
+    {
+        let tail = Tail::spawn(&args);
+        let event = tail.next();
+        assert_eq!(event["specversion"], "1.0");
+        assert_eq!(event["type"], "it.filiera.pathway.enrolled.v1");
+        assert_eq!(event["subject"], bergamo.as_str());
+        assert_eq!(event["data"]["territory"], "LOM-BG-BERGAMO");
+        tail.nothing_more();
+    }
+    // The durable consumer resumes after what it acknowledged: only the new enrolment.
+    let second = enrol(&client, &server, "LOM-BG-BERGAMO").await;
+    let tail = Tail::spawn(&args);
+    assert_eq!(tail.next()["subject"], second.as_str());
+    tail.nothing_more();
+}
