@@ -65,6 +65,15 @@ impl Drop for Tasks {
     }
 }
 
+impl std::fmt::Debug for Projections {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Projections")
+            .field("store", &self.shared.store)
+            .field("leader", &self.is_leader())
+            .finish_non_exhaustive()
+    }
+}
+
 impl Projections {
     /// Starts the projections over `store` (already migrated): creates the first generation if
     /// there is none, then spawns the runner (which leads or waits to lead) and the cache's
@@ -105,6 +114,7 @@ impl Projections {
 
     /// The metrics document of SPEC 3 for `query` (its `threshold` is used as given), from the
     /// cache refreshed first.
+    #[tracing::instrument(name = "projections.metrics", level = "debug", skip_all, fields(territory = ?query.territory))]
     pub async fn metrics(&self, query: MetricsQuery) -> Result<TerritoryMetrics, ProjectionError> {
         let shared = &self.shared;
         shared.cache.refresh(Freshness::Incremental).await?;
@@ -119,6 +129,7 @@ impl Projections {
     }
 
     /// The reiteration audit list for `query`, from the cache refreshed first.
+    #[tracing::instrument(name = "projections.audit", level = "debug", skip_all, fields(territory = ?query.territory))]
     pub async fn audit(&self, query: AuditQuery) -> Result<AuditList, ProjectionError> {
         let shared = &self.shared;
         shared.cache.refresh(Freshness::Incremental).await?;
@@ -187,6 +198,7 @@ impl Projections {
     /// Starts rebuilding projection `name` from the start of the feed into a new generation,
     /// which whichever process leads fills alongside the current one and swaps in once it has
     /// caught up. Queries keep answering from the current generation meanwhile.
+    #[tracing::instrument(name = "projections.rebuild", skip(self))]
     pub async fn rebuild(&self, name: &str) -> Result<RebuildStarted, ProjectionError> {
         let name = crate::projection_name(name)?;
         match self.shared.model.start_rebuild(name).await? {
@@ -274,7 +286,8 @@ async fn run(shared: Arc<Shared>, mut shutdown: watch::Receiver<bool>) {
                 shared.leader.store(false, Ordering::Release);
                 continue;
             }
-            Ok(None) => {}
+            // Another process runs it: nothing is failing here.
+            Ok(None) => clear_error(&shared),
             Err(error) => record_error(&shared, &error.into()),
         }
         tokio::select! {

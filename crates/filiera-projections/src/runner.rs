@@ -101,6 +101,7 @@ impl Runner {
     /// One batch on the active generation, one on the building generation if a rebuild is
     /// under way (swapping it in once it has caught up with the head and with the active one),
     /// and one chunk of retired rows deleted if any are left.
+    #[tracing::instrument(name = "projection.step", level = "debug", skip(self), fields(projection = self.projection))]
     pub async fn step(&mut self) -> Result<StepReport, ProjectionError> {
         if !self.initialized {
             self.model.initialize(self.projection).await?;
