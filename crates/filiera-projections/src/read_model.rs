@@ -3,8 +3,7 @@
 //! backends. On SQLite every write goes through the store's one-connection write pool, every
 //! read through its read pool.
 //!
-//! Timelines travel as JSON text: `jsonb` on PostgreSQL (inspectable with SQL), `text` on
-//! SQLite.
+//! Timelines are stored as JSON text on both backends.
 
 use chrono::{DateTime, Utc};
 use cqrs_es::Aggregate as _;
@@ -236,10 +235,13 @@ impl ReadModel {
     ) -> Result<Vec<TimelineRow>, ProjectionError> {
         let rows = match self {
             Self::Postgres(pool) => {
+                // Planned for each call (not a cached generic plan), so that a table that grew
+                // from empty during a rebuild is read through its primary key.
                 sqlx::query_as::<_, TimelineRow>(
-                    "SELECT beneficiary_id, timeline::text FROM projection_timelines \
+                    "SELECT beneficiary_id, timeline FROM projection_timelines \
                      WHERE projection = $1 AND generation = $2 AND beneficiary_id = ANY($3)",
                 )
+                .persistent(false)
                 .bind(projection)
                 .bind(generation)
                 .bind(ids)
@@ -250,9 +252,12 @@ impl ReadModel {
                 let ids = serde_json::to_string(ids)
                     .map_err(|e| ProjectionError::Corrupt(e.to_string()))?;
                 sqlx::query_as::<_, TimelineRow>(
-                    "SELECT beneficiary_id, timeline FROM projection_timelines \
-                     WHERE projection = ?1 AND generation = ?2 \
-                       AND beneficiary_id IN (SELECT value FROM json_each(?3))",
+                    // CROSS JOIN makes SQLite probe the primary key once per id instead of
+                    // scanning the generation's rows.
+                    "SELECT t.beneficiary_id, t.timeline \
+                     FROM json_each(?3) AS ids CROSS JOIN projection_timelines AS t \
+                     WHERE t.projection = ?1 AND t.generation = ?2 \
+                       AND t.beneficiary_id = ids.value",
                 )
                 .bind(projection)
                 .bind(generation)
@@ -301,7 +306,7 @@ impl ReadModel {
                     sqlx::query(
                         "INSERT INTO projection_timelines \
                              (projection, generation, beneficiary_id, timeline, updated_position) \
-                         SELECT $1, $2, u.id, u.timeline::jsonb, $3 \
+                         SELECT $1, $2, u.id, u.timeline, $3 \
                          FROM UNNEST($4::text[], $5::text[]) AS u (id, timeline) \
                          ON CONFLICT (projection, generation, beneficiary_id) DO UPDATE \
                          SET timeline = excluded.timeline, \
@@ -531,8 +536,10 @@ impl ReadModel {
         };
         let rows: Vec<(i64, i64, Option<String>, Option<String>)> = match self {
             Self::Postgres(pool) => {
+                // Planned for each call: a generic plan cached while the table was small would
+                // keep scanning it whole once it has grown.
                 sqlx::query_as(
-                    "SELECT g.generation, g.position, t.beneficiary_id, t.timeline::text \
+                    "SELECT g.generation, g.position, t.beneficiary_id, t.timeline \
                      FROM projection_generations g \
                      LEFT JOIN projection_timelines t \
                        ON t.projection = g.projection AND t.generation = g.generation \
@@ -540,6 +547,7 @@ impl ReadModel {
                      WHERE g.projection = $1 AND g.status = 'active' \
                        AND ($2::bigint IS NULL OR g.generation = $2)",
                 )
+                .persistent(false)
                 .bind(projection)
                 .bind(generation)
                 .bind(after)
@@ -588,6 +596,7 @@ impl ReadModel {
         let count: i64 = match self {
             Self::Postgres(pool) => {
                 sqlx::query_scalar(SQL)
+                    .persistent(false)
                     .bind(Pathway::TYPE)
                     .bind(after)
                     .fetch_one(pool)

@@ -327,7 +327,7 @@ pub async fn stored_timelines(
 ) -> anyhow::Result<HashMap<String, Timeline>> {
     let rows: Vec<(String, String)> = if let Some(pool) = store.pg_pool() {
         sqlx::query_as(
-            "SELECT beneficiary_id, timeline::text FROM projection_timelines \
+            "SELECT beneficiary_id, timeline FROM projection_timelines \
              WHERE projection = $1 AND generation = $2",
         )
         .bind(TERRITORY_METRICS)

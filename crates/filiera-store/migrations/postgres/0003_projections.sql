@@ -29,13 +29,15 @@ CREATE UNIQUE INDEX projection_generations_one_building
 
 -- One row per beneficiary and generation: the beneficiary's `Timeline` (filiera-domain) as
 -- JSON, and the checkpoint of the batch that last changed it, so that query caches fetch only
--- what changed since they last looked.
+-- what changed since they last looked. The JSON is kept as `text`, not `jsonb`: rows are only
+-- ever written and read whole, and `text` is about twice as fast to write and four times as
+-- fast to read back (cast to jsonb to inspect a row by hand).
 CREATE TABLE projection_timelines
 (
     projection       text   NOT NULL,
     generation       bigint NOT NULL,
     beneficiary_id   text   NOT NULL,
-    timeline         jsonb  NOT NULL,
+    timeline         text   NOT NULL,
     updated_position bigint NOT NULL,
     PRIMARY KEY (projection, generation, beneficiary_id),
     FOREIGN KEY (projection, generation) REFERENCES projection_generations (projection, generation)
