@@ -103,6 +103,29 @@ enum Command {
         #[arg(long)]
         durable: Option<String>,
     },
+    /// Measure the read model: region-wide metrics over generated histories, the naive
+    /// replay baseline, the runner's catch-up and the cache load on real stores. Prints a
+    /// Markdown report (see docs/performance.md).
+    Bench {
+        /// Events generated for the in-memory measurements.
+        #[arg(long, default_value_t = 1_000_000)]
+        events: usize,
+        /// Runs per measurement (the median is reported).
+        #[arg(long, default_value_t = 5)]
+        runs: usize,
+        /// Events written through each real store for the runner figures (0: skip).
+        #[arg(long, default_value_t = 50_000)]
+        store_events: usize,
+        /// Also measure PostgreSQL: a scratch database is created through this admin URL.
+        #[arg(long)]
+        postgres_admin_url: Option<String>,
+        /// Skip the full cache load measurement.
+        #[arg(long)]
+        no_cache_load: bool,
+        /// Seed of the history generator.
+        #[arg(long, default_value_t = 20_250_630)]
+        seed: u64,
+    },
     /// Export every event as NDJSON (the `GET /v1/events` item shape), in feed order.
     Export {
         /// Only events after this global position.
@@ -152,6 +175,30 @@ async fn main() -> anyhow::Result<()> {
             startup::report(settings, params, format, output).await
         }
         Command::Rebuild { projection } => startup::rebuild(settings, &projection).await,
+        Command::Bench {
+            events,
+            runs,
+            store_events,
+            postgres_admin_url,
+            no_cache_load,
+            seed,
+        } => {
+            let options = filiera_projections::bench::BenchOptions {
+                events,
+                runs,
+                store_events,
+                sqlite: true,
+                postgres_admin_url,
+                cache_load: !no_cache_load,
+                seed,
+            };
+            let report = filiera_projections::bench::bench(&options, |line| {
+                tracing::info!("{line}");
+            })
+            .await?;
+            println!("{report}");
+            Ok(())
+        }
         Command::Tail {
             nats,
             url,

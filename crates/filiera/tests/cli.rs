@@ -160,3 +160,29 @@ fn a_bad_configuration_stops_with_a_message() {
     assert!(!output.status.success());
     assert!(String::from_utf8_lossy(&output.stderr).contains("not-an-address"));
 }
+
+#[test]
+fn bench_measures_a_small_generated_history() {
+    let dir = tempfile::tempdir().unwrap();
+    let output = run(
+        filiera(dir.path()).current_dir(dir.path()).args([
+            "bench",
+            "--events",
+            "2000",
+            "--runs",
+            "1",
+            "--store-events",
+            "200",
+        ]),
+        None,
+    );
+    assert!(
+        output.status.success(),
+        "{}",
+        String::from_utf8_lossy(&output.stderr)
+    );
+    let report = String::from_utf8(output.stdout).unwrap();
+    assert!(report.contains("Generated: 2000 events"), "{report}");
+    assert!(report.contains("metrics, region (LOM)"), "{report}");
+    assert!(report.contains("baseline"), "{report}");
+}
