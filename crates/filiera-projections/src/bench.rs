@@ -402,6 +402,33 @@ async fn store_bench(
                     .to_owned(),
             ),
         );
+
+        // The API's path over the million events: a handle whose cache holds that generation.
+        let projections = Projections::start(store.clone(), settings.clone()).await?;
+        let query = |territory: &str| MetricsQuery {
+            territory: TerritoryCode::parse(territory),
+            from: date("2024-01-01"),
+            to: date("2025-06-30"),
+            known_at: Utc::now(),
+            threshold: 2,
+        };
+        projections.metrics(query("LOM")).await?;
+        for territory in ["LOM", "LOM-MI-MILANO"] {
+            let mut samples = Vec::new();
+            for _ in 0..runs {
+                let started = Instant::now();
+                projections.metrics(query(territory)).await?;
+                samples.push(started.elapsed());
+            }
+            lines.push(Timing::of(samples).line(
+                &format!(
+                    "{backend}: metrics, {territory}, end to end through Projections, {} timelines",
+                    timelines.len()
+                ),
+                "what `GET /v1/metrics` costs over the million events, minus HTTP".to_owned(),
+            ));
+        }
+        projections.shutdown().await;
     }
     Ok(lines)
 }
