@@ -19,6 +19,7 @@ const PROGRESS_EVERY: Duration = Duration::from_secs(1);
 /// Where a rebuild stands.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize)]
 pub struct RebuildProgress {
+    /// The projection.
     pub name: String,
     /// The generation being built.
     pub generation: i64,
@@ -35,6 +36,7 @@ pub struct RebuildProgress {
 /// How a rebuild ended.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize)]
 pub struct RebuildOutcome {
+    /// The projection.
     pub name: String,
     /// The generation now active.
     pub generation: i64,

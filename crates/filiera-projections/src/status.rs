@@ -49,6 +49,7 @@ pub enum ProjectionState {
 /// A generation being rebuilt.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize)]
 pub struct RebuildStatus {
+    /// The generation being built.
     pub generation: i64,
     /// Its checkpoint.
     pub position: i64,
@@ -61,7 +62,9 @@ pub struct RebuildStatus {
 /// What a process's query cache holds.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize)]
 pub struct CacheStatus {
+    /// The generation loaded.
     pub generation: i64,
+    /// That generation's checkpoint when the cache last refreshed.
     pub position: i64,
 }
 
