@@ -3,5 +3,6 @@
 mod helpers;
 
 mod feed_stream;
+mod openapi;
 mod read_api;
 mod write_api;

@@ -9,6 +9,11 @@ use crate::error::ConfigError;
 
 /// A stage code such as `internship`: `[a-z0-9_]+`, at most 64 characters.
 #[derive(Clone, Debug, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
+#[cfg_attr(
+    feature = "openapi",
+    schema(value_type = String, pattern = "^[a-z0-9_]{1,64}$", example = "internship")
+)]
 #[serde(transparent)]
 pub struct StageCode(String);
 
@@ -37,6 +42,7 @@ impl fmt::Display for StageCode {
 
 /// One stage of the chain, with the level that orders it.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct Stage {
     /// Stable code used in commands, events and metrics.
     pub code: StageCode,

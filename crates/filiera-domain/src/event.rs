@@ -9,6 +9,7 @@ use crate::territory::TerritoryCode;
 
 /// Who referred the beneficiary to the service.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 #[serde(rename_all = "snake_case")]
 pub enum Referral {
     SocialServices,
@@ -22,6 +23,7 @@ pub enum Referral {
 
 /// The support intensity assessed by the équipe multidisciplinare.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 #[serde(rename_all = "snake_case")]
 pub enum SupportBand {
     HighSupport,
@@ -31,6 +33,7 @@ pub enum SupportBand {
 
 /// How an episode in a stage ended.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 #[serde(rename_all = "snake_case")]
 pub enum ExitOutcome {
     Completed,
@@ -50,6 +53,7 @@ impl ExitOutcome {
 
 /// How a spell (pathway) ended.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 #[serde(rename_all = "snake_case")]
 pub enum CloseOutcome {
     Employed,
@@ -83,6 +87,7 @@ impl CloseOutcome {
 
 /// The classification of a stage entry (SPEC 2.4), decided when it is recorded.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 #[serde(rename_all = "snake_case")]
 pub enum Transition {
     /// The beneficiary's first stage ever.

@@ -9,6 +9,7 @@ use crate::territory::TerritoryCode;
 
 /// Where a beneficiary stands.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 #[serde(rename_all = "snake_case")]
 pub enum PathwayStatus {
     /// Nothing recorded yet.
@@ -24,6 +25,7 @@ pub enum PathwayStatus {
 
 /// Counters over the non-voided events of the stream.
 #[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct PathwayCounts {
     /// Spells started (enrolment plus reopenings).
     pub spells: u32,
@@ -40,6 +42,7 @@ pub struct PathwayCounts {
 
 /// The fold of a beneficiary's non-voided events.
 #[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct PathwayState {
     pub status: PathwayStatus,
     /// The territory in force.

@@ -9,6 +9,11 @@ use crate::error::ConfigError;
 
 /// A territory code: `[A-Za-z0-9_-]{1,64}`, safe to use as a NATS subject token.
 #[derive(Clone, Debug, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
+#[cfg_attr(
+    feature = "openapi",
+    schema(value_type = String, pattern = "^[A-Za-z0-9_-]{1,64}$", example = "LOM-BG")
+)]
 #[serde(transparent)]
 pub struct TerritoryCode(String);
 
@@ -50,9 +55,12 @@ pub struct TerritoryDef {
 
 /// A node of the registry tree, as served by `GET /v1/territories`.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct TerritoryNode {
     pub code: TerritoryCode,
     pub name: String,
+    /// The territories directly below this one, in configuration order.
+    #[cfg_attr(feature = "openapi", schema(no_recursion))]
     pub children: Vec<TerritoryNode>,
 }
 

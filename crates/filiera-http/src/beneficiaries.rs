@@ -11,75 +11,101 @@ use filiera_domain::{
 };
 use filiera_store::{CommandContext, Executed, Rejection};
 use serde::{Deserialize, Serialize};
+use utoipa::ToSchema;
 use uuid::Uuid;
 
 use crate::AppState;
 use crate::extract::{Caller, IdempotencyHeader, JsonBody, beneficiary_id};
 use crate::feed::FeedItem;
 use crate::problem::ApiError;
+use crate::problem::responses::{
+    BadRequest, Conflict, InternalError, NotFound, PayloadTooLarge, UnprocessableEntity,
+    UnsupportedMediaType,
+};
 
-/// `POST /v1/beneficiaries`
-#[derive(Debug, Deserialize)]
+/// The OpenAPI tag of these routes.
+pub const TAG: &str = "beneficiaries";
+
+/// `POST /v1/beneficiaries`: take a new beneficiary in charge.
+#[derive(Debug, Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct EnrolBody {
+    /// A territory code of the registry (`GET /v1/territories`).
+    #[schema(example = "LOM-BG")]
     territory: String,
+    /// The effective date of the enrolment; not in the future.
     on: NaiveDate,
     referral: Referral,
     #[serde(default)]
     support_band: Option<SupportBand>,
 }
 
-/// `POST /v1/beneficiaries/{id}/stage`
-#[derive(Debug, Deserialize)]
+/// `POST /v1/beneficiaries/{id}/stage`: start an episode in a stage.
+#[derive(Debug, Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct StageBody {
+    /// A stage code of the catalogue (`GET /v1/stages`).
+    #[schema(example = "internship")]
     stage: String,
+    /// The effective date; not before the latest recorded date, not in the future.
     on: NaiveDate,
+    /// Who provides the stage, free text.
     #[serde(default)]
     provider: Option<String>,
 }
 
-/// `POST /v1/beneficiaries/{id}/stage/exit`
-#[derive(Debug, Deserialize)]
+/// `POST /v1/beneficiaries/{id}/stage/exit`: end the open episode.
+#[derive(Debug, Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct ExitBody {
+    /// The effective date.
     on: NaiveDate,
+    /// `completed` or `interrupted`; `moved_on` and `pathway_closed` are written by the service
+    /// itself and refused here (422 `automatic_outcome`).
     outcome: ExitOutcome,
 }
 
-/// `POST /v1/beneficiaries/{id}/territory`
-#[derive(Debug, Deserialize)]
+/// `POST /v1/beneficiaries/{id}/territory`: move the beneficiary to another territory.
+#[derive(Debug, Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct TerritoryBody {
+    /// The new territory code.
+    #[schema(example = "LOM-MI")]
     territory: String,
+    /// The effective date.
     on: NaiveDate,
 }
 
-/// `POST /v1/beneficiaries/{id}/close`
-#[derive(Debug, Deserialize)]
+/// `POST /v1/beneficiaries/{id}/close`: end the spell.
+#[derive(Debug, Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct CloseBody {
+    /// The effective date.
     on: NaiveDate,
     outcome: CloseOutcome,
 }
 
-/// `POST /v1/beneficiaries/{id}/reopen`
-#[derive(Debug, Deserialize)]
+/// `POST /v1/beneficiaries/{id}/reopen`: start a new spell for a closed beneficiary.
+#[derive(Debug, Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct ReopenBody {
+    /// The effective date of the new spell.
     on: NaiveDate,
 }
 
-/// `POST /v1/beneficiaries/{id}/undo`
-#[derive(Debug, Deserialize)]
+/// `POST /v1/beneficiaries/{id}/undo`: void the events of the latest command not already
+/// undone.
+#[derive(Debug, Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct UndoBody {
+    /// Why, for the audit trail.
     reason: String,
 }
 
 /// A beneficiary's state as answered by the API: no personal data, only the pathway.
-#[derive(Debug, Serialize)]
+#[derive(Debug, Serialize, ToSchema)]
 pub struct BeneficiaryView {
+    /// The beneficiary's pseudonymous id.
     pub id: Uuid,
     /// Sequence of the latest event of the stream.
     pub version: u64,
@@ -98,14 +124,48 @@ impl BeneficiaryView {
 }
 
 /// The answer to a stage entry: its classification and the state after it.
-#[derive(Debug, Serialize)]
+#[derive(Debug, Serialize, ToSchema)]
 pub struct StageAnswer {
+    /// How the entry was classified (SPEC 2.4).
     pub transition: Option<filiera_domain::Transition>,
+    /// The stage of the previous entry, `null` for the first one.
     pub from_stage: Option<filiera_domain::StageCode>,
     pub state: BeneficiaryView,
 }
 
-/// `POST /v1/beneficiaries`
+/// Enrols a new beneficiary.
+///
+/// The service assigns the id; the answer is the state, with `Location` pointing at it. A retry
+/// with the same `Idempotency-Key` answers the first result and writes nothing new.
+#[utoipa::path(
+    post,
+    path = "/v1/beneficiaries",
+    tag = TAG,
+    operation_id = "enrol",
+    params(IdempotencyParam),
+    request_body = EnrolBody,
+    responses(
+        (
+            status = 201,
+            description = "Enrolled: the new beneficiary's state.",
+            body = BeneficiaryView,
+            headers(
+                ("Location" = String, description = "`/v1/beneficiaries/{id}`"),
+                (
+                    "Idempotent-Replayed" = String,
+                    description = "`true` when the answer replays the first one for this \
+                        `Idempotency-Key`."
+                ),
+            )
+        ),
+        (status = 400, response = BadRequest),
+        (status = 409, response = Conflict),
+        (status = 413, response = PayloadTooLarge),
+        (status = 415, response = UnsupportedMediaType),
+        (status = 422, response = UnprocessableEntity),
+        (status = 500, response = InternalError),
+    )
+)]
 #[tracing::instrument(skip_all, fields(beneficiary_id))]
 pub async fn enrol(
     State(app): State<AppState>,
@@ -139,7 +199,37 @@ pub async fn enrol(
     Ok((StatusCode::CREATED, headers, Json(view)).into_response())
 }
 
-/// `POST /v1/beneficiaries/{id}/stage`
+/// Enters a stage.
+///
+/// An open episode is closed first as `moved_on`; the entry is classified against the previous
+/// stage entry (SPEC 2.4) and the classification is answered with the state.
+#[utoipa::path(
+    post,
+    path = "/v1/beneficiaries/{id}/stage",
+    tag = TAG,
+    operation_id = "enter_stage",
+    params(BeneficiaryIdParam, IdempotencyParam),
+    request_body = StageBody,
+    responses(
+        (
+            status = 200,
+            description = "Entered: the classification and the state after it.",
+            body = StageAnswer,
+            headers((
+                "Idempotent-Replayed" = String,
+                description = "`true` when the answer replays the first one for this \
+                    `Idempotency-Key`."
+            ))
+        ),
+        (status = 400, response = BadRequest),
+        (status = 404, response = NotFound),
+        (status = 409, response = Conflict),
+        (status = 413, response = PayloadTooLarge),
+        (status = 415, response = UnsupportedMediaType),
+        (status = 422, response = UnprocessableEntity),
+        (status = 500, response = InternalError),
+    )
+)]
 #[tracing::instrument(skip_all, fields(beneficiary_id = %id))]
 pub async fn enter_stage(
     State(app): State<AppState>,
@@ -186,9 +276,42 @@ pub async fn enter_stage(
     Ok((replay_headers(&executed), Json(answer)).into_response())
 }
 
+/// A write endpoint on `/v1/beneficiaries/{id}<suffix>` that answers the state, documented as
+/// such in the OpenAPI document.
 macro_rules! simple_command {
-    ($(#[$doc:meta])* $name:ident, $body:ty, $suffix:literal, |$value:ident| $command:expr) => {
+    (
+        $(#[$doc:meta])*
+        $name:ident, $body:ty, $path:literal, $suffix:literal,
+        |$value:ident| $command:expr
+    ) => {
         $(#[$doc])*
+        #[utoipa::path(
+            post,
+            path = $path,
+            tag = TAG,
+            operation_id = stringify!($name),
+            params(BeneficiaryIdParam, IdempotencyParam),
+            request_body = $body,
+            responses(
+                (
+                    status = 200,
+                    description = "Recorded: the state after the command.",
+                    body = BeneficiaryView,
+                    headers((
+                        "Idempotent-Replayed" = String,
+                        description = "`true` when the answer replays the first one for this \
+                            `Idempotency-Key`."
+                    ))
+                ),
+                (status = 400, response = BadRequest),
+                (status = 404, response = NotFound),
+                (status = 409, response = Conflict),
+                (status = 413, response = PayloadTooLarge),
+                (status = 415, response = UnsupportedMediaType),
+                (status = 422, response = UnprocessableEntity),
+                (status = 500, response = InternalError),
+            )
+        )]
         #[tracing::instrument(skip_all, fields(beneficiary_id = %id))]
         pub async fn $name(
             State(app): State<AppState>,
@@ -209,32 +332,74 @@ macro_rules! simple_command {
 }
 
 simple_command!(
-    /// `POST /v1/beneficiaries/{id}/stage/exit`
-    exit_stage, ExitBody, "/stage/exit",
+    /// Exits the open stage episode.
+    exit_stage, ExitBody, "/v1/beneficiaries/{id}/stage/exit", "/stage/exit",
     |value| PathwayCommand::ExitStage { on: value.on, outcome: value.outcome }
 );
 simple_command!(
-    /// `POST /v1/beneficiaries/{id}/territory`
-    change_territory, TerritoryBody, "/territory",
+    /// Moves the beneficiary to another territory.
+    change_territory, TerritoryBody, "/v1/beneficiaries/{id}/territory", "/territory",
     |value| PathwayCommand::ChangeTerritory { territory: value.territory, on: value.on }
 );
 simple_command!(
-    /// `POST /v1/beneficiaries/{id}/close`
-    close, CloseBody, "/close",
+    /// Closes the pathway (the spell).
+    ///
+    /// An open episode is exited first as `pathway_closed`.
+    close, CloseBody, "/v1/beneficiaries/{id}/close", "/close",
     |value| PathwayCommand::ClosePathway { on: value.on, outcome: value.outcome }
 );
 simple_command!(
-    /// `POST /v1/beneficiaries/{id}/reopen`
-    reopen, ReopenBody, "/reopen",
+    /// Reopens a closed pathway: a new spell starts.
+    reopen, ReopenBody, "/v1/beneficiaries/{id}/reopen", "/reopen",
     |value| PathwayCommand::ReopenPathway { on: value.on }
 );
 simple_command!(
-    /// `POST /v1/beneficiaries/{id}/undo`
-    undo, UndoBody, "/undo",
+    /// Undoes the latest command not already undone.
+    ///
+    /// Its events stay in the history, flagged `voided`, and stop counting everywhere.
+    undo, UndoBody, "/v1/beneficiaries/{id}/undo", "/undo",
     |value| PathwayCommand::Undo { reason: value.reason }
 );
 
-/// `GET /v1/beneficiaries/{id}`
+/// The `{id}` path parameter of `/v1/beneficiaries/{id}…`, for the OpenAPI document.
+#[derive(utoipa::IntoParams)]
+#[into_params(parameter_in = Path)]
+pub struct BeneficiaryIdParam {
+    /// The beneficiary's id. Anything that is not a UUID names no beneficiary (404).
+    pub id: Uuid,
+}
+
+/// The `Idempotency-Key` header of the write endpoints, for the OpenAPI document.
+#[derive(utoipa::IntoParams)]
+#[into_params(parameter_in = Header)]
+pub struct IdempotencyParam {
+    /// 1 to 255 visible ASCII characters. A retried write with the same key answers the first
+    /// result and writes nothing new; the same key with a different request is refused (422
+    /// `idempotency_key_reused`).
+    #[param(
+        rename = "Idempotency-Key",
+        value_type = String,
+        required = false,
+        min_length = 1,
+        max_length = 255,
+        pattern = "^[!-~]+$"
+    )]
+    pub idempotency_key: Option<String>,
+}
+
+/// Reads a beneficiary's state.
+#[utoipa::path(
+    get,
+    path = "/v1/beneficiaries/{id}",
+    tag = TAG,
+    operation_id = "get_beneficiary",
+    params(BeneficiaryIdParam),
+    responses(
+        (status = 200, description = "The state.", body = BeneficiaryView),
+        (status = 404, response = NotFound),
+        (status = 500, response = InternalError),
+    )
+)]
 #[tracing::instrument(skip_all, fields(beneficiary_id = %id))]
 pub async fn get_state(
     State(app): State<AppState>,
@@ -251,13 +416,28 @@ pub async fn get_state(
 }
 
 /// The history of one beneficiary: every event, voided ones flagged.
-#[derive(Debug, Serialize)]
+#[derive(Debug, Serialize, ToSchema)]
 pub struct HistoryPage {
     pub beneficiary_id: Uuid,
+    /// In sequence order, each with `voided`.
     pub events: Vec<FeedItem>,
 }
 
-/// `GET /v1/beneficiaries/{id}/history`
+/// Reads a beneficiary's history.
+///
+/// Every event of the stream in sequence order, including the voided ones (flagged).
+#[utoipa::path(
+    get,
+    path = "/v1/beneficiaries/{id}/history",
+    tag = TAG,
+    operation_id = "get_history",
+    params(BeneficiaryIdParam),
+    responses(
+        (status = 200, description = "Every event, with `voided`.", body = HistoryPage),
+        (status = 404, response = NotFound),
+        (status = 500, response = InternalError),
+    )
+)]
 #[tracing::instrument(skip_all, fields(beneficiary_id = %id))]
 pub async fn history(
     State(app): State<AppState>,

@@ -5,18 +5,23 @@ use axum::extract::{RawQuery, State};
 use chrono::{DateTime, Utc};
 use filiera_store::StoredEvent;
 use serde::{Deserialize, Serialize};
+use utoipa::{IntoParams, ToSchema};
 use uuid::Uuid;
 
 use crate::AppState;
 use crate::extract::{Caller, parse_query};
 use crate::problem::ApiError;
+use crate::problem::responses::{InternalError, UnprocessableEntity};
+
+/// The OpenAPI tag of these routes.
+pub const TAG: &str = "feed";
 
 /// Default and maximum page sizes of the feed.
 pub const DEFAULT_LIMIT: u32 = 100;
 pub const MAX_LIMIT: u32 = 1000;
 
 /// One event as the feed and histories show it.
-#[derive(Debug, Clone, Serialize)]
+#[derive(Debug, Clone, Serialize, ToSchema)]
 pub struct FeedItem {
     /// Global position: the feed's total order.
     pub position: i64,
@@ -25,10 +30,13 @@ pub struct FeedItem {
     pub sequence: u64,
     /// The event name of SPEC 2.3, e.g. `StageEntered`.
     #[serde(rename = "type")]
+    #[schema(value_type = EventType)]
     pub event_type: &'static str,
     /// The territory in force after the event.
     pub territory: Option<String>,
-    /// The event's fields.
+    /// The event's fields, as `docs/events.md` lists them for each `type` (e.g. for
+    /// `StageEntered`: `stage`, `on`, `from_stage`, `transition`, `provider`).
+    #[schema(value_type = Object)]
     pub data: serde_json::Value,
     pub recorded_at: DateTime<Utc>,
     /// Only in histories: whether an undo voided the event.
@@ -60,22 +68,59 @@ impl FeedItem {
     }
 }
 
+/// The schema of an event name (SPEC 2.3), built from [`filiera_domain::PathwayEvent::TYPES`]
+/// so that it lists exactly the events the service records.
+pub struct EventType;
+
+impl utoipa::PartialSchema for EventType {
+    fn schema() -> utoipa::openapi::RefOr<utoipa::openapi::schema::Schema> {
+        utoipa::openapi::ObjectBuilder::new()
+            .schema_type(utoipa::openapi::Type::String)
+            .description(Some("The name of a pathway event (SPEC 2.3)."))
+            .enum_values(Some(filiera_domain::PathwayEvent::TYPES))
+            .into()
+    }
+}
+
+impl ToSchema for EventType {}
+
 /// A page of the feed.
-#[derive(Debug, Serialize)]
+#[derive(Debug, Serialize, ToSchema)]
 pub struct FeedPage {
     pub events: Vec<FeedItem>,
     /// Pass this as `after` to get the next page (equal to `after` when the page is empty).
     pub next_after: i64,
 }
 
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Deserialize, IntoParams)]
 #[serde(deny_unknown_fields)]
+#[into_params(parameter_in = Query)]
 struct FeedQuery {
+    /// The global position to read after: 0 (the default) for the start, or the previous
+    /// page's `next_after`.
+    #[param(minimum = 0)]
     after: Option<i64>,
+    /// Page size, 1 to 1000 (default 100).
+    #[param(minimum = 1, maximum = 1000)]
     limit: Option<u32>,
 }
 
-/// `GET /v1/events?after=P&limit=N`
+/// Reads a page of the global feed.
+///
+/// Events in feed order (SPEC 4.2): a reader that passes `next_after` back as `after` never
+/// skips an event, even one committed later with a lower position.
+#[utoipa::path(
+    get,
+    path = "/v1/events",
+    tag = TAG,
+    operation_id = "read_feed",
+    params(FeedQuery),
+    responses(
+        (status = 200, description = "A page of the feed, in feed order.", body = FeedPage),
+        (status = 422, response = UnprocessableEntity),
+        (status = 500, response = InternalError),
+    )
+)]
 #[tracing::instrument(skip_all)]
 pub async fn page(
     State(app): State<AppState>,
@@ -107,15 +152,29 @@ const STREAM_BATCH: u32 = 500;
 /// How often the live stream polls the feed when no wake-up arrives.
 const STREAM_POLL: std::time::Duration = std::time::Duration::from_millis(500);
 
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Deserialize, IntoParams)]
 #[serde(deny_unknown_fields)]
+#[into_params(parameter_in = Query)]
 struct StreamQuery {
+    /// The global position to stream after (default 0); `Last-Event-ID` takes precedence.
+    #[param(minimum = 0)]
     after: Option<i64>,
     /// Only events whose territory (after the event) is this one or below it.
     territory: Option<String>,
     /// Only events of this type (`StageEntered` or `stage_entered`).
     #[serde(rename = "type")]
     event_type: Option<String>,
+}
+
+/// The `Last-Event-ID` header of the live stream, for the OpenAPI document.
+#[derive(IntoParams)]
+#[into_params(parameter_in = Header)]
+#[allow(dead_code)]
+struct LastEventIdParam {
+    /// The SSE `id` (a feed position) of the last event received; the stream resumes right
+    /// after it. Sent by browsers' `EventSource` when they reconnect.
+    #[param(rename = "Last-Event-ID", value_type = i64, required = false, minimum = 0)]
+    last_event_id: Option<i64>,
 }
 
 /// Which events a subscriber wants.
@@ -146,9 +205,28 @@ pub fn event_type_named(name: &str) -> Option<&'static str> {
         .find(|t| *t == name || filiera_domain::snake_case(t) == name)
 }
 
-/// `GET /v1/events/stream?after=P`: the feed as server-sent events, live. Each SSE `id` is the
-/// event's position, so a client that reconnects with `Last-Event-ID` (or `after`) resumes
-/// exactly after the last event it received.
+/// Follows the global feed live, as server-sent events.
+///
+/// Each SSE event has `id` = the event's feed position and `data` = a `FeedItem` as JSON; a
+/// client that reconnects with `Last-Event-ID` (or `after`) resumes exactly after the last
+/// event it received. Comments keep the connection alive.
+#[utoipa::path(
+    get,
+    path = "/v1/events/stream",
+    tag = TAG,
+    operation_id = "stream_feed",
+    params(StreamQuery, LastEventIdParam),
+    responses(
+        (
+            status = 200,
+            description = "An endless `text/event-stream`: `id: <position>` and \
+                `data: <FeedItem JSON>` per event.",
+            content_type = "text/event-stream",
+            body = String
+        ),
+        (status = 422, response = UnprocessableEntity),
+    )
+)]
 #[tracing::instrument(skip_all)]
 pub async fn stream(
     State(app): State<AppState>,

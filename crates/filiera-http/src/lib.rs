@@ -10,11 +10,13 @@
 //! - [`meta`]: territories, stages, health and readiness.
 //! - [`reports`]: metrics, the reiteration audit, projection status and rebuilds.
 //! - [`telemetry`]: Prometheus metrics at `/metrics`.
+//! - [`openapi`]: the OpenAPI 3.1 document at `/openapi.json`, generated from [`api`].
 
 pub mod beneficiaries;
 pub mod extract;
 pub mod feed;
 pub mod meta;
+pub mod openapi;
 pub mod problem;
 pub mod reports;
 pub mod telemetry;
@@ -23,14 +25,16 @@ use std::future::Future;
 use std::sync::Arc;
 use std::time::Duration;
 
-use axum::Router;
 use axum::extract::DefaultBodyLimit;
 use axum::http::{Request, StatusCode};
-use axum::routing::{get, post};
+use axum::{Extension, Router};
 use filiera_projections::Projections;
 use filiera_store::Store;
 use tower_http::catch_panic::CatchPanicLayer;
 use tower_http::trace::TraceLayer;
+use utoipa::OpenApi;
+use utoipa_axum::router::OpenApiRouter;
+use utoipa_axum::routes;
 
 use crate::problem::ApiError;
 
@@ -76,33 +80,46 @@ impl AppState {
     }
 }
 
+/// Every route of the API, each registered with its OpenAPI description (`routes!` reads the
+/// method and path from the handler's `#[utoipa::path]`): the only list of routes, so the
+/// document cannot miss one. Add routes here with `.routes(routes!(handler))`, never with a
+/// bare `.route(...)`.
+pub fn api() -> OpenApiRouter<AppState> {
+    use beneficiaries as b;
+    OpenApiRouter::with_openapi(openapi::ApiDoc::openapi())
+        .routes(routes!(b::enrol))
+        .routes(routes!(b::get_state))
+        .routes(routes!(b::history))
+        .routes(routes!(b::enter_stage))
+        .routes(routes!(b::exit_stage))
+        .routes(routes!(b::change_territory))
+        .routes(routes!(b::close))
+        .routes(routes!(b::reopen))
+        .routes(routes!(b::undo))
+        .routes(routes!(meta::territories))
+        .routes(routes!(meta::stages))
+        .routes(routes!(reports::metrics))
+        .routes(routes!(reports::audit))
+        .routes(routes!(reports::projections))
+        .routes(routes!(reports::rebuild))
+        .routes(routes!(feed::page))
+        .routes(routes!(feed::stream))
+        .routes(routes!(meta::healthz))
+        .routes(routes!(meta::readyz))
+        .routes(routes!(telemetry::render))
+        .routes(routes!(openapi::document))
+}
+
+/// The OpenAPI 3.1 document of [`router`], as served at `/openapi.json`.
+pub fn openapi() -> utoipa::openapi::OpenApi {
+    api().into_openapi()
+}
+
 /// The full API.
 pub fn router(state: AppState) -> Router {
-    use beneficiaries as b;
-    Router::new()
-        .route("/v1/beneficiaries", post(b::enrol))
-        .route("/v1/beneficiaries/{id}", get(b::get_state))
-        .route("/v1/beneficiaries/{id}/history", get(b::history))
-        .route("/v1/beneficiaries/{id}/stage", post(b::enter_stage))
-        .route("/v1/beneficiaries/{id}/stage/exit", post(b::exit_stage))
-        .route(
-            "/v1/beneficiaries/{id}/territory",
-            post(b::change_territory),
-        )
-        .route("/v1/beneficiaries/{id}/close", post(b::close))
-        .route("/v1/beneficiaries/{id}/reopen", post(b::reopen))
-        .route("/v1/beneficiaries/{id}/undo", post(b::undo))
-        .route("/v1/territories", get(meta::territories))
-        .route("/v1/stages", get(meta::stages))
-        .route("/v1/metrics", get(reports::metrics))
-        .route("/v1/audit/reiterations", get(reports::audit))
-        .route("/v1/projections", get(reports::projections))
-        .route("/v1/projections/{name}/rebuild", post(reports::rebuild))
-        .route("/v1/events", get(feed::page))
-        .route("/v1/events/stream", get(feed::stream))
-        .route("/healthz", get(meta::healthz))
-        .route("/readyz", get(meta::readyz))
-        .route("/metrics", get(telemetry::render))
+    let (routes, doc) = api().split_for_parts();
+    routes
+        .layer(Extension(openapi::OpenApiJson::new(&doc)))
         .fallback(not_found)
         .method_not_allowed_fallback(method_not_allowed)
         .layer(axum::middleware::from_fn_with_state(

@@ -6,6 +6,7 @@ use filiera_domain::{PathwayError, Refusal};
 use filiera_store::StoreError;
 use problem_details::ProblemDetails;
 use serde::Serialize;
+use utoipa::ToSchema;
 
 /// Members added to every problem document.
 #[derive(Debug, Serialize)]
@@ -173,7 +174,13 @@ impl IntoResponse for ApiError {
             }
             Self::Internal(cause) => {
                 tracing::error!(error = %cause, "request failed");
-                ProblemDetails::from_status_code(StatusCode::INTERNAL_SERVER_ERROR)
+                let mut problem =
+                    ProblemDetails::from_status_code(StatusCode::INTERNAL_SERVER_ERROR);
+                problem.r#type = "/problems/internal_error"
+                    .parse::<axum::http::Uri>()
+                    .ok()
+                    .map(Into::into);
+                problem
                     .with_title("Internal error")
                     .with_detail("the request could not be completed; it has been logged")
                     .with_extensions(Extensions {
@@ -184,4 +191,90 @@ impl IntoResponse for ApiError {
             }
         }
     }
+}
+
+// The schema of what `ApiError::into_response` writes, for the OpenAPI document only; a test
+// checks that real problem documents conform to it.
+/// An RFC 9457 problem document: every error of the API, with a stable `code`.
+#[derive(Debug, ToSchema)]
+#[schema(example = json!({
+    "type": "/problems/invalid_field",
+    "title": "Invalid field",
+    "status": 422,
+    "detail": "`on`: premature end of input",
+    "code": "invalid_field",
+    "field": "on"
+}))]
+pub struct Problem {
+    /// `/problems/<code>`, relative to the API's address.
+    #[schema(format = "uri-reference")]
+    pub r#type: String,
+    /// Short summary of the kind of problem; the same for every occurrence of a `code`.
+    pub title: String,
+    /// The HTTP status code of the answer.
+    #[schema(minimum = 400, maximum = 599)]
+    pub status: u16,
+    /// What went wrong this time, for a human.
+    pub detail: String,
+    /// Stable machine-readable code, e.g. `invalid_field`, `beneficiary_not_found`,
+    /// `pathway_closed`, `concurrent_write`.
+    pub code: String,
+    /// The request field (body member, query parameter or header) at fault, when there is one.
+    #[schema(value_type = String, required = false)]
+    pub field: Option<String>,
+}
+
+/// Reusable problem answers for the OpenAPI document, one per status; each describes the codes
+/// that can occur with it.
+pub mod responses {
+    use utoipa::ToResponse;
+
+    use super::Problem;
+
+    /// 400 `malformed_json`: the body is not JSON.
+    #[derive(ToResponse)]
+    #[response(content_type = "application/problem+json")]
+    pub struct BadRequest(#[allow(dead_code)] Problem);
+
+    /// 404: no beneficiary has this id (`beneficiary_not_found`; also for an id that is not a
+    /// UUID), or no projection has this name (`unknown_projection`).
+    #[derive(ToResponse)]
+    #[response(content_type = "application/problem+json")]
+    pub struct NotFound(#[allow(dead_code)] Problem);
+
+    /// 409: the command conflicts with the pathway (e.g. `pathway_closed`, `pathway_open`,
+    /// `no_open_stage`, `nothing_to_undo`, `already_enrolled`), another write on the same
+    /// beneficiary was stored first (`concurrent_write`: read the state and retry), or a
+    /// rebuild is already running (`already_rebuilding`).
+    #[derive(ToResponse)]
+    #[response(content_type = "application/problem+json")]
+    pub struct Conflict(#[allow(dead_code)] Problem);
+
+    /// 413 `payload_too_large`: the body is over 64 KiB.
+    #[derive(ToResponse)]
+    #[response(content_type = "application/problem+json")]
+    pub struct PayloadTooLarge(#[allow(dead_code)] Problem);
+
+    /// 415 `unsupported_media_type`: the body is not sent as `application/json`.
+    #[derive(ToResponse)]
+    #[response(content_type = "application/problem+json")]
+    pub struct UnsupportedMediaType(#[allow(dead_code)] Problem);
+
+    /// 422: a field, query parameter or header is missing, unknown or invalid; `field` names it
+    /// (`invalid_field`, `unknown_stage`, `unknown_territory`, `out_of_order`, `date_in_future`,
+    /// `date_too_early`, `automatic_outcome`, `same_territory`, `idempotency_key_reused`).
+    #[derive(ToResponse)]
+    #[response(content_type = "application/problem+json")]
+    pub struct UnprocessableEntity(#[allow(dead_code)] Problem);
+
+    /// 500 `internal_error`: something failed on the service's side; the cause is logged, never
+    /// shown.
+    #[derive(ToResponse)]
+    #[response(content_type = "application/problem+json")]
+    pub struct InternalError(#[allow(dead_code)] Problem);
+
+    /// 503 `not_ready`: the event store does not answer.
+    #[derive(ToResponse)]
+    #[response(content_type = "application/problem+json")]
+    pub struct ServiceUnavailable(#[allow(dead_code)] Problem);
 }

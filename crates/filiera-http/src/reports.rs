@@ -12,31 +12,47 @@ use filiera_domain::{
 };
 use filiera_projections::{ProjectionError, ProjectionStatus};
 use serde::{Deserialize, Serialize};
+use utoipa::{IntoParams, ToSchema};
 
 use crate::AppState;
 use crate::extract::{Caller, parse_query};
+use crate::openapi::{ProjectionStatusSchema, RebuildStartedSchema, RelayStatusSchema};
 use crate::problem::ApiError;
+use crate::problem::responses::{Conflict, InternalError, NotFound, UnprocessableEntity};
+
+/// The OpenAPI tag of these routes.
+pub const TAG: &str = "reports";
 
 /// The query parameters of `/v1/metrics` (and the options of `filiera report`), as given.
-#[derive(Debug, Default, Deserialize)]
+#[derive(Debug, Default, Deserialize, IntoParams)]
 #[serde(deny_unknown_fields)]
+#[into_params(parameter_in = Query)]
 pub struct MetricsParams {
     /// A territory code; its descendants are included. Omitted: everything.
     pub territory: Option<String>,
     /// First day of the period (default 2000-01-01).
+    #[param(value_type = Option<NaiveDate>)]
     pub from: Option<String>,
     /// Last day of the period (default today, UTC).
+    #[param(value_type = Option<NaiveDate>)]
     pub to: Option<String>,
     /// RFC 3339 instant, or a date meaning the end of that UTC day (default now).
+    #[param(example = "2025-03-01T12:00:00Z")]
     pub known_at: Option<String>,
 }
 
 /// The query parameters of `/v1/audit/reiterations`.
-#[derive(Debug, Default, Deserialize)]
+#[derive(Debug, Default, Deserialize, IntoParams)]
 #[serde(deny_unknown_fields)]
+#[into_params(parameter_in = Query)]
 pub struct AuditParams {
+    /// A territory code; its descendants are included. Omitted: everything.
     pub territory: Option<String>,
+    /// The day the flags are evaluated at (default today, UTC).
+    #[param(value_type = Option<NaiveDate>)]
     pub to: Option<String>,
+    /// RFC 3339 instant, or a date meaning the end of that UTC day (default now).
+    #[param(example = "2025-03-01T12:00:00Z")]
     pub known_at: Option<String>,
 }
 
@@ -132,7 +148,26 @@ fn instant(field: &'static str, value: Option<&str>) -> Result<Option<DateTime<U
     ))
 }
 
-/// `GET /v1/metrics?territory=&from=&to=&known_at=`
+/// Computes the metrics document (SPEC 3).
+///
+/// Over the territory's subtree and the period `from`..=`to`, as known at `known_at`; the query
+/// is echoed at the top. The same document as the offline `filiera report`.
+#[utoipa::path(
+    get,
+    path = "/v1/metrics",
+    tag = TAG,
+    operation_id = "territory_metrics",
+    params(MetricsParams),
+    responses(
+        (
+            status = 200,
+            description = "The metrics document, the query echoed.",
+            body = TerritoryMetrics
+        ),
+        (status = 422, response = UnprocessableEntity),
+        (status = 500, response = InternalError),
+    )
+)]
 #[tracing::instrument(skip_all)]
 pub async fn metrics(
     State(app): State<AppState>,
@@ -145,7 +180,22 @@ pub async fn metrics(
     Ok(Json(app.projections.metrics(query).await?))
 }
 
-/// `GET /v1/audit/reiterations?territory=&to=&known_at=`
+/// Lists the beneficiaries flagged for reiterating, with the evidence.
+///
+/// Those whose stalled reiterations at `to` reach the threshold, exactly the ones
+/// `reiteration.flagged` counts in the metrics document for the same query.
+#[utoipa::path(
+    get,
+    path = "/v1/audit/reiterations",
+    tag = TAG,
+    operation_id = "reiteration_audit",
+    params(AuditParams),
+    responses(
+        (status = 200, description = "The audit list, the query echoed.", body = AuditList),
+        (status = 422, response = UnprocessableEntity),
+        (status = 500, response = InternalError),
+    )
+)]
 #[tracing::instrument(skip_all)]
 pub async fn audit(
     State(app): State<AppState>,
@@ -159,13 +209,26 @@ pub async fn audit(
 }
 
 /// Every projection's state, and the NATS relay's (`null` when publication is off).
-#[derive(Debug, Serialize)]
+#[derive(Debug, Serialize, ToSchema)]
 pub struct ProjectionsPage {
+    #[schema(value_type = Vec<ProjectionStatusSchema>)]
     pub projections: Vec<ProjectionStatus>,
+    /// The NATS relay, `null` when `FILIERA_NATS_URL` is not set.
+    #[schema(value_type = Option<RelayStatusSchema>)]
     pub relay: Option<filiera_relay::RelayStatus>,
 }
 
-/// `GET /v1/projections`
+/// Shows each projection's position, lag and state, and the NATS relay's.
+#[utoipa::path(
+    get,
+    path = "/v1/projections",
+    tag = TAG,
+    operation_id = "projection_status",
+    responses(
+        (status = 200, description = "Each projection and the relay.", body = ProjectionsPage),
+        (status = 500, response = InternalError),
+    )
+)]
 pub async fn projections(
     State(app): State<AppState>,
     _caller: Caller,
@@ -185,7 +248,32 @@ pub async fn projections(
     }))
 }
 
-/// `POST /v1/projections/{name}/rebuild`: 202, the generation being built.
+/// Starts rebuilding a projection.
+///
+/// A new generation is built alongside from the feed and swapped in once it has caught up;
+/// queries keep answering from the current one meanwhile.
+#[utoipa::path(
+    post,
+    path = "/v1/projections/{name}/rebuild",
+    tag = TAG,
+    operation_id = "rebuild_projection",
+    params((
+        "name" = String,
+        Path,
+        description = "The projection, e.g. `territory_metrics`.",
+        example = "territory_metrics"
+    )),
+    responses(
+        (
+            status = 202,
+            description = "Started: the generation being built.",
+            body = RebuildStartedSchema
+        ),
+        (status = 404, response = NotFound),
+        (status = 409, response = Conflict),
+        (status = 500, response = InternalError),
+    )
+)]
 #[tracing::instrument(skip_all, fields(projection = %name))]
 pub async fn rebuild(
     State(app): State<AppState>,

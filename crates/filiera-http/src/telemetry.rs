@@ -54,7 +54,21 @@ pub async fn count_requests(State(app): State<AppState>, request: Request, next:
     response
 }
 
-/// `GET /metrics`
+/// Prometheus metrics.
+///
+/// Only aggregate, non-personal figures: HTTP requests by route template, the feed head, the
+/// projections' and the relay's instruments.
+#[utoipa::path(
+    get,
+    path = "/metrics",
+    tag = crate::meta::OPS_TAG,
+    operation_id = "prometheus_metrics",
+    responses(
+        (status = 200, description = "Prometheus text exposition format 0.0.4.",
+            content_type = "text/plain", body = String),
+        (status = 500, description = "The metrics could not be encoded (no body)."),
+    )
+)]
 pub async fn render(State(app): State<AppState>) -> Response {
     if let Ok(head) = app.store.head().await {
         app.http_metrics.feed_head.set(head);

@@ -37,6 +37,7 @@ impl From<&MetricsQuery> for AuditQuery {
 
 /// The query echoed at the top of the audit list.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct AuditQueryEcho {
     pub territory: Option<TerritoryCode>,
     pub to: NaiveDate,
@@ -46,6 +47,7 @@ pub struct AuditQueryEcho {
 
 /// One stage entry in a flagged beneficiary's history.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct AuditTransition {
     pub stage: StageCode,
     pub on: NaiveDate,
@@ -55,6 +57,7 @@ pub struct AuditTransition {
 
 /// A flagged beneficiary. The id is the service's pseudonymous UUID, never personal data.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct AuditEntry {
     pub beneficiary_id: String,
     /// The territory at `to`.
@@ -71,6 +74,7 @@ pub struct AuditEntry {
 
 /// The audit document.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct AuditList {
     pub query: AuditQueryEcho,
     pub threshold: u32,

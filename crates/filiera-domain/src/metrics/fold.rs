@@ -45,6 +45,7 @@ impl MetricsQuery {
 
 /// The query echoed at the top of the metrics document.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct QueryEcho {
     /// `null` when the query covers every territory.
     pub territory: Option<TerritoryCode>,
@@ -56,6 +57,7 @@ pub struct QueryEcho {
 
 /// Stage entries by classification.
 #[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct TransitionCounts {
     pub entry: u64,
     pub progression: u64,
@@ -85,6 +87,7 @@ impl TransitionCounts {
 /// One cell of the transition matrix: entries into `to` coming from `from` (`None` for
 /// `entry`, the first stage ever).
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct TransitionCell {
     pub from: Option<StageCode>,
     pub to: StageCode,
@@ -93,6 +96,7 @@ pub struct TransitionCell {
 
 /// How many beneficiaries reiterated how often, keyed `"0"`, `"1"`, `"2"`, `"3+"`.
 #[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct ReiterationDistribution {
     #[serde(rename = "0")]
     pub none: u64,
@@ -127,6 +131,7 @@ impl ReiterationDistribution {
 
 /// The `reiteration` object of the document.
 #[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct ReiterationSummary {
     pub distribution: ReiterationDistribution,
     /// Beneficiaries of the distribution with `stalled_reiterations >= threshold` at `to`.
@@ -136,6 +141,7 @@ pub struct ReiterationSummary {
 
 /// Durations of what ended in the period and of what is still open at `to`.
 #[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct Durations {
     pub closed: Stats,
     pub open: Stats,
@@ -143,6 +149,7 @@ pub struct Durations {
 
 /// Spells closed in the period, by outcome (every outcome present).
 #[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct Closures {
     pub employed: u64,
     pub dropped_out: u64,
@@ -181,6 +188,7 @@ impl Closures {
 
 /// The metrics document of SPEC 3, fields in document order.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct TerritoryMetrics {
     pub query: QueryEcho,
     pub enrolments: u64,
@@ -192,8 +200,13 @@ pub struct TerritoryMetrics {
     pub reiteration: ReiterationSummary,
     pub time_in_pathway_days: Durations,
     /// Every catalogue stage, in catalogue order.
+    #[cfg_attr(
+        feature = "openapi",
+        schema(value_type = std::collections::BTreeMap<String, Durations>)
+    )]
     pub time_in_stage_days: OrderedMap<Durations>,
     /// Every catalogue stage in catalogue order, then `waiting`.
+    #[cfg_attr(feature = "openapi", schema(value_type = std::collections::BTreeMap<String, u64>))]
     pub active_at_end: OrderedMap<u64>,
     pub closures: Closures,
     pub corrections: u64,

@@ -12,6 +12,7 @@ use serde::{Deserialize, Deserializer, Serialize, Serializer};
 /// default, PostgreSQL's `percentile_cont`): the `p`-th percentile of sorted `x[0..n]` is at
 /// rank `p·(n−1)`, e.g. the median of `[10, 20, 30, 40]` is 25 and its p90 is 37.
 #[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct Stats {
     pub count: u64,
     pub mean: Option<f64>,
