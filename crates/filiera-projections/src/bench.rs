@@ -58,6 +58,8 @@ pub struct BenchOptions {
     pub cache_load: bool,
     /// Seed of the generator: the same seed generates the same histories.
     pub seed: u64,
+    /// Commands written through `Store::execute` for the write-path figures (0: skip).
+    pub write_commands: usize,
 }
 
 impl Default for BenchOptions {
@@ -70,6 +72,7 @@ impl Default for BenchOptions {
             postgres_admin_url: None,
             cache_load: true,
             seed: 20_250_630,
+            write_commands: 4_000,
         }
     }
 }
@@ -229,13 +232,14 @@ pub async fn bench(
     );
 
     let mut machine = Machine::probe();
-    if options.store_events > 0 || options.cache_load {
+    if options.store_events > 0 || options.cache_load || options.write_commands > 0 {
         if options.sqlite {
             let dir = tempfile::tempdir()?;
             let url = format!("sqlite://{}", dir.path().join("bench.db").display());
             progress("SQLite: seeding the store");
             let store = connect(&url, &services).await?;
             machine.sqlite = Some(sqlx_version(&store).await?);
+            lines.extend(write_bench("SQLite", &url, &services, options, &mut progress).await?);
             lines.extend(
                 store_bench(
                     "SQLite",
@@ -254,15 +258,20 @@ pub async fn bench(
             let result = async {
                 let store = connect(&db.url, &services).await?;
                 machine.postgres = Some(sqlx_version(&store).await?);
-                store_bench(
-                    "PostgreSQL",
-                    &store,
-                    &histories,
-                    timelines,
-                    options,
-                    &mut progress,
-                )
-                .await
+                let mut writes =
+                    write_bench("PostgreSQL", &db.url, &services, options, &mut progress).await?;
+                writes.extend(
+                    store_bench(
+                        "PostgreSQL",
+                        &store,
+                        &histories,
+                        timelines,
+                        options,
+                        &mut progress,
+                    )
+                    .await?,
+                );
+                Ok::<_, ProjectionError>(writes)
             }
             .await;
             db.drop_database().await;
@@ -275,6 +284,96 @@ pub async fn bench(
         beneficiaries,
         lines,
     })
+}
+
+/// The write path: commands through [`Store::execute`] (load, decide, commit with the
+/// commit-order-safe position), by one writer and by eight concurrent writers on distinct
+/// beneficiaries, in a scratch stream family of the store at `url`.
+async fn write_bench(
+    backend: &str,
+    url: &str,
+    services: &PathwayServices,
+    options: &BenchOptions,
+    progress: &mut impl FnMut(&str),
+) -> Result<Vec<BenchLine>, ProjectionError> {
+    let mut lines = Vec::new();
+    if options.write_commands == 0 {
+        return Ok(lines);
+    }
+    let store = Store::connect_with(
+        url,
+        services.clone(),
+        StoreOptions {
+            max_connections: 10,
+            ..StoreOptions::default()
+        },
+    )
+    .await?;
+    store.migrate().await?;
+    for writers in [1usize, 8] {
+        progress(&format!(
+            "{backend}: {} commands by {writers} writer(s)",
+            options.write_commands
+        ));
+        let per_writer = options.write_commands / writers;
+        let head = store.head().await?;
+        let started = Instant::now();
+        let tasks: Vec<_> = (0..writers)
+            .map(|_| {
+                let store = store.clone();
+                tokio::spawn(async move { write_commands(&store, per_writer).await })
+            })
+            .collect();
+        let mut commands = 0;
+        for task in tasks {
+            commands += task.await??;
+        }
+        let elapsed = started.elapsed();
+        let events = store.read_feed(head, u32::MAX).await?.len();
+        lines.push(Timing::of(vec![elapsed]).line(
+            &format!("{backend}: writes, {commands} commands by {writers} concurrent writer(s)"),
+            format!(
+                "{}; {} events/s; each command: load the stream, decide, commit",
+                per_second(commands, elapsed).replace("events", "commands"),
+                (events as f64 / elapsed.as_secs_f64()).round()
+            ),
+        ));
+    }
+    Ok(lines)
+}
+
+/// Writes `count` commands: enrolments each followed by three stage entries.
+async fn write_commands(store: &Store, count: usize) -> Result<usize, ProjectionError> {
+    let ctx = || filiera_store::CommandContext::new("bench");
+    let mut written = 0;
+    let mut beneficiary = Uuid::new_v4();
+    while written < count {
+        let command = match written % 4 {
+            0 => {
+                beneficiary = Uuid::new_v4();
+                PathwayCommand::Enrol {
+                    territory: "LOM-BG-BERGAMO".into(),
+                    on: date("2024-01-10"),
+                    referral: Referral::SocialServices,
+                    support_band: None,
+                }
+            }
+            n => PathwayCommand::EnterStage {
+                stage: ["socio_occupational", "internship", "job_placement"][n - 1].into(),
+                on: date("2024-02-01"),
+                provider: None,
+            },
+        };
+        match store.execute(beneficiary, command, ctx()).await? {
+            Ok(_) => written += 1,
+            Err(rejection) => {
+                return Err(ProjectionError::Corrupt(format!(
+                    "bench command refused: {rejection:?}"
+                )));
+            }
+        }
+    }
+    Ok(written)
 }
 
 /// The store figures for one backend.

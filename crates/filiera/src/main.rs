@@ -125,6 +125,9 @@ enum Command {
         /// Seed of the history generator.
         #[arg(long, default_value_t = 20_250_630)]
         seed: u64,
+        /// Commands written through the store for the write-path figures (0: skip).
+        #[arg(long, default_value_t = 4_000)]
+        write_commands: usize,
     },
     /// Export every event as NDJSON (the `GET /v1/events` item shape), in feed order.
     Export {
@@ -182,6 +185,7 @@ async fn main() -> anyhow::Result<()> {
             postgres_admin_url,
             no_cache_load,
             seed,
+            write_commands,
         } => {
             let options = filiera_projections::bench::BenchOptions {
                 events,
@@ -191,6 +195,7 @@ async fn main() -> anyhow::Result<()> {
                 postgres_admin_url,
                 cache_load: !no_cache_load,
                 seed,
+                write_commands,
             };
             let report = filiera_projections::bench::bench(&options, |line| {
                 tracing::info!("{line}");

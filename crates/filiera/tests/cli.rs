@@ -173,6 +173,8 @@ fn bench_measures_a_small_generated_history() {
             "1",
             "--store-events",
             "200",
+            "--write-commands",
+            "80",
         ]),
         None,
     );
@@ -185,4 +187,8 @@ fn bench_measures_a_small_generated_history() {
     assert!(report.contains("Generated: 2000 events"), "{report}");
     assert!(report.contains("metrics, region (LOM)"), "{report}");
     assert!(report.contains("baseline"), "{report}");
+    assert!(
+        report.contains("SQLite: writes, 80 commands by 8 concurrent writer(s)"),
+        "{report}"
+    );
 }
