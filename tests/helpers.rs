@@ -7,8 +7,8 @@ use filiera_domain::{PathwayServices, StageCatalogue, TerritoryRegistry};
 use filiera_http::AppState;
 use filiera_projections::{ProjectionSettings, Projections};
 use filiera_store::Store;
+use filiera_testkit::TestDb;
 use serde_json::Value;
-use sqlx::Connection;
 
 /// The backends every API test runs on.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -37,41 +37,10 @@ macro_rules! both_backends {
     };
 }
 
-/// The administrative PostgreSQL URL tests create their databases through.
-pub fn pg_admin_url() -> String {
-    std::env::var("FILIERA_TEST_PG_URL")
-        .unwrap_or_else(|_| "postgres://postgres@127.0.0.1:5432/postgres".into())
-}
-
 /// A database or folder that disappears with the test.
 pub enum StoreGuard {
     Sqlite(#[allow(dead_code)] tempfile::TempDir),
-    Postgres { name: String },
-}
-
-impl Drop for StoreGuard {
-    fn drop(&mut self) {
-        if let Self::Postgres { name } = self {
-            let name = name.clone();
-            // Drop runs outside any runtime guarantee: use a private one on its own thread.
-            let _ = std::thread::spawn(move || {
-                let rt = tokio::runtime::Builder::new_current_thread()
-                    .enable_all()
-                    .build()
-                    .expect("runtime");
-                rt.block_on(async {
-                    if let Ok(mut conn) = sqlx::PgConnection::connect(&pg_admin_url()).await {
-                        let _ = sqlx::query(&format!(
-                            "DROP DATABASE IF EXISTS \"{name}\" WITH (FORCE)"
-                        ))
-                        .execute(&mut conn)
-                        .await;
-                    }
-                });
-            })
-            .join();
-        }
-    }
+    Postgres(#[allow(dead_code)] TestDb),
 }
 
 /// A store URL over fresh, empty storage, and what keeps it alive.
@@ -83,17 +52,8 @@ pub async fn fresh_store_url(backend: Backend) -> (String, StoreGuard) {
             (url, StoreGuard::Sqlite(dir))
         }
         Backend::Postgres => {
-            let name = format!("filiera_test_{}", uuid::Uuid::new_v4().simple());
-            let mut conn = sqlx::PgConnection::connect(&pg_admin_url())
-                .await
-                .expect("PostgreSQL answers at FILIERA_TEST_PG_URL or 127.0.0.1:5432");
-            sqlx::query(&format!("CREATE DATABASE \"{name}\""))
-                .execute(&mut conn)
-                .await
-                .expect("create test database");
-            let admin = pg_admin_url();
-            let base = admin.rsplit_once('/').map_or(admin.as_str(), |(b, _)| b);
-            (format!("{base}/{name}"), StoreGuard::Postgres { name })
+            let db = TestDb::create().await.expect("create test database");
+            (db.url.clone(), StoreGuard::Postgres(db))
         }
     }
 }

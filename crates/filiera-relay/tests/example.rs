@@ -3,15 +3,13 @@
 
 mod common;
 
-use std::io::{BufRead as _, BufReader};
 use std::path::PathBuf;
-use std::process::{Child, Command, Stdio};
-use std::sync::mpsc;
+use std::process::{Command, Stdio};
 use std::time::Duration;
 
 use anyhow::Context as _;
 use common::*;
-use filiera_relay::NatsRelay;
+use filiera_testkit::{ChildLines, NatsServer};
 
 /// `target/<profile>/examples/consumer`, which `cargo test` builds with the tests.
 fn example_binary() -> anyhow::Result<PathBuf> {
@@ -29,42 +27,15 @@ fn example_binary() -> anyhow::Result<PathBuf> {
     Ok(binary)
 }
 
-/// Kills the child on drop.
-struct Running(Child);
-
-impl Drop for Running {
-    fn drop(&mut self) {
-        let _ = self.0.kill();
-        let _ = self.0.wait();
-    }
-}
-
 /// Runs the example and collects the lines it prints for `wait`.
 fn run_example(url: &str, wait: Duration) -> anyhow::Result<Vec<String>> {
-    let mut child = Running(
+    let example = ChildLines::spawn(
         Command::new(example_binary()?)
             .env("NATS_URL", url)
             .env("DURABLE", "internships-started")
-            .stdout(Stdio::piped())
-            .stderr(Stdio::null())
-            .spawn()?,
-    );
-    let stdout = child.0.stdout.take().context("stdout")?;
-    let (sender, receiver) = mpsc::channel();
-    std::thread::spawn(move || {
-        for line in BufReader::new(stdout).lines().map_while(Result::ok) {
-            let _ = sender.send(line);
-        }
-    });
-    let deadline = std::time::Instant::now() + wait;
-    let mut lines = Vec::new();
-    while let Some(left) = deadline.checked_duration_since(std::time::Instant::now()) {
-        match receiver.recv_timeout(left) {
-            Ok(line) => lines.push(line),
-            Err(_) => break,
-        }
-    }
-    Ok(lines)
+            .stderr(Stdio::null()),
+    )?;
+    Ok(example.lines_for(wait))
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -73,19 +44,10 @@ async fn example_consumer_reports_internships_once_and_resumes() -> anyhow::Resu
     let nats = NatsServer::start().await?;
     let harness = Harness::sqlite().await?;
     let store = &harness.store;
-    let relay = NatsRelay::start(
-        store.clone(),
-        relay_settings(&nats),
-        &prometheus::Registry::new(),
-    )
-    .await?;
+    let relay = start(store, relay_settings(&nats)).await?;
     // Each life enters an internship twice (once per spell).
     let first = life(store, "LOM-BG-BERGAMO", "LOM-MI-MILANO").await?;
-    let expected = feed(store).await?.len() as u64;
-    eventually(Duration::from_secs(20), "publication", || async {
-        Ok(stream_len(&nats.url()).await? == expected)
-    })
-    .await?;
+    published(store, &nats).await?;
 
     let url = nats.url();
     let lines =
@@ -98,11 +60,7 @@ async fn example_consumer_reports_internships_once_and_resumes() -> anyhow::Resu
 
     // The durable resumes: only the new beneficiary's internships come.
     let second = life(store, "PIE-TO-TORINO", "LOM-LC-LECCO").await?;
-    let expected = feed(store).await?.len() as u64;
-    eventually(Duration::from_secs(20), "publication", || async {
-        Ok(stream_len(&nats.url()).await? == expected)
-    })
-    .await?;
+    published(store, &nats).await?;
     let url = nats.url();
     let lines =
         tokio::task::spawn_blocking(move || run_example(&url, Duration::from_secs(3))).await??;

@@ -8,13 +8,10 @@ use async_nats::jetstream::message::PublishMessage;
 use common::*;
 use filiera_relay::{NatsRelay, RelaySettings, RelayStatus, StreamSettings};
 use filiera_store::Store;
+use filiera_testkit::NatsServer;
 
 /// How long the relay may take to catch up in these tests.
 const CATCH_UP: Duration = Duration::from_secs(20);
-
-async fn start(store: &Store, settings: RelaySettings) -> anyhow::Result<NatsRelay> {
-    Ok(NatsRelay::start(store.clone(), settings, &prometheus::Registry::new()).await?)
-}
 
 /// Waits until `relay` reports the checkpoint at the feed head and the stream holds as many
 /// messages as the feed has events.

@@ -5,7 +5,8 @@ mod common;
 use std::time::Duration;
 
 use common::*;
-use filiera_relay::{NatsRelay, RelayError, TailOptions, tail_nats, tail_nats_with};
+use filiera_relay::{RelayError, TailOptions, tail_nats, tail_nats_with};
+use filiera_testkit::NatsServer;
 use serde_json::Value;
 use tokio::sync::mpsc;
 
@@ -60,19 +61,10 @@ async fn tail_filters_by_territory_and_type_and_resumes_a_durable() -> anyhow::R
     let nats = NatsServer::start().await?;
     let harness = Harness::sqlite().await?;
     let store = &harness.store;
-    let relay = NatsRelay::start(
-        store.clone(),
-        relay_settings(&nats),
-        &prometheus::Registry::new(),
-    )
-    .await?;
+    let relay = start(store, relay_settings(&nats)).await?;
     life(store, "LOM-BG-BERGAMO", "LOM-MI-MILANO").await?;
     life(store, "PIE-TO-TORINO", "LOM-MI-MILANO").await?;
-    let expected = feed(store).await?.len() as u64;
-    eventually(Duration::from_secs(20), "publication", || async {
-        Ok(stream_len(&nats.url()).await? == expected)
-    })
-    .await?;
+    published(store, &nats).await?;
     let url = nats.url();
 
     // Type and territory: in LOM-MI-MILANO (after the move) each life enters internship and

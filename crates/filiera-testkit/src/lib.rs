@@ -1,20 +1,25 @@
 //! Real components for tests, started for real: a fresh PostgreSQL database per test (dropped
-//! at the end) and a `nats-server -js` per test on a free port (killed at the end).
+//! at the end), a `nats-server -js` per test on a free port (killed at the end), and a child
+//! process whose output lines the test reads.
 //!
 //! # Layout
 //! - [`TestDb`]: a new database on the PostgreSQL at `FILIERA_TEST_PG_URL` (default
 //!   `postgres://postgres@127.0.0.1:5432/postgres`).
 //! - [`NatsServer`]: a JetStream server of the test's own, which it can stop and restart.
+//! - [`ChildLines`]: a spawned process whose standard output comes line by line.
 
+use std::io::{BufRead as _, BufReader};
 use std::net::TcpListener;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
-use std::time::Duration;
+use std::sync::mpsc;
+use std::time::{Duration, Instant};
 
 use anyhow::{Context, bail, ensure};
-use sqlx::Connection;
+use sqlx::{Connection, Executor as _};
 
-/// The administrative PostgreSQL URL tests create their databases through.
+/// The administrative PostgreSQL URL tests create their databases through
+/// (`FILIERA_TEST_PG_URL`, default `postgres://postgres@127.0.0.1:5432/postgres`).
 pub fn pg_admin_url() -> String {
     std::env::var("FILIERA_TEST_PG_URL")
         .unwrap_or_else(|_| "postgres://postgres@127.0.0.1:5432/postgres".into())
@@ -24,50 +29,67 @@ pub fn pg_admin_url() -> String {
 pub struct TestDb {
     /// The database name, `filiera_test_<uuid>`.
     pub name: String,
-    /// A URL connecting to it.
+    /// A URL connecting to it: the admin URL with its database replaced (any query string kept).
     pub url: String,
+    admin: String,
 }
 
 impl TestDb {
-    /// Creates the database.
+    /// Creates the database through [`pg_admin_url`].
     pub async fn create() -> anyhow::Result<Self> {
         let name = format!("filiera_test_{}", uuid::Uuid::new_v4().simple());
         let admin = pg_admin_url();
         let mut conn = sqlx::PgConnection::connect(&admin)
             .await
             .context("PostgreSQL answers at FILIERA_TEST_PG_URL or 127.0.0.1:5432")?;
-        sqlx::query(&format!("CREATE DATABASE \"{name}\""))
-            .execute(&mut conn)
+        conn.execute(format!("CREATE DATABASE \"{name}\"").as_str())
             .await?;
-        let base = admin.rsplit_once('/').map_or(admin.as_str(), |(b, _)| b);
+        conn.close().await?;
         Ok(Self {
-            url: format!("{base}/{name}"),
+            url: with_database(&admin, &name),
             name,
+            admin,
         })
     }
 }
 
 impl Drop for TestDb {
     fn drop(&mut self) {
-        let name = self.name.clone();
+        let admin = self.admin.clone();
+        let sql = format!("DROP DATABASE IF EXISTS \"{}\" WITH (FORCE)", self.name);
         // Drop may run inside or outside a runtime: use a private one on its own thread.
-        let _ = std::thread::spawn(move || {
-            let Ok(runtime) = tokio::runtime::Builder::new_current_thread()
+        let done = std::thread::spawn(move || {
+            let runtime = tokio::runtime::Builder::new_current_thread()
                 .enable_all()
-                .build()
-            else {
-                return;
-            };
+                .build()?;
             runtime.block_on(async {
-                if let Ok(mut conn) = sqlx::PgConnection::connect(&pg_admin_url()).await {
-                    let _ =
-                        sqlx::query(&format!("DROP DATABASE IF EXISTS \"{name}\" WITH (FORCE)"))
-                            .execute(&mut conn)
-                            .await;
-                }
-            });
+                let mut conn = sqlx::PgConnection::connect(&admin).await?;
+                conn.execute(sql.as_str()).await?;
+                conn.close().await?;
+                anyhow::Ok(())
+            })
         })
         .join();
+        if let Ok(Err(error)) = done {
+            eprintln!("could not drop test database {}: {error:#}", self.name);
+        }
+    }
+}
+
+/// `admin` with its database path replaced by `name`, keeping any query string.
+fn with_database(admin: &str, name: &str) -> String {
+    let (base, query) = match admin.split_once('?') {
+        Some((base, query)) => (base, Some(query)),
+        None => (admin, None),
+    };
+    let after_scheme = base.find("://").map_or(0, |i| i + 3);
+    let base = match base[after_scheme..].find('/') {
+        Some(slash) => &base[..after_scheme + slash],
+        None => base,
+    };
+    match query {
+        Some(query) => format!("{base}/{name}?{query}"),
+        None => format!("{base}/{name}"),
     }
 }
 
@@ -190,5 +212,88 @@ impl Drop for NatsServer {
             let _ = child.kill();
             let _ = child.wait();
         }
+    }
+}
+
+/// A child process whose standard output a thread of its own reads line by line, so that the
+/// test can wait for lines with a timeout. Killed (and reaped) on drop.
+pub struct ChildLines {
+    child: Child,
+    lines: mpsc::Receiver<String>,
+}
+
+impl ChildLines {
+    /// Spawns `command` with its standard output piped; its other streams stay as `command`
+    /// sets them.
+    pub fn spawn(command: &mut Command) -> anyhow::Result<Self> {
+        let mut child = command
+            .stdout(Stdio::piped())
+            .spawn()
+            .with_context(|| format!("spawn {command:?}"))?;
+        let stdout = child.stdout.take().context("the child's stdout")?;
+        let (sender, lines) = mpsc::channel();
+        std::thread::spawn(move || {
+            for line in BufReader::new(stdout).lines().map_while(Result::ok) {
+                if sender.send(line).is_err() {
+                    break;
+                }
+            }
+        });
+        Ok(Self { child, lines })
+    }
+
+    /// The next line, or `None` if none comes within `timeout` or the output has ended.
+    pub fn next_line(&self, timeout: Duration) -> Option<String> {
+        self.lines.recv_timeout(timeout).ok()
+    }
+
+    /// Every line printed from now until `wait` has passed or the output has ended.
+    pub fn lines_for(&self, wait: Duration) -> Vec<String> {
+        let deadline = Instant::now() + wait;
+        let mut lines = Vec::new();
+        while let Some(left) = deadline.checked_duration_since(Instant::now()) {
+            match self.next_line(left) {
+                Some(line) => lines.push(line),
+                None => break,
+            }
+        }
+        lines
+    }
+}
+
+impl Drop for ChildLines {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn with_database_replaces_the_path_and_keeps_the_query() {
+        assert_eq!(
+            with_database("postgres://postgres@127.0.0.1:5432/postgres", "t"),
+            "postgres://postgres@127.0.0.1:5432/t"
+        );
+        assert_eq!(
+            with_database("postgres://u:p@db/admin?sslmode=disable", "t"),
+            "postgres://u:p@db/t?sslmode=disable"
+        );
+        assert_eq!(with_database("postgres://db", "t"), "postgres://db/t");
+    }
+
+    #[test]
+    fn child_lines_come_in_order_until_the_output_ends() -> anyhow::Result<()> {
+        let child = ChildLines::spawn(Command::new("sh").args(["-c", "echo one; echo two"]))?;
+        assert_eq!(
+            child.next_line(Duration::from_secs(10)).as_deref(),
+            Some("one")
+        );
+        assert_eq!(child.lines_for(Duration::from_secs(10)), ["two"]);
+        assert_eq!(child.next_line(Duration::from_millis(10)), None);
+        Ok(())
     }
 }

@@ -2,64 +2,45 @@
 
 mod common;
 
-use std::io::{BufRead, BufReader};
-use std::process::{Child, Stdio};
-use std::sync::mpsc;
-use std::time::Duration;
+use std::process::Stdio;
+use std::time::{Duration, Instant};
 
 use common::{Server, clean_command, start_with};
-use filiera_testkit::NatsServer;
+use filiera_testkit::{ChildLines, NatsServer};
 use serde_json::{Value, json};
 
-/// A running `filiera tail` and the JSON lines it printed.
-struct Tail {
-    child: Child,
-    lines: mpsc::Receiver<Value>,
-}
+/// A running `filiera tail` (killed on drop) and the JSON lines it prints; other lines are
+/// skipped.
+struct Tail(ChildLines);
 
 impl Tail {
     fn spawn(args: &[&str]) -> Self {
-        let mut child = clean_command()
-            .arg("tail")
-            .args(args)
-            .stdout(Stdio::piped())
-            .stderr(Stdio::inherit())
-            .spawn()
-            .expect("filiera tail starts");
-        let stdout = child.stdout.take().unwrap();
-        let (sender, lines) = mpsc::channel();
-        std::thread::spawn(move || {
-            for line in BufReader::new(stdout).lines() {
-                let Ok(line) = line else { break };
-                let Ok(value) = serde_json::from_str(&line) else {
-                    continue;
-                };
-                if sender.send(value).is_err() {
-                    break;
-                }
+        let mut command = clean_command();
+        command.arg("tail").args(args).stderr(Stdio::inherit());
+        Self(ChildLines::spawn(&mut command).expect("filiera tail starts"))
+    }
+
+    /// The next JSON line printed within `timeout`, if any.
+    fn next_json(&self, timeout: Duration) -> Option<Value> {
+        let deadline = Instant::now() + timeout;
+        loop {
+            let left = deadline.checked_duration_since(Instant::now())?;
+            if let Ok(value) = serde_json::from_str(&self.0.next_line(left)?) {
+                return Some(value);
             }
-        });
-        Self { child, lines }
+        }
     }
 
     fn next(&self) -> Value {
-        self.lines
-            .recv_timeout(Duration::from_secs(20))
+        self.next_json(Duration::from_secs(20))
             .expect("a line within 20 s")
     }
 
     fn nothing_more(&self) {
         assert!(
-            self.lines.recv_timeout(Duration::from_millis(700)).is_err(),
+            self.next_json(Duration::from_millis(700)).is_none(),
             "an unexpected line"
         );
-    }
-}
-
-impl Drop for Tail {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
     }
 }
 

@@ -14,7 +14,7 @@ use filiera_domain::{
 };
 use filiera_projections::{ProjectionSettings, Projections, Replay, TERRITORY_METRICS};
 use filiera_store::{Executed, Store, StoreOptions};
-use sqlx::{Connection as _, Executor as _, PgConnection};
+use filiera_testkit::TestDb;
 use tempfile::TempDir;
 use uuid::Uuid;
 
@@ -23,12 +23,6 @@ pub const TODAY: &str = "2025-06-30";
 
 /// How long tests wait for the projection.
 pub const PATIENCE: Duration = Duration::from_secs(20);
-
-/// The admin URL of the test PostgreSQL server (`FILIERA_TEST_PG_URL` overrides it).
-pub fn pg_admin_url() -> String {
-    std::env::var("FILIERA_TEST_PG_URL")
-        .unwrap_or_else(|_| "postgres://postgres@127.0.0.1:5432/postgres".to_owned())
-}
 
 /// The default catalogue plus `training` at level 1 (two stages share a level).
 pub fn catalogue() -> StageCatalogue {
@@ -400,73 +394,5 @@ where
             "timed out waiting until {what}"
         );
         tokio::time::sleep(Duration::from_millis(25)).await;
-    }
-}
-
-// ---------------------------------------------------------------------------------------------
-// PostgreSQL test databases (as in filiera-store's tests)
-
-/// A PostgreSQL database with a unique name, dropped (with its connections) on drop.
-pub struct TestDb {
-    pub url: String,
-    admin: String,
-    name: String,
-}
-
-impl TestDb {
-    pub async fn create() -> anyhow::Result<Self> {
-        let admin = pg_admin_url();
-        let name = format!("filiera_test_{}", Uuid::new_v4().simple());
-        let mut conn = PgConnection::connect(&admin)
-            .await
-            .context("connect to the test PostgreSQL (set FILIERA_TEST_PG_URL)")?;
-        conn.execute(format!("CREATE DATABASE {name}").as_str())
-            .await?;
-        conn.close().await?;
-        Ok(Self {
-            url: with_database(&admin, &name),
-            admin,
-            name,
-        })
-    }
-}
-
-impl Drop for TestDb {
-    fn drop(&mut self) {
-        let admin = self.admin.clone();
-        let sql = format!("DROP DATABASE IF EXISTS {} WITH (FORCE)", self.name);
-        // Drop may run inside a runtime: do the async work on a thread of its own.
-        let done = std::thread::spawn(move || {
-            let runtime = tokio::runtime::Builder::new_current_thread()
-                .enable_all()
-                .build()?;
-            runtime.block_on(async {
-                let mut conn = PgConnection::connect(&admin).await?;
-                conn.execute(sql.as_str()).await?;
-                conn.close().await?;
-                anyhow::Ok(())
-            })
-        })
-        .join();
-        if let Ok(Err(error)) = done {
-            eprintln!("could not drop test database {}: {error:#}", self.name);
-        }
-    }
-}
-
-/// `admin` with its database path replaced by `name`, keeping any query string.
-fn with_database(admin: &str, name: &str) -> String {
-    let (base, query) = match admin.split_once('?') {
-        Some((base, query)) => (base, Some(query)),
-        None => (admin, None),
-    };
-    let after_scheme = base.find("://").map_or(0, |i| i + 3);
-    let base = match base[after_scheme..].find('/') {
-        Some(slash) => &base[..after_scheme + slash],
-        None => base,
-    };
-    match query {
-        Some(query) => format!("{base}/{name}?{query}"),
-        None => format!("{base}/{name}"),
     }
 }

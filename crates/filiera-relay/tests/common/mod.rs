@@ -4,24 +4,21 @@
 #![allow(dead_code)]
 
 use std::collections::HashMap;
-use std::net::TcpListener;
-use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
 use std::str::FromStr;
 use std::sync::Arc;
 use std::time::Duration;
 
-use anyhow::{Context as _, bail, ensure};
+use anyhow::{Context as _, ensure};
 use async_nats::jetstream::consumer::{AckPolicy, DeliverPolicy, pull};
 use chrono::NaiveDate;
 use filiera_domain::{
     CloseOutcome, FixedClock, PathwayCommand, PathwayServices, Referral, StageCatalogue,
     TerritoryRegistry,
 };
-use filiera_relay::{RelaySettings, STREAM_NAME, StreamSettings};
+use filiera_relay::{NatsRelay, RelaySettings, STREAM_NAME, StreamSettings};
 use filiera_store::{CommandContext, Store, StoreOptions, StoredEvent};
+use filiera_testkit::{NatsServer, TestDb};
 use futures::StreamExt as _;
-use sqlx::{Connection as _, Executor as _, PgConnection};
 use tempfile::TempDir;
 use uuid::Uuid;
 
@@ -41,121 +38,7 @@ pub fn init_tracing() {
 }
 
 // ---------------------------------------------------------------------------------------------
-// nats-server
-
-/// A `nats-server -js` of this test: a free port on 127.0.0.1 and a store folder of its own.
-/// Killed on drop.
-pub struct NatsServer {
-    pub port: u16,
-    dir: TempDir,
-    child: Option<Child>,
-}
-
-fn nats_binary() -> PathBuf {
-    if let Ok(path) = std::env::var("NATS_SERVER_BIN") {
-        return path.into();
-    }
-    for dir in std::env::var("PATH").unwrap_or_default().split(':') {
-        let candidate = Path::new(dir).join("nats-server");
-        if candidate.is_file() {
-            return candidate;
-        }
-    }
-    PathBuf::from("/usr/sbin/nats-server")
-}
-
-impl NatsServer {
-    /// Starts a server on a free port and waits until it accepts connections.
-    pub async fn start() -> anyhow::Result<Self> {
-        let port = TcpListener::bind("127.0.0.1:0")?.local_addr()?.port();
-        let mut server = Self {
-            port,
-            dir: tempfile::tempdir()?,
-            child: None,
-        };
-        server.restart().await?;
-        Ok(server)
-    }
-
-    pub fn url(&self) -> String {
-        format!("nats://127.0.0.1:{}", self.port)
-    }
-
-    /// (Re)starts the server on the same port and store folder.
-    pub async fn restart(&mut self) -> anyhow::Result<()> {
-        ensure!(self.child.is_none(), "the server is running");
-        let child = Command::new(nats_binary())
-            .args([
-                "-a",
-                "127.0.0.1",
-                "-p",
-                &self.port.to_string(),
-                "-js",
-                "-sd",
-            ])
-            .arg(self.dir.path())
-            .stdout(Stdio::null())
-            .stderr(Stdio::null())
-            .spawn()
-            .context("spawn nats-server (apt-get install nats-server)")?;
-        self.child = Some(child);
-        let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
-        loop {
-            if tokio::net::TcpStream::connect(("127.0.0.1", self.port))
-                .await
-                .is_ok()
-            {
-                return Ok(());
-            }
-            if let Some(status) = self
-                .child
-                .as_mut()
-                .and_then(|c| c.try_wait().ok().flatten())
-            {
-                self.child = None;
-                bail!("nats-server exited at start: {status}");
-            }
-            ensure!(
-                tokio::time::Instant::now() < deadline,
-                "nats-server did not listen on port {}",
-                self.port
-            );
-            tokio::time::sleep(Duration::from_millis(20)).await;
-        }
-    }
-
-    /// Stops the server (SIGTERM, so that JetStream flushes what it acknowledged) and waits
-    /// until it has exited.
-    pub async fn stop(&mut self) -> anyhow::Result<()> {
-        let Some(mut child) = self.child.take() else {
-            return Ok(());
-        };
-        let _ = Command::new("kill")
-            .args(["-TERM", &child.id().to_string()])
-            .status();
-        let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
-        loop {
-            if child.try_wait()?.is_some() {
-                return Ok(());
-            }
-            if tokio::time::Instant::now() >= deadline {
-                child.kill()?;
-                child.wait()?;
-                return Ok(());
-            }
-            tokio::time::sleep(Duration::from_millis(20)).await;
-        }
-    }
-}
-
-impl Drop for NatsServer {
-    fn drop(&mut self) {
-        if let Some(mut child) = self.child.take() {
-            let _ = child.kill();
-            let _ = child.wait();
-        }
-    }
-}
+// The relay
 
 /// Relay settings for tests: short timeouts and backoff so that outages are quick.
 pub fn relay_settings(nats: &NatsServer) -> RelaySettings {
@@ -173,13 +56,13 @@ pub fn relay_settings(nats: &NatsServer) -> RelaySettings {
     }
 }
 
+/// Starts a relay on `store` with `settings`, registering its metrics in a registry of its own.
+pub async fn start(store: &Store, settings: RelaySettings) -> anyhow::Result<NatsRelay> {
+    Ok(NatsRelay::start(store.clone(), settings, &prometheus::Registry::new()).await?)
+}
+
 // ---------------------------------------------------------------------------------------------
 // The store
-
-pub fn pg_admin_url() -> String {
-    std::env::var("FILIERA_TEST_PG_URL")
-        .unwrap_or_else(|_| "postgres://postgres@127.0.0.1:5432/postgres".to_owned())
-}
 
 pub fn services() -> PathwayServices {
     PathwayServices {
@@ -254,71 +137,6 @@ async fn connect(url: &str) -> anyhow::Result<Store> {
         ..StoreOptions::default()
     };
     Ok(Store::connect_with(url, services(), options).await?)
-}
-
-/// A PostgreSQL database with a unique name, dropped (with its connections) on drop.
-pub struct TestDb {
-    pub url: String,
-    admin: String,
-    name: String,
-}
-
-impl TestDb {
-    pub async fn create() -> anyhow::Result<Self> {
-        let admin = pg_admin_url();
-        let name = format!("filiera_test_{}", Uuid::new_v4().simple());
-        let mut conn = PgConnection::connect(&admin)
-            .await
-            .context("connect to the test PostgreSQL (set FILIERA_TEST_PG_URL)")?;
-        conn.execute(format!("CREATE DATABASE {name}").as_str())
-            .await?;
-        conn.close().await?;
-        Ok(Self {
-            url: with_database(&admin, &name),
-            admin,
-            name,
-        })
-    }
-}
-
-impl Drop for TestDb {
-    fn drop(&mut self) {
-        let admin = self.admin.clone();
-        let sql = format!("DROP DATABASE IF EXISTS {} WITH (FORCE)", self.name);
-        // Drop may run inside a runtime: do the async work on a thread of its own.
-        let done = std::thread::spawn(move || {
-            let runtime = tokio::runtime::Builder::new_current_thread()
-                .enable_all()
-                .build()?;
-            runtime.block_on(async {
-                let mut conn = PgConnection::connect(&admin).await?;
-                conn.execute(sql.as_str()).await?;
-                conn.close().await?;
-                anyhow::Ok(())
-            })
-        })
-        .join();
-        if let Ok(Err(error)) = done {
-            eprintln!("could not drop test database {}: {error:#}", self.name);
-        }
-    }
-}
-
-/// `admin` with its database path replaced by `name`, keeping any query string.
-fn with_database(admin: &str, name: &str) -> String {
-    let (base, query) = match admin.split_once('?') {
-        Some((base, query)) => (base, Some(query)),
-        None => (admin, None),
-    };
-    let after_scheme = base.find("://").map_or(0, |i| i + 3);
-    let base = match base[after_scheme..].find('/') {
-        Some(slash) => &base[..after_scheme + slash],
-        None => base,
-    };
-    match query {
-        Some(query) => format!("{base}/{name}?{query}"),
-        None => format!("{base}/{name}"),
-    }
 }
 
 /// Sets the relay checkpoint by hand (to simulate a crash before it was written).
@@ -507,6 +325,16 @@ pub async fn stream_len(url: &str) -> anyhow::Result<u64> {
         Ok(mut stream) => Ok(stream.info().await?.state.messages),
         Err(_) => Ok(0),
     }
+}
+
+/// Waits (20 s at most) until the stream at `nats` holds as many messages as the feed has
+/// events now.
+pub async fn published(store: &Store, nats: &NatsServer) -> anyhow::Result<()> {
+    let expected = feed(store).await?.len() as u64;
+    eventually(Duration::from_secs(20), "publication", || async {
+        Ok(stream_len(&nats.url()).await? == expected)
+    })
+    .await
 }
 
 /// Polls `check` every 50 ms until it returns true, failing after `limit`.
