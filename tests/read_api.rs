@@ -179,8 +179,23 @@ async fn known_at_reproduces_what_was_known_before_an_undo_and_a_backdated_recor
     );
     assert_eq!(now["active_at_end"]["waiting"], 2);
 
+    // An enrolment recorded by mistake and undone: the beneficiary counts for nothing, but the
+    // correction is counted, in the territory it was enrolled in.
+    let mistake = app.enrol("PIE-TO-TORINO", "2024-01-10").await;
+    post(
+        &app,
+        &mistake,
+        "undo",
+        json!({"reason": "duplicate record"}),
+    )
+    .await;
+    let today = Utc::now().date_naive();
+    let piemonte = metrics(&app, &format!("territory=PIE&from={today}&to={today}")).await;
+    assert_eq!(piemonte["corrections"], 1);
+    assert_eq!(piemonte["enrolments"], 0);
+    assert_eq!(piemonte["active_at_end"]["waiting"], 0);
+
     // A date means the end of that day: today includes everything.
-    let today = Utc::now().date_naive().to_string();
     let end_of_today = metrics(&app, &format!("known_at={today}")).await;
     assert_eq!(end_of_today["enrolments"], 2);
 }

@@ -217,7 +217,8 @@ pub struct TerritoryMetrics {
 /// Decisions where SPEC 3 leaves room (copied into `docs/metrics.md`):
 /// - **Visibility.** An event counts if it was recorded by `known_at`, is not voided by an undo
 ///   itself recorded by `known_at`, and has `on <= to`. A voided enrolment (beneficiary voided
-///   as known at `known_at`) contributes nothing, not even its corrections.
+///   as known at `known_at`) contributes nothing but its corrections (its undos, which are
+///   never voided, count in `corrections` like any other).
 /// - **Scope.** `territory` and its descendants in `registry` (`None`: everything). Each fact is
 ///   attributed to the territory in force after every earlier non-voided event of the stream.
 /// - `enrolments`, `reopenings`, `transitions`, `transition_matrix`: events with `on` in

@@ -78,9 +78,10 @@ pub(crate) struct EndState {
 }
 
 /// Walks `timeline` as known at `horizon.known_at`, reporting facts with `on <= to` (and every
-/// visible undo) to `on_fact`. `None` when the beneficiary is not visible at all: not yet
-/// enrolled as known at `known_at`, or its enrolment was voided (a voided beneficiary
-/// contributes nothing, not even its corrections).
+/// undo recorded by `known_at`) to `on_fact`. `None` when the beneficiary is not visible: not
+/// yet enrolled as known at `known_at`, or its enrolment was voided. A voided beneficiary
+/// still reports its undos: SPEC 3 counts every `CommandUndone` (undos are never voided), and
+/// undoing an enrolment is a correction evaluators must see.
 #[inline]
 pub(crate) fn walk(
     timeline: &Timeline,
@@ -90,7 +91,19 @@ pub(crate) fn walk(
     let entries = timeline.entries();
     let known_at = horizon.known_at;
     // The first entry is the enrolment: if it is invisible, so is the beneficiary.
-    if !entries.first()?.visible_at(known_at) {
+    let enrolment = entries.first()?;
+    if !enrolment.visible_at(known_at) {
+        if enrolment.recorded_at <= known_at {
+            // Voided: only its corrections count.
+            for entry in entries {
+                if entry.kind == EntryKind::CommandUndone && entry.recorded_at <= known_at {
+                    on_fact(Fact::Undone {
+                        recorded_at: entry.recorded_at,
+                        territory: entry.territory,
+                    });
+                }
+            }
+        }
         return None;
     }
     let mut end = EndState {

@@ -85,7 +85,23 @@ pub(super) fn oracle(
         let Some(first) = events.first() else {
             continue;
         };
-        if first.recorded_at > known_at || voided.contains(&first.sequence) {
+        if first.recorded_at > known_at {
+            continue;
+        }
+        // Each known undo, attributed to the territory in force when it was recorded.
+        for undo in known.iter().filter(|e| is_undo(e)) {
+            if !in_period(undo.recorded_at.date_naive()) {
+                continue;
+            }
+            let earlier = || events.iter().filter(|e| e.sequence < undo.sequence);
+            let voided_then: BTreeSet<u64> = earlier().flat_map(undone).copied().collect();
+            let before = territory_after(
+                earlier().filter(|e| !is_undo(e) && !voided_then.contains(&e.sequence)),
+            );
+            corrections += u64::from(in_scope(before.as_ref()));
+        }
+        // A voided beneficiary contributes nothing else.
+        if voided.contains(&first.sequence) {
             continue;
         }
         let visible: Vec<&RecordedEvent> = known
@@ -213,18 +229,6 @@ pub(super) fn oracle(
                     Some((stage, _, _)) => *active.entry(stage.clone()).or_default() += 1,
                 }
             }
-        }
-        // Each known undo, attributed to the territory in force when it was recorded.
-        for undo in known.iter().filter(|e| is_undo(e)) {
-            if !in_period(undo.recorded_at.date_naive()) {
-                continue;
-            }
-            let earlier = || events.iter().filter(|e| e.sequence < undo.sequence);
-            let voided_then: BTreeSet<u64> = earlier().flat_map(undone).copied().collect();
-            let before = territory_after(
-                earlier().filter(|e| !is_undo(e) && !voided_then.contains(&e.sequence)),
-            );
-            corrections += u64::from(in_scope(before.as_ref()));
         }
     }
 

@@ -324,7 +324,7 @@ fn b3() -> Driver {
 }
 
 #[test]
-fn voided_enrolment_contributes_nothing() {
+fn voided_enrolment_contributes_only_its_corrections() {
     let driver = b3();
     assert_eq!(driver.pathway().state().status, PathwayStatus::Voided);
     let timelines = [driver.timeline()];
@@ -332,8 +332,17 @@ fn voided_enrolment_contributes_nothing() {
         known_at: ts(known_at),
         ..query(Some("LOM-BG"), "2024-01-01", "2024-12-31")
     };
-    // Everything known: the beneficiary is voided, not even its corrections count.
+    // Everything known: the beneficiary is voided; only its two undos (recorded 2024-05-03,
+    // both in Bergamo, the territory in force before each) count, as corrections.
     let q = at("2030-01-01T00:00:00Z");
+    Expect::zero(&q, &StageCatalogue::default())
+        .set("corrections", 2)
+        .check(&metrics(&timelines, &q));
+    // Outside the scope or the period of the undos, nothing at all.
+    let q = MetricsQuery {
+        known_at: ts("2030-01-01T00:00:00Z"),
+        ..query(Some("LOM-BG"), "2024-05-04", "2024-12-31")
+    };
     Expect::zero(&q, &StageCatalogue::default()).check(&metrics(&timelines, &q));
 
     // Between the two undos: enrolled, waiting, one correction. 05-01 is day 122: 366 − 122 = 244
@@ -357,12 +366,11 @@ fn voided_enrolment_contributes_nothing() {
         .set("active_at_end/socio_occupational", 1)
         .check(&metrics(&timelines, &q));
 
-    // Next to b1, it changes nothing.
+    // Next to b1, it adds its two corrections and nothing else.
     let q = query(Some("LOM"), "2024-01-01", "2024-12-31");
-    assert_eq!(
-        metrics(&[b1().timeline(), b3().timeline()], &q),
-        metrics(&[b1().timeline()], &q)
-    );
+    let mut alone = metrics(&[b1().timeline()], &q);
+    alone.corrections += 2;
+    assert_eq!(metrics(&[b1().timeline(), b3().timeline()], &q), alone);
 }
 
 /// b5: Bergamo → Lecco, socio in Lecco; both are undone, then an internship in Bergamo.
