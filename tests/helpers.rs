@@ -89,16 +89,12 @@ pub async fn spawn_app(backend: Backend) -> TestApp {
     let projections = Projections::start((*store).clone(), settings)
         .await
         .expect("projections start");
-    let router = filiera_http::router(AppState::new(store.clone(), projections.clone()));
+    let state = AppState::new(store.clone(), projections.clone());
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
         .await
         .expect("bind");
     let address = format!("http://{}", listener.local_addr().expect("address"));
-    tokio::spawn(filiera_http::serve(
-        listener,
-        router,
-        std::future::pending(),
-    ));
+    tokio::spawn(filiera_http::serve(listener, state, std::future::pending()));
     TestApp {
         address,
         client: reqwest::Client::new(),

@@ -165,6 +165,11 @@ async fn known_at_reproduces_what_was_known_before_an_undo_and_a_backdated_recor
     app.enrol("LOM-LC-LECCO", "2023-06-01").await;
 
     let then = metrics(&app, &format!("known_at={}", urlencode(&before))).await;
+    // The same instant with an unencoded `+00:00` offset (a space on arrival) means the same.
+    let unencoded = before.replace('Z', "+00:00").replace(':', "%3A");
+    let same = app.get(&format!("/v1/metrics?known_at={unencoded}")).await;
+    assert_eq!(same.status, 200, "{:#}", same.body);
+    assert_eq!(same.body["enrolments"], then["enrolments"]);
     assert_eq!(then["transitions"]["entry"], 1, "{then:#}");
     assert_eq!(then["enrolments"], 1);
     assert_eq!(then["corrections"], 0);
@@ -274,6 +279,7 @@ async fn bad_queries_are_refused_naming_the_parameter(backend: Backend) {
         ("from=2024-06-01&to=2024-01-01", "invalid_field", "from"),
         ("known_at=last-week", "invalid_field", "known_at"),
         ("territroy=LOM", "invalid_field", "territroy"),
+        ("territory=LOM&territory=PIE", "invalid_field", "territory"),
     ] {
         let answer = app.get(&format!("/v1/metrics?{query}")).await;
         assert_eq!(answer.problem(422, code)["field"], field, "{query}");

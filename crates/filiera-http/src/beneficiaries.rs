@@ -192,6 +192,7 @@ pub async fn enrol(
     )
     .await?;
     let view = BeneficiaryView::new(executed.beneficiary, &executed.pathway);
+    tracing::Span::current().record("beneficiary_id", tracing::field::display(view.id));
     let mut headers = replay_headers(&executed);
     if let Ok(location) = HeaderValue::from_str(&format!("/v1/beneficiaries/{}", view.id)) {
         headers.insert(header::LOCATION, location);

@@ -110,7 +110,7 @@ fn field_name(path: &str, message: &str) -> String {
     if path != "." && !path.is_empty() {
         return path.to_owned();
     }
-    for marker in ["missing field `", "unknown field `"] {
+    for marker in ["missing field `", "unknown field `", "duplicate field `"] {
         if let Some(name) = message
             .split(marker)
             .nth(1)

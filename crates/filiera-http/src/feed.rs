@@ -296,10 +296,13 @@ pub async fn stream(
         after: i64,
         pending: std::collections::VecDeque<StoredEvent>,
         wakeups: tokio::sync::watch::Receiver<i64>,
+        /// The server is shutting down: end the stream so the shutdown can complete.
+        stopping: tokio::sync::watch::Receiver<bool>,
         filter: FeedFilter,
     }
     let cursor = Cursor {
         wakeups: app.store.wakeups(),
+        stopping: app.stopping.clone(),
         store: app.store.clone(),
         after,
         pending: Default::default(),
@@ -307,6 +310,9 @@ pub async fn stream(
     };
     let events = futures::stream::unfold(cursor, |mut cursor| async move {
         loop {
+            if *cursor.stopping.borrow() {
+                return None;
+            }
             if let Some(event) = cursor.pending.pop_front() {
                 let item = FeedItem::from_stored(&event);
                 let sse = Event::default()
@@ -323,10 +329,16 @@ pub async fn stream(
                         .extend(batch.into_iter().filter(|e| cursor.filter.matches(e)));
                 }
                 Ok(_) => {
-                    let woken = tokio::time::timeout(STREAM_POLL, cursor.wakeups.changed()).await;
-                    if matches!(woken, Ok(Err(_))) {
-                        // No more wake-ups (the store is shutting down): keep polling.
-                        tokio::time::sleep(STREAM_POLL).await;
+                    let wakeups = &mut cursor.wakeups;
+                    let stopping = &mut cursor.stopping;
+                    tokio::select! {
+                        woken = tokio::time::timeout(STREAM_POLL, wakeups.changed()) => {
+                            if matches!(woken, Ok(Err(_))) {
+                                // No more wake-ups (the store is closing): keep polling.
+                                tokio::time::sleep(STREAM_POLL).await;
+                            }
+                        }
+                        _ = stopping.changed() => {}
                     }
                 }
                 Err(err) => {

@@ -54,6 +54,10 @@ pub struct AppState {
     pub http_metrics: telemetry::HttpMetrics,
     /// The NATS relay, when `FILIERA_NATS_URL` is set.
     pub relay: Option<filiera_relay::NatsRelay>,
+    /// Flips to `true` when the server starts shutting down, so that endless responses (the
+    /// SSE stream) end and the graceful shutdown can complete.
+    pub stopping: tokio::sync::watch::Receiver<bool>,
+    stop: Arc<tokio::sync::watch::Sender<bool>>,
 }
 
 impl AppState {
@@ -62,13 +66,21 @@ impl AppState {
         let registry = prometheus::Registry::new();
         let http_metrics = telemetry::HttpMetrics::register(&registry)
             .expect("the HTTP instruments are registered once in a fresh registry");
+        let (stop, stopping) = tokio::sync::watch::channel(false);
         Self {
             store,
             projections,
             registry,
             http_metrics,
             relay: None,
+            stopping,
+            stop: Arc::new(stop),
         }
+    }
+
+    /// Tells endless responses (SSE streams) to end: call it when shutdown begins.
+    pub fn begin_shutdown(&self) {
+        let _ = self.stop.send(true);
     }
 
     /// The same state, with the NATS relay whose status `/v1/projections` shows.
@@ -164,15 +176,33 @@ async fn method_not_allowed() -> ApiError {
     )
 }
 
-/// Serves the API on `listener` until `shutdown` resolves, then drains in-flight requests.
+/// Serves the API over `state` on `listener` until `shutdown` resolves, then drains in-flight
+/// requests.
+///
+/// Once `shutdown` resolves, `state.begin_shutdown()` ends the live streams and requests get
+/// [`SHUTDOWN_GRACE`] to finish; after that the server stops regardless.
 pub async fn serve(
     listener: tokio::net::TcpListener,
-    router: Router,
+    state: AppState,
     shutdown: impl Future<Output = ()> + Send + 'static,
 ) -> std::io::Result<()> {
-    axum::serve(listener, router)
-        .with_graceful_shutdown(shutdown)
-        .await
+    let (began, mut begun) = tokio::sync::watch::channel(false);
+    let stopping = state.clone();
+    let signal = async move {
+        shutdown.await;
+        stopping.begin_shutdown();
+        let _ = began.send(true);
+    };
+    let server = axum::serve(listener, router(state)).with_graceful_shutdown(signal);
+    let grace = async move {
+        let _ = begun.wait_for(|b| *b).await;
+        tokio::time::sleep(SHUTDOWN_GRACE).await;
+        tracing::warn!("requests still running after the shutdown grace period; stopping anyway");
+    };
+    tokio::select! {
+        result = server => result,
+        () = grace => Ok(()),
+    }
 }
 
 /// How long in-flight requests get to finish on shutdown.

@@ -133,6 +133,8 @@ fn instant(field: &'static str, value: Option<&str>) -> Result<Option<DateTime<U
     let Some(value) = value else {
         return Ok(None);
     };
+    // An unencoded `+02:00` offset arrives as a space: accept it as the `+` it was.
+    let value = &value.replace(' ', "+");
     if let Ok(instant) = DateTime::parse_from_rfc3339(value) {
         return Ok(Some(instant.with_timezone(&Utc)));
     }

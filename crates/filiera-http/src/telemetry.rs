@@ -41,7 +41,12 @@ impl HttpMetrics {
 
 /// Counts every request by its route template (never the concrete path, which holds ids).
 pub async fn count_requests(State(app): State<AppState>, request: Request, next: Next) -> Response {
-    let method = request.method().as_str().to_owned();
+    // Only standard methods become labels: anything else would let a client add series.
+    let method = match request.method().as_str() {
+        m @ ("GET" | "HEAD" | "POST" | "PUT" | "PATCH" | "DELETE" | "OPTIONS") => m,
+        _ => "other",
+    }
+    .to_owned();
     let route = request
         .extensions()
         .get::<MatchedPath>()

@@ -40,17 +40,19 @@ impl Store {
     /// this store. `None` when another one runs it.
     pub async fn try_lead(&self, job: &str) -> Result<Option<Leadership>, StoreError> {
         if let Some(pool) = self.pg_pool() {
-            let mut conn = pool.acquire().await?.detach();
+            // Try on a pooled connection; only a won lock takes its connection out of the pool
+            // (a follower retrying every second must not open a new session each time).
+            let mut pooled = pool.acquire().await?;
             let (locked,): (bool,) =
                 sqlx::query_as("SELECT pg_try_advisory_lock($1, hashtext($2))")
                     .bind(PG_LOCK_CLASS)
                     .bind(job)
-                    .fetch_one(&mut conn)
+                    .fetch_one(&mut *pooled)
                     .await?;
             if !locked {
-                let _ = conn.close().await;
                 return Ok(None);
             }
+            let conn = pooled.detach();
             tracing::info!(job, "leading");
             return Ok(Some(Leadership {
                 job: job.to_owned(),

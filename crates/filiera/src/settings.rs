@@ -1,13 +1,14 @@
 //! One typed configuration (SPEC 4.5), parsed once: built-in defaults, then the optional TOML
 //! file (`--config FILE` or `FILIERA_CONFIG`), then `FILIERA_*` environment variables.
 
+use std::collections::BTreeMap;
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
 use anyhow::{Context, bail};
 use figment::Figment;
-use figment::providers::{Env, Format, Serialized, Toml};
+use figment::providers::{Format, Serialized, Toml};
 use filiera_domain::{
     PathwayServices, Stage, StageCatalogue, StageCode, TerritoryDef, TerritoryRegistry,
 };
@@ -16,6 +17,19 @@ use serde::{Deserialize, Serialize};
 
 /// Environment variables read as top-level settings (`FILIERA_LISTEN` → `listen`, …).
 const ENV_KEYS: [&str; 5] = ["listen", "database_url", "nats_url", "data_dir", "log"];
+
+/// The `FILIERA_*` settings of the process environment, as strings (never type-guessed:
+/// `FILIERA_DATA_DIR=2024` is a folder name). An empty variable counts as unset, as in
+/// compose files and unit files that blank a setting.
+fn environment() -> BTreeMap<&'static str, String> {
+    ENV_KEYS
+        .iter()
+        .filter_map(|key| {
+            let value = std::env::var(format!("FILIERA_{}", key.to_ascii_uppercase())).ok()?;
+            (!value.trim().is_empty()).then_some((*key, value))
+        })
+        .collect()
+}
 
 /// Everything the binary needs to wire the service.
 #[derive(Debug, Deserialize)]
@@ -84,10 +98,13 @@ struct Defaults {
 impl Settings {
     /// Loads the settings from an optional file and the process environment.
     pub fn load(config_file: Option<&Path>) -> anyhow::Result<Self> {
-        Self::load_from(config_file, Env::prefixed("FILIERA_").only(&ENV_KEYS))
+        Self::load_from(config_file, environment())
     }
 
-    fn load_from(config_file: Option<&Path>, env: Env) -> anyhow::Result<Self> {
+    fn load_from(
+        config_file: Option<&Path>,
+        env: BTreeMap<&'static str, String>,
+    ) -> anyhow::Result<Self> {
         let mut figment = Figment::from(Serialized::defaults(Defaults {
             listen: "127.0.0.1:8080",
             data_dir: "./filiera-data",
@@ -100,7 +117,7 @@ impl Settings {
             figment = figment.merge(Toml::file_exact(path));
         }
         let settings: Self = figment
-            .merge(env)
+            .merge(Serialized::defaults(env))
             .extract()
             .context("invalid configuration")?;
         settings.listen_addr()?;
@@ -168,9 +185,9 @@ impl Settings {
 mod tests {
     use super::*;
 
-    /// An environment source that matches nothing, so tests do not see the real environment.
-    fn no_env() -> Env {
-        Env::prefixed("FILIERA_NEVER_SET_").only(&ENV_KEYS)
+    /// No environment, so tests do not see the real one.
+    fn no_env() -> BTreeMap<&'static str, String> {
+        BTreeMap::new()
     }
 
     #[test]
@@ -211,11 +228,8 @@ mod tests {
             )?;
             jail.set_env("FILIERA_LISTEN", "0.0.0.0:8181");
             jail.set_env("FILIERA_DATABASE_URL", "postgres://db/filiera");
-            let settings = Settings::load_from(
-                Some(Path::new("filiera.toml")),
-                Env::prefixed("FILIERA_").only(&ENV_KEYS),
-            )
-            .map_err(|e| e.to_string())?;
+            let settings = Settings::load_from(Some(Path::new("filiera.toml")), environment())
+                .map_err(|e| e.to_string())?;
             assert_eq!(settings.listen, "0.0.0.0:8181");
             assert_eq!(settings.store_url(), "postgres://db/filiera");
             assert_eq!(settings.audit.reiteration_threshold, 3);
@@ -227,6 +241,29 @@ mod tests {
             let registry = settings.registry().map_err(|e| e.to_string())?;
             assert!(registry.get("LOM-BG").is_some());
             assert!(registry.get("PIE").is_none());
+            Ok(())
+        });
+    }
+
+    #[test]
+    fn environment_values_are_strings_and_blank_means_unset() {
+        figment::Jail::expect_with(|jail| {
+            jail.set_env("FILIERA_DATA_DIR", "2024");
+            jail.set_env("FILIERA_LOG", "true");
+            jail.set_env("FILIERA_DATABASE_URL", "");
+            jail.set_env("FILIERA_NATS_URL", "  ");
+            let settings = Settings::load_from(None, environment()).map_err(|e| e.to_string())?;
+            assert_eq!(settings.data_dir, Path::new("2024"));
+            assert_eq!(settings.log, "true");
+            assert!(settings.database_url.is_none());
+            assert!(settings.nats_url.is_none());
+            assert_eq!(settings.store_url(), "sqlite://2024/filiera.db");
+            jail.set_env("FILIERA_LISTEN", "8080");
+            let err = Settings::load_from(None, environment()).unwrap_err();
+            assert!(
+                err.to_string().contains("`8080` is not address:port"),
+                "{err}"
+            );
             Ok(())
         });
     }

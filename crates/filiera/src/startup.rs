@@ -179,7 +179,7 @@ pub async fn serve(settings: Settings) -> anyhow::Result<()> {
         store = state.store.backend_name(),
         "filiera is listening"
     );
-    filiera_http::serve(listener, filiera_http::router(state), shutdown_signal()).await?;
+    filiera_http::serve(listener, state, shutdown_signal()).await?;
     if let Some(relay) = relay {
         relay.shutdown().await;
     }

@@ -85,12 +85,14 @@ async fn follow_http(args: TailArgs) -> anyhow::Result<()> {
             }
         };
         let mut body = response.bytes_stream();
-        let mut buffer = String::new();
+        // Bytes, not text: a character may be split across two chunks.
+        let mut buffer: Vec<u8> = Vec::new();
         while let Some(chunk) = body.next().await {
             let Ok(chunk) = chunk else { break };
-            buffer.push_str(&String::from_utf8_lossy(&chunk));
-            while let Some(end) = buffer.find("\n\n") {
-                let frame: String = buffer.drain(..end + 2).collect();
+            buffer.extend_from_slice(&chunk);
+            while let Some(end) = buffer.windows(2).position(|w| w == b"\n\n") {
+                let frame: Vec<u8> = buffer.drain(..end + 2).collect();
+                let frame = String::from_utf8_lossy(&frame);
                 let mut id = None;
                 let mut data = String::new();
                 for line in frame.lines() {

@@ -1,6 +1,6 @@
 //! `filiera import` (legacy history as NDJSON commands) and `filiera export` (NDJSON events).
 
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 use std::io::{BufRead, Write};
 
 use anyhow::{Context, bail};
@@ -107,6 +107,7 @@ pub async fn import(
 ) -> anyhow::Result<ImportSummary> {
     let mut ids: HashMap<String, Uuid> = HashMap::new();
     let mut counts: HashMap<String, usize> = HashMap::new();
+    let mut refused_enrolments: HashSet<String> = HashSet::new();
     let mut summary = ImportSummary::default();
     for (index, line) in input.lines().enumerate() {
         let number = index + 1;
@@ -120,6 +121,15 @@ pub async fn import(
         };
         let n = counts.entry(reference.clone()).or_default();
         *n += 1;
+        if refused_enrolments.contains(&reference) {
+            // Its enrolment was refused (with --keep-going): so is everything after it.
+            summary.refused += 1;
+            writeln!(
+                report,
+                "line {number} (beneficiary `{reference}`): skipped, its enrolment was refused"
+            )?;
+            continue;
+        }
         let beneficiary = match (&command, ids.get(&reference)) {
             (PathwayCommand::Enrol { .. }, None) => Uuid::new_v4(),
             (PathwayCommand::Enrol { .. }, Some(_)) => {
@@ -156,6 +166,9 @@ pub async fn import(
                 };
                 if !keep_going {
                     bail!("line {number} (beneficiary `{reference}`): {why}");
+                }
+                if !ids.contains_key(&reference) {
+                    refused_enrolments.insert(reference.clone());
                 }
                 summary.refused += 1;
                 writeln!(report, "line {number} (beneficiary `{reference}`): {why}")?;

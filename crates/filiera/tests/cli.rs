@@ -135,6 +135,31 @@ fn import_stops_at_a_refused_line_naming_it() {
         (Some(2), Some(1))
     );
 
+    // A refused enrolment with --keep-going: its later lines are refused too, the rest goes on.
+    let refused_enrolment = r#"{"beneficiary": "A", "command": "enrol", "territory": "ATLANTIS", "on": "2021-03-01", "referral": "other"}
+{"beneficiary": "A", "command": "stage", "stage": "internship", "on": "2021-03-02"}
+{"beneficiary": "B", "command": "enrol", "territory": "LOM", "on": "2021-03-01", "referral": "other"}
+"#;
+    let output = run(
+        filiera(dir.path()).args(["import", "-", "--keep-going", "--batch", "atlantis"]),
+        Some(refused_enrolment),
+    );
+    assert!(
+        output.status.success(),
+        "{}",
+        String::from_utf8_lossy(&output.stderr)
+    );
+    let summary: Value = serde_json::from_slice(&output.stdout).unwrap();
+    assert_eq!(
+        (summary["applied"].as_u64(), summary["refused"].as_u64()),
+        (Some(1), Some(2))
+    );
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert!(
+        stderr.contains("line 2 (beneficiary `A`): skipped"),
+        "{stderr}"
+    );
+
     let malformed = run(
         filiera(dir.path()).args(["import", "-"]),
         Some("{\"beneficiary\": \"Y\", \"command\": \"teleport\"}\n"),

@@ -193,6 +193,6 @@ async fn one_nats_relay_among_replicas_and_takeover_when_it_dies() {
         .iter()
         .map(|m| m["data"]["position"].as_i64().unwrap())
         .collect();
-    assert_eq!(positions, [1, 2, 3]);
+    assert!(positions.windows(2).all(|w| w[0] < w[1]), "{positions:?}");
     assert_eq!(messages[2]["type"], "it.filiera.pathway.enrolled.v1");
 }

@@ -150,3 +150,45 @@ async fn tail_follows_the_nats_stream_with_a_durable_consumer() {
     assert_eq!(tail.next()["subject"], second.as_str());
     tail.nothing_more();
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sigterm_ends_live_streams_and_the_server_stops_promptly() {
+    use futures::StreamExt;
+
+    let dir = tempfile::tempdir().unwrap();
+    let client = reqwest::Client::new();
+    let mut command = clean_command();
+    command.env("FILIERA_DATA_DIR", dir.path());
+    let mut server = start_with(command, &client).await;
+    let stream = client
+        .get(format!("{}/v1/events/stream", server.base))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(stream.status(), 200);
+    let mut body = stream.bytes_stream();
+
+    let signalled = std::process::Command::new("kill")
+        .args(["-TERM", &server.child.id().to_string()])
+        .status()
+        .unwrap();
+    assert!(signalled.success());
+    let deadline = std::time::Instant::now() + Duration::from_secs(8);
+    let status = loop {
+        if let Some(status) = server.child.try_wait().unwrap() {
+            break status;
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "filiera serve is still running with a live stream open"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    };
+    assert!(status.success(), "{status}");
+    // The client sees its stream end (then reconnects elsewhere with Last-Event-ID).
+    let ended = tokio::time::timeout(Duration::from_secs(5), async {
+        while let Some(Ok(_)) = body.next().await {}
+    })
+    .await;
+    assert!(ended.is_ok());
+}
