@@ -586,6 +586,15 @@ async fn territories_stages_and_health(backend: Backend) {
     // Prometheus text: aggregate figures only, routes as templates, never a beneficiary id.
     let id = app.enrol("LOM-BG-BERGAMO", "2024-01-10").await;
     app.get(&format!("/v1/beneficiaries/{id}")).await;
+    // A made-up method must not mint a new series.
+    let odd = reqwest::Method::from_bytes(b"ZZZ1").unwrap();
+    let answer = app
+        .client
+        .request(odd, format!("{}/v1/territories", app.address))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(answer.status(), 405);
     let metrics = app
         .client
         .get(format!("{}/metrics", app.address))
@@ -600,4 +609,6 @@ async fn territories_stages_and_health(backend: Backend) {
         "{text}"
     );
     assert!(!text.contains(&id), "{text}");
+    assert!(!text.contains("ZZZ1"), "{text}");
+    assert!(text.contains(r#"method="other""#), "{text}");
 }
