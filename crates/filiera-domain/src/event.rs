@@ -181,6 +181,13 @@ impl PathwayEvent {
         "CommandUndone",
     ];
 
+    /// The event name of SPEC 2.3 for `name` given as `StageEntered` or `stage_entered`.
+    pub fn type_named(name: &str) -> Option<&'static str> {
+        Self::TYPES
+            .into_iter()
+            .find(|t| *t == name || snake_case(t) == name)
+    }
+
     /// The event name of SPEC 2.3.
     pub fn name(&self) -> &'static str {
         match self {
@@ -291,6 +298,20 @@ mod tests {
             PathwayEvent::from_parts("StageExited", data).unwrap(),
             event
         );
+    }
+
+    #[test]
+    fn event_types_are_named_either_way() {
+        assert_eq!(
+            PathwayEvent::type_named("StageEntered"),
+            Some("StageEntered")
+        );
+        assert_eq!(
+            PathwayEvent::type_named("stage_entered"),
+            Some("StageEntered")
+        );
+        assert_eq!(PathwayEvent::type_named("Stage_Entered"), None);
+        assert_eq!(PathwayEvent::type_named("exploded"), None);
     }
 
     #[test]

@@ -102,6 +102,68 @@ pub struct UndoBody {
     reason: String,
 }
 
+// Each body is the command it asks for; `filiera import` reads the same bodies.
+
+impl From<EnrolBody> for PathwayCommand {
+    fn from(b: EnrolBody) -> Self {
+        Self::Enrol {
+            territory: b.territory,
+            on: b.on,
+            referral: b.referral,
+            support_band: b.support_band,
+        }
+    }
+}
+
+impl From<StageBody> for PathwayCommand {
+    fn from(b: StageBody) -> Self {
+        Self::EnterStage {
+            stage: b.stage,
+            on: b.on,
+            provider: b.provider,
+        }
+    }
+}
+
+impl From<ExitBody> for PathwayCommand {
+    fn from(b: ExitBody) -> Self {
+        Self::ExitStage {
+            on: b.on,
+            outcome: b.outcome,
+        }
+    }
+}
+
+impl From<TerritoryBody> for PathwayCommand {
+    fn from(b: TerritoryBody) -> Self {
+        Self::ChangeTerritory {
+            territory: b.territory,
+            on: b.on,
+        }
+    }
+}
+
+impl From<CloseBody> for PathwayCommand {
+    fn from(b: CloseBody) -> Self {
+        Self::ClosePathway {
+            on: b.on,
+            outcome: b.outcome,
+        }
+    }
+}
+
+impl From<ReopenBody> for PathwayCommand {
+    fn from(b: ReopenBody) -> Self {
+        Self::ReopenPathway { on: b.on }
+    }
+}
+
+impl From<UndoBody> for PathwayCommand {
+    fn from(b: UndoBody) -> Self {
+        Self::Undo { reason: b.reason }
+    }
+}
+
 /// A beneficiary's state as answered by the API: no personal data, only the pathway.
 #[derive(Debug, Serialize, ToSchema)]
 pub struct BeneficiaryView {
@@ -174,17 +236,11 @@ pub async fn enrol(
     body: JsonBody<EnrolBody>,
 ) -> Result<Response, ApiError> {
     let JsonBody { value, raw } = body;
-    let command = PathwayCommand::Enrol {
-        territory: value.territory,
-        on: value.on,
-        referral: value.referral,
-        support_band: value.support_band,
-    };
     let id = Uuid::new_v4();
     let executed = execute(
         &app,
         id,
-        command,
+        value.into(),
         caller,
         &idempotency,
         "/v1/beneficiaries",
@@ -241,16 +297,11 @@ pub async fn enter_stage(
 ) -> Result<Response, ApiError> {
     let beneficiary = beneficiary_id(&id)?;
     let JsonBody { value, raw } = body;
-    let command = PathwayCommand::EnterStage {
-        stage: value.stage,
-        on: value.on,
-        provider: value.provider,
-    };
     let path = format!("/v1/beneficiaries/{beneficiary}/stage");
     let executed = execute(
         &app,
         beneficiary,
-        command,
+        value.into(),
         caller,
         &idempotency,
         &path,
@@ -282,8 +333,7 @@ pub async fn enter_stage(
 macro_rules! simple_command {
     (
         $(#[$doc:meta])*
-        $name:ident, $body:ty, $path:literal, $suffix:literal,
-        |$value:ident| $command:expr
+        $name:ident, $body:ty, $path:literal
     ) => {
         $(#[$doc])*
         #[utoipa::path(
@@ -322,10 +372,11 @@ macro_rules! simple_command {
             body: JsonBody<$body>,
         ) -> Result<Response, ApiError> {
             let beneficiary = beneficiary_id(&id)?;
-            let JsonBody { value: $value, raw } = body;
-            let path = format!("/v1/beneficiaries/{beneficiary}{}", $suffix);
+            let JsonBody { value, raw } = body;
+            let path = $path.replace("{id}", &beneficiary.to_string());
             let executed =
-                execute(&app, beneficiary, $command, caller, &idempotency, &path, &raw).await?;
+                execute(&app, beneficiary, value.into(), caller, &idempotency, &path, &raw)
+                    .await?;
             let view = BeneficiaryView::new(executed.beneficiary, &executed.pathway);
             Ok((replay_headers(&executed), Json(view)).into_response())
         }
@@ -334,32 +385,27 @@ macro_rules! simple_command {
 
 simple_command!(
     /// Exits the open stage episode.
-    exit_stage, ExitBody, "/v1/beneficiaries/{id}/stage/exit", "/stage/exit",
-    |value| PathwayCommand::ExitStage { on: value.on, outcome: value.outcome }
+    exit_stage, ExitBody, "/v1/beneficiaries/{id}/stage/exit"
 );
 simple_command!(
     /// Moves the beneficiary to another territory.
-    change_territory, TerritoryBody, "/v1/beneficiaries/{id}/territory", "/territory",
-    |value| PathwayCommand::ChangeTerritory { territory: value.territory, on: value.on }
+    change_territory, TerritoryBody, "/v1/beneficiaries/{id}/territory"
 );
 simple_command!(
     /// Closes the pathway (the spell).
     ///
     /// An open episode is exited first as `pathway_closed`.
-    close, CloseBody, "/v1/beneficiaries/{id}/close", "/close",
-    |value| PathwayCommand::ClosePathway { on: value.on, outcome: value.outcome }
+    close, CloseBody, "/v1/beneficiaries/{id}/close"
 );
 simple_command!(
     /// Reopens a closed pathway: a new spell starts.
-    reopen, ReopenBody, "/v1/beneficiaries/{id}/reopen", "/reopen",
-    |value| PathwayCommand::ReopenPathway { on: value.on }
+    reopen, ReopenBody, "/v1/beneficiaries/{id}/reopen"
 );
 simple_command!(
     /// Undoes the latest command not already undone.
     ///
     /// Its events stay in the history, flagged `voided`, and stop counting everywhere.
-    undo, UndoBody, "/v1/beneficiaries/{id}/undo", "/undo",
-    |value| PathwayCommand::Undo { reason: value.reason }
+    undo, UndoBody, "/v1/beneficiaries/{id}/undo"
 );
 
 /// The `{id}` path parameter of `/v1/beneficiaries/{id}…`, for the OpenAPI document.

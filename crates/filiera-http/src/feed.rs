@@ -198,13 +198,6 @@ impl FeedFilter {
     }
 }
 
-/// Resolves an event type given as `StageEntered` or `stage_entered`.
-pub fn event_type_named(name: &str) -> Option<&'static str> {
-    filiera_domain::PathwayEvent::TYPES
-        .into_iter()
-        .find(|t| *t == name || filiera_domain::snake_case(t) == name)
-}
-
 /// Follows the global feed live, as server-sent events.
 ///
 /// Each SSE event has `id` = the event's feed position and `data` = a `FeedItem` as JSON; a
@@ -262,15 +255,9 @@ pub async fn stream(
     let mut filter = FeedFilter::default();
     if let Some(code) = &query.territory {
         let registry = &app.store.services().territories;
-        let territory = registry.get(code).ok_or_else(|| {
-            ApiError::problem(
-                axum::http::StatusCode::UNPROCESSABLE_ENTITY,
-                "unknown_territory",
-                "Invalid field",
-                format!("unknown territory `{code}`; list valid codes with GET /v1/territories"),
-                Some("territory".into()),
-            )
-        })?;
+        let territory = registry
+            .get(code)
+            .ok_or_else(|| ApiError::unknown_territory(code))?;
         filter.territories = Some(
             registry
                 .descendants_or_self(&territory)
@@ -280,15 +267,17 @@ pub async fn stream(
         );
     }
     if let Some(name) = &query.event_type {
-        filter.event_type = Some(event_type_named(name).ok_or_else(|| {
-            ApiError::invalid(
-                "type",
-                format!(
-                    "unknown event type `{name}`; one of {}",
-                    filiera_domain::PathwayEvent::TYPES.join(", ")
-                ),
-            )
-        })?);
+        filter.event_type = Some(filiera_domain::PathwayEvent::type_named(name).ok_or_else(
+            || {
+                ApiError::invalid(
+                    "type",
+                    format!(
+                        "unknown event type `{name}`; one of {}",
+                        filiera_domain::PathwayEvent::TYPES.join(", ")
+                    ),
+                )
+            },
+        )?);
     }
 
     struct Cursor {

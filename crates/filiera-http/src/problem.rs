@@ -68,6 +68,15 @@ impl ApiError {
         )
     }
 
+    /// 422: a query names a territory the registry does not have; the same problem as a
+    /// command naming one.
+    pub fn unknown_territory(code: &str) -> Self {
+        PathwayError::UnknownTerritory {
+            territory: code.to_owned(),
+        }
+        .into()
+    }
+
     /// 409: a concurrent write on the same beneficiary won.
     pub fn concurrent_write() -> Self {
         Self::problem(
@@ -121,7 +130,7 @@ impl ApiError {
 impl From<PathwayError> for ApiError {
     fn from(err: PathwayError) -> Self {
         let (status, title) = match err.refusal() {
-            Refusal::Invalid => (StatusCode::UNPROCESSABLE_ENTITY, "Invalid command"),
+            Refusal::Invalid => (StatusCode::UNPROCESSABLE_ENTITY, "Invalid request"),
             Refusal::Conflict => (StatusCode::CONFLICT, "Command conflicts with the pathway"),
             Refusal::NotFound => (StatusCode::NOT_FOUND, "Beneficiary not found"),
         };

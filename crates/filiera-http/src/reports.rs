@@ -107,15 +107,10 @@ fn territory(
 ) -> Result<Option<TerritoryCode>, ApiError> {
     match code {
         None => Ok(None),
-        Some(code) => registry.get(code).map(Some).ok_or_else(|| {
-            ApiError::problem(
-                StatusCode::UNPROCESSABLE_ENTITY,
-                "unknown_territory",
-                "Invalid field",
-                format!("unknown territory `{code}`; list valid codes with GET /v1/territories"),
-                Some("territory".into()),
-            )
-        }),
+        Some(code) => registry
+            .get(code)
+            .map(Some)
+            .ok_or_else(|| ApiError::unknown_territory(code)),
     }
 }
 

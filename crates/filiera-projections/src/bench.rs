@@ -28,7 +28,7 @@ use cqrs_es::event_sink::EventSink;
 use filiera_domain::{
     AuditQuery, CloseOutcome, ExitOutcome, FixedClock, MetricsQuery, Pathway, PathwayCommand,
     PathwayServices, PathwayStatus, RecordedEvent, Referral, StageCatalogue, TerritoryCode,
-    TerritoryRegistry, Timeline, territory_metrics,
+    TerritoryRegistry, Timeline, reiteration_audit, territory_metrics,
 };
 use filiera_store::{Store, StoreOptions};
 use serde::Serialize;
@@ -182,7 +182,7 @@ pub async fn bench(
     progress("folding metrics from the cached timelines");
     for (name, query) in &cases {
         let (timing, metrics) = measure(runs, || {
-            crate::fold::metrics(timelines.values(), query, &catalogue, &registry)
+            territory_metrics(timelines.values(), query, &catalogue, &registry)
         });
         let note = format!(
             "{} enrolments, {} stage entries in scope",
@@ -197,19 +197,11 @@ pub async fn bench(
     }
     let audit = AuditQuery::from(&cases[0].1);
     let (timing, list) = measure(runs, || {
-        crate::fold::audit(timelines.values(), &audit, &catalogue, &registry)
+        reiteration_audit(timelines.values(), &audit, &catalogue, &registry)
     });
     lines.push(timing.line(
         "audit list, region (LOM)",
         format!("{} flagged beneficiaries", list.beneficiaries.len()),
-    ));
-
-    let (timing, _) = measure(runs, || {
-        territory_metrics(timelines.values(), &cases[0].1, &catalogue, &registry)
-    });
-    lines.push(timing.line(
-        "metrics, region, folding every cached timeline (no scope filter)",
-        "what the fold costs without skipping the timelines out of scope".to_owned(),
     ));
 
     progress("baseline: replaying the raw events for each query");
@@ -239,7 +231,10 @@ pub async fn bench(
             progress("SQLite: seeding the store");
             let store = connect(&url, &services).await?;
             machine.sqlite = Some(sqlx_version(&store).await?);
-            lines.extend(write_bench("SQLite", &url, &services, options, &mut progress).await?);
+            // The write figures get a file of their own, so that their events do not swell the
+            // store the read figures are taken on.
+            let writes = format!("sqlite://{}", dir.path().join("writes.db").display());
+            lines.extend(write_bench("SQLite", &writes, &services, options, &mut progress).await?);
             lines.extend(
                 store_bench(
                     "SQLite",
@@ -258,8 +253,17 @@ pub async fn bench(
             let result = async {
                 let store = connect(&db.url, &services).await?;
                 machine.postgres = Some(sqlx_version(&store).await?);
-                let mut writes =
-                    write_bench("PostgreSQL", &db.url, &services, options, &mut progress).await?;
+                let writes_db = ScratchDb::create(admin).await?;
+                let writes = write_bench(
+                    "PostgreSQL",
+                    &writes_db.url,
+                    &services,
+                    options,
+                    &mut progress,
+                )
+                .await;
+                writes_db.drop_database().await;
+                let mut writes = writes?;
                 writes.extend(
                     store_bench(
                         "PostgreSQL",
@@ -554,9 +558,8 @@ async fn load_generation(
     let mut old = 0;
     let rows: Vec<(String, String)> = timelines
         .iter()
-        .map(|(id, t)| Ok((id.clone(), serde_json::to_string(t)?)))
-        .collect::<Result<_, serde_json::Error>>()
-        .map_err(|e| ProjectionError::Corrupt(e.to_string()))?;
+        .map(|(id, t)| crate::read_model::encode(id, t))
+        .collect::<Result<_, _>>()?;
     let started = Instant::now();
     for chunk in rows.chunks(5_000) {
         position += 1;

@@ -194,19 +194,9 @@ impl TimelineCache {
 
 /// Parses timeline rows, on the blocking pool when there are many.
 async fn parse(rows: Vec<TimelineRow>) -> Result<Vec<(String, Timeline)>, ProjectionError> {
-    fn parse_all(rows: Vec<TimelineRow>) -> Result<Vec<(String, Timeline)>, ProjectionError> {
-        rows.into_iter()
-            .map(|(id, json)| {
-                let timeline = serde_json::from_str(&json).map_err(|e| {
-                    ProjectionError::Corrupt(format!("timeline of {id} does not decode: {e}"))
-                })?;
-                Ok((id, timeline))
-            })
-            .collect()
-    }
     if rows.len() < PARSE_INLINE {
-        parse_all(rows)
+        crate::read_model::decode(rows)
     } else {
-        tokio::task::spawn_blocking(move || parse_all(rows)).await?
+        tokio::task::spawn_blocking(move || crate::read_model::decode(rows)).await?
     }
 }

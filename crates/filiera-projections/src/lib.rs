@@ -22,13 +22,11 @@
 //! - [`bench`]: [`bench::bench`], the benchmark behind `filiera bench` and `cargo bench`.
 //! - [`error`]: what can fail, [`ProjectionError`].
 //! - `cache`: the in-memory copy of the active generation.
-//! - `fold`: the domain fold over the cache, skipping timelines out of a query's scope.
 //! - `read_model`: the tables and every statement on them, for both backends.
 
 pub mod bench;
 mod cache;
 pub mod error;
-mod fold;
 pub mod projections;
 mod read_model;
 pub mod rebuild;

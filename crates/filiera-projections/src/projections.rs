@@ -6,7 +6,10 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use filiera_domain::{AuditList, AuditQuery, MetricsQuery, TerritoryMetrics};
+use filiera_domain::{
+    AuditList, AuditQuery, MetricsQuery, StageCatalogue, TerritoryMetrics, TerritoryRegistry,
+    Timeline, reiteration_audit, territory_metrics,
+};
 use filiera_store::{Leadership, Store};
 use tokio::sync::{Notify, watch};
 use tokio::task::JoinHandle;
@@ -116,30 +119,40 @@ impl Projections {
     /// cache refreshed first.
     #[tracing::instrument(name = "projections.metrics", level = "debug", skip_all, fields(territory = ?query.territory))]
     pub async fn metrics(&self, query: MetricsQuery) -> Result<TerritoryMetrics, ProjectionError> {
-        let shared = &self.shared;
-        shared.cache.refresh(Freshness::Incremental).await?;
-        let catalogue = Arc::clone(&shared.settings.catalogue);
-        let registry = Arc::clone(&shared.settings.registry);
-        shared
-            .cache
-            .read(move |state| {
-                crate::fold::metrics(state.timelines.values(), &query, &catalogue, &registry)
-            })
-            .await
+        self.fold(move |timelines, catalogue, registry| {
+            territory_metrics(timelines, &query, catalogue, registry)
+        })
+        .await
     }
 
     /// The reiteration audit list for `query`, from the cache refreshed first.
     #[tracing::instrument(name = "projections.audit", level = "debug", skip_all, fields(territory = ?query.territory))]
     pub async fn audit(&self, query: AuditQuery) -> Result<AuditList, ProjectionError> {
+        self.fold(move |timelines, catalogue, registry| {
+            reiteration_audit(timelines, &query, catalogue, registry)
+        })
+        .await
+    }
+
+    /// Refreshes the cache, then runs `f` over its timelines on the blocking pool.
+    async fn fold<R, F>(&self, f: F) -> Result<R, ProjectionError>
+    where
+        F: FnOnce(
+                std::collections::hash_map::Values<'_, String, Timeline>,
+                &StageCatalogue,
+                &TerritoryRegistry,
+            ) -> R
+            + Send
+            + 'static,
+        R: Send + 'static,
+    {
         let shared = &self.shared;
         shared.cache.refresh(Freshness::Incremental).await?;
         let catalogue = Arc::clone(&shared.settings.catalogue);
         let registry = Arc::clone(&shared.settings.registry);
         shared
             .cache
-            .read(move |state| {
-                crate::fold::audit(state.timelines.values(), &query, &catalogue, &registry)
-            })
+            .read(move |state| f(state.timelines.values(), &catalogue, &registry))
             .await
     }
 
@@ -152,12 +165,12 @@ impl Projections {
             .active
             .as_ref()
             .map_or((0, 0), |g| (g.generation, g.position));
-        let lag = shared.model.count_after(position).await?;
+        let lag = feed_lag(&shared.store, position, head).await?;
         let rebuilding = match &generations.building {
             Some(b) => Some(RebuildStatus {
                 generation: b.generation,
                 position: b.position,
-                lag: shared.model.count_after(b.position).await?,
+                lag: feed_lag(&shared.store, b.position, head).await?,
                 started_at: b.started_at,
             }),
             None => None,
@@ -398,4 +411,17 @@ fn error_chain(error: &dyn std::error::Error) -> String {
         cause = c.source();
     }
     text
+}
+
+/// Feed events after `position`: none when it is the head (the usual, live case, answered
+/// without counting), else counted, since positions may have gaps.
+pub(crate) async fn feed_lag(
+    store: &Store,
+    position: i64,
+    head: i64,
+) -> Result<u64, ProjectionError> {
+    if position >= head {
+        return Ok(0);
+    }
+    Ok(store.count_after(position).await?)
 }

@@ -6,8 +6,7 @@
 //! Timelines are stored as JSON text on both backends.
 
 use chrono::{DateTime, Utc};
-use cqrs_es::Aggregate as _;
-use filiera_domain::Pathway;
+use filiera_domain::Timeline;
 use filiera_store::Store;
 use sqlx::{PgPool, Row as _, SqlitePool};
 
@@ -49,6 +48,25 @@ impl GenerationStatus {
             ))),
         }
     }
+}
+
+/// Decodes timeline rows as stored in `projection_timelines.timeline`.
+pub(crate) fn decode(rows: Vec<TimelineRow>) -> Result<Vec<(String, Timeline)>, ProjectionError> {
+    rows.into_iter()
+        .map(|(id, json)| {
+            let timeline = serde_json::from_str(&json).map_err(|e| {
+                ProjectionError::Corrupt(format!("timeline of {id} does not decode: {e}"))
+            })?;
+            Ok((id, timeline))
+        })
+        .collect()
+}
+
+/// Encodes a timeline for `projection_timelines.timeline`.
+pub(crate) fn encode(id: &str, timeline: &Timeline) -> Result<TimelineRow, ProjectionError> {
+    let json =
+        serde_json::to_string(timeline).map_err(|e| ProjectionError::Corrupt(e.to_string()))?;
+    Ok((id.to_owned(), json))
 }
 
 /// One row of `projection_generations`.
@@ -587,29 +605,5 @@ impl ReadModel {
             position,
             rows,
         })
-    }
-
-    /// How many feed events have a position greater than `after`: the lag of a checkpoint.
-    /// Counts the store's `events` rows the feed is made of (`Store::read_feed`).
-    pub(crate) async fn count_after(&self, after: i64) -> Result<u64, ProjectionError> {
-        const SQL: &str = "SELECT count(*) FROM events WHERE aggregate_type = $1 AND position > $2";
-        let count: i64 = match self {
-            Self::Postgres(pool) => {
-                sqlx::query_scalar(SQL)
-                    .persistent(false)
-                    .bind(Pathway::TYPE)
-                    .bind(after)
-                    .fetch_one(pool)
-                    .await?
-            }
-            Self::Sqlite { read, .. } => {
-                sqlx::query_scalar(SQL)
-                    .bind(Pathway::TYPE)
-                    .bind(after)
-                    .fetch_one(read)
-                    .await?
-            }
-        };
-        Ok(u64::try_from(count).unwrap_or(0))
     }
 }

@@ -131,12 +131,13 @@ async fn report(
     let Some(row) = model.generation(name, generation).await? else {
         return Ok(());
     };
+    let head = store.head().await?;
     progress(&RebuildProgress {
         name: name.to_owned(),
         generation,
         position: row.position,
-        head: store.head().await?,
-        lag: model.count_after(row.position).await?,
+        head,
+        lag: crate::projections::feed_lag(store, row.position, head).await?,
         leading,
     });
     Ok(())

@@ -33,13 +33,8 @@ impl Replay {
                 break;
             };
             for stored in page {
-                let id = stored.beneficiary_id.to_string();
-                let recorded = RecordedEvent {
-                    sequence: stored.sequence,
-                    recorded_at: stored.recorded_at,
-                    event: stored.event,
-                };
-                replay.apply(id, &recorded);
+                let (beneficiary, recorded) = stored.into_recorded();
+                replay.apply(beneficiary.to_string(), &recorded);
             }
             replay.position = last;
         }
@@ -48,21 +43,10 @@ impl Replay {
 
     /// Applies one event of `beneficiary`'s stream (events of a stream in sequence order).
     pub fn apply(&mut self, beneficiary: String, event: &RecordedEvent) {
-        match self.timelines.get_mut(&beneficiary) {
-            Some(timeline) => {
-                timeline.apply(event);
-            }
-            None => {
-                let mut timeline = Timeline::new(beneficiary.clone());
-                timeline.apply(event);
-                self.timelines.insert(beneficiary, timeline);
-            }
-        }
-    }
-
-    /// The global position of the last event read.
-    pub fn position(&self) -> i64 {
-        self.position
+        self.timelines
+            .entry(beneficiary)
+            .or_insert_with_key(|id| Timeline::new(id.clone()))
+            .apply(event);
     }
 
     /// The timelines, by beneficiary id.

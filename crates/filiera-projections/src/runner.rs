@@ -14,7 +14,7 @@
 
 use std::collections::{HashMap, HashSet};
 
-use filiera_domain::{RecordedEvent, Timeline};
+use filiera_domain::Timeline;
 use filiera_store::{Store, StoredEvent};
 
 use crate::ProjectionError;
@@ -214,26 +214,19 @@ impl Runner {
                 .filter(|id| seen.insert(id.clone()))
                 .collect()
         };
-        for (id, json) in self
+        let stored = self
             .model
             .load_timelines(self.projection, generation, &ids)
-            .await?
-        {
-            let timeline: Timeline = serde_json::from_str(&json).map_err(|e| {
-                ProjectionError::Corrupt(format!("timeline of {id} does not decode: {e}"))
-            })?;
+            .await?;
+        for (id, timeline) in crate::read_model::decode(stored)? {
             timelines.insert(id, (timeline, false));
         }
         for stored in events {
-            let id = stored.beneficiary_id.to_string();
+            let (beneficiary, recorded) = stored.into_recorded();
+            let id = beneficiary.to_string();
             let (timeline, changed) = timelines
                 .entry(id.clone())
                 .or_insert_with(|| (Timeline::new(id.clone()), false));
-            let recorded = RecordedEvent {
-                sequence: stored.sequence,
-                recorded_at: stored.recorded_at,
-                event: stored.event,
-            };
             if timeline.apply(&recorded) && !*changed {
                 *changed = true;
                 order.push(id);
@@ -241,12 +234,7 @@ impl Runner {
         }
         order
             .into_iter()
-            .map(|id| {
-                let (timeline, _) = &timelines[&id];
-                let json = serde_json::to_string(timeline)
-                    .map_err(|e| ProjectionError::Corrupt(e.to_string()))?;
-                Ok((id, json))
-            })
+            .map(|id| crate::read_model::encode(&id, &timelines[&id].0))
             .collect()
     }
 }

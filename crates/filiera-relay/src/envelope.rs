@@ -94,10 +94,7 @@ pub fn filter_subject(territory: Option<&str>, event_type: Option<&str>) -> Stri
 /// The event type token for a name given as `StageEntered` or `stage_entered`, if it is one
 /// of SPEC 2.3.
 pub fn known_event_type(name: &str) -> Option<String> {
-    PathwayEvent::TYPES
-        .into_iter()
-        .map(snake_case)
-        .find(|token| *token == name || *token == snake_case(name))
+    PathwayEvent::type_named(name).map(snake_case)
 }
 
 /// What the relay reads back from a message of the stream: which feed event it carries.

@@ -15,7 +15,6 @@
 //! to `backoff_max`) and starts again at 1: nothing is ever checkpointed that the server did
 //! not acknowledge, and nothing acknowledged is ever sent again.
 
-use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
@@ -69,11 +68,8 @@ struct Shared {
     settings: RelaySettings,
     checkpoints: Checkpoints,
     metrics: RelayMetrics,
-    leading: AtomicBool,
     /// The leader's NATS client, for `connected`.
     client: Mutex<Option<async_nats::Client>>,
-    published: AtomicU64,
-    errors: AtomicU64,
     last_error: Mutex<Option<String>>,
 }
 
@@ -117,10 +113,7 @@ impl NatsRelay {
             settings,
             checkpoints,
             metrics,
-            leading: AtomicBool::new(false),
             client: Mutex::new(None),
-            published: AtomicU64::new(0),
-            errors: AtomicU64::new(0),
             last_error: Mutex::new(None),
         });
         shared.refresh_gauges(None).await;
@@ -142,7 +135,7 @@ impl NatsRelay {
 
     /// Whether this process runs the relay right now.
     pub fn is_leading(&self) -> bool {
-        self.shared.leading.load(Ordering::Acquire)
+        self.shared.metrics.leader.get() == 1
     }
 
     /// The relay's state: leadership, connection, checkpoint, head, lag and counters.
@@ -167,8 +160,8 @@ impl NatsRelay {
             position,
             head,
             lag: (head - position).max(0),
-            published_total: shared.published.load(Ordering::Relaxed),
-            publish_errors_total: shared.errors.load(Ordering::Relaxed),
+            published_total: shared.metrics.published.get(),
+            publish_errors_total: shared.metrics.errors.get(),
             last_error: shared.last_error.lock().ok().and_then(|e| e.clone()),
         })
     }
@@ -200,7 +193,6 @@ impl Shared {
     fn record_error(&self, error: &RelayError) {
         let text = error_chain(error);
         tracing::warn!(error = %text, "NATS relay failed; retrying");
-        self.errors.fetch_add(1, Ordering::Relaxed);
         self.metrics.errors.inc();
         if let Ok(mut last) = self.last_error.lock() {
             *last = Some(text);
@@ -214,7 +206,6 @@ impl Shared {
     }
 
     fn set_leading(&self, leading: bool) {
-        self.leading.store(leading, Ordering::Release);
         self.metrics.leader.set(i64::from(leading));
     }
 }
@@ -493,7 +484,6 @@ impl<'a> Term<'a> {
                 return Ok(Step::Contended);
             }
             let fresh = (acknowledged.len() - outcome.duplicates) as u64;
-            shared.published.fetch_add(fresh, Ordering::Relaxed);
             shared.metrics.published.inc_by(fresh);
             next = Cursor {
                 position: last.position,

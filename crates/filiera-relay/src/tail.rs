@@ -48,7 +48,7 @@ impl TailOptions {
     /// the filters.
     pub fn filter_subject(&self) -> Result<String, RelayError> {
         if let Some(territory) = &self.territory
-            && !is_territory_code(territory)
+            && filiera_domain::TerritoryCode::parse(territory).is_none()
         {
             return Err(RelayError::Filter(format!(
                 "territory `{territory}` is not a territory code ([A-Za-z0-9_-], 1 to 64 characters)"
@@ -188,12 +188,4 @@ pub async fn tail_nats_with(
         }
     }
     Ok(())
-}
-
-/// Whether `code` is shaped like a territory code (SPEC 2.2).
-fn is_territory_code(code: &str) -> bool {
-    (1..=64).contains(&code.len())
-        && code
-            .chars()
-            .all(|c| c.is_ascii_alphanumeric() || c == '_' || c == '-')
 }

@@ -1,7 +1,7 @@
 //! What callers give the store and what they get back.
 
 use chrono::{DateTime, Utc};
-use filiera_domain::{Pathway, PathwayError, PathwayEvent};
+use filiera_domain::{Pathway, PathwayError, PathwayEvent, RecordedEvent};
 use uuid::Uuid;
 
 /// Who is executing a command, and how to recognise a retry of it.
@@ -96,4 +96,19 @@ pub struct StoredEvent {
     /// Whether a later undo voided the event. Only computed by [`crate::Store::history`];
     /// always `false` in the feed and in [`Executed::events`].
     pub voided: bool,
+}
+
+impl StoredEvent {
+    /// What the metric fold reads of the event (the domain's [`RecordedEvent`]), with its
+    /// beneficiary.
+    pub fn into_recorded(self) -> (Uuid, RecordedEvent) {
+        (
+            self.beneficiary_id,
+            RecordedEvent {
+                sequence: self.sequence,
+                recorded_at: self.recorded_at,
+                event: self.event,
+            },
+        )
+    }
 }

@@ -170,8 +170,8 @@ impl Store {
         Ok(store)
     }
 
-    /// Applies the pending schema migrations of the backend. Safe to run concurrently and
-    /// repeatedly.
+    /// Applies the pending schema migrations of the backend. Safe to run repeatedly, and on
+    /// PostgreSQL concurrently (sqlx takes an advisory lock; on SQLite, one process at a time).
     pub async fn migrate(&self) -> Result<(), StoreError> {
         match &self.inner.backend {
             Backend::Sqlite { write, .. } => sqlite::MIGRATOR.run(write).await?,
@@ -317,6 +317,23 @@ impl Store {
             event.voided = pathway.is_voided(event.sequence);
         }
         Ok(Some(stream))
+    }
+
+    /// How many events the feed holds after position `after` (positions may have gaps, so
+    /// this is not `head - after`). A count over the feed: callers that know `after` is the
+    /// head should not ask.
+    pub async fn count_after(&self, after: i64) -> Result<u64, StoreError> {
+        let sql = "SELECT count(*) FROM events WHERE aggregate_type = $1 AND position > $2";
+        let count = on_read_pool!(&self.inner.backend, |pool| {
+            sqlx::query_scalar::<_, i64>(sql)
+                // A plan cached while the table was small would keep scanning it whole.
+                .persistent(false)
+                .bind(Pathway::TYPE)
+                .bind(after)
+                .fetch_one(pool)
+                .await?
+        });
+        Ok(u64::try_from(count).unwrap_or(0))
     }
 
     /// A page of the global feed: events with a position greater than `after`, in position

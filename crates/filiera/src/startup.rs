@@ -10,30 +10,19 @@ use filiera_store::Store;
 
 use crate::settings::Settings;
 
-/// Connects to the configured store (creating the embedded data folder if needed).
-pub async fn connect(settings: &Settings) -> anyhow::Result<Store> {
-    if settings.database_url.is_none() {
-        std::fs::create_dir_all(&settings.data_dir).with_context(|| {
-            format!(
-                "cannot create the data folder {}",
-                settings.data_dir.display()
-            )
-        })?;
-    }
+/// Opens the configured store with its schema up to date: every subcommand starts here.
+/// The store creates the embedded data folder itself.
+pub async fn open(settings: &Settings) -> anyhow::Result<Store> {
     let store = Store::connect(&settings.store_url(), settings.services()?)
         .await
         .context("cannot open the event store")?;
+    store.migrate().await.context("migration failed")?;
     Ok(store)
 }
 
 /// The projection settings of this configuration.
 pub fn projection_settings(settings: &Settings, store: &Store) -> ProjectionSettings {
-    let services = store.services();
-    ProjectionSettings::new(
-        settings.audit.reiteration_threshold,
-        services.catalogue.clone(),
-        services.territories.clone(),
-    )
+    ProjectionSettings::from_services(store.services(), settings.audit.reiteration_threshold)
 }
 
 /// Starts the projection runner (it leads or waits to lead) and the query cache.
@@ -45,8 +34,7 @@ pub async fn start_projections(settings: &Settings, store: &Store) -> anyhow::Re
 
 /// `filiera migrate`
 pub async fn migrate(settings: Settings) -> anyhow::Result<()> {
-    let store = connect(&settings).await?;
-    store.migrate().await.context("migration failed")?;
+    let store = open(&settings).await?;
     tracing::info!(store = store.backend_name(), "schema is up to date");
     Ok(())
 }
@@ -58,8 +46,7 @@ pub async fn import(
     batch: Option<String>,
     keep_going: bool,
 ) -> anyhow::Result<()> {
-    let store = connect(&settings).await?;
-    store.migrate().await.context("migration failed")?;
+    let store = open(&settings).await?;
     let batch = batch.unwrap_or_else(|| {
         file.file_name()
             .map(|n| n.to_string_lossy().into_owned())
@@ -84,8 +71,7 @@ pub async fn export(
     after: i64,
     output: Option<std::path::PathBuf>,
 ) -> anyhow::Result<()> {
-    let store = connect(&settings).await?;
-    store.migrate().await.context("migration failed")?;
+    let store = open(&settings).await?;
     let written = match output {
         Some(path) => {
             let file = std::fs::File::create(&path)
@@ -105,8 +91,7 @@ pub async fn report(
     format: crate::ReportFormat,
     output: Option<std::path::PathBuf>,
 ) -> anyhow::Result<()> {
-    let store = connect(&settings).await?;
-    store.migrate().await.context("migration failed")?;
+    let store = open(&settings).await?;
     let query = params
         .into_query(
             &store.services().territories,
@@ -132,8 +117,7 @@ pub async fn report(
 
 /// `filiera rebuild`
 pub async fn rebuild(settings: Settings, projection: &str) -> anyhow::Result<()> {
-    let store = connect(&settings).await?;
-    store.migrate().await.context("migration failed")?;
+    let store = open(&settings).await?;
     let outcome = filiera_projections::rebuild_until_swapped(
         &store,
         &projection_settings(&settings, &store),
@@ -156,8 +140,7 @@ pub async fn rebuild(settings: Settings, projection: &str) -> anyhow::Result<()>
 /// `filiera serve`
 pub async fn serve(settings: Settings) -> anyhow::Result<()> {
     let addr = settings.listen_addr()?;
-    let store = connect(&settings).await?;
-    store.migrate().await.context("migration failed")?;
+    let store = open(&settings).await?;
     let projections = start_projections(&settings, &store).await?;
     let mut state = AppState::new(Arc::new(store.clone()), projections.clone());
     let relay = match &settings.nats_url {

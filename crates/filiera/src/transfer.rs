@@ -4,8 +4,10 @@ use std::collections::{HashMap, HashSet};
 use std::io::{BufRead, Write};
 
 use anyhow::{Context, bail};
-use chrono::NaiveDate;
-use filiera_domain::{CloseOutcome, ExitOutcome, PathwayCommand, Referral, SupportBand};
+use filiera_domain::PathwayCommand;
+use filiera_http::beneficiaries::{
+    CloseBody, EnrolBody, ExitBody, ReopenBody, StageBody, TerritoryBody, UndoBody,
+};
 use filiera_http::feed::FeedItem;
 use filiera_store::{CommandContext, IdempotencyKey, Rejection, Store};
 use serde::Deserialize;
@@ -13,71 +15,29 @@ use sha2::{Digest, Sha256};
 use uuid::Uuid;
 
 /// One line of an import file without its `beneficiary` reference: the command and the body
-/// the HTTP API would take.
+/// the matching HTTP endpoint takes (the same types, so the two cannot drift).
 #[derive(Debug, Deserialize)]
-#[serde(tag = "command", rename_all = "snake_case", deny_unknown_fields)]
+#[serde(tag = "command", rename_all = "snake_case")]
 enum ImportCommand {
-    Enrol {
-        territory: String,
-        on: NaiveDate,
-        referral: Referral,
-        #[serde(default)]
-        support_band: Option<SupportBand>,
-    },
-    Stage {
-        stage: String,
-        on: NaiveDate,
-        #[serde(default)]
-        provider: Option<String>,
-    },
-    Exit {
-        on: NaiveDate,
-        outcome: ExitOutcome,
-    },
-    Territory {
-        territory: String,
-        on: NaiveDate,
-    },
-    Close {
-        on: NaiveDate,
-        outcome: CloseOutcome,
-    },
-    Reopen {
-        on: NaiveDate,
-    },
-    Undo {
-        reason: String,
-    },
+    Enrol(EnrolBody),
+    Stage(StageBody),
+    Exit(ExitBody),
+    Territory(TerritoryBody),
+    Close(CloseBody),
+    Reopen(ReopenBody),
+    Undo(UndoBody),
 }
 
 impl From<ImportCommand> for PathwayCommand {
     fn from(command: ImportCommand) -> Self {
         match command {
-            ImportCommand::Enrol {
-                territory,
-                on,
-                referral,
-                support_band,
-            } => Self::Enrol {
-                territory,
-                on,
-                referral,
-                support_band,
-            },
-            ImportCommand::Stage {
-                stage,
-                on,
-                provider,
-            } => Self::EnterStage {
-                stage,
-                on,
-                provider,
-            },
-            ImportCommand::Exit { on, outcome } => Self::ExitStage { on, outcome },
-            ImportCommand::Territory { territory, on } => Self::ChangeTerritory { territory, on },
-            ImportCommand::Close { on, outcome } => Self::ClosePathway { on, outcome },
-            ImportCommand::Reopen { on } => Self::ReopenPathway { on },
-            ImportCommand::Undo { reason } => Self::Undo { reason },
+            ImportCommand::Enrol(body) => body.into(),
+            ImportCommand::Stage(body) => body.into(),
+            ImportCommand::Exit(body) => body.into(),
+            ImportCommand::Territory(body) => body.into(),
+            ImportCommand::Close(body) => body.into(),
+            ImportCommand::Reopen(body) => body.into(),
+            ImportCommand::Undo(body) => body.into(),
         }
     }
 }

@@ -7,7 +7,7 @@ use crate::catalogue::{StageCatalogue, StageCode};
 use crate::event::Transition;
 use crate::territory::{TerritoryCode, TerritoryRegistry};
 
-use super::fold::{LocalMaps, MetricsQuery, Scope, StageIndex};
+use super::fold::{LocalMaps, MetricsQuery, Scope};
 use super::timeline::Timeline;
 use super::walk::{Fact, Horizon, walk};
 
@@ -90,11 +90,10 @@ pub struct AuditList {
 pub fn reiteration_audit<'a>(
     timelines: impl IntoIterator<Item = &'a Timeline>,
     query: &AuditQuery,
-    catalogue: &StageCatalogue,
+    _catalogue: &StageCatalogue,
     registry: &TerritoryRegistry,
 ) -> AuditList {
     let scope = Scope::new(query.territory.as_ref(), registry);
-    let stages = StageIndex::new(catalogue);
     let horizon = Horizon {
         known_at: query.known_at,
         to: query.to,
@@ -103,7 +102,9 @@ pub fn reiteration_audit<'a>(
     let mut entered = Vec::new();
     let mut beneficiaries = Vec::new();
     for timeline in timelines {
-        local.prepare(timeline, &scope, &stages);
+        if !local.prepare(timeline, &scope, None) {
+            continue;
+        }
         entered.clear();
         let end = walk(timeline, horizon, |fact| {
             if let Fact::StageEntered {

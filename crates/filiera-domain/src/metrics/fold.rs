@@ -261,7 +261,9 @@ pub fn territory_metrics<'a>(
     let mut local = LocalMaps::default();
     let mut acc = Accumulator::new(query, stages.len());
     for timeline in timelines {
-        local.prepare(timeline, &scope, &stages);
+        if !local.prepare(timeline, &scope, Some(&stages)) {
+            continue;
+        }
         let end = walk(timeline, horizon, |fact| acc.fact(fact, &local, timeline));
         if let Some(end) = end {
             acc.end(&end, &local, query);
@@ -323,17 +325,32 @@ pub(crate) struct LocalMaps {
 }
 
 impl LocalMaps {
-    pub(crate) fn prepare(&mut self, timeline: &Timeline, scope: &Scope, stages: &StageIndex<'_>) {
+    /// Resolves `timeline` against the query; `false` when none of the territories it names is
+    /// in scope. Every fact of a timeline, and its territory at `to`, is attributed to one of
+    /// those territories, so such a timeline contributes nothing and need not be walked.
+    /// `stages` is `None` for folds that never ask for catalogue positions (the audit).
+    pub(crate) fn prepare(
+        &mut self,
+        timeline: &Timeline,
+        scope: &Scope,
+        stages: Option<&StageIndex<'_>>,
+    ) -> bool {
         self.everything = matches!(scope, Scope::Everything);
         self.in_scope.clear();
         if !self.everything {
             let codes = timeline.territories().iter();
             self.in_scope.extend(codes.map(|code| scope.contains(code)));
+            if !self.in_scope.contains(&true) {
+                return false;
+            }
         }
         self.stage.clear();
-        let codes = timeline.stages().iter();
-        self.stage
-            .extend(codes.map(|code| stages.0.get(code.as_str()).copied()));
+        if let Some(stages) = stages {
+            let codes = timeline.stages().iter();
+            self.stage
+                .extend(codes.map(|code| stages.0.get(code.as_str()).copied()));
+        }
+        true
     }
 
     /// Whether the attribution territory `id` is in scope.

@@ -476,11 +476,7 @@ async fn test_api() -> TestApi {
     let store = Store::connect(&url, services).await.expect("connect");
     store.migrate().await.expect("migrate");
     let store = Arc::new(store);
-    let settings = ProjectionSettings::new(
-        2,
-        store.services().catalogue.clone(),
-        store.services().territories.clone(),
-    );
+    let settings = ProjectionSettings::from_services(store.services(), 2);
     let projections = Projections::start((*store).clone(), settings)
         .await
         .expect("projections start");
