@@ -8,7 +8,7 @@ use serde::Serialize;
 use utoipa::ToSchema;
 
 use crate::AppState;
-use crate::problem::ApiError;
+use axum::response::Response;
 use crate::problem::responses::ServiceUnavailable;
 
 /// The OpenAPI tag of the catalogue and registry routes.
@@ -89,7 +89,12 @@ pub struct Readiness {
     pub store: &'static str,
 }
 
-/// Readiness: the event store answers.
+/// How long `/readyz` gives the store to answer: the endpoint never hangs much longer.
+pub const READINESS_BOUND: std::time::Duration = std::time::Duration::from_millis(800);
+
+/// Readiness: the event store can commit. After a command failed for an outage (a full disk,
+/// an unreachable database), a probe write decides; otherwise a query through the connection
+/// commands commit through. Answers within about a second either way.
 #[utoipa::path(
     get,
     path = "/readyz",
@@ -100,20 +105,28 @@ pub struct Readiness {
         (status = 503, response = ServiceUnavailable),
     )
 )]
-pub async fn readyz(State(app): State<AppState>) -> Result<Json<Readiness>, ApiError> {
-    match app.store.ping().await {
+pub async fn readyz(State(app): State<AppState>) -> Result<Json<Readiness>, Response> {
+    match app.store.readiness(READINESS_BOUND).await {
         Ok(()) => Ok(Json(Readiness {
             status: "ready",
             store: app.store.backend_name(),
         })),
-        Err(err) => {
-            tracing::warn!(error = %crate::problem::error_chain(&err), "store not ready");
-            Err(ApiError::problem(
+        Err(not_ready) => {
+            tracing::warn!(
+                outage = not_ready.outage.as_str(),
+                error = %not_ready.detail,
+                "store not ready"
+            );
+            let answer = crate::problem::OutageAnswer::of(not_ready.outage);
+            Err(crate::problem::unavailable(
                 StatusCode::SERVICE_UNAVAILABLE,
                 "not_ready",
                 "Not ready",
-                "the event store does not answer",
-                None,
+                format!(
+                    "the event store cannot commit: {} ({}); {}",
+                    answer.cause, not_ready.detail, answer.remedy
+                ),
+                not_ready.outage,
             ))
         }
     }

@@ -17,8 +17,8 @@ use utoipa::{OpenApi, ToSchema};
 
 use crate::problem::Problem;
 use crate::problem::responses::{
-    BadRequest, Conflict, InternalError, NotFound, PayloadTooLarge, ServiceUnavailable,
-    UnprocessableEntity, UnsupportedMediaType,
+    BadRequest, Conflict, InsufficientStorage, InternalError, NotFound, PayloadTooLarge,
+    ServiceUnavailable, UnprocessableEntity, UnsupportedMediaType,
 };
 use crate::{beneficiaries, feed, meta, reports};
 
@@ -70,6 +70,7 @@ use crate::{beneficiaries, feed, meta, reports};
             UnprocessableEntity,
             InternalError,
             ServiceUnavailable,
+            InsufficientStorage,
         ),
     )
 )]

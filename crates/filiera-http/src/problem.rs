@@ -3,7 +3,7 @@
 use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
 use filiera_domain::{PathwayError, Refusal};
-use filiera_store::StoreError;
+use filiera_store::{Outage, StoreError};
 use problem_details::ProblemDetails;
 use serde::Serialize;
 use utoipa::ToSchema;
@@ -16,7 +16,14 @@ struct Extensions {
     /// The request field (body member, query parameter or header) at fault.
     #[serde(skip_serializing_if = "Option::is_none")]
     field: Option<String>,
+    /// Why the store cannot serve (`disk_full`, `storage_failure`, `database_unreachable`),
+    /// on 503 and 507 answers.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    reason: Option<&'static str>,
 }
+
+/// Seconds a client is told to wait (`Retry-After`) before retrying after an outage.
+pub const RETRY_AFTER_SECONDS: u64 = 5;
 
 /// An error answered to the client. Storage failures are logged and answered as a bare 500.
 #[derive(Debug)]
@@ -29,6 +36,9 @@ pub enum ApiError {
         detail: String,
         field: Option<String>,
     },
+    /// The store is out of space or out of reach for now (a full disk, a database that does
+    /// not answer): 507 or 503 with `Retry-After`. Nothing was written; the cause is logged.
+    Unavailable(Outage),
     /// Something failed on our side; the cause is logged, never shown.
     Internal(String),
 }
@@ -122,6 +132,7 @@ impl ApiError {
     pub fn detail(&self) -> &str {
         match self {
             Self::Problem { detail, .. } => detail,
+            Self::Unavailable(outage) => OutageAnswer::of(*outage).cause,
             Self::Internal(_) => "internal error",
         }
     }
@@ -146,7 +157,73 @@ impl From<PathwayError> for ApiError {
 
 impl From<StoreError> for ApiError {
     fn from(err: StoreError) -> Self {
-        Self::Internal(error_chain(&err))
+        match err.outage() {
+            Some(outage) => {
+                tracing::warn!(
+                    outage = outage.as_str(),
+                    error = %error_chain(&err),
+                    "request not served: store outage"
+                );
+                Self::Unavailable(outage)
+            }
+            None => Self::Internal(error_chain(&err)),
+        }
+    }
+}
+
+/// How an outage is answered: what happened and what the operator must do, since the client
+/// can only wait.
+#[derive(Debug, Clone, Copy)]
+pub struct OutageAnswer {
+    /// 507 for a full disk, 503 otherwise.
+    pub status: StatusCode,
+    /// The problem's stable code.
+    pub code: &'static str,
+    /// The problem's title.
+    pub title: &'static str,
+    /// What is wrong, in a few words.
+    pub cause: &'static str,
+    /// What the operator must do.
+    pub remedy: &'static str,
+}
+
+impl OutageAnswer {
+    /// The answer to `outage`.
+    pub fn of(outage: Outage) -> Self {
+        match outage {
+            Outage::DiskFull => Self {
+                status: StatusCode::INSUFFICIENT_STORAGE,
+                code: "storage_full",
+                title: "Storage full",
+                cause: "the disk holding the database is full",
+                remedy: "the operator must free space on it (the data folder's volume when \
+                         embedded); writes resume by themselves",
+            },
+            Outage::StorageFailure => Self {
+                status: StatusCode::SERVICE_UNAVAILABLE,
+                code: "storage_failure",
+                title: "Storage failure",
+                cause: "the database's storage refuses writes (read-only, failing or exhausted)",
+                remedy: "the operator must check the database's volume and logs; writes resume \
+                         by themselves once it accepts them",
+            },
+            Outage::Unreachable => Self {
+                status: StatusCode::SERVICE_UNAVAILABLE,
+                code: "database_unavailable",
+                title: "Database unavailable",
+                cause: "the database does not answer (down, unreachable or overloaded)",
+                remedy: "the operator must check the database server; requests succeed again \
+                         by themselves once it answers",
+            },
+        }
+    }
+
+    /// The detail of a refused request.
+    fn detail(&self) -> String {
+        format!(
+            "{}, so nothing was stored: {}. Retry later with the same Idempotency-Key",
+            self.cause, self.remedy
+        )
     }
 }
 
@@ -178,8 +255,22 @@ impl IntoResponse for ApiError {
                     .with_detail(detail);
                 problem.r#type = problem_type.map(Into::into);
                 problem
-                    .with_extensions(Extensions { code, field })
+                    .with_extensions(Extensions {
+                        code,
+                        field,
+                        reason: None,
+                    })
                     .into_response()
+            }
+            Self::Unavailable(outage) => {
+                let answer = OutageAnswer::of(outage);
+                unavailable(
+                    answer.status,
+                    answer.code,
+                    answer.title,
+                    answer.detail(),
+                    outage,
+                )
             }
             Self::Internal(cause) => {
                 tracing::error!(error = %cause, "request failed");
@@ -195,11 +286,41 @@ impl IntoResponse for ApiError {
                     .with_extensions(Extensions {
                         code: "internal_error",
                         field: None,
+                        reason: None,
                     })
                     .into_response()
             }
         }
     }
+}
+
+/// A 503/507 problem document with `Retry-After` and the outage's `reason`.
+pub fn unavailable(
+    status: StatusCode,
+    code: &'static str,
+    title: &'static str,
+    detail: impl Into<String>,
+    outage: Outage,
+) -> Response {
+    let mut problem = ProblemDetails::from_status_code(status)
+        .with_title(title)
+        .with_detail(detail.into());
+    problem.r#type = format!("/problems/{code}")
+        .parse::<axum::http::Uri>()
+        .ok()
+        .map(Into::into);
+    let mut response = problem
+        .with_extensions(Extensions {
+            code,
+            field: None,
+            reason: Some(outage.as_str()),
+        })
+        .into_response();
+    response.headers_mut().insert(
+        axum::http::header::RETRY_AFTER,
+        axum::http::HeaderValue::from(RETRY_AFTER_SECONDS),
+    );
+    response
 }
 
 // The schema of what `ApiError::into_response` writes, for the OpenAPI document only; a test
@@ -231,6 +352,10 @@ pub struct Problem {
     /// The request field (body member, query parameter or header) at fault, when there is one.
     #[schema(value_type = String, required = false)]
     pub field: Option<String>,
+    /// On 503 and 507: why the store cannot serve (`disk_full`, `storage_failure`,
+    /// `database_unreachable`).
+    #[schema(value_type = String, required = false)]
+    pub reason: Option<String>,
 }
 
 /// Reusable problem answers for the OpenAPI document, one per status; each describes the codes
@@ -282,8 +407,22 @@ pub mod responses {
     #[response(content_type = "application/problem+json")]
     pub struct InternalError(#[allow(dead_code)] Problem);
 
-    /// 503 `not_ready`: the event store does not answer.
+    /// 503 with `Retry-After`: the database does not answer (`database_unavailable`), its
+    /// storage refuses writes (`storage_failure`), or, from `/readyz`, the store cannot commit
+    /// (`not_ready`, with `reason`). Nothing was written.
     #[derive(ToResponse)]
-    #[response(content_type = "application/problem+json")]
+    #[response(
+        content_type = "application/problem+json",
+        headers(("Retry-After" = u64, description = "Seconds to wait before retrying."))
+    )]
     pub struct ServiceUnavailable(#[allow(dead_code)] Problem);
+
+    /// 507 `storage_full` with `Retry-After`: the disk holding the database is full; nothing was
+    /// written, and writes resume by themselves once the operator frees space.
+    #[derive(ToResponse)]
+    #[response(
+        content_type = "application/problem+json",
+        headers(("Retry-After" = u64, description = "Seconds to wait before retrying."))
+    )]
+    pub struct InsufficientStorage(#[allow(dead_code)] Problem);
 }

@@ -3,7 +3,8 @@
 use std::path::PathBuf;
 
 /// A failure of the store itself: the database, a migration, or data that cannot be read back.
-/// Callers answer it with a 500 and log the cause chain.
+/// Callers log the cause chain and answer a 500, or a 503/507 when [`StoreError::outage`] says
+/// the database is out of reach or out of space for now.
 #[derive(Debug, thiserror::Error)]
 pub enum StoreError {
     /// The database URL has a scheme other than `sqlite:` or `postgres:` (the URL itself is not
@@ -38,4 +39,103 @@ pub enum StoreError {
     /// A stored row cannot be decoded (bad JSON, unknown event, malformed id).
     #[error("unreadable stored data: {0}")]
     Corrupt(String),
+}
+
+/// Why the store cannot serve for now: failures an operator fixes outside filiera (disk space,
+/// a database server), after which the store recovers by itself. Anything else is a bug or
+/// corrupt data.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Outage {
+    /// The disk holding the database is full (SQLite `SQLITE_FULL`, PostgreSQL `53100`).
+    DiskFull,
+    /// The storage refuses writes: a read-only file or file system, an I/O error, a database
+    /// in recovery or read-only mode, other exhausted resources.
+    StorageFailure,
+    /// The database does not answer: refused or lost connections, no free connection in time.
+    Unreachable,
+}
+
+impl Outage {
+    /// A stable name for logs and problem documents: `disk_full`, `storage_failure`,
+    /// `database_unreachable`.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::DiskFull => "disk_full",
+            Self::StorageFailure => "storage_failure",
+            Self::Unreachable => "database_unreachable",
+        }
+    }
+}
+
+impl StoreError {
+    /// The outage behind this error, if it is one: a temporary condition of the database or its
+    /// storage rather than a bug. Commands refused because of one wrote nothing.
+    pub fn outage(&self) -> Option<Outage> {
+        match self {
+            Self::Database(error) => outage_of(error),
+            Self::Migration(sqlx::migrate::MigrateError::Execute(error)) => outage_of(error),
+            Self::EventStore(error) => error.downcast_ref::<sqlx::Error>().and_then(outage_of),
+            _ => None,
+        }
+    }
+}
+
+/// Classifies a database error by SQLite result code or PostgreSQL SQLSTATE.
+pub(crate) fn outage_of(error: &sqlx::Error) -> Option<Outage> {
+    match error {
+        sqlx::Error::Io(_)
+        | sqlx::Error::Tls(_)
+        | sqlx::Error::PoolTimedOut
+        | sqlx::Error::PoolClosed
+        | sqlx::Error::WorkerCrashed => Some(Outage::Unreachable),
+        sqlx::Error::Database(db) => {
+            let code = db.code()?;
+            if db.try_downcast_ref::<sqlx::sqlite::SqliteError>().is_some() {
+                // An extended result code; the primary code is its low byte.
+                sqlite_outage(code.parse::<i32>().ok()? & 0xff)
+            } else {
+                postgres_outage(&code)
+            }
+        }
+        _ => None,
+    }
+}
+
+fn sqlite_outage(primary: i32) -> Option<Outage> {
+    const SQLITE_READONLY: i32 = 8;
+    const SQLITE_IOERR: i32 = 10;
+    const SQLITE_FULL: i32 = 13;
+    const SQLITE_CANTOPEN: i32 = 14;
+    match primary {
+        SQLITE_FULL => Some(Outage::DiskFull),
+        SQLITE_READONLY | SQLITE_IOERR | SQLITE_CANTOPEN => Some(Outage::StorageFailure),
+        _ => None,
+    }
+}
+
+fn postgres_outage(sqlstate: &str) -> Option<Outage> {
+    match sqlstate {
+        "53100" => Some(Outage::DiskFull),
+        // Class 08: connection exceptions; 57P01-57P03: the server is shutting down,
+        // crashed or not yet accepting connections.
+        s if s.starts_with("08") || s.starts_with("57P") => Some(Outage::Unreachable),
+        // Class 53: insufficient resources; class 58: system (I/O) errors; 25006: a read-only
+        // transaction (a standby, or `default_transaction_read_only`).
+        s if s.starts_with("53") || s.starts_with("58") || s == "25006" => {
+            Some(Outage::StorageFailure)
+        }
+        _ => None,
+    }
+}
+
+/// The error and its sources, joined by `: `, for logs and operator-facing details.
+pub(crate) fn chain(error: &dyn std::error::Error) -> String {
+    let mut out = error.to_string();
+    let mut source = error.source();
+    while let Some(cause) = source {
+        out.push_str(": ");
+        out.push_str(&cause.to_string());
+        source = cause.source();
+    }
+    out
 }

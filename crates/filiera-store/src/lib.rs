@@ -47,7 +47,7 @@ mod rows;
 mod sqlite;
 pub mod store;
 
-pub use error::StoreError;
+pub use error::{Outage, StoreError};
 pub use lease::Leadership;
 pub use model::{CommandContext, Executed, IdempotencyKey, Rejection, StoredEvent};
-pub use store::{Store, StoreOptions};
+pub use store::{NotReady, Store, StoreOptions};

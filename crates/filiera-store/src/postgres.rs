@@ -22,10 +22,22 @@ pub(crate) const CHANNEL: &str = "filiera_events";
 pub(crate) const UNIQUE_VIOLATION: &str = "23505";
 
 /// Connects the pool. One of its connections is kept by the LISTEN task.
+///
+/// Connections are tested before use (sqlx's default), so those broken by a database restart
+/// are replaced instead of failing the first requests after it; one released inside a
+/// transaction is closed rather than reused. While the database is down, an acquire fails
+/// after `options.acquire_timeout` instead of waiting for it.
 pub(crate) async fn connect(url: &str, options: &StoreOptions) -> Result<PgPool, StoreError> {
     Ok(PgPoolOptions::new()
         .max_connections(options.max_connections.max(2))
         .acquire_timeout(options.acquire_timeout)
+        .test_before_acquire(true)
+        .after_release(|conn, _| {
+            Box::pin(async move {
+                use sqlx::Connection as _;
+                Ok(!conn.is_in_transaction())
+            })
+        })
         .connect(url)
         .await?)
 }

@@ -1,14 +1,22 @@
 //! SQLite set-up: one file in WAL mode, a write pool of exactly one connection (every write,
 //! including sqlite-es commits and migrations, goes through it, so writers queue in-process
 //! instead of failing with "database is locked") and a separate pool for reads.
+//!
+//! A connection goes back to its pool only outside any transaction (see [`still_clean`]): after
+//! a failed `COMMIT` (a full disk, an I/O error) SQLite may keep the transaction open while
+//! sqlx's own bookkeeping says otherwise, and every later "commit" on that connection would
+//! only release a savepoint of a transaction that never ends: acknowledged, never durable.
 
 use std::str::FromStr;
 use std::time::Duration;
 
 use sqlx::migrate::Migrator;
+use sqlx::pool::PoolConnectionMetadata;
 use sqlx::sqlite::{
-    SqliteConnectOptions, SqliteJournalMode, SqlitePool, SqlitePoolOptions, SqliteSynchronous,
+    SqliteConnectOptions, SqliteConnection, SqliteJournalMode, SqlitePool, SqlitePoolOptions,
+    SqliteSynchronous,
 };
+use sqlx::{Connection as _, Executor as _};
 
 use crate::StoreError;
 use crate::store::StoreOptions;
@@ -54,12 +62,36 @@ pub(crate) async fn connect(
         .max_connections(1)
         .min_connections(1)
         .acquire_timeout(options.acquire_timeout)
+        .after_release(|conn, meta| Box::pin(still_clean(conn, meta)))
         .connect_with(connect.clone())
         .await?;
     let read = SqlitePoolOptions::new()
         .max_connections(options.max_connections.max(1))
         .acquire_timeout(options.acquire_timeout)
+        .after_release(|conn, meta| Box::pin(still_clean(conn, meta)))
         .connect_with(connect.create_if_missing(false))
         .await?;
     Ok((write, read))
+}
+
+/// Whether a released connection may be used again: only if neither sqlx nor SQLite thinks a
+/// transaction is open on it. Otherwise the pool closes it (SQLite rolls back whatever was left
+/// open) and opens a fresh one on the next acquire.
+///
+/// SQLite has no query for "is a transaction open"; `BEGIN` fails inside one, so a
+/// `BEGIN; ROLLBACK` pair tells, for the price of two statements that touch no page.
+async fn still_clean(
+    conn: &mut SqliteConnection,
+    _: PoolConnectionMetadata,
+) -> Result<bool, sqlx::Error> {
+    if conn.is_in_transaction() {
+        tracing::warn!("discarding a SQLite connection left inside a transaction");
+        return Ok(false);
+    }
+    if let Err(error) = conn.execute("BEGIN").await {
+        tracing::warn!(%error, "discarding a SQLite connection SQLite still has in a transaction");
+        return Ok(false);
+    }
+    conn.execute("ROLLBACK").await?;
+    Ok(true)
 }

@@ -18,6 +18,7 @@ use uuid::Uuid;
 
 use crate::model::{CommandContext, Executed, IdempotencyKey, Rejection, StoredEvent};
 use crate::rows::{EVENT_COLUMNS, KeyRow, key_row, raw_event};
+use crate::error::Outage;
 use crate::{StoreError, metadata, postgres, sqlite};
 
 /// Tuning of the connection pools.
@@ -26,7 +27,9 @@ pub struct StoreOptions {
     /// PostgreSQL: size of the pool (one connection is kept by the LISTEN task).
     /// SQLite: size of the read pool; the write pool always has exactly one connection.
     pub max_connections: u32,
-    /// How long a query waits for a free connection before failing.
+    /// How long a query waits for a free connection before failing: the bound on how long a
+    /// request waits while the database is unreachable or every connection is busy, before it
+    /// is answered 503.
     pub acquire_timeout: Duration,
 }
 
@@ -34,9 +37,18 @@ impl Default for StoreOptions {
     fn default() -> Self {
         Self {
             max_connections: 10,
-            acquire_timeout: Duration::from_secs(30),
+            acquire_timeout: Duration::from_secs(5),
         }
     }
+}
+
+/// Why the store is not ready, as [`Store::readiness`] found it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct NotReady {
+    /// What kind of outage.
+    pub outage: Outage,
+    /// What failed, for the operator (no secrets, no personal data).
+    pub detail: String,
 }
 
 /// The event store: one `Pathway` stream per beneficiary, the global feed, idempotency keys.
@@ -54,6 +66,9 @@ struct Inner {
     wake: watch::Sender<i64>,
     /// PostgreSQL only: the task turning notifications from other processes into wake-ups.
     listener: Option<JoinHandle<()>>,
+    /// The outage that made the last command fail, until a command or a readiness probe
+    /// commits again: while set, [`Store::readiness`] writes to find out whether it is over.
+    write_outage: std::sync::Mutex<Option<NotReady>>,
 }
 
 impl Drop for Inner {
@@ -164,6 +179,7 @@ impl Store {
                 services,
                 wake,
                 listener,
+                write_outage: std::sync::Mutex::new(None),
             }),
         };
         store.refresh_wakeups().await;
@@ -216,6 +232,92 @@ impl Store {
         Ok(())
     }
 
+    /// Whether the store can serve commands now, found out within `within`:
+    /// - after a command failed for an outage (disk full, database unreachable…), a probe
+    ///   write commits or the outage goes on;
+    /// - otherwise a query through the connection writes go through answers.
+    ///
+    /// Never takes much longer than `within`; recovers by itself once the cause is gone.
+    pub async fn readiness(&self, within: Duration) -> Result<(), NotReady> {
+        let failing = self.write_outage();
+        let check = async {
+            match &failing {
+                Some(_) => self.probe_write().await,
+                None => self.ping_writer().await,
+            }
+        };
+        match tokio::time::timeout(within, check).await {
+            Ok(Ok(())) => {
+                if failing.is_some() {
+                    tracing::info!("the store commits again");
+                    self.set_write_outage(None);
+                }
+                Ok(())
+            }
+            Ok(Err(error)) => Err(NotReady {
+                outage: error.outage().unwrap_or(Outage::StorageFailure),
+                detail: crate::error::chain(&error),
+            }),
+            Err(_) => Err(NotReady {
+                outage: Outage::Unreachable,
+                detail: format!(
+                    "the database did not answer within {} ms (unreachable, or every \
+                     connection busy)",
+                    within.as_millis()
+                ),
+            }),
+        }
+    }
+
+    /// The outage the last failed command ran into, if no commit succeeded since.
+    pub fn write_outage(&self) -> Option<NotReady> {
+        self.inner
+            .write_outage
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .clone()
+    }
+
+    fn set_write_outage(&self, outage: Option<NotReady>) {
+        *self
+            .inner
+            .write_outage
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner) = outage;
+    }
+
+    /// `SELECT 1` through the connection(s) commands are committed through.
+    async fn ping_writer(&self) -> Result<(), StoreError> {
+        match &self.inner.backend {
+            Backend::Sqlite { write, .. } => {
+                sqlx::query("SELECT 1").execute(write).await?;
+            }
+            Backend::Postgres { pool, .. } => {
+                sqlx::query("SELECT 1").execute(pool).await?;
+            }
+        }
+        Ok(())
+    }
+
+    /// Commits a write about as large as a big command's, to learn whether commits succeed.
+    async fn probe_write(&self) -> Result<(), StoreError> {
+        const PROBE_BYTES: usize = 64 * 1024;
+        let sql = "INSERT INTO store_probe (id, written_at, filler) VALUES (1, $1, $2) \
+                   ON CONFLICT (id) DO UPDATE \
+                   SET written_at = excluded.written_at, filler = excluded.filler";
+        let now = chrono::Utc::now().to_rfc3339();
+        let filler = vec![0_u8; PROBE_BYTES];
+        match &self.inner.backend {
+            Backend::Sqlite { write, .. } => {
+                sqlx::query(sql).bind(now).bind(filler).execute(write).await?;
+            }
+            Backend::Postgres { pool, .. } => {
+                sqlx::query(sql).bind(now).bind(filler).execute(pool).await?;
+            }
+        }
+        Ok(())
+    }
+
     /// A receiver of the highest position known to be committed, bumped after each local
     /// commit and, with PostgreSQL, on notifications from other processes. Only a hint to
     /// re-read the feed sooner: readers must still poll.
@@ -237,6 +339,30 @@ impl Store {
         fields(beneficiary = %beneficiary, command = command.name(), principal = %ctx.principal)
     )]
     pub async fn execute(
+        &self,
+        beneficiary: Uuid,
+        command: PathwayCommand,
+        ctx: CommandContext,
+    ) -> Result<Result<Executed, Rejection>, StoreError> {
+        let result = self.execute_once(beneficiary, command, ctx).await;
+        match &result {
+            Ok(Ok(executed)) if !executed.replayed && self.write_outage().is_some() => {
+                tracing::info!("the store commits again");
+                self.set_write_outage(None);
+            }
+            Err(error) => {
+                if let Some(outage) = error.outage() {
+                    let detail = crate::error::chain(error);
+                    tracing::warn!(outage = outage.as_str(), error = %detail, "command not stored");
+                    self.set_write_outage(Some(NotReady { outage, detail }));
+                }
+            }
+            Ok(_) => {}
+        }
+        result
+    }
+
+    async fn execute_once(
         &self,
         beneficiary: Uuid,
         command: PathwayCommand,
@@ -267,6 +393,19 @@ impl Store {
                 let events = self
                     .fetch_range(&aggregate_id, before + 1, pathway.version())
                     .await?;
+                // What the commit reported must be readable by everyone before it is
+                // acknowledged: a commit that only a connection's own open transaction can see
+                // is not one.
+                if events.len() as u64 != pathway.version() - before {
+                    return Err(StoreError::EventStore(
+                        format!(
+                            "the commit of {} event(s) reported success but {} are readable",
+                            pathway.version() - before,
+                            events.len()
+                        )
+                        .into(),
+                    ));
+                }
                 if let Some(last) = events.last() {
                     bump(&self.inner.wake, last.position);
                 }

@@ -852,6 +852,9 @@ async fn every_problem_conforms_to_the_problem_schema() {
         ApiError::concurrent_write(),
         ApiError::idempotency_key_reused(),
         ApiError::Internal("disk on fire".into()),
+        ApiError::Unavailable(filiera_store::Outage::DiskFull),
+        ApiError::Unavailable(filiera_store::Outage::StorageFailure),
+        ApiError::Unavailable(filiera_store::Outage::Unreachable),
     ];
     for error in errors {
         let response = error.into_response();
