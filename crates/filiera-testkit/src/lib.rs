@@ -6,6 +6,8 @@
 //! - [`TestDb`]: a new database on the PostgreSQL at `FILIERA_TEST_PG_URL` (default
 //!   `postgres://postgres@127.0.0.1:5432/postgres`).
 //! - [`NatsServer`]: a JetStream server of the test's own, which it can stop and restart.
+//! - [`PgServer`]: a PostgreSQL server of the test's own (a fresh cluster), which it can
+//!   stop and restart, for outages that must not touch the shared server.
 //! - [`ChildLines`]: a spawned process whose standard output comes line by line.
 
 use std::io::{BufRead as _, BufReader};
@@ -210,6 +212,169 @@ impl Drop for NatsServer {
     fn drop(&mut self) {
         if let Some(mut child) = self.child.take() {
             let _ = child.kill();
+            let _ = child.wait();
+        }
+    }
+}
+
+/// A PostgreSQL server of this test: a fresh cluster (`initdb`) in a folder of its own, on a
+/// free port of 127.0.0.1 with trust authentication for `postgres`. Stopped on drop.
+///
+/// PostgreSQL refuses to run as root: when the test is root, the cluster belongs to the
+/// `postgres` user, and its programs run as that user through `setpriv`.
+pub struct PgServer {
+    /// Its port.
+    pub port: u16,
+    dir: tempfile::TempDir,
+    child: Option<Child>,
+}
+
+/// The folder of the newest installed PostgreSQL's programs (`PG_BIN` overrides it).
+fn pg_bin() -> anyhow::Result<PathBuf> {
+    if let Ok(path) = std::env::var("PG_BIN") {
+        return Ok(path.into());
+    }
+    let mut versions: Vec<(u32, PathBuf)> = std::fs::read_dir("/usr/lib/postgresql")
+        .context("PostgreSQL's programs under /usr/lib/postgresql (apt-get install postgresql)")?
+        .filter_map(|entry| {
+            let entry = entry.ok()?;
+            let version = entry.file_name().to_str()?.parse().ok()?;
+            Some((version, entry.path().join("bin")))
+        })
+        .collect();
+    versions.sort();
+    versions
+        .pop()
+        .map(|(_, bin)| bin)
+        .context("no PostgreSQL version under /usr/lib/postgresql")
+}
+
+/// Whether this process runs as root (PostgreSQL must then run as `postgres`).
+fn is_root() -> bool {
+    Command::new("id")
+        .arg("-u")
+        .output()
+        .is_ok_and(|out| out.stdout.trim_ascii() == b"0")
+}
+
+/// `program` of PostgreSQL, run as `postgres` when this process is root.
+fn pg_command(program: &str) -> anyhow::Result<Command> {
+    let path = pg_bin()?.join(program);
+    Ok(if is_root() {
+        let mut command = Command::new("setpriv");
+        command
+            .args(["--reuid=postgres", "--regid=postgres", "--init-groups", "--"])
+            .arg(path);
+        command
+    } else {
+        Command::new(path)
+    })
+}
+
+impl PgServer {
+    /// Creates a cluster, starts it on a free port and waits until it accepts connections.
+    pub async fn start() -> anyhow::Result<Self> {
+        let dir = tempfile::tempdir()?;
+        if is_root() {
+            let status = Command::new("chown")
+                .args(["-R", "postgres:postgres"])
+                .arg(dir.path())
+                .status()?;
+            ensure!(status.success(), "chown of the cluster folder failed");
+        }
+        let output = pg_command("initdb")?
+            .args(["--username=postgres", "--auth=trust", "--encoding=UTF8", "--no-sync", "-D"])
+            .arg(dir.path().join("data"))
+            .output()
+            .context("run initdb")?;
+        ensure!(
+            output.status.success(),
+            "initdb failed: {}",
+            String::from_utf8_lossy(&output.stderr)
+        );
+        let mut server = Self {
+            port: free_port(),
+            dir,
+            child: None,
+        };
+        server.restart().await?;
+        Ok(server)
+    }
+
+    /// A URL of database `name` on this server.
+    pub fn url(&self, name: &str) -> String {
+        format!("postgres://postgres@127.0.0.1:{}/{name}", self.port)
+    }
+
+    /// (Re)starts the server on the same port and cluster, and waits until it accepts
+    /// connections.
+    pub async fn restart(&mut self) -> anyhow::Result<()> {
+        ensure!(self.child.is_none(), "the server is running");
+        let child = pg_command("postgres")?
+            .arg("-D")
+            .arg(self.dir.path().join("data"))
+            .args(["-p", &self.port.to_string(), "-c", "listen_addresses=127.0.0.1"])
+            .arg("-c")
+            .arg(format!("unix_socket_directories={}", self.dir.path().display()))
+            .args(["-c", "fsync=off", "-c", "max_connections=50"])
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .context("spawn postgres")?;
+        self.child = Some(child);
+        let deadline = tokio::time::Instant::now() + Duration::from_secs(30);
+        loop {
+            if let Ok(conn) = sqlx::PgConnection::connect(&self.url("postgres")).await {
+                conn.close().await?;
+                return Ok(());
+            }
+            if let Some(status) = self
+                .child
+                .as_mut()
+                .and_then(|c| c.try_wait().ok().flatten())
+            {
+                self.child = None;
+                bail!("postgres exited at start: {status}");
+            }
+            ensure!(
+                tokio::time::Instant::now() < deadline,
+                "postgres did not accept connections on port {}",
+                self.port
+            );
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+    }
+
+    /// Stops the server as abruptly as a crash would (immediate shutdown: every connection
+    /// is cut, nothing is flushed beyond what was committed) and waits until it has exited.
+    pub async fn stop(&mut self) -> anyhow::Result<()> {
+        let Some(mut child) = self.child.take() else {
+            return Ok(());
+        };
+        let _ = Command::new("kill")
+            .args(["-QUIT", &child.id().to_string()])
+            .status();
+        let deadline = tokio::time::Instant::now() + Duration::from_secs(20);
+        loop {
+            if child.try_wait()?.is_some() {
+                return Ok(());
+            }
+            if tokio::time::Instant::now() >= deadline {
+                child.kill()?;
+                child.wait()?;
+                return Ok(());
+            }
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+    }
+}
+
+impl Drop for PgServer {
+    fn drop(&mut self) {
+        if let Some(mut child) = self.child.take() {
+            let _ = Command::new("kill")
+                .args(["-QUIT", &child.id().to_string()])
+                .status();
             let _ = child.wait();
         }
     }

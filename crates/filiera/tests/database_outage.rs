@@ -1,0 +1,241 @@
+//! PostgreSQL stops under writes and comes back: requests fail fast with 503 and
+//! `Retry-After` (never 500, never a long hang), `/readyz` says so, nothing acknowledged is
+//! lost, and writes, reads and the projection recover within seconds of the database's return
+//! without restarting filiera.
+//!
+//! The database is a PostgreSQL server of the test's own, never the shared one.
+
+mod common;
+
+use std::collections::BTreeSet;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use common::{filiera, get, start_with};
+use filiera_testkit::PgServer;
+use serde_json::{Value, json};
+use sqlx::{Connection as _, Executor as _};
+
+/// `[database] acquire_timeout` of the server under test.
+const ACQUIRE_TIMEOUT: Duration = Duration::from_secs(2);
+/// The longest a refused request may take: the acquire timeout plus slack for a busy machine.
+const REFUSAL_BOUND: Duration = Duration::from_secs(6);
+
+/// What the writers were told, key by key.
+#[derive(Debug, Default)]
+struct Outcomes {
+    /// Keys answered 201, with the id.
+    acknowledged: Vec<(String, String)>,
+    /// Keys answered 503.
+    refused: Vec<String>,
+    /// When the last 201 came.
+    last_success: Option<Instant>,
+    /// When the last 503 came.
+    last_refusal: Option<Instant>,
+}
+
+async fn enrol(client: &reqwest::Client, base: &str, key: &str) -> (u16, Value, Duration, bool) {
+    let started = Instant::now();
+    let response = client
+        .post(format!("{base}/v1/beneficiaries"))
+        .header("Idempotency-Key", key)
+        .json(&json!({"territory": "PIE-TO-TORINO", "on": "2024-03-01", "referral": "self"}))
+        .timeout(Duration::from_secs(30))
+        .send()
+        .await
+        .expect("the server answers");
+    let status = response.status().as_u16();
+    let retry_after = response.headers().contains_key("retry-after");
+    let body = response.json().await.unwrap_or(Value::Null);
+    (status, body, started.elapsed(), retry_after)
+}
+
+async fn writer(
+    client: reqwest::Client,
+    base: String,
+    name: usize,
+    outcomes: Arc<Mutex<Outcomes>>,
+    stop: Arc<AtomicBool>,
+) {
+    for n in 0.. {
+        if stop.load(Ordering::Relaxed) {
+            return;
+        }
+        let key = format!("outage-{name}-{n}");
+        let (status, body, took, retry_after) = enrol(&client, &base, &key).await;
+        match status {
+            201 => {
+                let id = body["id"].as_str().expect("an id").to_owned();
+                let mut outcomes = outcomes.lock().unwrap();
+                outcomes.acknowledged.push((key, id));
+                outcomes.last_success = Some(Instant::now());
+            }
+            503 => {
+                assert!(retry_after, "503 without Retry-After: {body}");
+                assert_eq!(body["code"], "database_unavailable", "{body}");
+                assert!(took <= REFUSAL_BOUND, "refused after {took:?}: {body}");
+                {
+                    let mut outcomes = outcomes.lock().unwrap();
+                    outcomes.refused.push(key);
+                    outcomes.last_refusal = Some(Instant::now());
+                }
+                tokio::time::sleep(Duration::from_millis(100)).await;
+            }
+            other => panic!("enrolment answered {other} after {took:?}: {body}"),
+        }
+    }
+}
+
+async fn readyz(client: &reqwest::Client, base: &str) -> (u16, Value, Duration) {
+    let started = Instant::now();
+    let response = client
+        .get(format!("{base}/readyz"))
+        .timeout(Duration::from_secs(10))
+        .send()
+        .await
+        .expect("/readyz answers");
+    let status = response.status().as_u16();
+    (
+        status,
+        response.json().await.unwrap_or(Value::Null),
+        started.elapsed(),
+    )
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_database_outage_fails_fast_loses_nothing_and_recovers_without_a_restart() {
+    let mut pg = PgServer::start().await.expect("a PostgreSQL of the test's own");
+    let mut admin = sqlx::PgConnection::connect(&pg.url("postgres"))
+        .await
+        .unwrap();
+    admin.execute("CREATE DATABASE filiera").await.unwrap();
+    admin.close().await.unwrap();
+
+    let config = tempfile::NamedTempFile::new().unwrap();
+    std::fs::write(
+        config.path(),
+        format!(
+            "[database]\nacquire_timeout = \"{}s\"\n",
+            ACQUIRE_TIMEOUT.as_secs()
+        ),
+    )
+    .unwrap();
+    let mut command = filiera(&pg.url("filiera"));
+    command.env("FILIERA_CONFIG", config.path());
+    let client = reqwest::Client::new();
+    let server = start_with(command, &client).await;
+    let base = server.base.clone();
+
+    let outcomes = Arc::new(Mutex::new(Outcomes::default()));
+    let stop = Arc::new(AtomicBool::new(false));
+    let writers: Vec<_> = (0..3)
+        .map(|name| {
+            tokio::spawn(writer(
+                client.clone(),
+                base.clone(),
+                name,
+                outcomes.clone(),
+                stop.clone(),
+            ))
+        })
+        .collect();
+    tokio::time::sleep(Duration::from_secs(1)).await;
+
+    // The database goes away under the writers.
+    pg.stop().await.unwrap();
+    let stopped_at = Instant::now();
+    tokio::time::sleep(Duration::from_secs(1)).await;
+    let (status, body, took) = readyz(&client, &base).await;
+    assert_eq!(status, 503, "{body}");
+    assert_eq!(body["reason"], "database_unreachable", "{body}");
+    assert!(took < Duration::from_millis(1500), "/readyz took {took:?}");
+    // Reads fail fast too.
+    let started = Instant::now();
+    let feed = client
+        .get(format!("{base}/v1/events"))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(feed.status(), 503);
+    assert!(started.elapsed() <= REFUSAL_BOUND);
+    tokio::time::sleep(Duration::from_secs(3)).await;
+    let refused_during = outcomes.lock().unwrap().refused.len();
+    assert!(refused_during >= 3, "only {refused_during} refusals while down");
+    eprintln!("refused {refused_during} writes in {:?} of outage", stopped_at.elapsed());
+
+    // It comes back: writes succeed again within seconds, without restarting filiera.
+    pg.restart().await.unwrap();
+    let back_at = Instant::now();
+    let recovered = loop {
+        if let Some(at) = outcomes.lock().unwrap().last_success
+            && at > back_at
+        {
+            break at - back_at;
+        }
+        assert!(
+            back_at.elapsed() < Duration::from_secs(15),
+            "writes did not resume within 15 s of the database's return"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    };
+    eprintln!("writes resumed {recovered:?} after the database's return");
+    assert!(recovered < Duration::from_secs(10), "{recovered:?}");
+    // Connections broken by the restart are replaced, not handed to requests: once a write
+    // went through, none fails.
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    stop.store(true, Ordering::Relaxed);
+    for writer in writers {
+        writer.await.expect("writer");
+    }
+    {
+        let outcomes = outcomes.lock().unwrap();
+        let first_success = back_at + recovered;
+        assert!(
+            outcomes.last_refusal.is_none_or(|at| at <= first_success),
+            "a request failed after writes had resumed"
+        );
+    }
+    let (status, body, _) = readyz(&client, &base).await;
+    assert_eq!(status, 200, "{body}");
+
+    // A refused command may or may not have been committed (the connection died around
+    // COMMIT): retrying it with its key answers the first outcome or stores it now.
+    let (acknowledged, refused) = {
+        let outcomes = outcomes.lock().unwrap();
+        (outcomes.acknowledged.clone(), outcomes.refused.clone())
+    };
+    let mut ids: BTreeSet<String> = acknowledged.iter().map(|(_, id)| id.clone()).collect();
+    for key in &refused {
+        let (status, body, _, _) = enrol(&client, &base, key).await;
+        assert_eq!(status, 201, "retry of {key}: {body}");
+        assert!(ids.insert(body["id"].as_str().unwrap().to_owned()), "{key} reused an id");
+    }
+
+    // Every acknowledged enrolment is stored, and each key stored exactly one.
+    let mut stored = Vec::new();
+    let mut after = 0;
+    loop {
+        let page = get(&client, format!("{base}/v1/events?after={after}&limit=1000")).await;
+        let events = page["events"].as_array().expect("a feed page");
+        if events.is_empty() {
+            break;
+        }
+        stored.extend(events.iter().map(|e| e["beneficiary_id"].as_str().unwrap().to_owned()));
+        after = page["next_after"].as_i64().unwrap();
+    }
+    assert_eq!(stored.len(), acknowledged.len() + refused.len());
+    assert_eq!(stored.into_iter().collect::<BTreeSet<_>>(), ids);
+
+    // The projection runner took its leadership back and caught up.
+    let deadline = Instant::now() + Duration::from_secs(20);
+    loop {
+        let metrics = get(&client, format!("{base}/v1/metrics")).await;
+        if metrics["enrolments"] == ids.len() {
+            break;
+        }
+        assert!(Instant::now() < deadline, "projection stuck: {metrics}");
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    drop(server);
+}
