@@ -102,12 +102,16 @@ pub(crate) fn outage_of(error: &sqlx::Error) -> Option<Outage> {
 }
 
 fn sqlite_outage(primary: i32) -> Option<Outage> {
+    const SQLITE_BUSY: i32 = 5;
+    const SQLITE_LOCKED: i32 = 6;
     const SQLITE_READONLY: i32 = 8;
     const SQLITE_IOERR: i32 = 10;
     const SQLITE_FULL: i32 = 13;
     const SQLITE_CANTOPEN: i32 = 14;
     match primary {
         SQLITE_FULL => Some(Outage::DiskFull),
+        // Another process held the write lock past the busy timeout.
+        SQLITE_BUSY | SQLITE_LOCKED => Some(Outage::Unreachable),
         SQLITE_READONLY | SQLITE_IOERR | SQLITE_CANTOPEN => Some(Outage::StorageFailure),
         _ => None,
     }
@@ -138,4 +142,52 @@ pub(crate) fn chain(error: &dyn std::error::Error) -> String {
         source = cause.source();
     }
     out
+}
+
+#[cfg(test)]
+mod tests {
+    use sqlx::{Connection as _, Executor as _, SqliteConnection};
+
+    use super::*;
+
+    /// A real `SQLITE_FULL`, from a database capped at a few pages, is a full disk.
+    #[tokio::test]
+    async fn a_full_sqlite_database_is_a_disk_full_outage() {
+        let mut conn = SqliteConnection::connect("sqlite::memory:").await.unwrap();
+        conn.execute("CREATE TABLE t (b blob); PRAGMA max_page_count = 4;")
+            .await
+            .unwrap();
+        let error = conn
+            .execute("INSERT INTO t VALUES (zeroblob(1000000))")
+            .await
+            .unwrap_err();
+        assert_eq!(StoreError::Database(error).outage(), Some(Outage::DiskFull));
+        let error = conn.execute("SELECT * FROM missing").await.unwrap_err();
+        assert_eq!(StoreError::Database(error).outage(), None);
+    }
+
+    /// Nothing listening, or a pool that waited in vain: the database is unreachable.
+    #[tokio::test]
+    async fn an_unreachable_postgres_is_an_outage() {
+        let port = std::net::TcpListener::bind("127.0.0.1:0")
+            .unwrap()
+            .local_addr()
+            .unwrap()
+            .port();
+        let error = sqlx::PgConnection::connect(&format!("postgres://x@127.0.0.1:{port}/x"))
+            .await
+            .unwrap_err();
+        assert_eq!(
+            StoreError::Database(error).outage(),
+            Some(Outage::Unreachable)
+        );
+        assert_eq!(
+            StoreError::Database(sqlx::Error::PoolTimedOut).outage(),
+            Some(Outage::Unreachable)
+        );
+        assert_eq!(postgres_outage("53100"), Some(Outage::DiskFull));
+        assert_eq!(postgres_outage("57P01"), Some(Outage::Unreachable));
+        assert_eq!(postgres_outage("23505"), None);
+        assert_eq!(StoreError::Corrupt("x".into()).outage(), None);
+    }
 }
