@@ -2,10 +2,11 @@
 //! including sqlite-es commits and migrations, goes through it, so writers queue in-process
 //! instead of failing with "database is locked") and a separate pool for reads.
 //!
-//! A connection goes back to its pool only outside any transaction (see [`still_clean`]): after
-//! a failed `COMMIT` (a full disk, an I/O error) SQLite may keep the transaction open while
-//! sqlx's own bookkeeping says otherwise, and every later "commit" on that connection would
-//! only release a savepoint of a transaction that never ends: acknowledged, never durable.
+//! A connection goes back to its pool only outside any transaction (see [`still_clean`]). After
+//! a failed `COMMIT` (a full disk, an I/O error) SQLite may have rolled back on its own while
+//! sqlx still counts a transaction. Later `begin()`s on that connection then become savepoints,
+//! and after one more failure (`ROLLBACK TO` keeps SQLite's transaction open) every "commit"
+//! only releases a savepoint of a transaction that never ends: acknowledged, never durable.
 
 use std::str::FromStr;
 use std::time::Duration;
@@ -74,24 +75,26 @@ pub(crate) async fn connect(
     Ok((write, read))
 }
 
-/// Whether a released connection may be used again: only if neither sqlx nor SQLite thinks a
+/// Whether a released connection may be used again: only if neither SQLite nor sqlx thinks a
 /// transaction is open on it. Otherwise the pool closes it (SQLite rolls back whatever was left
 /// open) and opens a fresh one on the next acquire.
 ///
 /// SQLite has no query for "is a transaction open"; `BEGIN` fails inside one, so a
-/// `BEGIN; ROLLBACK` pair tells, for the price of two statements that touch no page.
+/// `BEGIN; ROLLBACK` pair tells, for the price of two statements that touch no page. It runs
+/// first: the connection's worker executes commands in order, so once it answers, a rollback
+/// queued by a dropped transaction has run and sqlx's depth is settled.
 async fn still_clean(
     conn: &mut SqliteConnection,
     _: PoolConnectionMetadata,
 ) -> Result<bool, sqlx::Error> {
-    if conn.is_in_transaction() {
-        tracing::warn!("discarding a SQLite connection left inside a transaction");
-        return Ok(false);
-    }
     if let Err(error) = conn.execute("BEGIN").await {
-        tracing::warn!(%error, "discarding a SQLite connection SQLite still has in a transaction");
+        tracing::warn!(%error, "discarding a SQLite connection left inside a transaction");
         return Ok(false);
     }
     conn.execute("ROLLBACK").await?;
+    if conn.is_in_transaction() {
+        tracing::warn!("discarding a SQLite connection sqlx still counts inside a transaction");
+        return Ok(false);
+    }
     Ok(true)
 }
