@@ -4,7 +4,7 @@
 use std::sync::Arc;
 
 use filiera_domain::{PathwayServices, StageCatalogue, TerritoryRegistry};
-use filiera_http::AppState;
+use filiera_http::{AppState, ServeSettings};
 use filiera_projections::{ProjectionSettings, Projections};
 use filiera_store::Store;
 use filiera_testkit::TestDb;
@@ -77,6 +77,12 @@ pub fn services() -> PathwayServices {
 
 /// Starts the app on an ephemeral port over fresh storage.
 pub async fn spawn_app(backend: Backend) -> TestApp {
+    spawn_app_with(backend, ServeSettings::default()).await
+}
+
+/// Starts the app on an ephemeral port over fresh storage, its connections handled with
+/// `serve_settings` (short timeouts, few connections) instead of the defaults.
+pub async fn spawn_app_with(backend: Backend, serve_settings: ServeSettings) -> TestApp {
     let (url, guard) = fresh_store_url(backend).await;
     let store = Store::connect(&url, services()).await.expect("connect");
     store.migrate().await.expect("migrate");
@@ -90,7 +96,12 @@ pub async fn spawn_app(backend: Backend) -> TestApp {
         .await
         .expect("bind");
     let address = format!("http://{}", listener.local_addr().expect("address"));
-    tokio::spawn(filiera_http::serve(listener, state, std::future::pending()));
+    tokio::spawn(filiera_http::serve_with(
+        listener,
+        state,
+        serve_settings,
+        std::future::pending(),
+    ));
     TestApp {
         address,
         client: reqwest::Client::new(),

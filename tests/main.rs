@@ -3,6 +3,7 @@
 mod helpers;
 
 mod feed_stream;
+mod hostile_http;
 mod openapi;
 mod read_api;
 mod write_api;

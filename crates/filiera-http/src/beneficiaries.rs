@@ -1,7 +1,7 @@
 //! `/v1/beneficiaries`: enrolment, the write endpoints of SPEC 4.1, state and history.
 
 use axum::Json;
-use axum::extract::{Path, State};
+use axum::extract::State;
 use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use chrono::NaiveDate;
@@ -15,7 +15,7 @@ use utoipa::ToSchema;
 use uuid::Uuid;
 
 use crate::AppState;
-use crate::extract::{Caller, IdempotencyHeader, JsonBody, beneficiary_id};
+use crate::extract::{Caller, IdempotencyHeader, JsonBody, PathSegment, beneficiary_id};
 use crate::feed::FeedItem;
 use crate::problem::ApiError;
 use crate::problem::responses::{
@@ -290,7 +290,7 @@ pub async fn enrol(
 #[tracing::instrument(skip_all, fields(beneficiary_id = %id))]
 pub async fn enter_stage(
     State(app): State<AppState>,
-    Path(id): Path<String>,
+    PathSegment(id): PathSegment,
     caller: Caller,
     idempotency: IdempotencyHeader,
     body: JsonBody<StageBody>,
@@ -366,7 +366,7 @@ macro_rules! simple_command {
         #[tracing::instrument(skip_all, fields(beneficiary_id = %id))]
         pub async fn $name(
             State(app): State<AppState>,
-            Path(id): Path<String>,
+            PathSegment(id): PathSegment,
             caller: Caller,
             idempotency: IdempotencyHeader,
             body: JsonBody<$body>,
@@ -450,7 +450,7 @@ pub struct IdempotencyParam {
 #[tracing::instrument(skip_all, fields(beneficiary_id = %id))]
 pub async fn get_state(
     State(app): State<AppState>,
-    Path(id): Path<String>,
+    PathSegment(id): PathSegment,
     _caller: Caller,
 ) -> Result<Json<BeneficiaryView>, ApiError> {
     let beneficiary = beneficiary_id(&id)?;
@@ -488,7 +488,7 @@ pub struct HistoryPage {
 #[tracing::instrument(skip_all, fields(beneficiary_id = %id))]
 pub async fn history(
     State(app): State<AppState>,
-    Path(id): Path<String>,
+    PathSegment(id): PathSegment,
     _caller: Caller,
 ) -> Result<Json<HistoryPage>, ApiError> {
     let beneficiary = beneficiary_id(&id)?;

@@ -1,19 +1,25 @@
 //! Extractors that turn every malformed request into a problem document naming the field.
 
+use std::cell::Cell;
+use std::fmt;
+
 use axum::body::Bytes;
-use axum::extract::rejection::BytesRejection;
-use axum::extract::{FromRequest, FromRequestParts, Request};
+use axum::extract::path::ErrorKind;
+use axum::extract::rejection::{BytesRejection, PathRejection};
+use axum::extract::{FromRequest, FromRequestParts, Path, Request};
 use axum::http::request::Parts;
 use axum::http::{StatusCode, header};
-use serde::de::DeserializeOwned;
+use serde::de::{DeserializeOwned, DeserializeSeed, MapAccess, SeqAccess, Visitor};
+use serde_json::Value;
 use sha2::{Digest, Sha256};
 use uuid::Uuid;
 
 use crate::problem::ApiError;
 
 /// A JSON body, parsed strictly: 415 without a JSON content type, 413 over the size limit,
-/// 400 for malformed JSON, 422 naming the field for a missing, unknown or invalid member.
-/// Keeps the raw bytes so that idempotent requests can be fingerprinted.
+/// 408 when it does not arrive in time, 400 for malformed JSON, 422 naming the field for a
+/// missing, unknown, repeated or invalid member. Keeps the raw bytes so that idempotent
+/// requests can be fingerprinted.
 pub struct JsonBody<T> {
     pub value: T,
     pub raw: Bytes,
@@ -55,6 +61,13 @@ where
                     too_large()
                 }
                 other if other.status() == StatusCode::PAYLOAD_TOO_LARGE => too_large(),
+                other if timed_out(&other) => ApiError::problem(
+                    StatusCode::REQUEST_TIMEOUT,
+                    "request_timeout",
+                    "Request timeout",
+                    "the request body did not arrive in time; send it whole, at once",
+                    None,
+                ),
                 other => ApiError::malformed(other.body_text()),
             })?;
         let value = parse_json(&raw)?;
@@ -72,10 +85,24 @@ fn too_large() -> ApiError {
     )
 }
 
+/// Whether reading the body failed because it did not arrive before the server's body
+/// deadline (`ServeSettings::body_timeout`).
+fn timed_out(rejection: &BytesRejection) -> bool {
+    let mut source = std::error::Error::source(rejection);
+    while let Some(err) = source {
+        if err.is::<tower_http::timeout::TimeoutError>() {
+            return true;
+        }
+        source = err.source();
+    }
+    false
+}
+
 /// Parses a JSON document into `T`, separating syntax errors (400) from shape errors (422).
+/// A key repeated in an object, at any depth, is a shape error naming its path: serde_json
+/// would keep the last value, so two readers of the same body could see different requests.
 pub fn parse_json<T: DeserializeOwned>(raw: &[u8]) -> Result<T, ApiError> {
-    let value: serde_json::Value = serde_json::from_slice(raw)
-        .map_err(|e| ApiError::malformed(format!("the body is not valid JSON: {e}")))?;
+    let value = parse_unique_keys(raw)?;
     if !value.is_object() {
         return Err(ApiError::invalid("", "the body must be a JSON object"));
     }
@@ -90,6 +117,158 @@ pub fn parse_json<T: DeserializeOwned>(raw: &[u8]) -> Result<T, ApiError> {
         };
         ApiError::invalid(field, detail)
     })
+}
+
+/// The JSON document in `raw` as a [`Value`], refusing repeated keys.
+fn parse_unique_keys(raw: &[u8]) -> Result<Value, ApiError> {
+    let repeated = Cell::new(None);
+    let mut de = serde_json::Deserializer::from_slice(raw);
+    let value = UniqueKeys {
+        path: String::new(),
+        repeated: &repeated,
+    }
+    .deserialize(&mut de)
+    .and_then(|value| de.end().map(|()| value));
+    value.map_err(|err| match repeated.take() {
+        Some(field) => {
+            let detail = format!("`{field}` is given more than once");
+            ApiError::invalid(field, detail)
+        }
+        None => ApiError::malformed(format!("the body is not valid JSON: {err}")),
+    })
+}
+
+/// Reads a JSON value like `Value`'s own `Deserialize`, except that an object repeating a key
+/// fails, the key's path left in `repeated`, written as `serde_path_to_error` writes paths
+/// (`person.given_name`, `items[2].code`).
+struct UniqueKeys<'r> {
+    /// Where the value being read sits in the document; empty at the top.
+    path: String,
+    repeated: &'r Cell<Option<String>>,
+}
+
+impl<'r> UniqueKeys<'r> {
+    fn member(&self, key: &str) -> Self {
+        let path = if self.path.is_empty() {
+            key.to_owned()
+        } else {
+            format!("{}.{key}", self.path)
+        };
+        Self {
+            path,
+            repeated: self.repeated,
+        }
+    }
+
+    fn element(&self, index: usize) -> Self {
+        Self {
+            path: format!("{}[{index}]", self.path),
+            repeated: self.repeated,
+        }
+    }
+}
+
+impl<'de> DeserializeSeed<'de> for UniqueKeys<'_> {
+    type Value = Value;
+
+    fn deserialize<D: serde::Deserializer<'de>>(self, de: D) -> Result<Value, D::Error> {
+        de.deserialize_any(self)
+    }
+}
+
+impl<'de> Visitor<'de> for UniqueKeys<'_> {
+    type Value = Value;
+
+    fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("any JSON value")
+    }
+
+    fn visit_bool<E>(self, v: bool) -> Result<Value, E> {
+        Ok(Value::Bool(v))
+    }
+
+    fn visit_i64<E>(self, v: i64) -> Result<Value, E> {
+        Ok(Value::from(v))
+    }
+
+    fn visit_u64<E>(self, v: u64) -> Result<Value, E> {
+        Ok(Value::from(v))
+    }
+
+    fn visit_f64<E>(self, v: f64) -> Result<Value, E> {
+        Ok(Value::from(v))
+    }
+
+    fn visit_str<E>(self, v: &str) -> Result<Value, E> {
+        Ok(Value::String(v.to_owned()))
+    }
+
+    fn visit_string<E>(self, v: String) -> Result<Value, E> {
+        Ok(Value::String(v))
+    }
+
+    fn visit_unit<E>(self) -> Result<Value, E> {
+        Ok(Value::Null)
+    }
+
+    fn visit_none<E>(self) -> Result<Value, E> {
+        Ok(Value::Null)
+    }
+
+    fn visit_seq<A: SeqAccess<'de>>(self, mut seq: A) -> Result<Value, A::Error> {
+        let mut items = Vec::new();
+        while let Some(item) = seq.next_element_seed(self.element(items.len()))? {
+            items.push(item);
+        }
+        Ok(Value::Array(items))
+    }
+
+    fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> Result<Value, A::Error> {
+        let mut members = serde_json::Map::new();
+        while let Some(key) = map.next_key::<String>()? {
+            let member = self.member(&key);
+            if members.contains_key(&key) {
+                let message = format!("duplicate field `{}`", member.path);
+                self.repeated.set(Some(member.path));
+                return Err(serde::de::Error::custom(message));
+            }
+            let value = map.next_value_seed(member)?;
+            members.insert(key, value);
+        }
+        Ok(Value::Object(members))
+    }
+}
+
+/// A path segment (`{id}`, `{name}`), percent-decoded; one that does not decode to UTF-8 (e.g.
+/// `%FF`) is answered 400 `malformed_path` naming the parameter, not axum's plain-text 400.
+#[derive(Debug, Clone)]
+pub struct PathSegment(pub String);
+
+impl<S: Send + Sync> FromRequestParts<S> for PathSegment {
+    type Rejection = ApiError;
+
+    async fn from_request_parts(parts: &mut Parts, state: &S) -> Result<Self, Self::Rejection> {
+        match Path::<String>::from_request_parts(parts, state).await {
+            Ok(Path(segment)) => Ok(Self(segment)),
+            Err(PathRejection::FailedToDeserializePathParams(err)) => match err.kind() {
+                ErrorKind::InvalidUtf8InPathParam { key } => Err(ApiError::problem(
+                    StatusCode::BAD_REQUEST,
+                    "malformed_path",
+                    "Malformed path",
+                    format!("the `{key}` segment of the path is not UTF-8 once percent-decoded"),
+                    Some(key.clone()),
+                )),
+                _ => Err(ApiError::Internal(format!(
+                    "path parameters unreadable: {}",
+                    err.body_text()
+                ))),
+            },
+            Err(other) => Err(ApiError::Internal(format!(
+                "path parameters unavailable: {}",
+                other.body_text()
+            ))),
+        }
+    }
 }
 
 /// Parses a query string into `T` (which should deny unknown fields), naming the parameter.
@@ -236,12 +415,59 @@ mod tests {
     }
 
     #[test]
-    fn syntax_errors_are_bad_requests() {
-        match parse_json::<Body>(b"{\"on\": ") {
-            Err(ApiError::Problem { status, code, .. }) => {
-                assert_eq!((status, code), (StatusCode::BAD_REQUEST, "malformed_json"));
+    fn repeated_keys_are_refused_at_any_depth() {
+        assert_eq!(
+            field_of(r#"{"on": "2024-01-01", "stage": "x", "on": "2024-02-01"}"#).as_deref(),
+            Some("on")
+        );
+        #[derive(Debug, Deserialize)]
+        #[allow(dead_code)]
+        struct Nested {
+            person: serde_json::Value,
+        }
+        let nested = br#"{"person": {"given_name": "a", "items": [{"c": 1, "c": 2}]}}"#;
+        match parse_json::<Nested>(nested) {
+            Err(ApiError::Problem {
+                status,
+                field,
+                detail,
+                ..
+            }) => {
+                assert_eq!(status, StatusCode::UNPROCESSABLE_ENTITY);
+                assert_eq!(field.as_deref(), Some("person.items[0].c"));
+                assert_eq!(detail, "`person.items[0].c` is given more than once");
             }
             other => panic!("{other:?}"),
+        }
+        let twice = br#"{"person": {"given_name": "a", "given_name": "b"}}"#;
+        match parse_json::<Nested>(twice) {
+            Err(ApiError::Problem { field, .. }) => {
+                assert_eq!(field.as_deref(), Some("person.given_name"));
+            }
+            other => panic!("{other:?}"),
+        }
+        // The same key in sibling objects is no repeat; values come through untouched.
+        let siblings = br#"{"person": [{"a": 1.5, "b": null}, {"a": -2, "b": [true, "x"]}]}"#;
+        let parsed = parse_json::<Nested>(siblings).unwrap();
+        assert_eq!(
+            parsed.person,
+            serde_json::json!([{"a": 1.5, "b": null}, {"a": -2, "b": [true, "x"]}])
+        );
+    }
+
+    #[test]
+    fn syntax_errors_are_bad_requests() {
+        for raw in [
+            &b"{\"on\": "[..],
+            b"{\"on\": 1} trailing",
+            b"{\"on\" 1, \"on\": 2}",
+        ] {
+            match parse_json::<Body>(raw) {
+                Err(ApiError::Problem { status, code, .. }) => {
+                    assert_eq!((status, code), (StatusCode::BAD_REQUEST, "malformed_json"));
+                }
+                other => panic!("{other:?}"),
+            }
         }
     }
 }

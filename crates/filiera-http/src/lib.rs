@@ -11,6 +11,7 @@
 //! - [`reports`]: metrics, the reiteration audit, projection status and rebuilds.
 //! - [`telemetry`]: Prometheus metrics at `/metrics`.
 //! - [`openapi`]: the OpenAPI 3.1 document at `/openapi.json`, generated from [`api`].
+//! - [`server`]: the accept loop and connection limits behind [`serve`] and [`serve_with`].
 
 pub mod beneficiaries;
 pub mod extract;
@@ -19,6 +20,7 @@ pub mod meta;
 pub mod openapi;
 pub mod problem;
 pub mod reports;
+pub mod server;
 pub mod telemetry;
 
 use std::future::Future;
@@ -37,9 +39,14 @@ use utoipa_axum::router::OpenApiRouter;
 use utoipa_axum::routes;
 
 use crate::problem::ApiError;
+pub use crate::server::{ServeSettings, serve_with};
 
 /// Largest accepted request body (SPEC 5.3).
 pub const BODY_LIMIT: usize = 64 * 1024;
+
+/// Longest accepted request target (path and query), answered 414 `uri_too_long` beyond. No
+/// route needs more; hyper itself refuses targets over 64 KiB before the app sees them.
+pub const URI_LIMIT: usize = 8 * 1024;
 
 /// What every handler can reach.
 #[derive(Clone)]
@@ -134,6 +141,7 @@ pub fn router(state: AppState) -> Router {
         .layer(Extension(openapi::OpenApiJson::new(&doc)))
         .fallback(not_found)
         .method_not_allowed_fallback(method_not_allowed)
+        .layer(axum::middleware::from_fn(refuse_long_uris))
         .layer(axum::middleware::from_fn_with_state(
             state.clone(),
             telemetry::count_requests,
@@ -166,6 +174,26 @@ async fn not_found() -> ApiError {
     )
 }
 
+/// 414 for a request target over [`URI_LIMIT`], before any extractor reads it.
+async fn refuse_long_uris(
+    request: Request<axum::body::Body>,
+    next: axum::middleware::Next,
+) -> axum::response::Response {
+    let uri = request.uri();
+    let len = uri.authority().map_or(0, |a| a.as_str().len())
+        + uri.path_and_query().map_or(0, |p| p.as_str().len());
+    if len > URI_LIMIT {
+        return axum::response::IntoResponse::into_response(ApiError::problem(
+            StatusCode::URI_TOO_LONG,
+            "uri_too_long",
+            "URI too long",
+            format!("request targets are limited to {URI_LIMIT} bytes; this one has {len}"),
+            Some("uri".into()),
+        ));
+    }
+    next.run(request).await
+}
+
 async fn method_not_allowed() -> ApiError {
     ApiError::problem(
         StatusCode::METHOD_NOT_ALLOWED,
@@ -176,33 +204,18 @@ async fn method_not_allowed() -> ApiError {
     )
 }
 
-/// Serves the API over `state` on `listener` until `shutdown` resolves, then drains in-flight
-/// requests.
+/// Serves the API over `state` on `listener` with the default [`ServeSettings`] until
+/// `shutdown` resolves, then drains in-flight requests.
 ///
-/// Once `shutdown` resolves, `state.begin_shutdown()` ends the live streams and requests get
-/// [`SHUTDOWN_GRACE`] to finish; after that the server stops regardless.
+/// Once `shutdown` resolves, `state.begin_shutdown()` ends the live streams, no connection is
+/// accepted any more and requests get [`SHUTDOWN_GRACE`] to finish; after that the server stops
+/// regardless.
 pub async fn serve(
     listener: tokio::net::TcpListener,
     state: AppState,
     shutdown: impl Future<Output = ()> + Send + 'static,
 ) -> std::io::Result<()> {
-    let (began, mut begun) = tokio::sync::watch::channel(false);
-    let stopping = state.clone();
-    let signal = async move {
-        shutdown.await;
-        stopping.begin_shutdown();
-        let _ = began.send(true);
-    };
-    let server = axum::serve(listener, router(state)).with_graceful_shutdown(signal);
-    let grace = async move {
-        let _ = begun.wait_for(|b| *b).await;
-        tokio::time::sleep(SHUTDOWN_GRACE).await;
-        tracing::warn!("requests still running after the shutdown grace period; stopping anyway");
-    };
-    tokio::select! {
-        result = server => result,
-        () = grace => Ok(()),
-    }
+    serve_with(listener, state, ServeSettings::default(), shutdown).await
 }
 
 /// How long in-flight requests get to finish on shutdown.

@@ -2,7 +2,7 @@
 //! `GET /v1/projections` and `POST /v1/projections/{name}/rebuild`.
 
 use axum::Json;
-use axum::extract::{Path, RawQuery, State};
+use axum::extract::{RawQuery, State};
 use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
 use chrono::{DateTime, NaiveDate, NaiveTime, Utc};
@@ -15,7 +15,7 @@ use serde::{Deserialize, Serialize};
 use utoipa::{IntoParams, ToSchema};
 
 use crate::AppState;
-use crate::extract::{Caller, parse_query};
+use crate::extract::{Caller, PathSegment, parse_query};
 use crate::openapi::{ProjectionStatusSchema, RebuildStartedSchema, RelayStatusSchema};
 use crate::problem::ApiError;
 use crate::problem::responses::{Conflict, InternalError, NotFound, UnprocessableEntity};
@@ -274,7 +274,7 @@ pub async fn projections(
 #[tracing::instrument(skip_all, fields(projection = %name))]
 pub async fn rebuild(
     State(app): State<AppState>,
-    Path(name): Path<String>,
+    PathSegment(name): PathSegment,
     _caller: Caller,
 ) -> Result<Response, ApiError> {
     let started = app.projections.rebuild(&name).await?;

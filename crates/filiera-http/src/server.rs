@@ -1,0 +1,550 @@
+//! Connection handling: the accept loop over hyper's HTTP/1 server, with the limits that keep
+//! slow, idle or malformed clients from holding the service (SPEC 5.3).
+//!
+//! - A client has [`ServeSettings::header_read_timeout`] to send each request head, and
+//!   [`ServeSettings::body_timeout`] to send its body (408 `request_timeout`).
+//! - At most [`ServeSettings::max_connections`] connections are served at once; a permit is
+//!   taken before `accept`, so further clients wait in the kernel's backlog, not in memory.
+//! - Accept errors (out of file descriptors, …) are logged and retried after a pause; the loop
+//!   never ends on its own.
+//! - The bodiless 400, 414 and 431 that hyper answers by itself to a request head it cannot
+//!   parse are rewritten into problem documents by `ProblemIo`, so that every answer of the
+//!   service is one.
+
+use std::future::Future;
+use std::io;
+use std::pin::{Pin, pin};
+use std::sync::Arc;
+use std::task::{Context, Poll, ready};
+use std::time::Duration;
+
+use axum::http::{HeaderValue, StatusCode, header};
+use axum::response::IntoResponse;
+use hyper_util::rt::{TokioIo, TokioTimer};
+use hyper_util::service::TowerToHyperService;
+use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
+use tokio::net::TcpListener;
+use tokio::sync::{Semaphore, watch};
+use tower_http::timeout::RequestBodyDeadlineLayer;
+
+use crate::problem::ApiError;
+use crate::{AppState, SHUTDOWN_GRACE, router};
+
+/// How the server treats its connections. [`Default`] suits a service behind a reverse proxy
+/// or reached directly on a LAN.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ServeSettings {
+    /// Time a client has to send a complete request head (request line and headers), counted
+    /// from when the server starts waiting for it; past it the connection is closed without an
+    /// answer. hyper starts this timer whenever it waits for the next request on a connection,
+    /// so it is also the idle keep-alive timeout, and the time a client that connects and sends
+    /// nothing holds a connection.
+    pub header_read_timeout: Duration,
+    /// Time a client has to send a whole request body, counted from when its head was read;
+    /// past it the request is answered 408 `request_timeout`. A deadline, not an idle timeout,
+    /// so a client trickling a byte at a time cannot hold a connection either.
+    pub body_timeout: Duration,
+    /// Connections served at once; further clients wait in the kernel's accept backlog until
+    /// one closes. Each takes a file descriptor: keep the process's limit above this.
+    pub max_connections: usize,
+}
+
+impl Default for ServeSettings {
+    fn default() -> Self {
+        Self {
+            header_read_timeout: Duration::from_secs(10),
+            body_timeout: Duration::from_secs(30),
+            max_connections: 1024,
+        }
+    }
+}
+
+/// The longest pause between two accept attempts after accept errors.
+const MAX_ACCEPT_BACKOFF: Duration = Duration::from_secs(1);
+
+/// Serves the API over `state` on `listener` with `settings` until `shutdown` resolves; see
+/// [`crate::serve`].
+pub async fn serve_with(
+    listener: TcpListener,
+    state: AppState,
+    settings: ServeSettings,
+    shutdown: impl Future<Output = ()> + Send + 'static,
+) -> io::Result<()> {
+    let app = router(state.clone()).layer(RequestBodyDeadlineLayer::new(settings.body_timeout));
+    let answers = Arc::new(ParseErrorAnswers::render().await);
+    let mut http = hyper::server::conn::http1::Builder::new();
+    http.timer(TokioTimer::new())
+        .header_read_timeout(settings.header_read_timeout);
+    let http = Arc::new(http);
+    let permits = Arc::new(Semaphore::new(settings.max_connections));
+    // Every connection holds a receiver; `closed()` resolves once they have all ended.
+    let (open_tx, open_rx) = watch::channel(());
+
+    let mut shutdown = pin!(shutdown);
+    let mut backoff = Duration::ZERO;
+    loop {
+        let permit = tokio::select! {
+            permit = permits.clone().acquire_owned() => {
+                permit.expect("the connection semaphore is never closed")
+            }
+            () = &mut shutdown => break,
+        };
+        let (stream, peer) = tokio::select! {
+            accepted = listener.accept() => match accepted {
+                Ok(accepted) => accepted,
+                Err(err) => {
+                    backoff = accept_failed(&err, backoff);
+                    tokio::select! {
+                        () = tokio::time::sleep(backoff) => continue,
+                        () = &mut shutdown => break,
+                    }
+                }
+            },
+            () = &mut shutdown => break,
+        };
+        backoff = Duration::ZERO;
+        let _ = stream.set_nodelay(true);
+        let io = TokioIo::new(ProblemIo::new(stream, answers.clone()));
+        let service = TowerToHyperService::new(app.clone());
+        let http = http.clone();
+        let mut stopping = state.stopping.clone();
+        let open = open_rx.clone();
+        tokio::spawn(async move {
+            let mut connection = pin!(http.serve_connection(io, service));
+            let stop = async {
+                if stopping.wait_for(|stopping| *stopping).await.is_err() {
+                    std::future::pending::<()>().await;
+                }
+            };
+            let result = tokio::select! {
+                result = connection.as_mut() => result,
+                () = stop => {
+                    connection.as_mut().graceful_shutdown();
+                    connection.await
+                }
+            };
+            if let Err(err) = result {
+                tracing::debug!(%peer, error = %err, "connection ended with an error");
+            }
+            drop((permit, open));
+        });
+    }
+
+    // Shutting down: no more connections; the open ones finish their requests, or are left
+    // behind after the grace period.
+    state.begin_shutdown();
+    drop(listener);
+    drop(open_rx);
+    tokio::select! {
+        () = open_tx.closed() => {}
+        () = tokio::time::sleep(SHUTDOWN_GRACE) => {
+            tracing::warn!(
+                "requests still running after the shutdown grace period; stopping anyway"
+            );
+        }
+    }
+    Ok(())
+}
+
+/// Logs a failed `accept` and returns how long to wait before the next attempt, given the
+/// previous pause: none after an error that concerns only that connection, otherwise doubling
+/// up to [`MAX_ACCEPT_BACKOFF`] so that a process out of file descriptors (EMFILE) does not
+/// spin.
+fn accept_failed(err: &io::Error, previous: Duration) -> Duration {
+    if matches!(
+        err.kind(),
+        io::ErrorKind::ConnectionAborted
+            | io::ErrorKind::ConnectionReset
+            | io::ErrorKind::ConnectionRefused
+    ) {
+        tracing::debug!(error = %err, "a connection failed before it was accepted");
+        return Duration::ZERO;
+    }
+    let pause = (previous * 2).clamp(Duration::from_millis(10), MAX_ACCEPT_BACKOFF);
+    tracing::error!(
+        error = %err,
+        retry_in_ms = pause.as_millis() as u64,
+        "cannot accept connections"
+    );
+    pause
+}
+
+/// The problem documents standing for hyper's own answers to request heads it cannot parse,
+/// rendered once by [`ApiError`].
+#[derive(Debug)]
+struct ParseErrorAnswers {
+    malformed: RenderedProblem,
+    uri_too_long: RenderedProblem,
+    header_too_large: RenderedProblem,
+}
+
+/// A problem document's media type and bytes.
+#[derive(Debug)]
+struct RenderedProblem {
+    content_type: HeaderValue,
+    body: axum::body::Bytes,
+}
+
+impl ParseErrorAnswers {
+    async fn render() -> Self {
+        Self {
+            malformed: RenderedProblem::of(ApiError::problem(
+                StatusCode::BAD_REQUEST,
+                "malformed_request",
+                "Malformed request",
+                "the request line or a header is malformed (e.g. a control character in a \
+                 header value); the connection is closed",
+                None,
+            ))
+            .await,
+            uri_too_long: RenderedProblem::of(ApiError::problem(
+                StatusCode::URI_TOO_LONG,
+                "uri_too_long",
+                "URI too long",
+                format!(
+                    "request targets are limited to {} bytes; the connection is closed",
+                    crate::URI_LIMIT
+                ),
+                Some("uri".into()),
+            ))
+            .await,
+            header_too_large: RenderedProblem::of(ApiError::problem(
+                StatusCode::REQUEST_HEADER_FIELDS_TOO_LARGE,
+                "header_too_large",
+                "Request header too large",
+                "the request head is too large or has too many headers; the connection is closed",
+                None,
+            ))
+            .await,
+        }
+    }
+
+    fn for_status(&self, status: &[u8]) -> Option<&RenderedProblem> {
+        match status {
+            b"400" => Some(&self.malformed),
+            b"414" => Some(&self.uri_too_long),
+            b"431" => Some(&self.header_too_large),
+            _ => None,
+        }
+    }
+}
+
+impl RenderedProblem {
+    async fn of(problem: ApiError) -> Self {
+        let response = problem.into_response();
+        let content_type = response
+            .headers()
+            .get(header::CONTENT_TYPE)
+            .cloned()
+            .unwrap_or_else(|| HeaderValue::from_static("application/problem+json"));
+        let body = axum::body::to_bytes(response.into_body(), usize::MAX)
+            .await
+            .unwrap_or_default();
+        Self { content_type, body }
+    }
+}
+
+/// A hyper answer to an unparsable request head, found in the bytes hyper writes.
+#[derive(Debug, PartialEq, Eq)]
+struct ParseErrorHead {
+    /// Where it starts in the written bytes.
+    offset: usize,
+    /// Its length, up to and including the blank line.
+    len: usize,
+}
+
+/// Finds the first head in `written` that hyper answers by itself to a request it cannot
+/// parse: `HTTP/1.x 400|414|431 …`, then only `connection`, `content-length: 0` and `date`
+/// lines. The service's own answers always carry a `content-type`, and response bodies (JSON,
+/// Prometheus text, server-sent events) never hold a raw CRLF, so nothing else matches.
+fn find_parse_error_head(written: &[u8]) -> Option<ParseErrorHead> {
+    let finder = memchr::memmem::Finder::new(b"HTTP/1.");
+    let mut from = 0;
+    while let Some(found) = finder.find(&written[from..]) {
+        let offset = from + found;
+        if let Some(len) = parse_error_head_len(&written[offset..]) {
+            return Some(ParseErrorHead { offset, len });
+        }
+        from = offset + 1;
+    }
+    None
+}
+
+/// hyper's parse-error heads are about 110 bytes (status line, `connection`, `content-length`,
+/// `date`); looking further for their end would only rescan response bodies.
+const PARSE_ERROR_HEAD_MAX: usize = 256;
+
+/// The length of the parse-error head at the start of `bytes`, if there is one.
+fn parse_error_head_len(bytes: &[u8]) -> Option<usize> {
+    let window = &bytes[..bytes.len().min(PARSE_ERROR_HEAD_MAX)];
+    let end = memchr::memmem::find(window, b"\r\n\r\n")? + 4;
+    // Each line with its CRLF, the blank line left out.
+    let mut lines = bytes[..end - 2]
+        .split_inclusive(|&b| b == b'\n')
+        .map(|line| line.strip_suffix(b"\r\n"));
+    let status_line = lines.next()??;
+    let status = status_line.get(9..12)?;
+    let shaped = status_line.len() > 12
+        && status_line[7].is_ascii_digit()
+        && status_line[8] == b' '
+        && status_line[12] == b' '
+        && matches!(status, b"400" | b"414" | b"431");
+    if !shaped {
+        return None;
+    }
+    for line in lines {
+        let line = line?.to_ascii_lowercase();
+        let allowed = line.starts_with(b"connection: ")
+            || line == b"content-length: 0"
+            || line.starts_with(b"date: ");
+        if !allowed {
+            return None;
+        }
+    }
+    Some(end)
+}
+
+/// The parse-error head `head` rewritten into a whole answer carrying its problem document:
+/// the same status line and `date`, `connection: close`, and the document.
+fn rewrite(head: &[u8], answers: &ParseErrorAnswers) -> Option<Vec<u8>> {
+    let status_end = memchr::memmem::find(head, b"\r\n")?;
+    let problem = answers.for_status(head.get(9..12)?)?;
+    let mut out = Vec::with_capacity(head.len() + problem.body.len() + 80);
+    out.extend_from_slice(&head[..status_end + 2]);
+    for line in head[status_end + 2..head.len() - 2].split_inclusive(|&b| b == b'\n') {
+        if line.to_ascii_lowercase().starts_with(b"date: ") {
+            out.extend_from_slice(line);
+        }
+    }
+    out.extend_from_slice(b"connection: close\r\ncontent-type: ");
+    out.extend_from_slice(problem.content_type.as_bytes());
+    out.extend_from_slice(format!("\r\ncontent-length: {}\r\n\r\n", problem.body.len()).as_bytes());
+    out.extend_from_slice(&problem.body);
+    Some(out)
+}
+
+/// A connection's IO that turns hyper's bodiless answers to unparsable request heads into
+/// problem documents (see [`find_parse_error_head`]). Reads pass through; writes pass through
+/// until such a head: the bytes before it are written as they are, then its rewritten answer
+/// is written whole before hyper is told that its head went out. hyper closes the connection
+/// after such an answer.
+///
+/// Vectored writes are declined so that hyper hands every byte to `poll_write`.
+struct ProblemIo<T> {
+    inner: T,
+    answers: Arc<ParseErrorAnswers>,
+    /// A rewritten answer being written, and how many of its bytes are out.
+    replacing: Option<Replacement>,
+}
+
+struct Replacement {
+    bytes: Vec<u8>,
+    written: usize,
+    /// The length of hyper's head it stands for, reported as written once it is all out.
+    stands_for: usize,
+}
+
+impl<T> ProblemIo<T> {
+    fn new(inner: T, answers: Arc<ParseErrorAnswers>) -> Self {
+        Self {
+            inner,
+            answers,
+            replacing: None,
+        }
+    }
+}
+
+impl<T: AsyncRead + Unpin> AsyncRead for ProblemIo<T> {
+    fn poll_read(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &mut ReadBuf<'_>,
+    ) -> Poll<io::Result<()>> {
+        Pin::new(&mut self.get_mut().inner).poll_read(cx, buf)
+    }
+}
+
+impl<T: AsyncWrite + Unpin> AsyncWrite for ProblemIo<T> {
+    fn poll_write(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &[u8],
+    ) -> Poll<io::Result<usize>> {
+        let this = self.get_mut();
+        if this.replacing.is_none() {
+            // hyper hands back the same unwritten bytes after `Pending`, so a head found here
+            // is still at the same place on the next call.
+            let Some(head) = find_parse_error_head(buf) else {
+                return Pin::new(&mut this.inner).poll_write(cx, buf);
+            };
+            if head.offset > 0 {
+                return Pin::new(&mut this.inner).poll_write(cx, &buf[..head.offset]);
+            }
+            let Some(bytes) = rewrite(&buf[..head.len], &this.answers) else {
+                return Pin::new(&mut this.inner).poll_write(cx, buf);
+            };
+            this.replacing = Some(Replacement {
+                bytes,
+                written: 0,
+                stands_for: head.len,
+            });
+        }
+        let replacement = this.replacing.as_mut().expect("a replacement is set above");
+        while replacement.written < replacement.bytes.len() {
+            let n = ready!(
+                Pin::new(&mut this.inner).poll_write(cx, &replacement.bytes[replacement.written..])
+            )?;
+            if n == 0 {
+                return Poll::Ready(Err(io::ErrorKind::WriteZero.into()));
+            }
+            replacement.written += n;
+        }
+        let stands_for = replacement.stands_for;
+        this.replacing = None;
+        Poll::Ready(Ok(stands_for))
+    }
+
+    fn poll_flush(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        Pin::new(&mut self.get_mut().inner).poll_flush(cx)
+    }
+
+    fn poll_shutdown(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        Pin::new(&mut self.get_mut().inner).poll_shutdown(cx)
+    }
+
+    fn is_write_vectored(&self) -> bool {
+        false
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use tokio::io::AsyncWriteExt;
+
+    const HEAD_400: &[u8] = b"HTTP/1.1 400 Bad Request\r\nconnection: close\r\n\
+        content-length: 0\r\ndate: Mon, 01 Jan 2024 00:00:00 GMT\r\n\r\n";
+
+    #[test]
+    fn only_hypers_own_answers_are_found() {
+        assert_eq!(
+            find_parse_error_head(HEAD_400),
+            Some(ParseErrorHead {
+                offset: 0,
+                len: HEAD_400.len()
+            })
+        );
+        let after_a_body = [b"{\"ok\":true}".as_slice(), HEAD_400].concat();
+        assert_eq!(find_parse_error_head(&after_a_body).unwrap().offset, 11);
+        let answered_by_the_app = b"HTTP/1.1 400 Bad Request\r\n\
+            content-type: application/problem+json\r\ncontent-length: 2\r\n\r\n{}";
+        assert_eq!(find_parse_error_head(answered_by_the_app), None);
+        let other_status = b"HTTP/1.1 404 Not Found\r\ncontent-length: 0\r\n\r\n";
+        assert_eq!(find_parse_error_head(other_status), None);
+        assert_eq!(find_parse_error_head(b"HTTP/1.1 400 Bad Request\r\n"), None);
+    }
+
+    #[test]
+    fn accept_errors_back_off_up_to_a_second() {
+        let emfile = io::Error::from_raw_os_error(24);
+        let mut pauses = vec![accept_failed(&emfile, Duration::ZERO)];
+        for _ in 0..8 {
+            pauses.push(accept_failed(&emfile, *pauses.last().unwrap()));
+        }
+        assert_eq!(pauses[0], Duration::from_millis(10));
+        assert_eq!(pauses[1], Duration::from_millis(20));
+        assert_eq!(pauses.last(), Some(&MAX_ACCEPT_BACKOFF));
+        let aborted = io::Error::from(io::ErrorKind::ConnectionAborted);
+        assert_eq!(accept_failed(&aborted, MAX_ACCEPT_BACKOFF), Duration::ZERO);
+    }
+
+    #[tokio::test]
+    async fn each_status_gets_its_own_problem() {
+        let answers = ParseErrorAnswers::render().await;
+        for (status, code) in [
+            ("400 Bad Request", "malformed_request"),
+            ("414 URI Too Long", "uri_too_long"),
+            ("431 Request Header Fields Too Large", "header_too_large"),
+        ] {
+            let head = format!("HTTP/1.1 {status}\r\ncontent-length: 0\r\n\r\n");
+            let found = find_parse_error_head(head.as_bytes()).expect(status);
+            assert_eq!(found.len, head.len());
+            let answer = rewrite(head.as_bytes(), &answers).expect(status);
+            let answer = String::from_utf8(answer).unwrap();
+            let (head, body) = answer.split_once("\r\n\r\n").unwrap();
+            assert!(
+                head.starts_with(&format!("HTTP/1.1 {status}\r\n")),
+                "{head}"
+            );
+            assert!(head.contains("\r\nconnection: close"), "{head}");
+            let problem: serde_json::Value = serde_json::from_str(body).unwrap();
+            assert_eq!(problem["code"], code);
+            assert_eq!(problem["status"], status[..3].parse::<u16>().unwrap());
+        }
+    }
+
+    /// Accepts at most `chunk` bytes a write, so every write is partial.
+    struct Trickle {
+        written: Vec<u8>,
+        chunk: usize,
+    }
+
+    impl AsyncRead for Trickle {
+        fn poll_read(
+            self: Pin<&mut Self>,
+            _: &mut Context<'_>,
+            _: &mut ReadBuf<'_>,
+        ) -> Poll<io::Result<()>> {
+            Poll::Ready(Ok(()))
+        }
+    }
+
+    impl AsyncWrite for Trickle {
+        fn poll_write(
+            self: Pin<&mut Self>,
+            _: &mut Context<'_>,
+            buf: &[u8],
+        ) -> Poll<io::Result<usize>> {
+            let this = self.get_mut();
+            let n = buf.len().min(this.chunk);
+            this.written.extend_from_slice(&buf[..n]);
+            Poll::Ready(Ok(n))
+        }
+
+        fn poll_flush(self: Pin<&mut Self>, _: &mut Context<'_>) -> Poll<io::Result<()>> {
+            Poll::Ready(Ok(()))
+        }
+
+        fn poll_shutdown(self: Pin<&mut Self>, _: &mut Context<'_>) -> Poll<io::Result<()>> {
+            Poll::Ready(Ok(()))
+        }
+    }
+
+    #[tokio::test]
+    async fn partial_writes_carry_the_whole_problem_document() {
+        let answers = Arc::new(ParseErrorAnswers::render().await);
+        let mut io = ProblemIo::new(
+            Trickle {
+                written: Vec::new(),
+                chunk: 7,
+            },
+            answers,
+        );
+        let earlier = b"HTTP/1.1 200 OK\r\ncontent-type: text/plain\r\ncontent-length: 2\r\n\r\nok";
+        io.write_all(&[earlier.as_slice(), HEAD_400].concat())
+            .await
+            .unwrap();
+        let written = String::from_utf8(io.inner.written).unwrap();
+        let (before, answer) = written.split_at(earlier.len());
+        assert_eq!(before.as_bytes(), earlier);
+        let (head, body) = answer.split_once("\r\n\r\n").unwrap();
+        assert!(head.starts_with("HTTP/1.1 400 Bad Request\r\n"), "{head}");
+        assert!(head.contains("date: Mon, 01 Jan 2024"), "{head}");
+        assert!(head.contains("content-type: application/problem+json"));
+        assert!(head.contains(&format!("content-length: {}", body.len())));
+        let problem: serde_json::Value = serde_json::from_str(body).unwrap();
+        assert_eq!(problem["code"], "malformed_request");
+        assert_eq!(problem["status"], 400);
+        assert_eq!(problem["type"], "/problems/malformed_request");
+    }
+}
