@@ -19,8 +19,8 @@ use crate::extract::{Caller, IdempotencyHeader, JsonBody, PathSegment, beneficia
 use crate::feed::FeedItem;
 use crate::problem::ApiError;
 use crate::problem::responses::{
-    BadRequest, Conflict, InternalError, NotFound, PayloadTooLarge, UnprocessableEntity,
-    UnsupportedMediaType,
+    BadRequest, Conflict, InsufficientStorage, InternalError, NotFound, PayloadTooLarge,
+    ServiceUnavailable, UnprocessableEntity, UnsupportedMediaType,
 };
 
 /// The OpenAPI tag of these routes.
@@ -226,6 +226,8 @@ pub struct StageAnswer {
         (status = 415, response = UnsupportedMediaType),
         (status = 422, response = UnprocessableEntity),
         (status = 500, response = InternalError),
+        (status = 503, response = ServiceUnavailable),
+        (status = 507, response = InsufficientStorage),
     )
 )]
 #[tracing::instrument(skip_all, fields(beneficiary_id))]
@@ -285,6 +287,7 @@ pub async fn enrol(
         (status = 415, response = UnsupportedMediaType),
         (status = 422, response = UnprocessableEntity),
         (status = 500, response = InternalError),
+        (status = 503, response = ServiceUnavailable),
     )
 )]
 #[tracing::instrument(skip_all, fields(beneficiary_id = %id))]
@@ -361,6 +364,8 @@ macro_rules! simple_command {
                 (status = 415, response = UnsupportedMediaType),
                 (status = 422, response = UnprocessableEntity),
                 (status = 500, response = InternalError),
+                (status = 503, response = ServiceUnavailable),
+                (status = 507, response = InsufficientStorage),
             )
         )]
         #[tracing::instrument(skip_all, fields(beneficiary_id = %id))]
@@ -445,6 +450,7 @@ pub struct IdempotencyParam {
         (status = 200, description = "The state.", body = BeneficiaryView),
         (status = 404, response = NotFound),
         (status = 500, response = InternalError),
+        (status = 503, response = ServiceUnavailable),
     )
 )]
 #[tracing::instrument(skip_all, fields(beneficiary_id = %id))]
@@ -483,6 +489,7 @@ pub struct HistoryPage {
         (status = 200, description = "Every event, with `voided`.", body = HistoryPage),
         (status = 404, response = NotFound),
         (status = 500, response = InternalError),
+        (status = 503, response = ServiceUnavailable),
     )
 )]
 #[tracing::instrument(skip_all, fields(beneficiary_id = %id))]

@@ -11,7 +11,7 @@ use uuid::Uuid;
 use crate::AppState;
 use crate::extract::{Caller, parse_query};
 use crate::problem::ApiError;
-use crate::problem::responses::{InternalError, UnprocessableEntity};
+use crate::problem::responses::{InternalError, ServiceUnavailable, UnprocessableEntity};
 
 /// The OpenAPI tag of these routes.
 pub const TAG: &str = "feed";
@@ -119,6 +119,7 @@ struct FeedQuery {
         (status = 200, description = "A page of the feed, in feed order.", body = FeedPage),
         (status = 422, response = UnprocessableEntity),
         (status = 500, response = InternalError),
+        (status = 503, response = ServiceUnavailable),
     )
 )]
 #[tracing::instrument(skip_all)]

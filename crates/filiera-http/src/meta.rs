@@ -8,8 +8,8 @@ use serde::Serialize;
 use utoipa::ToSchema;
 
 use crate::AppState;
-use axum::response::Response;
 use crate::problem::responses::ServiceUnavailable;
+use axum::response::Response;
 
 /// The OpenAPI tag of the catalogue and registry routes.
 pub const TAG: &str = "registry";

@@ -34,7 +34,10 @@ use crate::{beneficiaries, feed, meta, reports};
             folded from them and the global event feed. JSON in snake_case, dates `YYYY-MM-DD`, \
             errors as RFC 9457 problem documents (`application/problem+json`) with a stable \
             `code` and, for invalid input, the `field` at fault. Write endpoints accept an \
-            `Idempotency-Key` header.",
+            `Idempotency-Key` header. Any request may also be refused before it reaches a \
+            route, with a problem document too: 400 `malformed_request` (a malformed head), \
+            408 `request_timeout` (the body did not arrive in time), 414 `uri_too_long` \
+            (targets over 8 KiB), 431 `header_too_large`.",
         license(name = "EUPL-1.2", identifier = "EUPL-1.2"),
     ),
     tags(

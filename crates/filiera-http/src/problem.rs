@@ -365,7 +365,9 @@ pub mod responses {
 
     use super::Problem;
 
-    /// 400 `malformed_json`: the body is not JSON.
+    /// 400: the body is not JSON (`malformed_json`), a path segment is not decodable
+    /// (`malformed_path`, `field` names the parameter), or the request head is malformed
+    /// (`malformed_request`).
     #[derive(ToResponse)]
     #[response(content_type = "application/problem+json")]
     pub struct BadRequest(#[allow(dead_code)] Problem);

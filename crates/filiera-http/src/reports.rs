@@ -18,7 +18,9 @@ use crate::AppState;
 use crate::extract::{Caller, PathSegment, parse_query};
 use crate::openapi::{ProjectionStatusSchema, RebuildStartedSchema, RelayStatusSchema};
 use crate::problem::ApiError;
-use crate::problem::responses::{Conflict, InternalError, NotFound, UnprocessableEntity};
+use crate::problem::responses::{
+    Conflict, InternalError, NotFound, ServiceUnavailable, UnprocessableEntity,
+};
 
 /// The OpenAPI tag of these routes.
 pub const TAG: &str = "reports";
@@ -163,6 +165,7 @@ fn instant(field: &'static str, value: Option<&str>) -> Result<Option<DateTime<U
         ),
         (status = 422, response = UnprocessableEntity),
         (status = 500, response = InternalError),
+        (status = 503, response = ServiceUnavailable),
     )
 )]
 #[tracing::instrument(skip_all)]
@@ -191,6 +194,7 @@ pub async fn metrics(
         (status = 200, description = "The audit list, the query echoed.", body = AuditList),
         (status = 422, response = UnprocessableEntity),
         (status = 500, response = InternalError),
+        (status = 503, response = ServiceUnavailable),
     )
 )]
 #[tracing::instrument(skip_all)]
@@ -224,6 +228,7 @@ pub struct ProjectionsPage {
     responses(
         (status = 200, description = "Each projection and the relay.", body = ProjectionsPage),
         (status = 500, response = InternalError),
+        (status = 503, response = ServiceUnavailable),
     )
 )]
 pub async fn projections(
@@ -269,6 +274,7 @@ pub async fn projections(
         (status = 404, response = NotFound),
         (status = 409, response = Conflict),
         (status = 500, response = InternalError),
+        (status = 503, response = ServiceUnavailable),
     )
 )]
 #[tracing::instrument(skip_all, fields(projection = %name))]
@@ -298,7 +304,11 @@ impl From<ProjectionError> for ApiError {
                 err.to_string(),
                 None,
             ),
-            _ => ApiError::Internal(crate::problem::error_chain(&err)),
+            _ => match err {
+                ProjectionError::Store(err) => err.into(),
+                ProjectionError::Database(err) => filiera_store::StoreError::Database(err).into(),
+                err => ApiError::Internal(crate::problem::error_chain(&err)),
+            },
         }
     }
 }

@@ -16,9 +16,9 @@ use tokio::sync::watch;
 use tokio::task::JoinHandle;
 use uuid::Uuid;
 
+use crate::error::Outage;
 use crate::model::{CommandContext, Executed, IdempotencyKey, Rejection, StoredEvent};
 use crate::rows::{EVENT_COLUMNS, KeyRow, key_row, raw_event};
-use crate::error::Outage;
 use crate::{StoreError, metadata, postgres, sqlite};
 
 /// Tuning of the connection pools.
@@ -309,10 +309,18 @@ impl Store {
         let filler = vec![0_u8; PROBE_BYTES];
         match &self.inner.backend {
             Backend::Sqlite { write, .. } => {
-                sqlx::query(sql).bind(now).bind(filler).execute(write).await?;
+                sqlx::query(sql)
+                    .bind(now)
+                    .bind(filler)
+                    .execute(write)
+                    .await?;
             }
             Backend::Postgres { pool, .. } => {
-                sqlx::query(sql).bind(now).bind(filler).execute(pool).await?;
+                sqlx::query(sql)
+                    .bind(now)
+                    .bind(filler)
+                    .execute(pool)
+                    .await?;
             }
         }
         Ok(())

@@ -263,7 +263,12 @@ fn pg_command(program: &str) -> anyhow::Result<Command> {
     Ok(if is_root() {
         let mut command = Command::new("setpriv");
         command
-            .args(["--reuid=postgres", "--regid=postgres", "--init-groups", "--"])
+            .args([
+                "--reuid=postgres",
+                "--regid=postgres",
+                "--init-groups",
+                "--",
+            ])
             .arg(path);
         command
     } else {
@@ -283,7 +288,13 @@ impl PgServer {
             ensure!(status.success(), "chown of the cluster folder failed");
         }
         let output = pg_command("initdb")?
-            .args(["--username=postgres", "--auth=trust", "--encoding=UTF8", "--no-sync", "-D"])
+            .args([
+                "--username=postgres",
+                "--auth=trust",
+                "--encoding=UTF8",
+                "--no-sync",
+                "-D",
+            ])
             .arg(dir.path().join("data"))
             .output()
             .context("run initdb")?;
@@ -313,9 +324,17 @@ impl PgServer {
         let child = pg_command("postgres")?
             .arg("-D")
             .arg(self.dir.path().join("data"))
-            .args(["-p", &self.port.to_string(), "-c", "listen_addresses=127.0.0.1"])
+            .args([
+                "-p",
+                &self.port.to_string(),
+                "-c",
+                "listen_addresses=127.0.0.1",
+            ])
             .arg("-c")
-            .arg(format!("unix_socket_directories={}", self.dir.path().display()))
+            .arg(format!(
+                "unix_socket_directories={}",
+                self.dir.path().display()
+            ))
             .args(["-c", "fsync=off", "-c", "max_connections=50"])
             .stdout(Stdio::null())
             .stderr(Stdio::null())

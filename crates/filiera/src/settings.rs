@@ -5,6 +5,7 @@ use std::collections::BTreeMap;
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
+use std::time::Duration;
 
 use anyhow::{Context, bail};
 use figment::Figment;
@@ -12,6 +13,8 @@ use figment::providers::{Format, Serialized, Toml};
 use filiera_domain::{
     PathwayServices, Stage, StageCatalogue, StageCode, TerritoryDef, TerritoryRegistry,
 };
+use filiera_http::ServeSettings;
+use filiera_store::StoreOptions;
 use secrecy::{ExposeSecret, SecretString};
 use serde::{Deserialize, Serialize};
 
@@ -50,6 +53,10 @@ pub struct Settings {
     pub log: String,
     #[serde(default)]
     pub audit: AuditSettings,
+    #[serde(default)]
+    pub database: DatabaseSettings,
+    #[serde(default)]
+    pub http: HttpSettings,
     /// The stage catalogue; empty means the built-in one.
     #[serde(default)]
     pub stages: Vec<StageSettings>,
@@ -76,6 +83,90 @@ impl Default for AuditSettings {
         Self {
             reiteration_threshold: default_threshold(),
         }
+    }
+}
+
+/// `[http]`: how the server treats slow, idle and numerous clients (SPEC 5.3).
+#[derive(Debug, Clone, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct HttpSettings {
+    /// Time a client has to send a request head, e.g. `"10s"`; also the idle keep-alive
+    /// timeout and how long a client that sends nothing holds a connection.
+    #[serde(with = "humantime_serde")]
+    pub header_read_timeout: Duration,
+    /// Time a client has to send a whole request body once its head is read, e.g. `"30s"`;
+    /// answered 408 `request_timeout` past it.
+    #[serde(with = "humantime_serde")]
+    pub body_timeout: Duration,
+    /// Connections served at once; more wait in the kernel's backlog. Each takes a file
+    /// descriptor: keep `LimitNOFILE` well above it.
+    pub max_connections: usize,
+}
+
+impl Default for HttpSettings {
+    fn default() -> Self {
+        let defaults = ServeSettings::default();
+        Self {
+            header_read_timeout: defaults.header_read_timeout,
+            body_timeout: defaults.body_timeout,
+            max_connections: defaults.max_connections,
+        }
+    }
+}
+
+impl HttpSettings {
+    /// The server's settings, validated: every figure must be above zero.
+    pub fn serve_settings(&self) -> anyhow::Result<ServeSettings> {
+        if self.header_read_timeout.is_zero() || self.body_timeout.is_zero() {
+            bail!("http.header_read_timeout and http.body_timeout must be above zero");
+        }
+        if self.max_connections == 0 {
+            bail!("http.max_connections must be at least 1");
+        }
+        Ok(ServeSettings {
+            header_read_timeout: self.header_read_timeout,
+            body_timeout: self.body_timeout,
+            max_connections: self.max_connections,
+        })
+    }
+}
+
+/// `[database]`: how long requests wait for the database, and how many connections it gets.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct DatabaseSettings {
+    /// How long a request waits for a database connection, e.g. `"5s"`: while the database is
+    /// down or every connection is busy, requests are answered 503 after this long.
+    #[serde(with = "humantime_serde")]
+    pub acquire_timeout: Duration,
+    /// Connections per process (PostgreSQL), or readers (SQLite, which always writes
+    /// through one connection).
+    pub max_connections: u32,
+}
+
+impl Default for DatabaseSettings {
+    fn default() -> Self {
+        let defaults = StoreOptions::default();
+        Self {
+            acquire_timeout: defaults.acquire_timeout,
+            max_connections: defaults.max_connections,
+        }
+    }
+}
+
+impl DatabaseSettings {
+    /// The store's pool options, validated.
+    pub fn store_options(&self) -> anyhow::Result<StoreOptions> {
+        if self.acquire_timeout.is_zero() {
+            bail!("database.acquire_timeout must be above zero");
+        }
+        if self.max_connections == 0 {
+            bail!("database.max_connections must be at least 1");
+        }
+        Ok(StoreOptions {
+            acquire_timeout: self.acquire_timeout,
+            max_connections: self.max_connections,
+        })
     }
 }
 
@@ -124,6 +215,8 @@ impl Settings {
         if settings.audit.reiteration_threshold == 0 {
             bail!("audit.reiteration_threshold must be at least 1");
         }
+        settings.http.serve_settings()?;
+        settings.database.store_options()?;
         Ok(settings)
     }
 
@@ -266,6 +359,71 @@ mod tests {
             );
             Ok(())
         });
+    }
+
+    #[test]
+    fn http_limits_read_human_durations() {
+        let settings = Settings::load_from(None, no_env()).unwrap();
+        assert_eq!(
+            settings.http.serve_settings().unwrap(),
+            ServeSettings::default()
+        );
+        figment::Jail::expect_with(|jail| {
+            jail.create_file(
+                "filiera.toml",
+                "[http]\nheader_read_timeout = \"2s 500ms\"\nbody_timeout = \"1m\"\n\
+                 max_connections = 64\n",
+            )?;
+            let settings = Settings::load_from(Some(Path::new("filiera.toml")), no_env())
+                .map_err(|e| e.to_string())?;
+            let serve = settings.http.serve_settings().map_err(|e| e.to_string())?;
+            assert_eq!(serve.header_read_timeout, Duration::from_millis(2500));
+            assert_eq!(serve.body_timeout, Duration::from_secs(60));
+            assert_eq!(serve.max_connections, 64);
+            jail.create_file("partial.toml", "[http]\nmax_connections = 8\n")?;
+            let settings = Settings::load_from(Some(Path::new("partial.toml")), no_env())
+                .map_err(|e| e.to_string())?;
+            assert_eq!(settings.http.max_connections, 8);
+            assert_eq!(
+                settings.http.body_timeout,
+                ServeSettings::default().body_timeout
+            );
+            for (line, complaint) in [
+                ("body_timeout = 30", "body_timeout"),
+                ("max_connection = 8", "max_connection"),
+                ("max_connections = 0", "at least 1"),
+                ("header_read_timeout = \"0s\"", "above zero"),
+            ] {
+                jail.create_file("bad.toml", &format!("[http]\n{line}\n"))?;
+                let err = Settings::load_from(Some(Path::new("bad.toml")), no_env()).unwrap_err();
+                assert!(format!("{err:#}").contains(complaint), "{line}: {err:#}");
+            }
+            Ok(())
+        });
+    }
+
+    #[test]
+    fn database_waits_are_configurable() {
+        figment::Jail::expect_with(|jail| {
+            jail.create_file(
+                "db.toml",
+                "[database]\nacquire_timeout = \"2s 500ms\"\nmax_connections = 4\n",
+            )?;
+            let settings = Settings::load_from(Some(Path::new("db.toml")), no_env())
+                .map_err(|e| e.to_string())?;
+            let options = settings
+                .database
+                .store_options()
+                .map_err(|e| e.to_string())?;
+            assert_eq!(options.acquire_timeout, Duration::from_millis(2500));
+            assert_eq!(options.max_connections, 4);
+            jail.create_file("zero.toml", "[database]\nacquire_timeout = \"0s\"\n")?;
+            let err = Settings::load_from(Some(Path::new("zero.toml")), no_env()).unwrap_err();
+            assert!(err.to_string().contains("acquire_timeout"), "{err}");
+            Ok(())
+        });
+        let defaults = Settings::load_from(None, no_env()).unwrap();
+        assert_eq!(defaults.database.acquire_timeout, Duration::from_secs(5));
     }
 
     #[test]

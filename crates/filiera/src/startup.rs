@@ -13,9 +13,13 @@ use crate::settings::Settings;
 /// Opens the configured store with its schema up to date: every subcommand starts here.
 /// The store creates the embedded data folder itself.
 pub async fn open(settings: &Settings) -> anyhow::Result<Store> {
-    let store = Store::connect(&settings.store_url(), settings.services()?)
-        .await
-        .context("cannot open the event store")?;
+    let store = Store::connect_with(
+        &settings.store_url(),
+        settings.services()?,
+        settings.database.store_options()?,
+    )
+    .await
+    .context("cannot open the event store")?;
     store.migrate().await.context("migration failed")?;
     Ok(store)
 }
@@ -140,6 +144,7 @@ pub async fn rebuild(settings: Settings, projection: &str) -> anyhow::Result<()>
 /// `filiera serve`
 pub async fn serve(settings: Settings) -> anyhow::Result<()> {
     let addr = settings.listen_addr()?;
+    let serve_settings = settings.http.serve_settings()?;
     let store = open(&settings).await?;
     let projections = start_projections(&settings, &store).await?;
     let mut state = AppState::new(Arc::new(store.clone()), projections.clone());
@@ -162,7 +167,7 @@ pub async fn serve(settings: Settings) -> anyhow::Result<()> {
         store = state.store.backend_name(),
         "filiera is listening"
     );
-    filiera_http::serve(listener, state, shutdown_signal()).await?;
+    filiera_http::serve_with(listener, state, serve_settings, shutdown_signal()).await?;
     if let Some(relay) = relay {
         relay.shutdown().await;
     }

@@ -105,7 +105,9 @@ async fn readyz(client: &reqwest::Client, base: &str) -> (u16, Value, Duration) 
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_database_outage_fails_fast_loses_nothing_and_recovers_without_a_restart() {
-    let mut pg = PgServer::start().await.expect("a PostgreSQL of the test's own");
+    let mut pg = PgServer::start()
+        .await
+        .expect("a PostgreSQL of the test's own");
     let mut admin = sqlx::PgConnection::connect(&pg.url("postgres"))
         .await
         .unwrap();
@@ -161,8 +163,14 @@ async fn a_database_outage_fails_fast_loses_nothing_and_recovers_without_a_resta
     assert!(started.elapsed() <= REFUSAL_BOUND);
     tokio::time::sleep(Duration::from_secs(3)).await;
     let refused_during = outcomes.lock().unwrap().refused.len();
-    assert!(refused_during >= 3, "only {refused_during} refusals while down");
-    eprintln!("refused {refused_during} writes in {:?} of outage", stopped_at.elapsed());
+    assert!(
+        refused_during >= 3,
+        "only {refused_during} refusals while down"
+    );
+    eprintln!(
+        "refused {refused_during} writes in {:?} of outage",
+        stopped_at.elapsed()
+    );
 
     // It comes back: writes succeed again within seconds, without restarting filiera.
     pg.restart().await.unwrap();
@@ -209,19 +217,30 @@ async fn a_database_outage_fails_fast_loses_nothing_and_recovers_without_a_resta
     for key in &refused {
         let (status, body, _, _) = enrol(&client, &base, key).await;
         assert_eq!(status, 201, "retry of {key}: {body}");
-        assert!(ids.insert(body["id"].as_str().unwrap().to_owned()), "{key} reused an id");
+        assert!(
+            ids.insert(body["id"].as_str().unwrap().to_owned()),
+            "{key} reused an id"
+        );
     }
 
     // Every acknowledged enrolment is stored, and each key stored exactly one.
     let mut stored = Vec::new();
     let mut after = 0;
     loop {
-        let page = get(&client, format!("{base}/v1/events?after={after}&limit=1000")).await;
+        let page = get(
+            &client,
+            format!("{base}/v1/events?after={after}&limit=1000"),
+        )
+        .await;
         let events = page["events"].as_array().expect("a feed page");
         if events.is_empty() {
             break;
         }
-        stored.extend(events.iter().map(|e| e["beneficiary_id"].as_str().unwrap().to_owned()));
+        stored.extend(
+            events
+                .iter()
+                .map(|e| e["beneficiary_id"].as_str().unwrap().to_owned()),
+        );
         after = page["next_after"].as_i64().unwrap();
     }
     assert_eq!(stored.len(), acknowledged.len() + refused.len());

@@ -244,8 +244,14 @@ async fn a_full_disk_loses_no_acknowledged_write_and_writes_resume_when_space_re
             outcomes.refusals,
         )
     };
-    assert!(!acknowledged.is_empty(), "nothing was written before the disk filled");
-    assert!(refusals >= 4, "the full disk refused only {refusals} commands");
+    assert!(
+        !acknowledged.is_empty(),
+        "nothing was written before the disk filled"
+    );
+    assert!(
+        refusals >= 4,
+        "the full disk refused only {refusals} commands"
+    );
 
     // Meanwhile the service says it cannot commit, and why.
     let (status, body) = readyz(&client, &base).await;
@@ -260,7 +266,10 @@ async fn a_full_disk_loses_no_acknowledged_write_and_writes_resume_when_space_re
     // Space comes back: writes resume without a restart, readiness too.
     std::fs::remove_file(&ballast).expect("free the space");
     let resumed = Instant::now() + Duration::from_secs(15);
-    let retried_key = refused_keys.first().cloned().unwrap_or_else(|| "fresh".into());
+    let retried_key = refused_keys
+        .first()
+        .cloned()
+        .unwrap_or_else(|| "fresh".into());
     let retried_id = loop {
         let response = client
             .post(format!("{base}/v1/beneficiaries"))
