@@ -3,6 +3,7 @@
 use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
 use filiera_domain::{PathwayError, Refusal};
+pub use filiera_store::error_chain;
 use filiera_store::{Outage, StoreError};
 use problem_details::ProblemDetails;
 use serde::Serialize;
@@ -225,18 +226,6 @@ impl OutageAnswer {
             self.cause, self.remedy
         )
     }
-}
-
-/// The error and its sources, for the log.
-pub fn error_chain(err: &dyn std::error::Error) -> String {
-    let mut out = err.to_string();
-    let mut source = err.source();
-    while let Some(cause) = source {
-        out.push_str(": ");
-        out.push_str(&cause.to_string());
-        source = cause.source();
-    }
-    out
 }
 
 impl IntoResponse for ApiError {

@@ -391,7 +391,7 @@ fn record_error(shared: &Shared, error: &ProjectionError) {
         "projection runner failed; retrying"
     );
     if let Ok(mut last) = shared.last_error.lock() {
-        *last = Some(error_chain(error));
+        *last = Some(filiera_store::error_chain(error));
     }
 }
 
@@ -399,18 +399,6 @@ fn clear_error(shared: &Shared) {
     if let Ok(mut last) = shared.last_error.lock() {
         *last = None;
     }
-}
-
-/// An error with its causes, `a: b: c`.
-fn error_chain(error: &dyn std::error::Error) -> String {
-    let mut text = error.to_string();
-    let mut cause = error.source();
-    while let Some(c) = cause {
-        text.push_str(": ");
-        text.push_str(&c.to_string());
-        cause = c.source();
-    }
-    text
 }
 
 /// Feed events after `position`: none when it is the head (the usual, live case, answered

@@ -26,10 +26,10 @@ use tokio::time::Instant;
 
 use crate::checkpoint::Checkpoints;
 use crate::envelope::message_id;
-use crate::error::error_chain;
 use crate::metrics::RelayMetrics;
 use crate::publisher::{Publisher, backoff_delay};
 use crate::{RelayError, RelaySettings};
+use filiera_store::error_chain;
 
 /// The relay's state as `/v1`-style status and telemetry show it.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize)]

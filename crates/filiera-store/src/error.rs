@@ -132,16 +132,21 @@ fn postgres_outage(sqlstate: &str) -> Option<Outage> {
     }
 }
 
-/// The error and its sources, joined by `: `, for logs and operator-facing details.
-pub(crate) fn chain(error: &dyn std::error::Error) -> String {
-    let mut out = error.to_string();
-    let mut source = error.source();
-    while let Some(cause) = source {
-        out.push_str(": ");
-        out.push_str(&cause.to_string());
-        source = cause.source();
+/// The error and its causes on one line, `a: b: c`, for logs and operator-facing details; a
+/// cause whose text the previous one already ends with is not repeated. The one such helper of
+/// the workspace.
+pub fn error_chain(error: &dyn std::error::Error) -> String {
+    let mut text = error.to_string();
+    let mut cause = error.source();
+    while let Some(inner) = cause {
+        let more = inner.to_string();
+        if !text.ends_with(&more) {
+            text.push_str(": ");
+            text.push_str(&more);
+        }
+        cause = inner.source();
     }
-    out
+    text
 }
 
 #[cfg(test)]

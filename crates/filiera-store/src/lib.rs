@@ -47,7 +47,7 @@ mod rows;
 mod sqlite;
 pub mod store;
 
-pub use error::{Outage, StoreError};
+pub use error::{Outage, StoreError, error_chain};
 pub use lease::Leadership;
 pub use model::{CommandContext, Executed, IdempotencyKey, Rejection, StoredEvent};
 pub use store::{NotReady, Store, StoreOptions};

@@ -256,7 +256,7 @@ impl Store {
             }
             Ok(Err(error)) => Err(NotReady {
                 outage: error.outage().unwrap_or(Outage::StorageFailure),
-                detail: crate::error::chain(&error),
+                detail: crate::error::error_chain(&error),
             }),
             Err(_) => Err(NotReady {
                 outage: Outage::Unreachable,
@@ -360,7 +360,7 @@ impl Store {
             }
             Err(error) => {
                 if let Some(outage) = error.outage() {
-                    let detail = crate::error::chain(error);
+                    let detail = crate::error::error_chain(error);
                     tracing::warn!(outage = outage.as_str(), error = %detail, "command not stored");
                     self.set_write_outage(Some(NotReady { outage, detail }));
                 }

@@ -159,51 +159,26 @@ impl NatsServer {
             .spawn()
             .context("spawn nats-server (apt-get install nats-server)")?;
         self.child = Some(child);
-        let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
-        loop {
-            if tokio::net::TcpStream::connect(("127.0.0.1", self.port))
-                .await
-                .is_ok()
-            {
-                return Ok(());
-            }
-            if let Some(status) = self
-                .child
-                .as_mut()
-                .and_then(|c| c.try_wait().ok().flatten())
-            {
-                self.child = None;
-                bail!("nats-server exited at start: {status}");
-            }
-            ensure!(
-                tokio::time::Instant::now() < deadline,
-                "nats-server did not listen on port {}",
-                self.port
-            );
-            tokio::time::sleep(Duration::from_millis(20)).await;
-        }
+        let port = self.port;
+        wait_started(
+            &mut self.child,
+            "nats-server",
+            Duration::from_secs(10),
+            || async move {
+                tokio::net::TcpStream::connect(("127.0.0.1", port))
+                    .await
+                    .is_ok()
+            },
+        )
+        .await
     }
 
     /// Stops the server (SIGTERM, so that JetStream flushes what it acknowledged) and waits
     /// until it has exited.
     pub async fn stop(&mut self) -> anyhow::Result<()> {
-        let Some(mut child) = self.child.take() else {
-            return Ok(());
-        };
-        let _ = Command::new("kill")
-            .args(["-TERM", &child.id().to_string()])
-            .status();
-        let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
-        loop {
-            if child.try_wait()?.is_some() {
-                return Ok(());
-            }
-            if tokio::time::Instant::now() >= deadline {
-                child.kill()?;
-                child.wait()?;
-                return Ok(());
-            }
-            tokio::time::sleep(Duration::from_millis(20)).await;
+        match self.child.take() {
+            Some(child) => signal_and_reap(child, "TERM", Duration::from_secs(10)).await,
+            None => Ok(()),
         }
     }
 }
@@ -214,6 +189,55 @@ impl Drop for NatsServer {
             let _ = child.kill();
             let _ = child.wait();
         }
+    }
+}
+
+/// Waits until `ready` says the server `child` started answers, failing if it exits first
+/// (and forgetting it then) or if `within` passes.
+async fn wait_started<F, Fut>(
+    child: &mut Option<Child>,
+    what: &str,
+    within: Duration,
+    mut ready: F,
+) -> anyhow::Result<()>
+where
+    F: FnMut() -> Fut,
+    Fut: std::future::Future<Output = bool>,
+{
+    let deadline = tokio::time::Instant::now() + within;
+    loop {
+        if ready().await {
+            return Ok(());
+        }
+        if let Some(status) = child.as_mut().and_then(|c| c.try_wait().ok().flatten()) {
+            *child = None;
+            bail!("{what} exited at start: {status}");
+        }
+        ensure!(
+            tokio::time::Instant::now() < deadline,
+            "{what} did not answer within {within:?}"
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+}
+
+/// Sends `signal` (e.g. `TERM`) to `child` and waits until it has exited; kills it if it is
+/// still there after `within`.
+async fn signal_and_reap(mut child: Child, signal: &str, within: Duration) -> anyhow::Result<()> {
+    let _ = Command::new("kill")
+        .args([&format!("-{signal}"), &child.id().to_string()])
+        .status();
+    let deadline = tokio::time::Instant::now() + within;
+    loop {
+        if child.try_wait()?.is_some() {
+            return Ok(());
+        }
+        if tokio::time::Instant::now() >= deadline {
+            child.kill()?;
+            child.wait()?;
+            return Ok(());
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
     }
 }
 
@@ -341,49 +365,25 @@ impl PgServer {
             .spawn()
             .context("spawn postgres")?;
         self.child = Some(child);
-        let deadline = tokio::time::Instant::now() + Duration::from_secs(30);
-        loop {
-            if let Ok(conn) = sqlx::PgConnection::connect(&self.url("postgres")).await {
-                conn.close().await?;
-                return Ok(());
+        let url = self.url("postgres");
+        wait_started(&mut self.child, "postgres", Duration::from_secs(30), || {
+            let url = url.clone();
+            async move {
+                match sqlx::PgConnection::connect(&url).await {
+                    Ok(conn) => conn.close().await.is_ok(),
+                    Err(_) => false,
+                }
             }
-            if let Some(status) = self
-                .child
-                .as_mut()
-                .and_then(|c| c.try_wait().ok().flatten())
-            {
-                self.child = None;
-                bail!("postgres exited at start: {status}");
-            }
-            ensure!(
-                tokio::time::Instant::now() < deadline,
-                "postgres did not accept connections on port {}",
-                self.port
-            );
-            tokio::time::sleep(Duration::from_millis(50)).await;
-        }
+        })
+        .await
     }
 
     /// Stops the server as abruptly as a crash would (immediate shutdown: every connection
     /// is cut, nothing is flushed beyond what was committed) and waits until it has exited.
     pub async fn stop(&mut self) -> anyhow::Result<()> {
-        let Some(mut child) = self.child.take() else {
-            return Ok(());
-        };
-        let _ = Command::new("kill")
-            .args(["-QUIT", &child.id().to_string()])
-            .status();
-        let deadline = tokio::time::Instant::now() + Duration::from_secs(20);
-        loop {
-            if child.try_wait()?.is_some() {
-                return Ok(());
-            }
-            if tokio::time::Instant::now() >= deadline {
-                child.kill()?;
-                child.wait()?;
-                return Ok(());
-            }
-            tokio::time::sleep(Duration::from_millis(20)).await;
+        match self.child.take() {
+            Some(child) => signal_and_reap(child, "QUIT", Duration::from_secs(20)).await,
+            None => Ok(()),
         }
     }
 }

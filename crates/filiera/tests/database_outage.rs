@@ -12,9 +12,9 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use common::{filiera, get, start_with};
+use common::{enrol_with_key, filiera, get, readyz, start_with, whole_feed};
 use filiera_testkit::PgServer;
-use serde_json::{Value, json};
+use serde_json::Value;
 use sqlx::{Connection as _, Executor as _};
 
 /// `[database] acquire_timeout` of the server under test.
@@ -37,17 +37,7 @@ struct Outcomes {
 
 async fn enrol(client: &reqwest::Client, base: &str, key: &str) -> (u16, Value, Duration, bool) {
     let started = Instant::now();
-    let response = client
-        .post(format!("{base}/v1/beneficiaries"))
-        .header("Idempotency-Key", key)
-        .json(&json!({"territory": "PIE-TO-TORINO", "on": "2024-03-01", "referral": "self"}))
-        .timeout(Duration::from_secs(30))
-        .send()
-        .await
-        .expect("the server answers");
-    let status = response.status().as_u16();
-    let retry_after = response.headers().contains_key("retry-after");
-    let body = response.json().await.unwrap_or(Value::Null);
+    let (status, retry_after, body) = enrol_with_key(client, base, "PIE-TO-TORINO", key).await;
     (status, body, started.elapsed(), retry_after)
 }
 
@@ -85,22 +75,6 @@ async fn writer(
             other => panic!("enrolment answered {other} after {took:?}: {body}"),
         }
     }
-}
-
-async fn readyz(client: &reqwest::Client, base: &str) -> (u16, Value, Duration) {
-    let started = Instant::now();
-    let response = client
-        .get(format!("{base}/readyz"))
-        .timeout(Duration::from_secs(10))
-        .send()
-        .await
-        .expect("/readyz answers");
-    let status = response.status().as_u16();
-    (
-        status,
-        response.json().await.unwrap_or(Value::Null),
-        started.elapsed(),
-    )
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -224,25 +198,11 @@ async fn a_database_outage_fails_fast_loses_nothing_and_recovers_without_a_resta
     }
 
     // Every acknowledged enrolment is stored, and each key stored exactly one.
-    let mut stored = Vec::new();
-    let mut after = 0;
-    loop {
-        let page = get(
-            &client,
-            format!("{base}/v1/events?after={after}&limit=1000"),
-        )
-        .await;
-        let events = page["events"].as_array().expect("a feed page");
-        if events.is_empty() {
-            break;
-        }
-        stored.extend(
-            events
-                .iter()
-                .map(|e| e["beneficiary_id"].as_str().unwrap().to_owned()),
-        );
-        after = page["next_after"].as_i64().unwrap();
-    }
+    let stored: Vec<String> = whole_feed(&client, &base)
+        .await
+        .iter()
+        .map(|e| e["beneficiary_id"].as_str().unwrap().to_owned())
+        .collect();
     assert_eq!(stored.len(), acknowledged.len() + refused.len());
     assert_eq!(stored.into_iter().collect::<BTreeSet<_>>(), ids);
 

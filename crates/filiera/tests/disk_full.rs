@@ -16,7 +16,7 @@ use std::process::Command;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use common::{Server, clean_command, start_with};
+use common::{Server, clean_command, enrol_with_key, readyz, start_with, whole_feed};
 use serde_json::{Value, json};
 
 /// A tmpfs of `size` mounted on a fresh folder, unmounted on drop.
@@ -91,15 +91,7 @@ async fn writer(
             return;
         }
         let key = format!("disk-full-{name}-{n}");
-        let response = client
-            .post(format!("{base}/v1/beneficiaries"))
-            .header("Idempotency-Key", &key)
-            .json(&json!({"territory": "LOM-BG-BERGAMO", "on": "2024-01-10", "referral": "self"}))
-            .send()
-            .await
-            .expect("the server answers");
-        let status = response.status().as_u16();
-        let body: Value = response.json().await.unwrap_or(Value::Null);
+        let (status, _, body) = enrol_with_key(&client, &base, "LOM-BG-BERGAMO", &key).await;
         match status {
             201 => {
                 let id = body["id"].as_str().expect("an id").to_owned();
@@ -148,27 +140,6 @@ fn assert_refusal(status: u16, body: &Value) {
     }
 }
 
-async fn whole_feed(client: &reqwest::Client, base: &str) -> Vec<Value> {
-    let mut out = Vec::new();
-    let mut after = 0;
-    loop {
-        let page: Value = client
-            .get(format!("{base}/v1/events?after={after}&limit=1000"))
-            .send()
-            .await
-            .expect("feed")
-            .json()
-            .await
-            .expect("feed JSON");
-        let events = page["events"].as_array().expect("events").clone();
-        if events.is_empty() {
-            return out;
-        }
-        after = page["next_after"].as_i64().expect("next_after");
-        out.extend(events);
-    }
-}
-
 /// Enrolments and stage entries in the feed: id → whether a stage was entered.
 fn stored(feed: &[Value]) -> BTreeMap<String, bool> {
     let mut out = BTreeMap::new();
@@ -187,17 +158,6 @@ fn stored(feed: &[Value]) -> BTreeMap<String, bool> {
         }
     }
     out
-}
-
-async fn readyz(client: &reqwest::Client, base: &str) -> (u16, Value) {
-    let response = client
-        .get(format!("{base}/readyz"))
-        .timeout(Duration::from_secs(3))
-        .send()
-        .await
-        .expect("/readyz answers within a second or so");
-    let status = response.status().as_u16();
-    (status, response.json().await.unwrap_or(Value::Null))
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -254,7 +214,8 @@ async fn a_full_disk_loses_no_acknowledged_write_and_writes_resume_when_space_re
     );
 
     // Meanwhile the service says it cannot commit, and why.
-    let (status, body) = readyz(&client, &base).await;
+    let (status, body, took) = readyz(&client, &base).await;
+    assert!(took < Duration::from_secs(2), "/readyz took {took:?}");
     assert_eq!(status, 503, "{body}");
     assert_eq!(body["reason"], "disk_full", "{body}");
     assert_eq!(body["code"], "not_ready", "{body}");
@@ -271,15 +232,8 @@ async fn a_full_disk_loses_no_acknowledged_write_and_writes_resume_when_space_re
         .cloned()
         .unwrap_or_else(|| "fresh".into());
     let retried_id = loop {
-        let response = client
-            .post(format!("{base}/v1/beneficiaries"))
-            .header("Idempotency-Key", &retried_key)
-            .json(&json!({"territory": "LOM-BG-BERGAMO", "on": "2024-01-10", "referral": "self"}))
-            .send()
-            .await
-            .expect("the server answers");
-        let status = response.status().as_u16();
-        let body: Value = response.json().await.unwrap_or(Value::Null);
+        let (status, _, body) =
+            enrol_with_key(&client, &base, "LOM-BG-BERGAMO", &retried_key).await;
         if status == 201 {
             // A refused command bound nothing: its key now stores a new enrolment.
             break body["id"].as_str().unwrap().to_owned();
@@ -288,7 +242,7 @@ async fn a_full_disk_loses_no_acknowledged_write_and_writes_resume_when_space_re
         assert!(Instant::now() < resumed, "writes did not resume: {body}");
         tokio::time::sleep(Duration::from_millis(200)).await;
     };
-    let (status, body) = readyz(&client, &base).await;
+    let (status, body, _) = readyz(&client, &base).await;
     assert_eq!(status, 200, "{body}");
 
     // Killed and restarted: every acknowledged command is there, no refused one.

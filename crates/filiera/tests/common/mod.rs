@@ -81,3 +81,57 @@ pub async fn get(client: &reqwest::Client, url: String) -> Value {
         .await
         .expect("JSON")
 }
+
+/// `POST /v1/beneficiaries` in `territory` with an `Idempotency-Key`: the status, whether
+/// `Retry-After` came, and the body (Null if not JSON).
+pub async fn enrol_with_key(
+    client: &reqwest::Client,
+    base: &str,
+    territory: &str,
+    key: &str,
+) -> (u16, bool, Value) {
+    let response = client
+        .post(format!("{base}/v1/beneficiaries"))
+        .header("Idempotency-Key", key)
+        .json(&serde_json::json!({"territory": territory, "on": "2024-01-10", "referral": "self"}))
+        .timeout(Duration::from_secs(30))
+        .send()
+        .await
+        .expect("the server answers");
+    let status = response.status().as_u16();
+    let retry_after = response.headers().contains_key("retry-after");
+    (
+        status,
+        retry_after,
+        response.json().await.unwrap_or(Value::Null),
+    )
+}
+
+/// `GET /readyz`: the status, the body, and how long it took.
+pub async fn readyz(client: &reqwest::Client, base: &str) -> (u16, Value, Duration) {
+    let started = Instant::now();
+    let response = client
+        .get(format!("{base}/readyz"))
+        .timeout(Duration::from_secs(10))
+        .send()
+        .await
+        .expect("/readyz answers");
+    let status = response.status().as_u16();
+    let body = response.json().await.unwrap_or(Value::Null);
+    (status, body, started.elapsed())
+}
+
+/// The whole global feed, page after page.
+pub async fn whole_feed(client: &reqwest::Client, base: &str) -> Vec<Value> {
+    let mut out = Vec::new();
+    let mut after = 0;
+    loop {
+        let page = get(client, format!("{base}/v1/events?after={after}&limit=1000")).await;
+        let events = page["events"].as_array().expect("a feed page").clone();
+        if events.is_empty() {
+            return out;
+        }
+        after = page["next_after"].as_i64().expect("next_after");
+        out.extend(events);
+    }
+}
