@@ -24,7 +24,7 @@
 //! - `checkpoint`: the `relay_checkpoints` table (migration 0004), compare-and-set.
 //! - `metrics`: the Prometheus series.
 //! - [`tail`]: [`tail_nats`], a durable pull consumer filtered by territory and event type.
-//! - [`error`]: [`RelayError`].
+//! - [`error`]: [`RelayError`], what can go wrong.
 
 mod checkpoint;
 pub mod envelope;
