@@ -88,6 +88,9 @@ pub struct Pathway {
     commands: Vec<CommandGroup>,
     /// Set after an automatic `StageExited`: the next event belongs to the same command.
     joining: bool,
+    /// Whether the personal data was erased (`PersonalDataErased` recorded).
+    #[serde(default)]
+    erased: bool,
     state: PathwayState,
 }
 
@@ -105,6 +108,11 @@ impl Pathway {
     /// Every event, voided or not, with its sequence.
     pub fn events(&self) -> impl Iterator<Item = (u64, &PathwayEvent)> {
         self.events.iter().zip(1..).map(|(e, s)| (s, e))
+    }
+
+    /// Whether `PersonalDataErased` was recorded.
+    pub fn personal_data_erased(&self) -> bool {
+        self.erased
     }
 
     /// Whether an undo voided the event with this sequence.
@@ -163,13 +171,27 @@ impl Pathway {
                 support_band,
             }]);
         }
+        if let PathwayCommand::RecordErasure = command {
+            // Whatever the pathway's status, even voided: the vault may hold data for it.
+            if state.status == PathwayStatus::NotEnrolled && self.events.is_empty() {
+                return Err(PathwayError::NotEnrolled);
+            }
+            if self.erased {
+                return Err(PathwayError::AlreadyErased);
+            }
+            return Ok(vec![PathwayEvent::PersonalDataErased {
+                on: services.clock.today(),
+            }]);
+        }
         match state.status {
             PathwayStatus::NotEnrolled => return Err(PathwayError::NotEnrolled),
             PathwayStatus::Voided => return Err(PathwayError::Voided),
             PathwayStatus::Open | PathwayStatus::Closed => {}
         }
         match command {
-            PathwayCommand::Enrol { .. } => unreachable!("handled above"),
+            PathwayCommand::Enrol { .. } | PathwayCommand::RecordErasure => {
+                unreachable!("handled above")
+            }
             PathwayCommand::EnterStage {
                 stage,
                 on,
@@ -362,6 +384,12 @@ impl Aggregate for Pathway {
     fn apply(&mut self, event: PathwayEvent) {
         let sequence = self.events.len() as u64 + 1;
         match &event {
+            // Not a pathway fact: no command group (undo passes over it), no state.
+            PathwayEvent::PersonalDataErased { .. } => {
+                self.erased = true;
+                self.events.push(event);
+                return;
+            }
             PathwayEvent::CommandUndone {
                 undone_sequences, ..
             } => {

@@ -777,3 +777,85 @@ fn provider_text_is_checked() {
 }
 
 const MAX: usize = crate::aggregate::MAX_TEXT_CHARS;
+
+// ---------------------------------------------------------------- erasure of personal data
+
+fn erased() -> PathwayEvent {
+    PathwayEvent::PersonalDataErased { on: d(TODAY) }
+}
+
+#[test]
+fn erasure_is_recorded_whatever_the_status() {
+    for history in [
+        vec![enrolled("2024-01-10")],
+        vec![
+            enrolled("2024-01-10"),
+            closed("2024-05-01", CloseOutcome::Employed),
+        ],
+        vec![enrolled("2024-01-10"), undone(vec![1])],
+    ] {
+        given(history)
+            .when(PathwayCommand::RecordErasure)
+            .then_expect_events(vec![erased()]);
+    }
+    let err = TestFramework::<Pathway>::with(services())
+        .given_no_previous_events()
+        .when(PathwayCommand::RecordErasure)
+        .inspect_result()
+        .unwrap_err();
+    assert_eq!(err, PathwayError::NotEnrolled);
+}
+
+#[test]
+fn erasure_happens_once() {
+    given(vec![enrolled("2024-01-10"), erased()])
+        .when(PathwayCommand::RecordErasure)
+        .then_expect_error(PathwayError::AlreadyErased);
+    assert_eq!(PathwayError::AlreadyErased.refusal(), Refusal::Gone);
+}
+
+#[test]
+fn undo_passes_over_an_erasure() {
+    given(vec![
+        enrolled("2024-01-10"),
+        entered("internship", "2024-01-15", None, Transition::Entry),
+        erased(),
+    ])
+    .when(undo())
+    .then_expect_events(vec![undone(vec![2])]);
+    given(vec![enrolled("2024-01-10"), erased(), undone(vec![1])])
+        .when(undo())
+        .then_expect_error(PathwayError::Voided);
+}
+
+#[test]
+fn erasure_changes_no_state_and_no_date_rule() {
+    let before = Pathway::from_events(&[
+        enrolled("2024-01-10"),
+        entered("internship", "2024-01-15", None, Transition::Entry),
+    ]);
+    let after = Pathway::from_events(&[
+        enrolled("2024-01-10"),
+        entered("internship", "2024-01-15", None, Transition::Entry),
+        erased(),
+    ]);
+    assert_eq!(before.state(), after.state());
+    assert!(after.personal_data_erased());
+    assert!(!before.personal_data_erased());
+    // Its date (today) is not an effective date: earlier pathway dates are still accepted.
+    given(vec![
+        enrolled("2024-01-10"),
+        entered("internship", "2024-01-15", None, Transition::Entry),
+        erased(),
+    ])
+    .when(enter("job_placement", "2024-02-01"))
+    .then_expect_events(vec![
+        exited("internship", "2024-02-01", ExitOutcome::MovedOn),
+        entered(
+            "job_placement",
+            "2024-02-01",
+            Some("internship"),
+            Transition::Progression,
+        ),
+    ]);
+}

@@ -36,6 +36,10 @@ pub enum PathwayCommand {
     ReopenPathway { on: NaiveDate },
     /// Void the events of the latest command not already undone.
     Undo { reason: String },
+    /// Record that the beneficiary's personal data was erased from the vault. Not a pathway
+    /// command: it cannot be undone and changes no state or metric. Issued by the service after
+    /// the vault destroyed the data key, never by clients directly.
+    RecordErasure,
 }
 
 impl PathwayCommand {
@@ -49,6 +53,7 @@ impl PathwayCommand {
             Self::ClosePathway { .. } => "close",
             Self::ReopenPathway { .. } => "reopen",
             Self::Undo { .. } => "undo",
+            Self::RecordErasure => "erase_personal_data",
         }
     }
 }

@@ -11,6 +11,8 @@ pub enum Refusal {
     Conflict,
     /// There is no such beneficiary (HTTP 404).
     NotFound,
+    /// What was asked for existed and was erased for good (HTTP 410).
+    Gone,
 }
 
 /// A command refused by the pathway rules. Nothing is written when this is returned.
@@ -57,6 +59,8 @@ pub enum PathwayError {
         "the previous stage `{stage}` is no longer in the stage catalogue, so the entry cannot be classified; restore it in the configuration"
     )]
     PreviousStageUnknown { stage: String },
+    #[error("the beneficiary's personal data was already erased")]
+    AlreadyErased,
 }
 
 impl PathwayError {
@@ -79,6 +83,7 @@ impl PathwayError {
             Self::NothingToUndo => "nothing_to_undo",
             Self::InvalidText { .. } => "invalid_field",
             Self::PreviousStageUnknown { .. } => "catalogue_mismatch",
+            Self::AlreadyErased => "personal_data_erased",
         }
     }
 
@@ -108,6 +113,7 @@ impl PathwayError {
             | Self::AutomaticOutcome { .. }
             | Self::InvalidText { .. } => Refusal::Invalid,
             Self::NotEnrolled => Refusal::NotFound,
+            Self::AlreadyErased => Refusal::Gone,
             Self::AlreadyEnrolled
             | Self::Voided
             | Self::PathwayClosed

@@ -167,11 +167,15 @@ pub enum PathwayEvent {
         undone_sequences: Vec<u64>,
         reason: String,
     },
+    /// The beneficiary's personal data was erased from the vault (SPEC 5.2): its data key was
+    /// destroyed. Carries no personal data. Not a pathway fact: undo passes over it, the state
+    /// and every metric ignore it. `on` is the UTC date of the erasure, like an undo's.
+    PersonalDataErased { on: NaiveDate },
 }
 
 impl PathwayEvent {
     /// Stable event names, as stored and published.
-    pub const TYPES: [&'static str; 7] = [
+    pub const TYPES: [&'static str; 8] = [
         "Enrolled",
         "StageEntered",
         "StageExited",
@@ -179,6 +183,7 @@ impl PathwayEvent {
         "PathwayClosed",
         "PathwayReopened",
         "CommandUndone",
+        "PersonalDataErased",
     ];
 
     /// The event name of SPEC 2.3 for `name` given as `StageEntered` or `stage_entered`.
@@ -198,6 +203,7 @@ impl PathwayEvent {
             Self::PathwayClosed { .. } => "PathwayClosed",
             Self::PathwayReopened { .. } => "PathwayReopened",
             Self::CommandUndone { .. } => "CommandUndone",
+            Self::PersonalDataErased { .. } => "PersonalDataErased",
         }
     }
 
@@ -210,16 +216,24 @@ impl PathwayEvent {
             | Self::TerritoryChanged { on, .. }
             | Self::PathwayClosed { on, .. }
             | Self::PathwayReopened { on }
-            | Self::CommandUndone { on, .. } => *on,
+            | Self::CommandUndone { on, .. }
+            | Self::PersonalDataErased { on } => *on,
         }
     }
 
-    /// The effective date that ordering rules consider; `None` for `CommandUndone`.
+    /// The effective date that ordering rules consider; `None` for `CommandUndone` and
+    /// `PersonalDataErased`, which record when they happened, not a pathway date.
     pub fn effective_on(&self) -> Option<NaiveDate> {
         match self {
-            Self::CommandUndone { .. } => None,
+            Self::CommandUndone { .. } | Self::PersonalDataErased { .. } => None,
             other => Some(other.on()),
         }
+    }
+
+    /// Whether the event is a fact of the pathway: every event but `PersonalDataErased`, which
+    /// no undo, state or metric takes into account.
+    pub fn is_pathway_fact(&self) -> bool {
+        !matches!(self, Self::PersonalDataErased { .. })
     }
 
     /// The fields of the event, without the enum tag (the `data` of feeds and messages).

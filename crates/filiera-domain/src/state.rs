@@ -133,6 +133,7 @@ impl PathwayState {
                 self.counts.spells += 1;
             }
             PathwayEvent::CommandUndone { .. } => self.counts.corrections += 1,
+            PathwayEvent::PersonalDataErased { .. } => {}
         }
     }
 }

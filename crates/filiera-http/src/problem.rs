@@ -145,6 +145,7 @@ impl From<PathwayError> for ApiError {
             Refusal::Invalid => (StatusCode::UNPROCESSABLE_ENTITY, "Invalid request"),
             Refusal::Conflict => (StatusCode::CONFLICT, "Command conflicts with the pathway"),
             Refusal::NotFound => (StatusCode::NOT_FOUND, "Beneficiary not found"),
+            Refusal::Gone => (StatusCode::GONE, "Erased"),
         };
         Self::problem(
             status,

@@ -291,6 +291,38 @@ proptest! {
         }
     }
 
+    /// Erasing a beneficiary's personal data changes no metric and no audit (SPEC 5.2).
+    #[test]
+    fn erasure_changes_no_metric(
+        histories in prop::collection::vec(history(), 1..5),
+        specs in prop::collection::vec(query_spec(), 1..4),
+    ) {
+        let plain = drive_all(&histories);
+        let mut erased = drive_all(&histories);
+        for driver in &mut erased {
+            let after = driver.events.last().map(|e| e.recorded_at).unwrap_or_default();
+            driver
+                .try_command(after + TimeDelta::minutes(1), PathwayCommand::RecordErasure)
+                .expect("every driven beneficiary can be erased");
+        }
+        let catalogue = training_catalogue();
+        let registry = TerritoryRegistry::sample();
+        let plain: Vec<Timeline> = plain.iter().map(Driver::timeline).collect();
+        let erased: Vec<Timeline> = erased.iter().map(Driver::timeline).collect();
+        for spec in &specs {
+            let q = spec.query();
+            prop_assert_eq!(
+                territory_metrics(&plain, &q, &catalogue, &registry),
+                territory_metrics(&erased, &q, &catalogue, &registry)
+            );
+            let audit = AuditQuery::from(&q);
+            prop_assert_eq!(
+                serde_json::to_value(reiteration_audit(&plain, &audit, &catalogue, &registry)).unwrap(),
+                serde_json::to_value(reiteration_audit(&erased, &audit, &catalogue, &registry)).unwrap()
+            );
+        }
+    }
+
     /// Streams the aggregate would refuse (dates out of order, undos of anything, stages
     /// outside the catalogue, no enrolment first) must not make the fold panic.
     #[test]
