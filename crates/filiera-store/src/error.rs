@@ -39,6 +39,28 @@ pub enum StoreError {
     /// A stored row cannot be decoded (bad JSON, unknown event, malformed id).
     #[error("unreadable stored data: {0}")]
     Corrupt(String),
+    /// The database did not answer within the configured query timeout.
+    #[error("the database did not answer within {0:?}")]
+    TimedOut(std::time::Duration),
+    /// A command whose outcome the store cannot tell: the connection died, or the deadline
+    /// passed, while its transaction was committing (`stored: false`: it may or may not have
+    /// been stored), or it was committed but could not be read back (`stored: true`). A retry
+    /// with the same idempotency key answers the first outcome.
+    #[error(
+        "{}",
+        if *stored {
+            "the command was stored but could not be read back"
+        } else {
+            "the command may or may not have been stored"
+        }
+    )]
+    OutcomeUnknown {
+        /// Whether the commit is known to have succeeded.
+        stored: bool,
+        /// What failed.
+        #[source]
+        cause: Box<StoreError>,
+    },
 }
 
 /// Why the store cannot serve for now: failures an operator fixes outside filiera (disk space,
@@ -57,12 +79,12 @@ pub enum Outage {
 
 impl Outage {
     /// A stable name for logs and problem documents: `disk_full`, `storage_failure`,
-    /// `database_unreachable`.
+    /// `database_unavailable`.
     pub fn as_str(self) -> &'static str {
         match self {
             Self::DiskFull => "disk_full",
             Self::StorageFailure => "storage_failure",
-            Self::Unreachable => "database_unreachable",
+            Self::Unreachable => "database_unavailable",
         }
     }
 }
@@ -73,11 +95,26 @@ impl StoreError {
     pub fn outage(&self) -> Option<Outage> {
         match self {
             Self::Database(error) => outage_of(error),
+            Self::TimedOut(_) => Some(Outage::Unreachable),
             Self::Migration(sqlx::migrate::MigrateError::Execute(error)) => outage_of(error),
             Self::EventStore(error) => error.downcast_ref::<sqlx::Error>().and_then(outage_of),
             _ => None,
         }
     }
+}
+
+/// Whether a database error leaves the outcome of a transaction that was committing unknown:
+/// the connection broke, so whether the server got and applied `COMMIT` cannot be told. An
+/// error the server reported (a SQLSTATE, a SQLite result code) means the transaction did not
+/// commit, and no connection at all (pool timeout) means it never started.
+pub(crate) fn leaves_outcome_unknown(error: &sqlx::Error) -> bool {
+    matches!(
+        error,
+        sqlx::Error::Io(_)
+            | sqlx::Error::Tls(_)
+            | sqlx::Error::Protocol(_)
+            | sqlx::Error::WorkerCrashed
+    )
 }
 
 /// Classifies a database error by SQLite result code or PostgreSQL SQLSTATE.

@@ -30,6 +30,7 @@
 //! # Layout
 //! - [`store`]: [`Store`], connecting, migrating, executing commands and reading streams and
 //!   the feed.
+//! - [`database`]: [`Database`], the handle crates owning tables of their own get.
 //! - [`model`]: what callers pass and get back: [`CommandContext`], [`IdempotencyKey`],
 //!   [`Executed`], [`Rejection`], [`StoredEvent`].
 //! - [`metadata`]: the keys of the metadata stored with every event.
@@ -38,6 +39,7 @@
 //! - `sqlite`, `postgres`: backend-specific connection set-up (pools, pragmas, LISTEN).
 //! - `rows`: decoding stored rows into [`StoredEvent`]s.
 
+pub mod database;
 pub mod error;
 pub mod lease;
 pub mod metadata;
@@ -47,6 +49,7 @@ mod rows;
 mod sqlite;
 pub mod store;
 
+pub use database::Database;
 pub use error::{Outage, StoreError, error_chain};
 pub use lease::Leadership;
 pub use model::{CommandContext, Executed, IdempotencyKey, Rejection, StoredEvent};

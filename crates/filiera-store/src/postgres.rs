@@ -1,6 +1,7 @@
 //! PostgreSQL set-up: one pool for reads and writes, and a LISTEN task turning the
 //! `filiera_events` notifications of every process into local wake-ups.
 
+use std::sync::LazyLock;
 use std::time::Duration;
 
 use sqlx::PgPool;
@@ -13,7 +14,12 @@ use crate::StoreError;
 use crate::store::{StoreOptions, bump};
 
 /// The PostgreSQL schema.
-pub(crate) static MIGRATOR: Migrator = sqlx::migrate!("./migrations/postgres");
+pub(crate) static MIGRATOR: LazyLock<Migrator> = LazyLock::new(|| {
+    let mut migrator = sqlx::migrate!("./migrations/postgres");
+    // Other crates' migrations share the ledger (`_sqlx_migrations`).
+    migrator.set_ignore_missing(true);
+    migrator
+});
 
 /// The channel the position trigger notifies, with the new position as payload.
 pub(crate) const CHANNEL: &str = "filiera_events";
@@ -23,21 +29,16 @@ pub(crate) const UNIQUE_VIOLATION: &str = "23505";
 
 /// Connects the pool. One of its connections is kept by the LISTEN task.
 ///
-/// Connections are tested before use (sqlx's default), so those broken by a database restart
-/// are replaced instead of failing the first requests after it; one released inside a
-/// transaction is closed rather than reused. While the database is down, an acquire fails
-/// after `options.acquire_timeout` instead of waiting for it.
+/// Connections are tested before use (sqlx's default, kept explicit here), so those broken by
+/// a database restart are replaced instead of failing the first requests after it. A dropped
+/// transaction is rolled back by sqlx before the connection is reused (the server tracks
+/// transaction state, unlike SQLite). While the database is down, an acquire fails after
+/// `options.acquire_timeout` instead of waiting for it.
 pub(crate) async fn connect(url: &str, options: &StoreOptions) -> Result<PgPool, StoreError> {
     Ok(PgPoolOptions::new()
         .max_connections(options.max_connections.max(2))
         .acquire_timeout(options.acquire_timeout)
         .test_before_acquire(true)
-        .after_release(|conn, _| {
-            Box::pin(async move {
-                use sqlx::Connection as _;
-                Ok(!conn.is_in_transaction())
-            })
-        })
         .connect(url)
         .await?)
 }

@@ -9,7 +9,7 @@
 //! only releases a savepoint of a transaction that never ends: acknowledged, never durable.
 
 use std::str::FromStr;
-use std::time::Duration;
+use std::sync::LazyLock;
 
 use sqlx::migrate::Migrator;
 use sqlx::pool::PoolConnectionMetadata;
@@ -23,10 +23,23 @@ use crate::StoreError;
 use crate::store::StoreOptions;
 
 /// The SQLite schema.
-pub(crate) static MIGRATOR: Migrator = sqlx::migrate!("./migrations/sqlite");
+pub(crate) static MIGRATOR: LazyLock<Migrator> = LazyLock::new(|| {
+    let mut migrator = sqlx::migrate!("./migrations/sqlite");
+    // Other crates' migrations share the ledger (`_sqlx_migrations`).
+    migrator.set_ignore_missing(true);
+    migrator
+});
 
-/// How long a connection waits for another process's write lock before giving up.
-const BUSY_TIMEOUT: Duration = Duration::from_secs(10);
+/// The folder of the database file of `url`, if it names a file.
+pub(crate) fn folder(url: &str) -> Option<std::path::PathBuf> {
+    let options = SqliteConnectOptions::from_str(url).ok()?;
+    let folder = options.get_filename().parent()?;
+    Some(if folder.as_os_str().is_empty() {
+        std::path::PathBuf::from(".")
+    } else {
+        folder.to_owned()
+    })
+}
 
 /// SQLite's extended result code for `RAISE(ABORT, …)` in a trigger (SQLITE_CONSTRAINT_TRIGGER).
 pub(crate) const CONSTRAINT_TRIGGER: &str = "1811";
@@ -44,7 +57,8 @@ pub(crate) async fn connect(
         .create_if_missing(true)
         .journal_mode(SqliteJournalMode::Wal)
         .synchronous(SqliteSynchronous::Full)
-        .busy_timeout(BUSY_TIMEOUT)
+        // How long a write waits for another process's lock: as long as for a connection.
+        .busy_timeout(options.acquire_timeout)
         .foreign_keys(true);
     if let Some(folder) = connect
         .get_filename()

@@ -31,6 +31,10 @@ pub struct StoreOptions {
     /// request waits while the database is unreachable or every connection is busy, before it
     /// is answered 503.
     pub acquire_timeout: Duration,
+    /// The longest one store call (a command, a read) may take once it has its connections:
+    /// past it the call fails as unreachable, so a database that stopped answering mid-query
+    /// (a network partition, a frozen server) cannot hold a request for minutes.
+    pub query_timeout: Duration,
 }
 
 impl Default for StoreOptions {
@@ -38,9 +42,15 @@ impl Default for StoreOptions {
         Self {
             max_connections: 10,
             acquire_timeout: Duration::from_secs(5),
+            query_timeout: Duration::from_secs(10),
         }
     }
 }
+
+/// The size of the readiness probe's write, and the free space (times two) below which an
+/// embedded store is not ready.
+const PROBE_BYTES: usize = 64 * 1024;
+const MIN_FREE_BYTES: u64 = 2 * PROBE_BYTES as u64;
 
 /// Why the store is not ready, as [`Store::readiness`] found it.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -49,6 +59,15 @@ pub struct NotReady {
     pub outage: Outage,
     /// What failed, for the operator (no secrets, no personal data).
     pub detail: String,
+}
+
+impl From<StoreError> for NotReady {
+    fn from(error: StoreError) -> Self {
+        Self {
+            outage: error.outage().unwrap_or(Outage::StorageFailure),
+            detail: crate::error::error_chain(&error),
+        }
+    }
 }
 
 /// The event store: one `Pathway` stream per beneficiary, the global feed, idempotency keys.
@@ -68,7 +87,18 @@ struct Inner {
     listener: Option<JoinHandle<()>>,
     /// The outage that made the last command fail, until a command or a readiness probe
     /// commits again: while set, [`Store::readiness`] writes to find out whether it is over.
-    write_outage: std::sync::Mutex<Option<NotReady>>,
+    write_outage: std::sync::Mutex<OutageRecord>,
+    options: StoreOptions,
+    /// SQLite: the folder of the database file, whose free space readiness checks.
+    data_folder: Option<std::path::PathBuf>,
+}
+
+/// The last outage commands ran into, and a generation that each new record bumps, so that a
+/// success clears only an outage it started after, and a probe only the one it probed.
+#[derive(Debug, Default)]
+struct OutageRecord {
+    generation: u64,
+    outage: Option<NotReady>,
 }
 
 impl Drop for Inner {
@@ -140,8 +170,10 @@ impl Store {
     ) -> Result<Self, StoreError> {
         let scheme = url.split_once(':').map_or("", |(scheme, _)| scheme);
         let (wake, _) = watch::channel(0);
+        let mut data_folder = None;
         let (backend, listener) = match scheme {
             "sqlite" => {
+                data_folder = sqlite::folder(url);
                 let (write, read) = sqlite::connect(url, &options).await?;
                 let backend = Backend::Sqlite {
                     loader: PersistedEventStore::new_event_store(SqliteEventRepository::new(
@@ -179,7 +211,9 @@ impl Store {
                 services,
                 wake,
                 listener,
-                write_outage: std::sync::Mutex::new(None),
+                write_outage: std::sync::Mutex::new(OutageRecord::default()),
+                options,
+                data_folder,
             }),
         };
         store.refresh_wakeups().await;
@@ -188,6 +222,8 @@ impl Store {
 
     /// Applies the pending schema migrations of the backend. Safe to run repeatedly, and on
     /// PostgreSQL concurrently (sqlx takes an advisory lock; on SQLite, one process at a time).
+    /// Versions in sqlx's ledger that the store does not know are left alone: crates owning
+    /// tables (the vault) record theirs there too, numbered apart (1001…).
     pub async fn migrate(&self) -> Result<(), StoreError> {
         match &self.inner.backend {
             Backend::Sqlite { write, .. } => sqlite::MIGRATOR.run(write).await?,
@@ -207,6 +243,18 @@ impl Store {
         &self.inner.services
     }
 
+    /// The handle for crates that own tables of their own (and their migrations, recorded in
+    /// the same ledger as the store's: see [`Store::migrate`]).
+    pub fn database(&self) -> crate::Database {
+        match &self.inner.backend {
+            Backend::Sqlite { write, read, .. } => crate::Database::Sqlite {
+                write: write.clone(),
+                read: read.clone(),
+            },
+            Backend::Postgres { pool, .. } => crate::Database::Postgres(pool.clone()),
+        }
+    }
+
     /// The PostgreSQL pool, for adapters storing their own tables (projections, relay).
     pub fn pg_pool(&self) -> Option<&PgPool> {
         match &self.inner.backend {
@@ -224,40 +272,39 @@ impl Store {
         }
     }
 
-    /// Checks that the database answers (for `/readyz`).
-    pub async fn ping(&self) -> Result<(), StoreError> {
-        on_read_pool!(&self.inner.backend, |pool| {
-            sqlx::query("SELECT 1").execute(pool).await?;
-        });
-        Ok(())
-    }
-
     /// Whether the store can serve commands now, found out within `within`:
     /// - after a command failed for an outage (disk full, database unreachable…), a probe
     ///   write commits or the outage goes on;
-    /// - otherwise a query through the connection writes go through answers.
+    /// - otherwise the database answers a query, and on SQLite the disk holding it has room
+    ///   for at least a probe's worth of writes.
     ///
     /// Never takes much longer than `within`; recovers by itself once the cause is gone.
     pub async fn readiness(&self, within: Duration) -> Result<(), NotReady> {
-        let failing = self.write_outage();
+        let (generation, failing) = {
+            let record = self.outage_record();
+            (record.generation, record.outage.is_some())
+        };
         let check = async {
-            match &failing {
-                Some(_) => self.probe_write().await,
-                None => self.ping_writer().await,
+            if failing {
+                return self.probe_write().await.map_err(NotReady::from);
             }
+            self.check_free_space()?;
+            on_read_pool!(&self.inner.backend, |pool| {
+                sqlx::query("SELECT 1")
+                    .execute(pool)
+                    .await
+                    .map_err(|e| NotReady::from(StoreError::Database(e)))?;
+            });
+            Ok(())
         };
         match tokio::time::timeout(within, check).await {
             Ok(Ok(())) => {
-                if failing.is_some() {
+                if failing && self.clear_outage(generation) {
                     tracing::info!("the store commits again");
-                    self.set_write_outage(None);
                 }
                 Ok(())
             }
-            Ok(Err(error)) => Err(NotReady {
-                outage: error.outage().unwrap_or(Outage::StorageFailure),
-                detail: crate::error::error_chain(&error),
-            }),
+            Ok(Err(not_ready)) => Err(not_ready),
             Err(_) => Err(NotReady {
                 outage: Outage::Unreachable,
                 detail: format!(
@@ -271,37 +318,61 @@ impl Store {
 
     /// The outage the last failed command ran into, if no commit succeeded since.
     pub fn write_outage(&self) -> Option<NotReady> {
+        self.outage_record().outage.clone()
+    }
+
+    fn outage_record(&self) -> std::sync::MutexGuard<'_, OutageRecord> {
         self.inner
             .write_outage
             .lock()
             .unwrap_or_else(std::sync::PoisonError::into_inner)
-            .clone()
     }
 
-    fn set_write_outage(&self, outage: Option<NotReady>) {
-        *self
-            .inner
-            .write_outage
-            .lock()
-            .unwrap_or_else(std::sync::PoisonError::into_inner) = outage;
+    fn record_outage(&self, outage: NotReady) {
+        let mut record = self.outage_record();
+        record.generation += 1;
+        record.outage = Some(outage);
     }
 
-    /// `SELECT 1` through the connection(s) commands are committed through.
-    async fn ping_writer(&self) -> Result<(), StoreError> {
-        match &self.inner.backend {
-            Backend::Sqlite { write, .. } => {
-                sqlx::query("SELECT 1").execute(write).await?;
+    /// Clears the outage if no other was recorded since `generation`; says whether one was
+    /// cleared.
+    fn clear_outage(&self, generation: u64) -> bool {
+        let mut record = self.outage_record();
+        if record.generation == generation && record.outage.is_some() {
+            record.outage = None;
+            true
+        } else {
+            false
+        }
+    }
+
+    /// SQLite: refuses when the disk holding the database cannot take a probe's worth of
+    /// writes, so that an idle service on a full disk is not reported ready.
+    fn check_free_space(&self) -> Result<(), NotReady> {
+        let Some(folder) = &self.inner.data_folder else {
+            return Ok(());
+        };
+        match rustix::fs::statvfs(folder) {
+            Ok(stats) if stats.f_bavail.saturating_mul(stats.f_frsize) < MIN_FREE_BYTES => {
+                Err(NotReady {
+                    outage: Outage::DiskFull,
+                    detail: format!(
+                        "{} bytes free on the volume of {}",
+                        stats.f_bavail.saturating_mul(stats.f_frsize),
+                        folder.display()
+                    ),
+                })
             }
-            Backend::Postgres { pool, .. } => {
-                sqlx::query("SELECT 1").execute(pool).await?;
+            Ok(_) => Ok(()),
+            Err(error) => {
+                tracing::debug!(%error, "cannot read the free space of the data folder");
+                Ok(())
             }
         }
-        Ok(())
     }
 
     /// Commits a write about as large as a big command's, to learn whether commits succeed.
     async fn probe_write(&self) -> Result<(), StoreError> {
-        const PROBE_BYTES: usize = 64 * 1024;
         let sql = "INSERT INTO store_probe (id, written_at, filler) VALUES (1, $1, $2) \
                    ON CONFLICT (id) DO UPDATE \
                    SET written_at = excluded.written_at, filler = excluded.filler";
@@ -352,17 +423,36 @@ impl Store {
         command: PathwayCommand,
         ctx: CommandContext,
     ) -> Result<Result<Executed, Rejection>, StoreError> {
-        let result = self.execute_once(beneficiary, command, ctx).await;
+        let generation = self.outage_record().generation;
+        let deadline = self.inner.options.query_timeout;
+        let result = match tokio::time::timeout(
+            deadline,
+            self.execute_once(beneficiary, command, ctx),
+        )
+        .await
+        {
+            Ok(result) => result,
+            // Abandoned somewhere between load and read-back: perhaps while committing.
+            Err(_) => Err(StoreError::OutcomeUnknown {
+                stored: false,
+                cause: Box::new(StoreError::TimedOut(deadline)),
+            }),
+        };
         match &result {
-            Ok(Ok(executed)) if !executed.replayed && self.write_outage().is_some() => {
-                tracing::info!("the store commits again");
-                self.set_write_outage(None);
+            Ok(Ok(executed)) if !executed.replayed => {
+                if self.clear_outage(generation) {
+                    tracing::info!("the store commits again");
+                }
             }
             Err(error) => {
-                if let Some(outage) = error.outage() {
+                let outage = match error {
+                    StoreError::OutcomeUnknown { cause, .. } => cause.outage(),
+                    other => other.outage(),
+                };
+                if let Some(outage) = outage {
                     let detail = crate::error::error_chain(error);
                     tracing::warn!(outage = outage.as_str(), error = %detail, "command not stored");
-                    self.set_write_outage(Some(NotReady { outage, detail }));
+                    self.record_outage(NotReady { outage, detail });
                 }
             }
             Ok(_) => {}
@@ -399,8 +489,12 @@ impl Store {
             }
             Attempt::Committed { before, pathway } => {
                 let events = self
-                    .fetch_range(&aggregate_id, before + 1, pathway.version())
-                    .await?;
+                    .read_back(&aggregate_id, before + 1, pathway.version())
+                    .await
+                    .map_err(|cause| StoreError::OutcomeUnknown {
+                        stored: true,
+                        cause: Box::new(cause),
+                    })?;
                 // What the commit reported must be readable by everyone before it is
                 // acknowledged: a commit that only a connection's own open transaction can see
                 // is not one.
@@ -426,6 +520,12 @@ impl Store {
                 }))
             }
             Attempt::CommitFailed(error) => {
+                if commit_outcome_unknown(&error) {
+                    return Err(StoreError::OutcomeUnknown {
+                        stored: false,
+                        cause: Box::new(store_error(error)),
+                    });
+                }
                 let conflict = is_conflict(&error);
                 // A concurrent twin with the same key may have won: answer as it did.
                 if let Some(key) = &ctx.idempotency
@@ -444,10 +544,34 @@ impl Store {
         }
     }
 
+    /// The events a command just committed, read back (a few tries: the commit succeeded, so
+    /// a failing read is worth retrying before the answer becomes "stored but unconfirmed").
+    async fn read_back(
+        &self,
+        aggregate_id: &str,
+        first: u64,
+        last: u64,
+    ) -> Result<Vec<StoredEvent>, StoreError> {
+        let mut pause = Duration::from_millis(50);
+        for _ in 0..3 {
+            match self.fetch_range(aggregate_id, first, last).await {
+                Err(error) if error.outage().is_some() => {
+                    tracing::warn!(error = %crate::error::error_chain(&error), "reading back a commit failed; retrying");
+                    tokio::time::sleep(pause).await;
+                    pause *= 4;
+                }
+                other => return other,
+            }
+        }
+        self.fetch_range(aggregate_id, first, last).await
+    }
+
     /// The beneficiary's stream folded, or `None` if nothing was ever recorded for it.
     #[tracing::instrument(name = "store.load", level = "debug", skip(self), fields(beneficiary = %beneficiary))]
     pub async fn load(&self, beneficiary: Uuid) -> Result<Option<Pathway>, StoreError> {
-        let stream = self.fetch_stream(&beneficiary.to_string()).await?;
+        let stream = self
+            .bounded(self.fetch_stream(&beneficiary.to_string()))
+            .await?;
         Ok((!stream.is_empty()).then(|| Pathway::from_events(stream.iter().map(|e| &e.event))))
     }
 
@@ -455,7 +579,9 @@ impl Store {
     /// undo voided it; `None` if nothing was ever recorded for it.
     #[tracing::instrument(name = "store.history", level = "debug", skip(self), fields(beneficiary = %beneficiary))]
     pub async fn history(&self, beneficiary: Uuid) -> Result<Option<Vec<StoredEvent>>, StoreError> {
-        let mut stream = self.fetch_stream(&beneficiary.to_string()).await?;
+        let mut stream = self
+            .bounded(self.fetch_stream(&beneficiary.to_string()))
+            .await?;
         if stream.is_empty() {
             return Ok(None);
         }
@@ -470,6 +596,10 @@ impl Store {
     /// this is not `head - after`). A count over the feed: callers that know `after` is the
     /// head should not ask.
     pub async fn count_after(&self, after: i64) -> Result<u64, StoreError> {
+        self.bounded(self.count_after_unbounded(after)).await
+    }
+
+    async fn count_after_unbounded(&self, after: i64) -> Result<u64, StoreError> {
         let sql = "SELECT count(*) FROM events WHERE aggregate_type = $1 AND position > $2";
         let count = on_read_pool!(&self.inner.backend, |pool| {
             sqlx::query_scalar::<_, i64>(sql)
@@ -488,6 +618,14 @@ impl Store {
     /// an event committed later never gets a lower position than one already read.
     #[tracing::instrument(name = "store.read_feed", level = "debug", skip(self))]
     pub async fn read_feed(&self, after: i64, limit: u32) -> Result<Vec<StoredEvent>, StoreError> {
+        self.bounded(self.read_feed_unbounded(after, limit)).await
+    }
+
+    async fn read_feed_unbounded(
+        &self,
+        after: i64,
+        limit: u32,
+    ) -> Result<Vec<StoredEvent>, StoreError> {
         let sql = format!(
             "SELECT {EVENT_COLUMNS} FROM events \
              WHERE aggregate_type = $1 AND position > $2 ORDER BY position LIMIT $3"
@@ -508,6 +646,10 @@ impl Store {
 
     /// The highest position of the feed, 0 if it is empty.
     pub async fn head(&self) -> Result<i64, StoreError> {
+        self.bounded(self.head_unbounded()).await
+    }
+
+    async fn head_unbounded(&self) -> Result<i64, StoreError> {
         let sql = "SELECT coalesce(max(position), 0) FROM events WHERE aggregate_type = $1";
         let head = on_read_pool!(&self.inner.backend, |pool| {
             sqlx::query_scalar::<_, i64>(sql)
@@ -516,6 +658,17 @@ impl Store {
                 .await?
         });
         Ok(head)
+    }
+
+    /// Runs a store call under the query timeout.
+    async fn bounded<T>(
+        &self,
+        call: impl std::future::Future<Output = Result<T, StoreError>>,
+    ) -> Result<T, StoreError> {
+        let deadline = self.inner.options.query_timeout;
+        tokio::time::timeout(deadline, call)
+            .await
+            .unwrap_or(Err(StoreError::TimedOut(deadline)))
     }
 
     /// Raises the wake-up hint to the current head, if the schema is there yet.
@@ -693,6 +846,19 @@ fn is_conflict(error: &AggregateError<PathwayError>) -> bool {
                 .is_some_and(|code| {
                     code == sqlite::CONSTRAINT_TRIGGER || code == postgres::UNIQUE_VIOLATION
                 })
+        }
+        _ => false,
+    }
+}
+
+/// Whether a failed commit may have committed after all: the connection broke while the
+/// transaction was open, so whether the server applied `COMMIT` cannot be told.
+fn commit_outcome_unknown(error: &AggregateError<PathwayError>) -> bool {
+    match error {
+        AggregateError::UnexpectedError(cause) | AggregateError::DatabaseConnectionError(cause) => {
+            cause
+                .downcast_ref::<sqlx::Error>()
+                .is_some_and(crate::error::leaves_outcome_unknown)
         }
         _ => false,
     }

@@ -682,7 +682,12 @@ async fn many_concurrent_writers_all_succeed(h: &Harness) -> anyhow::Result<()> 
 
 async fn migrate_is_idempotent(h: &Harness) -> anyhow::Result<()> {
     h.store.migrate().await?;
-    h.store.ping().await?;
+    ensure!(
+        h.store
+            .readiness(std::time::Duration::from_secs(5))
+            .await
+            .is_ok()
+    );
     ensure!(
         h.store.backend_name()
             == if h.pg_url().is_some() {

@@ -378,6 +378,36 @@ impl PgServer {
         .await
     }
 
+    /// Freezes the server and every backend (SIGSTOP), as a stalled host or a network
+    /// partition would look: connections stay open and nothing answers. [`PgServer::thaw`]
+    /// undoes it.
+    pub fn freeze(&self) -> anyhow::Result<()> {
+        self.signal_all("STOP")
+    }
+
+    /// Lets a frozen server run again (SIGCONT).
+    pub fn thaw(&self) -> anyhow::Result<()> {
+        self.signal_all("CONT")
+    }
+
+    /// Sends `signal` to the postmaster and all its children.
+    fn signal_all(&self, signal: &str) -> anyhow::Result<()> {
+        let child = self.child.as_ref().context("the server is not running")?;
+        let pid = child.id().to_string();
+        let children = Command::new("pgrep").args(["-P", &pid]).output()?;
+        let mut pids: Vec<String> = String::from_utf8_lossy(&children.stdout)
+            .split_whitespace()
+            .map(str::to_owned)
+            .collect();
+        pids.push(pid);
+        let status = Command::new("kill")
+            .arg(format!("-{signal}"))
+            .args(&pids)
+            .status()?;
+        ensure!(status.success(), "kill -{signal} failed");
+        Ok(())
+    }
+
     /// Stops the server as abruptly as a crash would (immediate shutdown: every connection
     /// is cut, nothing is flushed beyond what was committed) and waits until it has exited.
     pub async fn stop(&mut self) -> anyhow::Result<()> {
@@ -390,6 +420,7 @@ impl PgServer {
 
 impl Drop for PgServer {
     fn drop(&mut self) {
+        let _ = self.thaw();
         if let Some(mut child) = self.child.take() {
             let _ = Command::new("kill")
                 .args(["-QUIT", &child.id().to_string()])
