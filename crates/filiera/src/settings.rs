@@ -139,6 +139,10 @@ pub struct DatabaseSettings {
     /// down or every connection is busy, requests are answered 503 after this long.
     #[serde(with = "humantime_serde")]
     pub acquire_timeout: Duration,
+    /// The longest one database call may take once it has its connection, e.g. `"10s"`: past
+    /// it a request is answered 503, so a frozen or partitioned database cannot hold it.
+    #[serde(with = "humantime_serde")]
+    pub query_timeout: Duration,
     /// Connections per process (PostgreSQL), or readers (SQLite, which always writes
     /// through one connection).
     pub max_connections: u32,
@@ -149,6 +153,7 @@ impl Default for DatabaseSettings {
         let defaults = StoreOptions::default();
         Self {
             acquire_timeout: defaults.acquire_timeout,
+            query_timeout: defaults.query_timeout,
             max_connections: defaults.max_connections,
         }
     }
@@ -157,14 +162,15 @@ impl Default for DatabaseSettings {
 impl DatabaseSettings {
     /// The store's pool options, validated.
     pub fn store_options(&self) -> anyhow::Result<StoreOptions> {
-        if self.acquire_timeout.is_zero() {
-            bail!("database.acquire_timeout must be above zero");
+        if self.acquire_timeout.is_zero() || self.query_timeout.is_zero() {
+            bail!("database.acquire_timeout and database.query_timeout must be above zero");
         }
         if self.max_connections == 0 {
             bail!("database.max_connections must be at least 1");
         }
         Ok(StoreOptions {
             acquire_timeout: self.acquire_timeout,
+            query_timeout: self.query_timeout,
             max_connections: self.max_connections,
         })
     }
@@ -407,7 +413,7 @@ mod tests {
         figment::Jail::expect_with(|jail| {
             jail.create_file(
                 "db.toml",
-                "[database]\nacquire_timeout = \"2s 500ms\"\nmax_connections = 4\n",
+                "[database]\nacquire_timeout = \"2s 500ms\"\nquery_timeout = \"1m\"\nmax_connections = 4\n",
             )?;
             let settings = Settings::load_from(Some(Path::new("db.toml")), no_env())
                 .map_err(|e| e.to_string())?;
@@ -417,6 +423,7 @@ mod tests {
                 .map_err(|e| e.to_string())?;
             assert_eq!(options.acquire_timeout, Duration::from_millis(2500));
             assert_eq!(options.max_connections, 4);
+            assert_eq!(options.query_timeout, Duration::from_secs(60));
             jail.create_file("zero.toml", "[database]\nacquire_timeout = \"0s\"\n")?;
             let err = Settings::load_from(Some(Path::new("zero.toml")), no_env()).unwrap_err();
             assert!(err.to_string().contains("acquire_timeout"), "{err}");

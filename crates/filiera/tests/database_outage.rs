@@ -31,7 +31,7 @@ struct Outcomes {
     refused: Vec<String>,
     /// When the last 201 came.
     last_success: Option<Instant>,
-    /// When the last 503 came.
+    /// When the request of the last 503 was sent.
     last_refusal: Option<Instant>,
 }
 
@@ -53,6 +53,7 @@ async fn writer(
             return;
         }
         let key = format!("outage-{name}-{n}");
+        let sent = Instant::now();
         let (status, body, took, retry_after) = enrol(&client, &base, &key).await;
         match status {
             201 => {
@@ -68,7 +69,7 @@ async fn writer(
                 {
                     let mut outcomes = outcomes.lock().unwrap();
                     outcomes.refused.push(key);
-                    outcomes.last_refusal = Some(Instant::now());
+                    outcomes.last_refusal = Some(sent);
                 }
                 tokio::time::sleep(Duration::from_millis(100)).await;
             }
@@ -124,7 +125,7 @@ async fn a_database_outage_fails_fast_loses_nothing_and_recovers_without_a_resta
     tokio::time::sleep(Duration::from_secs(1)).await;
     let (status, body, took) = readyz(&client, &base).await;
     assert_eq!(status, 503, "{body}");
-    assert_eq!(body["reason"], "database_unreachable", "{body}");
+    assert_eq!(body["reason"], "database_unavailable", "{body}");
     assert!(took < Duration::from_millis(1500), "/readyz took {took:?}");
     // Reads fail fast too.
     let started = Instant::now();
@@ -164,7 +165,7 @@ async fn a_database_outage_fails_fast_loses_nothing_and_recovers_without_a_resta
     eprintln!("writes resumed {recovered:?} after the database's return");
     assert!(recovered < Duration::from_secs(10), "{recovered:?}");
     // Connections broken by the restart are replaced, not handed to requests: once a write
-    // went through, none fails.
+    // went through, none sent after it fails.
     tokio::time::sleep(Duration::from_secs(2)).await;
     stop.store(true, Ordering::Relaxed);
     for writer in writers {
@@ -174,8 +175,10 @@ async fn a_database_outage_fails_fast_loses_nothing_and_recovers_without_a_resta
         let outcomes = outcomes.lock().unwrap();
         let first_success = back_at + recovered;
         assert!(
-            outcomes.last_refusal.is_none_or(|at| at <= first_success),
-            "a request failed after writes had resumed"
+            outcomes
+                .last_refusal
+                .is_none_or(|sent| sent <= first_success),
+            "a request sent after writes had resumed failed"
         );
     }
     let (status, body, _) = readyz(&client, &base).await;
@@ -216,5 +219,82 @@ async fn a_database_outage_fails_fast_loses_nothing_and_recovers_without_a_resta
         assert!(Instant::now() < deadline, "projection stuck: {metrics}");
         tokio::time::sleep(Duration::from_millis(200)).await;
     }
+    drop(server);
+}
+
+/// A database that stops answering without closing its connections (a frozen host, a network
+/// partition) holds no request longer than the configured timeouts.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_frozen_database_holds_no_request_past_the_timeouts() {
+    let pg = PgServer::start()
+        .await
+        .expect("a PostgreSQL of the test's own");
+    let mut admin = sqlx::PgConnection::connect(&pg.url("postgres"))
+        .await
+        .unwrap();
+    admin.execute("CREATE DATABASE filiera").await.unwrap();
+    admin.close().await.unwrap();
+    let config = tempfile::NamedTempFile::new().unwrap();
+    std::fs::write(
+        config.path(),
+        "[database]\nacquire_timeout = \"2s\"\nquery_timeout = \"3s\"\n",
+    )
+    .unwrap();
+    let mut command = filiera(&pg.url("filiera"));
+    command.env("FILIERA_CONFIG", config.path());
+    let client = reqwest::Client::new();
+    let server = start_with(command, &client).await;
+    let base = server.base.clone();
+    let (status, _, first) = enrol_with_key(&client, &base, "PIE-TO-TORINO", "before").await;
+    assert_eq!(status, 201, "{first}");
+
+    pg.freeze().unwrap();
+    // A write and a read, each answered 503 within the timeouts (2 s + 3 s, plus slack).
+    let started = Instant::now();
+    let (status, retry_after, body) =
+        enrol_with_key(&client, &base, "PIE-TO-TORINO", "frozen").await;
+    let took = started.elapsed();
+    assert_eq!(status, 503, "{body}");
+    assert!(retry_after, "{body}");
+    assert!(
+        matches!(
+            body["code"].as_str(),
+            Some("database_unavailable" | "outcome_unknown")
+        ),
+        "{body}"
+    );
+    assert!(took < Duration::from_secs(8), "the write took {took:?}");
+    let started = Instant::now();
+    let read = client
+        .get(format!(
+            "{base}/v1/beneficiaries/{}",
+            first["id"].as_str().unwrap()
+        ))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(read.status(), 503);
+    assert!(started.elapsed() < Duration::from_secs(8));
+    let (status, body, took) = readyz(&client, &base).await;
+    assert_eq!(status, 503, "{body}");
+    assert!(took < Duration::from_millis(1500), "/readyz took {took:?}");
+
+    // Thawed: the same write goes through (or answers its first outcome), within seconds.
+    pg.thaw().unwrap();
+    let thawed = Instant::now();
+    loop {
+        let (status, _, body) = enrol_with_key(&client, &base, "PIE-TO-TORINO", "frozen").await;
+        if status == 201 {
+            break;
+        }
+        assert_eq!(status, 503, "{body}");
+        assert!(
+            thawed.elapsed() < Duration::from_secs(15),
+            "no recovery: {body}"
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    let enrolled = whole_feed(&client, &base).await;
+    assert_eq!(enrolled.len(), 2, "one enrolment per key");
     drop(server);
 }

@@ -224,8 +224,22 @@ async fn a_full_disk_loses_no_acknowledged_write_and_writes_resume_when_space_re
     let before_restart = stored(&whole_feed(&client, &base).await);
     assert_eq!(before_restart, acknowledged);
 
-    // Space comes back: writes resume without a restart, readiness too.
+    // Space comes back: readiness recovers by itself (no command needed), then writes resume,
+    // all without a restart.
     std::fs::remove_file(&ballast).expect("free the space");
+    let recovered = Instant::now() + Duration::from_secs(15);
+    loop {
+        let (status, body, _) = readyz(&client, &base).await;
+        if status == 200 {
+            break;
+        }
+        assert_eq!(body["reason"], "disk_full", "{body}");
+        assert!(
+            Instant::now() < recovered,
+            "/readyz did not recover: {body}"
+        );
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
     let resumed = Instant::now() + Duration::from_secs(15);
     let retried_key = refused_keys
         .first()
