@@ -1,0 +1,1 @@
+DELETE FROM vault_blind_index WHERE beneficiary_id = $1

@@ -1,0 +1,1 @@
+SELECT master_version, master_check, wrapped_index_key FROM vault_keys WHERE id = 1
