@@ -51,6 +51,7 @@ on_both_backends!(
     rotation_with_an_unreadable_data_key_changes_nothing,
     dump_holds_no_personal_data_in_clear,
     access_log_pages_newest_first,
+    racing_stores_of_one_fiscal_code_index_it_once,
 );
 
 const ROSSI: (&str, &str, &str) = ("RSSMRA80A01H501U", "Graziella", "Quattrocchi");
@@ -535,5 +536,56 @@ where
     h.store.migrate().await?;
     Vault::migrate(&h.database).await?;
     ensure!(h.ledger().await? == ledger);
+    Ok(())
+}
+
+/// Beneficiaries racing to store the same fiscal code: exactly one is indexed, every other is
+/// told the code is taken and keeps no row; the same beneficiary racing with itself stores once.
+async fn racing_stores_of_one_fiscal_code_index_it_once(h: Harness) -> anyhow::Result<()> {
+    let key = MasterKey::generate();
+    let vault = h.open(&key).await?;
+    let ids: Vec<Uuid> = (0..8).map(|_| Uuid::new_v4()).collect();
+    let tasks: Vec<_> = ids
+        .iter()
+        .map(|id| {
+            let (vault, id) = (vault.clone(), *id);
+            tokio::spawn(async move { vault.store_person(id, &of(ROSSI)).await })
+        })
+        .collect();
+    let mut winners = Vec::new();
+    for (id, task) in ids.iter().zip(tasks) {
+        match task.await? {
+            Ok(()) => winners.push(*id),
+            Err(VaultError::FiscalCodeTaken) => {
+                ensure!(vault.read_person(*id, &operator("op")).await?.is_none());
+            }
+            Err(other) => anyhow::bail!("unexpected {other:?}"),
+        }
+    }
+    ensure!(winners.len() == 1, "{winners:?}");
+    ensure!(vault.find_by_fiscal_code(ROSSI.0).await? == Some(winners[0]));
+
+    let same = Uuid::new_v4();
+    let twice = [
+        tokio::spawn({
+            let vault = vault.clone();
+            async move { vault.store_person(same, &of(BIANCHI)).await }
+        }),
+        tokio::spawn({
+            let vault = vault.clone();
+            async move { vault.store_person(same, &of(BIANCHI)).await }
+        }),
+    ];
+    let mut stored = 0;
+    for task in twice {
+        match task.await? {
+            Ok(()) => stored += 1,
+            Err(VaultError::AlreadyStored) => {}
+            Err(other) => anyhow::bail!("unexpected {other:?}"),
+        }
+    }
+    ensure!(stored == 1);
+    let debug = format!("{vault:?}");
+    ensure!(debug.contains(&key.fingerprint()) && !debug.contains(key.to_base64().as_str()));
     Ok(())
 }
