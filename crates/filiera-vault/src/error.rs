@@ -3,7 +3,7 @@
 use chrono::{DateTime, Utc};
 use filiera_store::{Outage, StoreError};
 
-use crate::PersonError;
+use crate::{KeyError, PersonError};
 
 /// Why a vault operation did not happen. The first variants are answers to the caller (the
 /// HTTP status each maps to is named); the last ones are failures to log with their cause
@@ -51,6 +51,20 @@ pub enum VaultError {
         opened: i64,
         /// The version now in force.
         stored: i64,
+    },
+    /// A master key file could not be read or written.
+    #[error(transparent)]
+    Key(#[from] KeyError),
+    /// A rotation of the key file found the new key's file of an earlier rotation: that one
+    /// may have committed, so its key may be the one in force.
+    #[error(
+        "{path} exists: an earlier rotation stopped halfway. The vault refuses every key but \
+         the one in force as the wrong master key: keep that one as the key file, remove the \
+         other, then rotate again"
+    )]
+    UnfinishedRotation {
+        /// The new key's file left by the earlier rotation.
+        path: std::path::PathBuf,
     },
     /// Rotation to the key already in force.
     #[error("the new master key is the one already in force")]

@@ -2,6 +2,7 @@
 //! key.
 
 use std::fmt;
+use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
 use chrono::{DateTime, Utc};
@@ -12,7 +13,7 @@ use zeroize::Zeroizing;
 use crate::access::{AccessAction, AccessEntry, AccessLogPage, AccessLogQuery, Reader};
 use crate::crypto::{self, INDEX_KEY_LABEL, SecretKey, data_key_aad, person_aad};
 use crate::sql::{self, on_reader, on_writer};
-use crate::{MasterKey, Person, VaultError, normalise_fiscal_code};
+use crate::{KeyError, MasterKey, Person, VaultError, normalise_fiscal_code};
 
 /// Identities are padded to a multiple of this many bytes before encryption, so that the
 /// ciphertext's length tells little about the names' lengths.
@@ -444,6 +445,44 @@ impl Vault {
         Ok(rotation)
     }
 
+    /// [`Vault::rotate`] for a master key kept in a file (the embedded set-up of
+    /// [`MasterKey::load_or_generate`]): generates the new key and writes it beside the old
+    /// one, as `<file>.new` (0600, synced), before the database changes; rotates; then renames
+    /// it over the old file. The new key is never only in memory: stopped halfway, the
+    /// rotation leaves both files, and the next one refuses to start
+    /// ([`VaultError::UnfinishedRotation`]).
+    #[tracing::instrument(name = "vault.rotate_key_file", skip_all, fields(path = %path.display()))]
+    pub async fn rotate_key_file(database: &Database, path: &Path) -> Result<Rotation, VaultError> {
+        let old = MasterKey::load(path)?;
+        let pending = pending_key_path(path);
+        if pending.exists() {
+            return Err(VaultError::UnfinishedRotation { path: pending });
+        }
+        let new = MasterKey::generate();
+        new.write_new(&pending)?;
+        let rotation = match Self::rotate(database, &old, &new).await {
+            Ok(rotation) => rotation,
+            // A database failure may have hit the commit itself: the new key may be in force,
+            // so its file stays.
+            Err(error @ VaultError::Database(_)) => return Err(error),
+            Err(error) => {
+                let _ = std::fs::remove_file(&pending);
+                return Err(error);
+            }
+        };
+        let io = |source| KeyError::Io {
+            path: path.to_owned(),
+            source,
+        };
+        std::fs::rename(&pending, path).map_err(io)?;
+        if let Some(folder) = path.parent().filter(|p| !p.as_os_str().is_empty()) {
+            std::fs::File::open(folder)
+                .and_then(|dir| dir.sync_all())
+                .map_err(io)?;
+        }
+        Ok(rotation)
+    }
+
     /// Refuses to write or read with a master key that is no longer in force.
     fn check_version(&self, stored: i64) -> Result<(), VaultError> {
         if stored == self.inner.version {
@@ -524,6 +563,13 @@ fn encode(person: &Person) -> Result<Zeroizing<Vec<u8>>, VaultError> {
     let padded = plaintext.len().div_ceil(PAD_TO) * PAD_TO;
     plaintext.resize(padded, b' ');
     Ok(plaintext)
+}
+
+/// Where [`Vault::rotate_key_file`] writes the new key before it is in force.
+fn pending_key_path(path: &Path) -> PathBuf {
+    let mut name = path.file_name().unwrap_or_default().to_owned();
+    name.push(".new");
+    path.with_file_name(name)
 }
 
 fn parse_id(id: &str) -> Result<Uuid, VaultError> {

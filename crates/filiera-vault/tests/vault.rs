@@ -52,6 +52,7 @@ on_both_backends!(
     dump_holds_no_personal_data_in_clear,
     access_log_pages_newest_first,
     racing_stores_of_one_fiscal_code_index_it_once,
+    key_file_rotation_replaces_the_file_last,
 );
 
 const ROSSI: (&str, &str, &str) = ("RSSMRA80A01H501U", "Graziella", "Quattrocchi");
@@ -587,5 +588,47 @@ async fn racing_stores_of_one_fiscal_code_index_it_once(h: Harness) -> anyhow::R
     ensure!(stored == 1);
     let debug = format!("{vault:?}");
     ensure!(debug.contains(&key.fingerprint()) && !debug.contains(key.to_base64().as_str()));
+    Ok(())
+}
+
+/// Rotating a key file: the new key is in the file afterwards (0600), the old one refused; a
+/// leftover `.new` of an interrupted rotation stops the next one; a refused rotation leaves no
+/// `.new` behind.
+async fn key_file_rotation_replaces_the_file_last(h: Harness) -> anyhow::Result<()> {
+    use std::os::unix::fs::PermissionsExt as _;
+    let dir = tempfile::tempdir()?;
+    let path = dir.path().join("master.key");
+    let pending = dir.path().join("master.key.new");
+    let old = MasterKey::load_or_generate(&path)?;
+    let id = Uuid::new_v4();
+    h.open(&old).await?.store_person(id, &of(ROSSI)).await?;
+
+    let rotation = Vault::rotate_key_file(&h.database, &path).await?;
+    ensure!(rotation.version == 2 && rotation.data_keys == 1);
+    ensure!(!pending.exists());
+    let new = MasterKey::load(&path)?;
+    ensure!(new.fingerprint() != old.fingerprint());
+    ensure!(std::fs::metadata(&path)?.permissions().mode() & 0o777 == 0o600);
+    ensure!(h.open(&new).await?.read_person(id, &operator("op")).await? == Some(of(ROSSI)));
+    ensure!(h.open(&old).await.is_err());
+
+    MasterKey::generate().write_new(&pending)?;
+    ensure!(matches!(
+        Vault::rotate_key_file(&h.database, &path).await,
+        Err(VaultError::UnfinishedRotation { .. })
+    ));
+    ensure!(MasterKey::load(&path)?.fingerprint() == new.fingerprint());
+
+    std::fs::remove_file(&pending)?;
+    std::fs::remove_file(&path)?;
+    MasterKey::generate().write_new(&path)?;
+    ensure!(matches!(
+        Vault::rotate_key_file(&h.database, &path).await,
+        Err(VaultError::WrongMasterKey { .. })
+    ));
+    ensure!(
+        !pending.exists(),
+        "a refused rotation leaves no new key behind"
+    );
     Ok(())
 }
