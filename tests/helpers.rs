@@ -83,6 +83,18 @@ pub async fn spawn_app(backend: Backend) -> TestApp {
 /// Starts the app on an ephemeral port over fresh storage, its connections handled with
 /// `serve_settings` (short timeouts, few connections) instead of the defaults.
 pub async fn spawn_app_with(backend: Backend, serve_settings: ServeSettings) -> TestApp {
+    spawn_app_until(backend, serve_settings, std::future::pending())
+        .await
+        .0
+}
+
+/// Starts the app like [`spawn_app_with`], serving until `shutdown` resolves; the handle
+/// gives what `serve_with` returned once it has shut down.
+pub async fn spawn_app_until(
+    backend: Backend,
+    serve_settings: ServeSettings,
+    shutdown: impl std::future::Future<Output = ()> + Send + 'static,
+) -> (TestApp, tokio::task::JoinHandle<std::io::Result<()>>) {
     let (url, guard) = fresh_store_url(backend).await;
     let store = Store::connect(&url, services()).await.expect("connect");
     store.migrate().await.expect("migrate");
@@ -96,19 +108,20 @@ pub async fn spawn_app_with(backend: Backend, serve_settings: ServeSettings) -> 
         .await
         .expect("bind");
     let address = format!("http://{}", listener.local_addr().expect("address"));
-    tokio::spawn(filiera_http::serve_with(
+    let served = tokio::spawn(filiera_http::serve_with(
         listener,
         state,
         serve_settings,
-        std::future::pending(),
+        shutdown,
     ));
-    TestApp {
+    let app = TestApp {
         address,
         client: reqwest::Client::new(),
         store,
         projections,
         _guard: guard,
-    }
+    };
+    (app, served)
 }
 
 /// A response read whole: status, headers and JSON body (Null when empty or not JSON).

@@ -3,6 +3,10 @@
 //!
 //! - A client has [`ServeSettings::header_read_timeout`] to send each request head, and
 //!   [`ServeSettings::body_timeout`] to send its body (408 `request_timeout`).
+//! - A connection idle between requests is closed after [`ServeSettings::keep_alive_timeout`];
+//!   one whose client takes no byte of a response for [`ServeSettings::write_timeout`] (a slow
+//!   or vanished reader, on a large page or the live stream) is dropped. TCP keepalive probes
+//!   find peers that vanished from a connection with nothing to send.
 //! - At most [`ServeSettings::max_connections`] connections are served at once; a permit is
 //!   taken before `accept`, so further clients wait in the kernel's backlog, not in memory.
 //! - Accept errors (out of file descriptors, …) are logged and retried after a pause; the loop
@@ -10,21 +14,30 @@
 //! - The bodiless 400, 414 and 431 that hyper answers by itself to a request head it cannot
 //!   parse are rewritten into problem documents by `ProblemIo`, so that every answer of the
 //!   service is one.
+//!
+//! hyper sees a connection through `ProblemIo`, which also keeps the idle and write timers; it
+//! learns from `TrackExchanges`, wrapped around the app, whether a response is under way.
 
 use std::future::Future;
 use std::io;
 use std::pin::{Pin, pin};
 use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::task::{Context, Poll, ready};
 use std::time::Duration;
 
-use axum::http::{HeaderValue, StatusCode, header};
+use axum::Router;
+use axum::http::{HeaderValue, Request, Response, StatusCode, header};
 use axum::response::IntoResponse;
+use futures::task::AtomicWaker;
+use hyper::body::{Body, Frame, Incoming, SizeHint};
 use hyper_util::rt::{TokioIo, TokioTimer};
 use hyper_util::service::TowerToHyperService;
+use socket2::{SockRef, TcpKeepalive};
 use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 use tokio::net::TcpListener;
 use tokio::sync::{Semaphore, watch};
+use tokio::time::{Instant, Sleep};
 use tower_http::timeout::RequestBodyDeadlineLayer;
 
 use crate::problem::ApiError;
@@ -36,14 +49,25 @@ use crate::{AppState, SHUTDOWN_GRACE, router};
 pub struct ServeSettings {
     /// Time a client has to send a complete request head (request line and headers), counted
     /// from when the server starts waiting for it; past it the connection is closed without an
-    /// answer. hyper starts this timer whenever it waits for the next request on a connection,
-    /// so it is also the idle keep-alive timeout, and the time a client that connects and sends
-    /// nothing holds a connection.
+    /// answer. It is the time a client that connects and sends nothing holds a connection. hyper
+    /// also starts it when a connection waits for its next request, so the idle time allowed
+    /// between two requests is the smaller of this and [`Self::keep_alive_timeout`].
     pub header_read_timeout: Duration,
     /// Time a client has to send a whole request body, counted from when its head was read;
     /// past it the request is answered 408 `request_timeout`. A deadline, not an idle timeout,
     /// so a client trickling a byte at a time cannot hold a connection either.
     pub body_timeout: Duration,
+    /// Time a connection may stay idle after a response has been written, before the client
+    /// starts its next request; past it the connection is closed (a clean close, no answer).
+    /// The idle time allowed is the smaller of this and [`Self::header_read_timeout`], which
+    /// hyper starts at the same moment. A streamed response (the live feed) is not idle,
+    /// however long it waits for events: only the time after a complete response counts.
+    pub keep_alive_timeout: Duration,
+    /// Time a write may wait for the client to take a byte of a response; past it the
+    /// connection is dropped. A client that stops reading (a large feed page, the live stream)
+    /// holds its connection no longer than this once the socket buffers are full. Keep it well
+    /// above the live stream's keep-alive interval (15 s).
+    pub write_timeout: Duration,
     /// Connections served at once; further clients wait in the kernel's accept backlog until
     /// one closes. Each takes a file descriptor: keep the process's limit above this.
     pub max_connections: usize,
@@ -54,6 +78,8 @@ impl Default for ServeSettings {
         Self {
             header_read_timeout: Duration::from_secs(10),
             body_timeout: Duration::from_secs(30),
+            keep_alive_timeout: Duration::from_secs(5),
+            write_timeout: Duration::from_secs(60),
             max_connections: 1024,
         }
     }
@@ -61,6 +87,13 @@ impl Default for ServeSettings {
 
 /// The longest pause between two accept attempts after accept errors.
 const MAX_ACCEPT_BACKOFF: Duration = Duration::from_secs(1);
+
+/// TCP keepalive on accepted connections: the first probe after a minute without traffic, then
+/// one every 10 s; the kernel drops the connection after its retry count (9 on Linux), so a
+/// peer that vanished is found within about two and a half minutes.
+const TCP_KEEPALIVE: TcpKeepalive = TcpKeepalive::new()
+    .with_time(Duration::from_secs(60))
+    .with_interval(Duration::from_secs(10));
 
 /// Serves the API over `state` on `listener` with `settings` until `shutdown` resolves; see
 /// [`crate::serve`].
@@ -104,8 +137,19 @@ pub async fn serve_with(
         };
         backoff = Duration::ZERO;
         let _ = stream.set_nodelay(true);
-        let io = TokioIo::new(ProblemIo::new(stream, answers.clone()));
-        let service = TowerToHyperService::new(app.clone());
+        if let Err(err) = SockRef::from(&stream).set_tcp_keepalive(&TCP_KEEPALIVE) {
+            tracing::debug!(%peer, error = %err, "cannot enable TCP keepalive");
+        }
+        let exchanges = Arc::new(Exchanges::default());
+        let io = TokioIo::new(ProblemIo::new(
+            stream,
+            answers.clone(),
+            Timeouts::of(&settings, exchanges.clone()),
+        ));
+        let service = TrackExchanges {
+            app: TowerToHyperService::new(app.clone()),
+            exchanges,
+        };
         let http = http.clone();
         let mut stopping = state.stopping.clone();
         let open = open_rx.clone();
@@ -124,7 +168,8 @@ pub async fn serve_with(
                 }
             };
             if let Err(err) = result {
-                tracing::debug!(%peer, error = %err, "connection ended with an error");
+                let error = crate::problem::error_chain(&err);
+                tracing::debug!(%peer, %error, "connection ended with an error");
             }
             drop((permit, open));
         });
@@ -323,10 +368,224 @@ fn rewrite(head: &[u8], answers: &ParseErrorAnswers) -> Option<Vec<u8>> {
     Some(out)
 }
 
-/// A connection's IO that turns hyper's bodiless answers to unparsable request heads into
-/// problem documents (see [`find_parse_error_head`]). Reads pass through; writes pass through
-/// until such a head: the bytes before it are written as they are, then its rewritten answer
-/// is written whole before hyper is told that its head went out. hyper closes the connection
+/// What a connection's service tells its IO: whether a response is under way, and whether one
+/// ended since the IO last looked. Shared by [`TrackExchanges`] and [`ProblemIo`].
+#[derive(Debug, Default)]
+struct Exchanges {
+    /// Requests handed to the app whose response hyper has not finished with (it drops the
+    /// body once the last of it is in its write buffer, or when it gives up).
+    open: AtomicUsize,
+    /// Responses finished so far.
+    ended: AtomicU64,
+    /// The connection's task, woken when a response ends: hyper may not read again until the
+    /// client sends something, and the idle timer starts in a read.
+    task: AtomicWaker,
+}
+
+/// One request and its response, from the call of the app until hyper drops the response body.
+#[derive(Debug)]
+struct Exchange(Arc<Exchanges>);
+
+impl Exchange {
+    fn begin(exchanges: &Arc<Exchanges>) -> Self {
+        exchanges.open.fetch_add(1, Ordering::AcqRel);
+        Self(exchanges.clone())
+    }
+}
+
+impl Drop for Exchange {
+    fn drop(&mut self) {
+        self.0.ended.fetch_add(1, Ordering::AcqRel);
+        self.0.open.fetch_sub(1, Ordering::AcqRel);
+        self.0.task.wake();
+    }
+}
+
+/// The app as hyper calls it, each response body carrying its [`Exchange`], so that the
+/// connection's IO knows when it is between requests.
+struct TrackExchanges {
+    app: TowerToHyperService<Router>,
+    exchanges: Arc<Exchanges>,
+}
+
+impl hyper::service::Service<Request<Incoming>> for TrackExchanges {
+    type Response = Response<TrackedBody>;
+    type Error = std::convert::Infallible;
+    type Future =
+        Pin<Box<dyn Future<Output = Result<Self::Response, Self::Error>> + Send + 'static>>;
+
+    fn call(&self, request: Request<Incoming>) -> Self::Future {
+        let exchange = Exchange::begin(&self.exchanges);
+        let response = self.app.call(request);
+        Box::pin(async move {
+            let response = response.await?;
+            Ok(response.map(|body| TrackedBody {
+                body,
+                _exchange: exchange,
+            }))
+        })
+    }
+}
+
+/// A response body that ends its [`Exchange`] when hyper drops it.
+struct TrackedBody {
+    body: axum::body::Body,
+    /// Held only to be dropped with the body.
+    _exchange: Exchange,
+}
+
+impl Body for TrackedBody {
+    type Data = axum::body::Bytes;
+    type Error = axum::Error;
+
+    fn poll_frame(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+    ) -> Poll<Option<Result<Frame<Self::Data>, Self::Error>>> {
+        Pin::new(&mut self.get_mut().body).poll_frame(cx)
+    }
+
+    fn is_end_stream(&self) -> bool {
+        self.body.is_end_stream()
+    }
+
+    fn size_hint(&self) -> SizeHint {
+        self.body.size_hint()
+    }
+}
+
+/// A timer that an IO starts and stops as it reads and writes; its sleep is allocated on first
+/// use and reset after.
+#[derive(Debug, Default)]
+struct Timer {
+    sleep: Option<Pin<Box<Sleep>>>,
+    running: bool,
+}
+
+impl Timer {
+    fn start(&mut self, after: Duration) {
+        let deadline = Instant::now() + after;
+        match &mut self.sleep {
+            Some(sleep) => sleep.as_mut().reset(deadline),
+            None => self.sleep = Some(Box::pin(tokio::time::sleep_until(deadline))),
+        }
+        self.running = true;
+    }
+
+    fn stop(&mut self) {
+        self.running = false;
+    }
+
+    /// Whether the running timer has gone off; otherwise the task is woken when it does.
+    fn poll_elapsed(&mut self, cx: &mut Context<'_>) -> bool {
+        match &mut self.sleep {
+            Some(sleep) if self.running => sleep.as_mut().poll(cx).is_ready(),
+            _ => false,
+        }
+    }
+}
+
+/// A connection's idle and write timers (see [`ServeSettings::keep_alive_timeout`] and
+/// [`ServeSettings::write_timeout`]).
+#[derive(Debug)]
+struct Timeouts {
+    keep_alive: Duration,
+    write: Duration,
+    exchanges: Arc<Exchanges>,
+    /// `exchanges.ended` when the IO last looked: a change means a response ended since.
+    seen_ended: u64,
+    /// Runs from the end of a response (restarted by each byte written after it) until the
+    /// client sends a byte.
+    idle: Timer,
+    /// Runs while a write waits for the client, from the first `Pending` after a byte went out.
+    write_stalled: Timer,
+    /// The idle timer went off: reads give end-of-file from now on.
+    closed_idle: bool,
+}
+
+impl Timeouts {
+    fn of(settings: &ServeSettings, exchanges: Arc<Exchanges>) -> Self {
+        Self {
+            keep_alive: settings.keep_alive_timeout,
+            write: settings.write_timeout,
+            exchanges,
+            seen_ended: 0,
+            idle: Timer::default(),
+            write_stalled: Timer::default(),
+            closed_idle: false,
+        }
+    }
+
+    /// Whether a response is under way.
+    fn in_exchange(&self) -> bool {
+        self.exchanges.open.load(Ordering::Acquire) > 0
+    }
+
+    /// A read is about to be made: starts the idle timer if a response ended since the last
+    /// one and no other has begun.
+    fn before_read(&mut self, cx: &mut Context<'_>) {
+        self.exchanges.task.register(cx.waker());
+        let ended = self.exchanges.ended.load(Ordering::Acquire);
+        if ended != self.seen_ended && !self.in_exchange() {
+            self.seen_ended = ended;
+            self.idle.start(self.keep_alive);
+        }
+    }
+
+    /// The read found nothing: whether the connection has been idle too long. Never while a
+    /// response is under way or a write waits for the client.
+    fn idle_elapsed(&mut self, cx: &mut Context<'_>) -> bool {
+        if self.in_exchange() || self.write_stalled.running {
+            return false;
+        }
+        self.closed_idle = self.idle.poll_elapsed(cx);
+        self.closed_idle
+    }
+
+    /// A write into `inner`, failed with `TimedOut` once it has waited [`Self::write`] for the
+    /// client to take a byte.
+    fn poll_write<T: AsyncWrite + Unpin>(
+        &mut self,
+        inner: &mut T,
+        cx: &mut Context<'_>,
+        buf: &[u8],
+    ) -> Poll<io::Result<usize>> {
+        match Pin::new(inner).poll_write(cx, buf) {
+            Poll::Pending => {
+                if !self.write_stalled.running {
+                    self.write_stalled.start(self.write);
+                }
+                if self.write_stalled.poll_elapsed(cx) {
+                    return Poll::Ready(Err(io::Error::new(
+                        io::ErrorKind::TimedOut,
+                        format!(
+                            "the client took no byte of the response for {:?}",
+                            self.write
+                        ),
+                    )));
+                }
+                Poll::Pending
+            }
+            written => {
+                self.write_stalled.stop();
+                if self.idle.running {
+                    self.idle.start(self.keep_alive);
+                }
+                written
+            }
+        }
+    }
+}
+
+/// A connection's IO as hyper sees it. It keeps the connection's [`Timeouts`], and turns
+/// hyper's bodiless answers to unparsable request heads into problem documents (see
+/// [`find_parse_error_head`]).
+///
+/// Reads pass through, except that once the connection has been idle past its keep-alive
+/// timeout they give end-of-file, on which hyper closes an idle connection cleanly. Writes
+/// pass through (failing once the client has taken nothing for the write timeout) until a
+/// parse-error head: the bytes before it are written as they are, then its rewritten answer is
+/// written whole before hyper is told that its head went out. hyper closes the connection
 /// after such an answer.
 ///
 /// Vectored writes are declined so that hyper hands every byte to `poll_write`.
@@ -335,6 +594,7 @@ struct ProblemIo<T> {
     answers: Arc<ParseErrorAnswers>,
     /// A rewritten answer being written, and how many of its bytes are out.
     replacing: Option<Replacement>,
+    timeouts: Timeouts,
 }
 
 struct Replacement {
@@ -345,11 +605,12 @@ struct Replacement {
 }
 
 impl<T> ProblemIo<T> {
-    fn new(inner: T, answers: Arc<ParseErrorAnswers>) -> Self {
+    fn new(inner: T, answers: Arc<ParseErrorAnswers>, timeouts: Timeouts) -> Self {
         Self {
             inner,
             answers,
             replacing: None,
+            timeouts,
         }
     }
 }
@@ -360,7 +621,26 @@ impl<T: AsyncRead + Unpin> AsyncRead for ProblemIo<T> {
         cx: &mut Context<'_>,
         buf: &mut ReadBuf<'_>,
     ) -> Poll<io::Result<()>> {
-        Pin::new(&mut self.get_mut().inner).poll_read(cx, buf)
+        let this = self.get_mut();
+        if this.timeouts.closed_idle {
+            return Poll::Ready(Ok(()));
+        }
+        this.timeouts.before_read(cx);
+        let filled = buf.filled().len();
+        match Pin::new(&mut this.inner).poll_read(cx, buf) {
+            Poll::Pending if this.timeouts.idle_elapsed(cx) => {
+                tracing::debug!("closing a connection idle past its keep-alive timeout");
+                Poll::Ready(Ok(()))
+            }
+            Poll::Pending => Poll::Pending,
+            Poll::Ready(Ok(())) => {
+                if buf.filled().len() > filled {
+                    this.timeouts.idle.stop();
+                }
+                Poll::Ready(Ok(()))
+            }
+            failed => failed,
+        }
     }
 }
 
@@ -371,17 +651,20 @@ impl<T: AsyncWrite + Unpin> AsyncWrite for ProblemIo<T> {
         buf: &[u8],
     ) -> Poll<io::Result<usize>> {
         let this = self.get_mut();
+        this.timeouts.exchanges.task.register(cx.waker());
         if this.replacing.is_none() {
             // hyper hands back the same unwritten bytes after `Pending`, so a head found here
             // is still at the same place on the next call.
             let Some(head) = find_parse_error_head(buf) else {
-                return Pin::new(&mut this.inner).poll_write(cx, buf);
+                return this.timeouts.poll_write(&mut this.inner, cx, buf);
             };
             if head.offset > 0 {
-                return Pin::new(&mut this.inner).poll_write(cx, &buf[..head.offset]);
+                return this
+                    .timeouts
+                    .poll_write(&mut this.inner, cx, &buf[..head.offset]);
             }
             let Some(bytes) = rewrite(&buf[..head.len], &this.answers) else {
-                return Pin::new(&mut this.inner).poll_write(cx, buf);
+                return this.timeouts.poll_write(&mut this.inner, cx, buf);
             };
             this.replacing = Some(Replacement {
                 bytes,
@@ -391,9 +674,11 @@ impl<T: AsyncWrite + Unpin> AsyncWrite for ProblemIo<T> {
         }
         let replacement = this.replacing.as_mut().expect("a replacement is set above");
         while replacement.written < replacement.bytes.len() {
-            let n = ready!(
-                Pin::new(&mut this.inner).poll_write(cx, &replacement.bytes[replacement.written..])
-            )?;
+            let n = ready!(this.timeouts.poll_write(
+                &mut this.inner,
+                cx,
+                &replacement.bytes[replacement.written..]
+            ))?;
             if n == 0 {
                 return Poll::Ready(Err(io::ErrorKind::WriteZero.into()));
             }
@@ -529,6 +814,7 @@ mod tests {
                 chunk: 7,
             },
             answers,
+            Timeouts::of(&ServeSettings::default(), Arc::default()),
         );
         let earlier = b"HTTP/1.1 200 OK\r\ncontent-type: text/plain\r\ncontent-length: 2\r\n\r\nok";
         io.write_all(&[earlier.as_slice(), HEAD_400].concat())
@@ -546,5 +832,43 @@ mod tests {
         assert_eq!(problem["code"], "malformed_request");
         assert_eq!(problem["status"], 400);
         assert_eq!(problem["type"], "/problems/malformed_request");
+    }
+
+    /// Takes no byte, ever: a client that stopped reading, its buffers full.
+    struct Stuck;
+
+    impl AsyncWrite for Stuck {
+        fn poll_write(
+            self: Pin<&mut Self>,
+            _: &mut Context<'_>,
+            _: &[u8],
+        ) -> Poll<io::Result<usize>> {
+            Poll::Pending
+        }
+
+        fn poll_flush(self: Pin<&mut Self>, _: &mut Context<'_>) -> Poll<io::Result<()>> {
+            Poll::Ready(Ok(()))
+        }
+
+        fn poll_shutdown(self: Pin<&mut Self>, _: &mut Context<'_>) -> Poll<io::Result<()>> {
+            Poll::Ready(Ok(()))
+        }
+    }
+
+    #[tokio::test]
+    async fn a_write_the_client_never_takes_times_out() {
+        let settings = ServeSettings {
+            write_timeout: Duration::from_millis(100),
+            ..ServeSettings::default()
+        };
+        let answers = Arc::new(ParseErrorAnswers::render().await);
+        let mut io = ProblemIo::new(Stuck, answers, Timeouts::of(&settings, Arc::default()));
+        let started = std::time::Instant::now();
+        let err = tokio::time::timeout(Duration::from_secs(5), io.write_all(b"HTTP/1.1 200 OK"))
+            .await
+            .expect("the write gives up by itself")
+            .unwrap_err();
+        assert_eq!(err.kind(), io::ErrorKind::TimedOut);
+        assert!(started.elapsed() >= Duration::from_millis(100));
     }
 }

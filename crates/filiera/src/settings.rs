@@ -90,14 +90,24 @@ impl Default for AuditSettings {
 #[derive(Debug, Clone, Deserialize)]
 #[serde(default, deny_unknown_fields)]
 pub struct HttpSettings {
-    /// Time a client has to send a request head, e.g. `"10s"`; also the idle keep-alive
-    /// timeout and how long a client that sends nothing holds a connection.
+    /// Time a client has to send a request head, e.g. `"10s"`, and how long a client that
+    /// sends nothing holds a connection. Also started between requests: the idle time allowed
+    /// there is the smaller of this and `keep_alive_timeout`.
     #[serde(with = "humantime_serde")]
     pub header_read_timeout: Duration,
     /// Time a client has to send a whole request body once its head is read, e.g. `"30s"`;
     /// answered 408 `request_timeout` past it.
     #[serde(with = "humantime_serde")]
     pub body_timeout: Duration,
+    /// Time a connection may stay idle after a complete response, e.g. `"5s"`; the idle time
+    /// allowed is the smaller of this and `header_read_timeout`. A live stream waiting for
+    /// events is not idle.
+    #[serde(with = "humantime_serde")]
+    pub keep_alive_timeout: Duration,
+    /// Time a client may take no byte of a response, e.g. `"60s"`, before its connection is
+    /// dropped: a client that stops reading a large page or the live stream.
+    #[serde(with = "humantime_serde")]
+    pub write_timeout: Duration,
     /// Connections served at once; more wait in the kernel's backlog. Each takes a file
     /// descriptor: keep `LimitNOFILE` well above it.
     pub max_connections: usize,
@@ -109,6 +119,8 @@ impl Default for HttpSettings {
         Self {
             header_read_timeout: defaults.header_read_timeout,
             body_timeout: defaults.body_timeout,
+            keep_alive_timeout: defaults.keep_alive_timeout,
+            write_timeout: defaults.write_timeout,
             max_connections: defaults.max_connections,
         }
     }
@@ -117,8 +129,15 @@ impl Default for HttpSettings {
 impl HttpSettings {
     /// The server's settings, validated: every figure must be above zero.
     pub fn serve_settings(&self) -> anyhow::Result<ServeSettings> {
-        if self.header_read_timeout.is_zero() || self.body_timeout.is_zero() {
-            bail!("http.header_read_timeout and http.body_timeout must be above zero");
+        for (key, timeout) in [
+            ("header_read_timeout", self.header_read_timeout),
+            ("body_timeout", self.body_timeout),
+            ("keep_alive_timeout", self.keep_alive_timeout),
+            ("write_timeout", self.write_timeout),
+        ] {
+            if timeout.is_zero() {
+                bail!("http.{key} must be above zero");
+            }
         }
         if self.max_connections == 0 {
             bail!("http.max_connections must be at least 1");
@@ -126,6 +145,8 @@ impl HttpSettings {
         Ok(ServeSettings {
             header_read_timeout: self.header_read_timeout,
             body_timeout: self.body_timeout,
+            keep_alive_timeout: self.keep_alive_timeout,
+            write_timeout: self.write_timeout,
             max_connections: self.max_connections,
         })
     }
@@ -378,13 +399,15 @@ mod tests {
             jail.create_file(
                 "filiera.toml",
                 "[http]\nheader_read_timeout = \"2s 500ms\"\nbody_timeout = \"1m\"\n\
-                 max_connections = 64\n",
+                 keep_alive_timeout = \"750ms\"\nwrite_timeout = \"2m\"\nmax_connections = 64\n",
             )?;
             let settings = Settings::load_from(Some(Path::new("filiera.toml")), no_env())
                 .map_err(|e| e.to_string())?;
             let serve = settings.http.serve_settings().map_err(|e| e.to_string())?;
             assert_eq!(serve.header_read_timeout, Duration::from_millis(2500));
             assert_eq!(serve.body_timeout, Duration::from_secs(60));
+            assert_eq!(serve.keep_alive_timeout, Duration::from_millis(750));
+            assert_eq!(serve.write_timeout, Duration::from_secs(120));
             assert_eq!(serve.max_connections, 64);
             jail.create_file("partial.toml", "[http]\nmax_connections = 8\n")?;
             let settings = Settings::load_from(Some(Path::new("partial.toml")), no_env())
@@ -398,7 +421,10 @@ mod tests {
                 ("body_timeout = 30", "body_timeout"),
                 ("max_connection = 8", "max_connection"),
                 ("max_connections = 0", "at least 1"),
-                ("header_read_timeout = \"0s\"", "above zero"),
+                ("header_read_timeout = \"0s\"", "header_read_timeout must"),
+                ("keep_alive_timeout = \"0s\"", "keep_alive_timeout must"),
+                ("write_timeout = \"0ms\"", "write_timeout must"),
+                ("write_timeout = 60", "write_timeout"),
             ] {
                 jail.create_file("bad.toml", &format!("[http]\n{line}\n"))?;
                 let err = Settings::load_from(Some(Path::new("bad.toml")), no_env()).unwrap_err();
