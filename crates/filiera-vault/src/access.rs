@@ -15,6 +15,7 @@ pub struct Reader {
 
 /// What was done to an identity.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 #[serde(rename_all = "snake_case")]
 pub enum AccessAction {
     /// It was decrypted and handed to the subject.
@@ -43,6 +44,7 @@ impl AccessAction {
 
 /// One row of the access log.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct AccessEntry {
     /// Increasing with time; the paging cursor.
     pub id: i64,
@@ -60,6 +62,11 @@ pub struct AccessEntry {
 
 /// Which page of the access log to read: newest first.
 #[derive(Debug, Clone, Default, PartialEq, Eq, Deserialize)]
+#[cfg_attr(
+    feature = "openapi",
+    derive(utoipa::IntoParams),
+    into_params(parameter_in = Query)
+)]
 #[serde(deny_unknown_fields)]
 pub struct AccessLogQuery {
     /// Only entries older than this id (the previous page's `next_before`); the newest if
@@ -90,6 +97,7 @@ impl AccessLogQuery {
 
 /// A page of the access log.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct AccessLogPage {
     /// Newest first.
     pub entries: Vec<AccessEntry>,

@@ -16,9 +16,11 @@ const FISCAL_CODE_LEN: usize = 16;
 /// Who a beneficiary is (SPEC 5.2). Stored only encrypted, in the vault; never in an event, a
 /// log line or a metric. `Debug` redacts every field; the strings are wiped when dropped.
 #[derive(Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 #[serde(deny_unknown_fields)]
 pub struct Person {
     /// The *codice fiscale*; stored normalised (upper case, no spaces).
+    #[cfg_attr(feature = "openapi", schema(example = "RSSMRA80A01H501U"))]
     pub fiscal_code: String,
     /// Given name(s), 1 to 200 characters, no control characters.
     pub given_name: String,
@@ -212,5 +214,15 @@ mod tests {
             r#"{"fiscal_code":"X","given_name":"a","family_name":"b","birth_date":"1980-01-01"}"#;
         let p: Person = serde_json::from_str(json).unwrap();
         assert_eq!(p.birth_date, NaiveDate::from_ymd_opt(1980, 1, 1));
+    }
+
+    #[cfg(feature = "openapi")]
+    #[test]
+    fn the_schema_names_every_field() {
+        let schema = <Person as utoipa::PartialSchema>::schema();
+        let json = serde_json::to_string(&schema).unwrap();
+        for field in ["fiscal_code", "given_name", "family_name", "birth_date"] {
+            assert!(json.contains(field), "{field} in {json}");
+        }
     }
 }
