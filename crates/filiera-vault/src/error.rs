@@ -72,7 +72,10 @@ pub enum VaultError {
     /// A ciphertext or wrapped key did not open under the right key: altered or moved bytes.
     #[error("the stored personal data of a beneficiary fails its integrity check")]
     Tampered,
-    /// `Vault::open` before `Vault::migrate`, or a row the vault cannot have written.
+    /// The vault's tables are not there: `Vault::migrate` (`filiera migrate`) has not run.
+    #[error("the personal-data vault's tables are missing: run the migrations (`filiera migrate`)")]
+    NotMigrated,
+    /// A row the vault cannot have written.
     #[error("unreadable vault data: {0}")]
     Corrupt(String),
     /// The database failed or refused a query, or the migrations failed.

@@ -535,11 +535,20 @@ impl fmt::Debug for Vault {
 
 /// The `vault_keys` row, if the vault was initialised.
 async fn read_keys(database: &Database) -> Result<Option<KeysRow>, VaultError> {
-    Ok(on_reader!(database, |pool| {
-        sqlx::query_as(sql::KEYS_SELECT)
-            .fetch_optional(pool)
-            .await?
-    }))
+    let row = on_reader!(database, |pool| {
+        sqlx::query_as(sql::KEYS_SELECT).fetch_optional(pool).await
+    });
+    row.map_err(|error| {
+        // PostgreSQL's undefined_table; SQLite has only a message for it.
+        let missing = error.as_database_error().is_some_and(|db| {
+            db.code().as_deref() == Some("42P01") || db.message().contains("no such table")
+        });
+        if missing {
+            VaultError::NotMigrated
+        } else {
+            error.into()
+        }
+    })
 }
 
 /// Whether `master` is the key whose check value is `stored`.

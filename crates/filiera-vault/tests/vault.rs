@@ -516,6 +516,10 @@ where
 {
     // Vault first, then the store, then both again.
     let h = fresh().await?;
+    ensure!(matches!(
+        Vault::open(h.database.clone(), MasterKey::generate()).await,
+        Err(VaultError::NotMigrated)
+    ));
     Vault::migrate(&h.database).await?;
     h.store.migrate().await?;
     Vault::migrate(&h.database).await?;
