@@ -137,7 +137,7 @@ pub async fn serve_with(
         };
         backoff = Duration::ZERO;
         let _ = stream.set_nodelay(true);
-        if let Err(err) = SockRef::from(&stream).set_tcp_keepalive(&TCP_KEEPALIVE) {
+        if let Err(err) = enable_tcp_keepalive(&stream) {
             tracing::debug!(%peer, error = %err, "cannot enable TCP keepalive");
         }
         let exchanges = Arc::new(Exchanges::default());
@@ -189,6 +189,11 @@ pub async fn serve_with(
         }
     }
     Ok(())
+}
+
+/// Turns on [`TCP_KEEPALIVE`] for an accepted connection.
+fn enable_tcp_keepalive(stream: &tokio::net::TcpStream) -> io::Result<()> {
+    SockRef::from(stream).set_tcp_keepalive(&TCP_KEEPALIVE)
 }
 
 /// Logs a failed `accept` and returns how long to wait before the next attempt, given the
@@ -741,6 +746,17 @@ mod tests {
         assert_eq!(pauses.last(), Some(&MAX_ACCEPT_BACKOFF));
         let aborted = io::Error::from(io::ErrorKind::ConnectionAborted);
         assert_eq!(accept_failed(&aborted, MAX_ACCEPT_BACKOFF), Duration::ZERO);
+    }
+
+    #[tokio::test]
+    async fn accepted_connections_have_tcp_keepalive() {
+        let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let client = tokio::net::TcpStream::connect(listener.local_addr().unwrap());
+        let (_client, accepted) = tokio::join!(client, listener.accept());
+        let (stream, _) = accepted.unwrap();
+        assert!(!SockRef::from(&stream).keepalive().unwrap());
+        enable_tcp_keepalive(&stream).unwrap();
+        assert!(SockRef::from(&stream).keepalive().unwrap());
     }
 
     #[tokio::test]
