@@ -37,8 +37,8 @@ pub struct Person {
 pub enum PersonError {
     /// The fiscal code does not have the shape of an Italian person's *codice fiscale*.
     #[error(
-        "`fiscal_code` must be an Italian fiscal code: 16 letters and digits \
-         (e.g. RSSMRA80A01H501U)"
+        "`fiscal_code` must be an Italian fiscal code: 6 letters, 2 digits, a month letter, \
+         2 digits, a letter, 3 digits, a letter"
     )]
     FiscalCode,
     /// A name is empty (after trimming) or longer than [`MAX_NAME_CHARS`].
