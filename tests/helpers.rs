@@ -3,6 +3,7 @@
 
 use std::sync::Arc;
 
+use filiera_auth::{AuthSecret, Role, TokenKeys};
 use filiera_domain::{PathwayServices, StageCatalogue, TerritoryRegistry};
 use filiera_http::{AppState, ServeSettings};
 use filiera_projections::{ProjectionSettings, Projections};
@@ -61,7 +62,12 @@ pub async fn fresh_store_url(backend: Backend) -> (String, StoreGuard) {
 /// The running app and a client for it.
 pub struct TestApp {
     pub address: String,
+    /// Sends an administrator's token with every request ([`TestApp::token`]).
     pub client: reqwest::Client,
+    /// Sends no token: for requests made as another principal ([`TestApp::get_as`]).
+    pub anonymous: reqwest::Client,
+    /// The administrator's token [`TestApp::client`] sends.
+    pub token: String,
     pub store: Arc<Store>,
     pub projections: Projections,
     _guard: StoreGuard,
@@ -103,7 +109,7 @@ pub async fn spawn_app_until(
     let projections = Projections::start((*store).clone(), settings)
         .await
         .expect("projections start");
-    let state = AppState::new(store.clone(), projections.clone());
+    let state = AppState::new(store.clone(), projections.clone(), test_keys());
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
         .await
         .expect("bind");
@@ -116,12 +122,56 @@ pub async fn spawn_app_until(
     ));
     let app = TestApp {
         address,
-        client: reqwest::Client::new(),
+        client: client_with(&admin_token()),
+        anonymous: reqwest::Client::new(),
+        token: admin_token(),
         store,
         projections,
         _guard: guard,
     };
     (app, served)
+}
+
+/// The secret of the test apps' tokens.
+pub const TEST_SECRET: &str = "the API tests' token secret, long enough for HS256";
+
+/// The keys of the test apps.
+pub fn test_keys() -> TokenKeys {
+    TokenKeys::new(&AuthSecret::new(TEST_SECRET.into())).expect("a long secret")
+}
+
+/// A token of `role` over `territories`, valid for an hour, as `filiera token issue` makes.
+pub fn token(role: Role, territories: &[&str]) -> String {
+    let territories: Vec<_> = territories
+        .iter()
+        .map(|t| filiera_domain::TerritoryCode::parse(t).expect("a territory code"))
+        .collect();
+    test_keys()
+        .issue(
+            &format!("test-{role}"),
+            role,
+            &territories,
+            std::time::Duration::from_secs(3600),
+        )
+        .expect("a token")
+}
+
+/// The administrator's token the test apps' default client sends.
+pub fn admin_token() -> String {
+    token(Role::Administrator, &[])
+}
+
+/// A client sending `Authorization: Bearer <token>` with every request.
+pub fn client_with(token: &str) -> reqwest::Client {
+    let mut headers = reqwest::header::HeaderMap::new();
+    let mut value =
+        reqwest::header::HeaderValue::from_str(&format!("Bearer {token}")).expect("a header value");
+    value.set_sensitive(true);
+    headers.insert(reqwest::header::AUTHORIZATION, value);
+    reqwest::Client::builder()
+        .default_headers(headers)
+        .build()
+        .expect("a client")
 }
 
 /// A response read whole: status, headers and JSON body (Null when empty or not JSON).
@@ -168,6 +218,39 @@ impl Answer {
 }
 
 impl TestApp {
+    /// Sends `method path` (with a JSON body if given) with `token` as the bearer token, or
+    /// none: a request made as another principal than the administrator.
+    pub async fn send_as(
+        &self,
+        token: Option<&str>,
+        method: reqwest::Method,
+        path: &str,
+        body: Option<Value>,
+    ) -> Answer {
+        let mut request = self
+            .anonymous
+            .request(method, format!("{}{path}", self.address));
+        if let Some(token) = token {
+            request = request.bearer_auth(token);
+        }
+        if let Some(body) = body {
+            request = request.json(&body);
+        }
+        Answer::read(request.send().await.expect("request")).await
+    }
+
+    /// GET a path as the holder of `token`.
+    pub async fn get_as(&self, token: &str, path: &str) -> Answer {
+        self.send_as(Some(token), reqwest::Method::GET, path, None)
+            .await
+    }
+
+    /// POST a JSON body as the holder of `token`.
+    pub async fn post_as(&self, token: &str, path: &str, body: Value) -> Answer {
+        self.send_as(Some(token), reqwest::Method::POST, path, Some(body))
+            .await
+    }
+
     /// Waits until the projections have applied everything written so far.
     pub async fn caught_up(&self) {
         self.projections

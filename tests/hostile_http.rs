@@ -269,7 +269,12 @@ async fn long_targets_and_undecodable_paths_get_problem_documents() {
 
     let undecodable = send_raw(
         &app,
-        b"GET /v1/beneficiaries/%FF HTTP/1.1\r\nHost: filiera.test\r\nConnection: close\r\n\r\n",
+        format!(
+            "GET /v1/beneficiaries/%FF HTTP/1.1\r\nHost: filiera.test\r\n\
+             Authorization: Bearer {}\r\nConnection: close\r\n\r\n",
+            app.token
+        )
+        .as_bytes(),
     )
     .await;
     undecodable.problem(400, "malformed_path");
@@ -314,9 +319,14 @@ async fn a_body_that_never_arrives_is_answered_408() {
     let mut stream = connect(&app).await;
     stream
         .write_all(
-            b"POST /v1/beneficiaries HTTP/1.1\r\nHost: filiera.test\r\n\
-              Content-Type: application/json\r\nContent-Length: 100\r\nConnection: close\r\n\r\n\
-              {\"territor",
+            format!(
+                "POST /v1/beneficiaries HTTP/1.1\r\nHost: filiera.test\r\n\
+                 Authorization: Bearer {}\r\n\
+                 Content-Type: application/json\r\nContent-Length: 100\r\nConnection: close\r\n\r\n\
+                 {{\"territor",
+                app.token
+            )
+            .as_bytes(),
         )
         .await
         .expect("write");
@@ -399,8 +409,12 @@ async fn a_live_stream_is_not_idle_while_it_waits_for_events() {
     // The stream asked for right behind another request: the connection has been between
     // requests once, and no byte arrives after the first response.
     let mut stream = connect(&app).await;
-    let requests = "GET /healthz HTTP/1.1\r\nHost: filiera.test\r\n\r\n\
-         GET /v1/events/stream HTTP/1.1\r\nHost: filiera.test\r\n\r\n";
+    let requests = format!(
+        "GET /healthz HTTP/1.1\r\nHost: filiera.test\r\n\r\n\
+         GET /v1/events/stream HTTP/1.1\r\nHost: filiera.test\r\n\
+         Authorization: Bearer {}\r\n\r\n",
+        app.token
+    );
     stream.write_all(requests.as_bytes()).await.expect("write");
     // Far past both timeouts, with nothing sent either way.
     tokio::time::sleep(Duration::from_millis(1500)).await;
@@ -518,8 +532,10 @@ async fn shutdown_ends_live_streams_and_lets_requests_in_flight_finish() {
     let mut in_flight = connect(&app).await;
     let head = format!(
         "POST /v1/beneficiaries HTTP/1.1\r\nHost: filiera.test\r\n\
+         Authorization: Bearer {}\r\n\
          Content-Type: application/json\r\n\
          Content-Length: {}\r\nExpect: 100-continue\r\n\r\n",
+        app.token,
         body.len()
     );
     in_flight.write_all(head.as_bytes()).await.expect("write");

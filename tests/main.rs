@@ -2,6 +2,7 @@
 
 mod helpers;
 
+mod access;
 mod feed_stream;
 mod hostile_http;
 mod openapi;

@@ -210,10 +210,7 @@ mod tests {
             assert_eq!(admin.scope(&registry), Scope::All);
         }
         // An evaluator without territories reads every territory; with some, only those.
-        assert_eq!(
-            principal(Role::Evaluator, &[]).scope(&registry),
-            Scope::All
-        );
+        assert_eq!(principal(Role::Evaluator, &[]).scope(&registry), Scope::All);
         assert!(!principal(Role::Evaluator, &["PIE"]).covers(&registry, &code("LOM")));
         // An operator without territories covers nothing (tokens refuse it anyway).
         assert!(!principal(Role::Operator, &[]).covers(&registry, &code("LOM")));

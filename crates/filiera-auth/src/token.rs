@@ -65,7 +65,9 @@ pub enum AuthError {
     Malformed,
     #[error("the token is not valid yet")]
     NotYetValid,
-    #[error("the token names an unknown role; one of operator, evaluator, subscriber, administrator")]
+    #[error(
+        "the token names an unknown role; one of operator, evaluator, subscriber, administrator"
+    )]
     UnknownRole,
     #[error("the token names territory `{0}`, which the registry does not know")]
     UnknownTerritory(String),
@@ -158,24 +160,30 @@ impl TokenKeys {
         validation.validate_nbf = true;
         validation.validate_aud = false;
         let key = DecodingKey::from_secret(self.secret.expose_secret());
-        let data = jsonwebtoken::decode::<serde_json::Value>(token, &key, &validation)
-            .map_err(|err| match err.kind() {
-                ErrorKind::ExpiredSignature => AuthError::Expired,
-                ErrorKind::ImmatureSignature => AuthError::NotYetValid,
-                ErrorKind::InvalidSignature => AuthError::BadSignature,
-                ErrorKind::InvalidAlgorithm | ErrorKind::InvalidAlgorithmName => {
-                    AuthError::WrongAlgorithm
+        let data =
+            jsonwebtoken::decode::<serde_json::Value>(token, &key, &validation).map_err(|err| {
+                match err.kind() {
+                    ErrorKind::ExpiredSignature => AuthError::Expired,
+                    ErrorKind::ImmatureSignature => AuthError::NotYetValid,
+                    ErrorKind::InvalidSignature => AuthError::BadSignature,
+                    ErrorKind::InvalidAlgorithm | ErrorKind::InvalidAlgorithmName => {
+                        AuthError::WrongAlgorithm
+                    }
+                    ErrorKind::MissingRequiredClaim(claim) if claim == "exp" => {
+                        AuthError::MissingClaim("exp")
+                    }
+                    ErrorKind::InvalidClaimFormat(claim) if claim == "exp" => {
+                        AuthError::MissingClaim("exp")
+                    }
+                    _ => AuthError::Malformed,
                 }
-                ErrorKind::MissingRequiredClaim(claim) if claim == "exp" => {
-                    AuthError::MissingClaim("exp")
-                }
-                ErrorKind::InvalidClaimFormat(claim) if claim == "exp" => {
-                    AuthError::MissingClaim("exp")
-                }
-                _ => AuthError::Malformed,
             })?;
         // `decode` checks `exp` when it is a number; refuse any other shape outright.
-        if !data.claims.get("exp").is_some_and(serde_json::Value::is_u64) {
+        if !data
+            .claims
+            .get("exp")
+            .is_some_and(serde_json::Value::is_u64)
+        {
             return Err(AuthError::MissingClaim("exp"));
         }
         let received: ReceivedClaims =
@@ -210,11 +218,7 @@ impl TokenKeys {
 
 /// A claim value fit for an error message: short, without control characters.
 fn printable(value: &str) -> String {
-    value
-        .chars()
-        .filter(|c| !c.is_control())
-        .take(64)
-        .collect()
+    value.chars().filter(|c| !c.is_control()).take(64).collect()
 }
 
 #[cfg(test)]

@@ -15,6 +15,7 @@ use utoipa::ToSchema;
 use uuid::Uuid;
 
 use crate::AppState;
+use crate::access;
 use crate::extract::{Caller, IdempotencyHeader, JsonBody, PathSegment, beneficiary_id};
 use crate::feed::FeedItem;
 use crate::problem::ApiError;
@@ -197,7 +198,8 @@ pub struct StageAnswer {
 
 /// Enrols a new beneficiary.
 ///
-/// The service assigns the id; the answer is the state, with `Location` pointing at it. A retry
+/// An operator enrols only in its territories (403 `territory_out_of_scope` otherwise). The
+/// service assigns the id; the answer is the state, with `Location` pointing at it. A retry
 /// with the same `Idempotency-Key` answers the first result and writes nothing new.
 #[utoipa::path(
     post,
@@ -238,6 +240,10 @@ pub async fn enrol(
     body: JsonBody<EnrolBody>,
 ) -> Result<Response, ApiError> {
     let JsonBody { value, raw } = body;
+    // An unknown territory is the domain's to refuse (422); a known one must be in scope.
+    if let Some(territory) = app.territories.get(&value.territory) {
+        access::require_territory(&caller, &app.territories, &territory)?;
+    }
     let id = Uuid::new_v4();
     let executed = execute(
         &app,
@@ -288,6 +294,7 @@ pub async fn enrol(
         (status = 422, response = UnprocessableEntity),
         (status = 500, response = InternalError),
         (status = 503, response = ServiceUnavailable),
+        (status = 507, response = InsufficientStorage),
     )
 )]
 #[tracing::instrument(skip_all, fields(beneficiary_id = %id))]
@@ -457,7 +464,7 @@ pub struct IdempotencyParam {
 pub async fn get_state(
     State(app): State<AppState>,
     PathSegment(id): PathSegment,
-    _caller: Caller,
+    caller: Caller,
 ) -> Result<Json<BeneficiaryView>, ApiError> {
     let beneficiary = beneficiary_id(&id)?;
     let pathway = app
@@ -465,6 +472,7 @@ pub async fn get_state(
         .load(beneficiary)
         .await?
         .ok_or_else(ApiError::beneficiary_not_found)?;
+    access::require_visible(&caller, &app.territories, &pathway)?;
     Ok(Json(BeneficiaryView::new(beneficiary, &pathway)))
 }
 
@@ -496,9 +504,10 @@ pub struct HistoryPage {
 pub async fn history(
     State(app): State<AppState>,
     PathSegment(id): PathSegment,
-    _caller: Caller,
+    caller: Caller,
 ) -> Result<Json<HistoryPage>, ApiError> {
     let beneficiary = beneficiary_id(&id)?;
+    access::load_visible(&app, &caller, beneficiary).await?;
     let events = app
         .store
         .history(beneficiary)
@@ -519,6 +528,11 @@ async fn execute(
     path: &str,
     raw: &[u8],
 ) -> Result<Executed, ApiError> {
+    // Commands on an existing beneficiary: only within the caller's territories (404 outside,
+    // as for an unknown one). Enrolment checks its territory itself.
+    if !matches!(command, PathwayCommand::Enrol { .. }) {
+        access::load_visible(app, &caller, beneficiary).await?;
+    }
     let ctx = CommandContext {
         principal: caller.subject,
         idempotency: idempotency.with_request("POST", path, raw),

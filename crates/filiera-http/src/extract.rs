@@ -356,20 +356,33 @@ impl IdempotencyHeader {
     }
 }
 
-/// Who is calling. Until authentication exists (SPEC 5) every caller is `anonymous`; handlers
-/// already take it so that authorisation can be added as one layer.
+/// Who is calling: the principal of the request's bearer token, authenticated and allowed
+/// on the route by [`crate::access::authorise`] before the handler runs. Handlers check
+/// territory scopes with the helpers of [`crate::access`].
 #[derive(Debug, Clone)]
 pub struct Caller {
-    /// The principal recorded in event metadata.
+    /// The principal recorded in event metadata (the token's `sub`).
     pub subject: String,
+    /// Role and territories.
+    pub principal: filiera_auth::Principal,
 }
 
 impl<S: Send + Sync> FromRequestParts<S> for Caller {
     type Rejection = ApiError;
 
-    async fn from_request_parts(_: &mut Parts, _: &S) -> Result<Self, Self::Rejection> {
+    async fn from_request_parts(parts: &mut Parts, _: &S) -> Result<Self, Self::Rejection> {
+        let principal = parts
+            .extensions
+            .get::<filiera_auth::Principal>()
+            .cloned()
+            .ok_or_else(|| {
+                ApiError::Internal(
+                    "a handler needs a caller on a route whose access rule is open".into(),
+                )
+            })?;
         Ok(Self {
-            subject: "anonymous".into(),
+            subject: principal.subject.clone(),
+            principal,
         })
     }
 }

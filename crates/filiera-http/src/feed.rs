@@ -9,6 +9,7 @@ use utoipa::{IntoParams, ToSchema};
 use uuid::Uuid;
 
 use crate::AppState;
+use crate::access;
 use crate::extract::{Caller, parse_query};
 use crate::problem::ApiError;
 use crate::problem::responses::{InternalError, ServiceUnavailable, UnprocessableEntity};
@@ -108,7 +109,10 @@ struct FeedQuery {
 /// Reads a page of the global feed.
 ///
 /// Events in feed order (SPEC 4.2): a reader that passes `next_after` back as `after` never
-/// skips an event, even one committed later with a lower position.
+/// skips an event, even one committed later with a lower position. A subscriber reads only
+/// the items whose territory (after the event) is one of its territories or below; its page
+/// may then hold fewer than `limit` items, even none, while `next_after` moves on: the end of
+/// the feed is when `next_after` stops moving.
 #[utoipa::path(
     get,
     path = "/v1/events",
@@ -126,7 +130,7 @@ struct FeedQuery {
 pub async fn page(
     State(app): State<AppState>,
     RawQuery(query): RawQuery,
-    _caller: Caller,
+    caller: Caller,
 ) -> Result<Json<FeedPage>, ApiError> {
     let query: FeedQuery = parse_query(query.as_deref())?;
     let after = query.after.unwrap_or(0);
@@ -140,12 +144,53 @@ pub async fn page(
             format!("`limit` must be between 1 and {MAX_LIMIT}"),
         ));
     }
-    let events = app.store.read_feed(after, limit).await?;
-    let next_after = events.last().map_or(after, |e| e.position);
+    let (events, next_after) = match access::feed_scope(&caller, &app.territories) {
+        filiera_auth::Scope::All => {
+            let events = app.store.read_feed(after, limit).await?;
+            let next_after = events.last().map_or(after, |e| e.position);
+            (events, next_after)
+        }
+        filiera_auth::Scope::Within(scope) => scoped_page(&app, after, limit, &scope).await?,
+    };
     Ok(Json(FeedPage {
         events: events.iter().map(FeedItem::from_stored).collect(),
         next_after,
     }))
+}
+
+/// Feed events a scoped page reads at most before answering what it found.
+const SCOPED_SCAN: usize = 10_000;
+
+/// Up to `limit` events after `after` whose territory is in `scope`, reading at most
+/// [`SCOPED_SCAN`] events of the feed; and the position to continue after.
+async fn scoped_page(
+    app: &AppState,
+    after: i64,
+    limit: u32,
+    scope: &std::collections::BTreeSet<filiera_domain::TerritoryCode>,
+) -> Result<(Vec<StoredEvent>, i64), ApiError> {
+    let mut found = Vec::new();
+    let mut cursor = after;
+    let mut scanned = 0;
+    while scanned < SCOPED_SCAN {
+        let batch = app.store.read_feed(cursor, MAX_LIMIT).await?;
+        if batch.is_empty() {
+            break;
+        }
+        scanned += batch.len();
+        for event in batch {
+            cursor = event.position;
+            if event.territory.as_deref().is_some_and(|t| {
+                filiera_domain::TerritoryCode::parse(t).is_some_and(|t| scope.contains(&t))
+            }) {
+                found.push(event);
+                if found.len() == limit as usize {
+                    return Ok((found, cursor));
+                }
+            }
+        }
+    }
+    Ok((found, cursor))
 }
 
 /// How many events the live stream reads from the store at a time.
@@ -165,6 +210,11 @@ struct StreamQuery {
     /// Only events of this type (`StageEntered` or `stage_entered`).
     #[serde(rename = "type")]
     event_type: Option<String>,
+    /// The bearer token, for clients that cannot send an `Authorization` header (browsers'
+    /// `EventSource`); accepted on this route only, never logged by the service. Prefer the
+    /// header when you can (docs/security.md).
+    #[allow(dead_code)]
+    access_token: Option<String>,
 }
 
 /// The `Last-Event-ID` header of the live stream, for the OpenAPI document.
@@ -201,7 +251,9 @@ impl FeedFilter {
 
 /// Follows the global feed live, as server-sent events.
 ///
-/// Each SSE event has `id` = the event's feed position and `data` = a `FeedItem` as JSON; a
+/// A subscriber receives the items of its territories only; `territory` narrows that to one
+/// of them (403 `territory_out_of_scope` outside). Browsers, whose `EventSource` cannot send
+/// headers, pass the token as `access_token`. Each SSE event has `id` = the event's feed position and `data` = a `FeedItem` as JSON; a
 /// client that reconnects with `Last-Event-ID` (or `after`) resumes exactly after the last
 /// event it received. Comments keep the connection alive.
 #[utoipa::path(
@@ -226,7 +278,7 @@ pub async fn stream(
     State(app): State<AppState>,
     RawQuery(query): RawQuery,
     headers: axum::http::HeaderMap,
-    _caller: Caller,
+    caller: Caller,
 ) -> Result<
     axum::response::sse::Sse<
         impl futures::Stream<Item = Result<axum::response::sse::Event, std::convert::Infallible>>,
@@ -254,11 +306,12 @@ pub async fn stream(
         return Err(ApiError::invalid("after", "`after` must be 0 or more"));
     }
     let mut filter = FeedFilter::default();
+    let registry = &app.territories;
     if let Some(code) = &query.territory {
-        let registry = &app.store.services().territories;
         let territory = registry
             .get(code)
             .ok_or_else(|| ApiError::unknown_territory(code))?;
+        access::require_territory(&caller, registry, &territory)?;
         filter.territories = Some(
             registry
                 .descendants_or_self(&territory)
@@ -266,6 +319,8 @@ pub async fn stream(
                 .map(|t| t.to_string())
                 .collect(),
         );
+    } else if let filiera_auth::Scope::Within(scope) = access::feed_scope(&caller, registry) {
+        filter.territories = Some(scope.into_iter().map(|t| t.to_string()).collect());
     }
     if let Some(name) = &query.event_type {
         filter.event_type = Some(filiera_domain::PathwayEvent::type_named(name).ok_or_else(

@@ -3,8 +3,11 @@
 //! error leaves through [`problem::ApiError`] as an RFC 9457 problem document.
 //!
 //! # Layout
+//! - [`access`]: authorisation in one place: the access table of every route, the middleware
+//!   applying it, and the territory scope checks handlers call.
 //! - [`problem`]: `ApiError`, the only place errors are mapped to status codes.
-//! - [`extract`]: strict JSON/query/header extractors and the caller.
+//! - [`extract`]: strict JSON/query/header extractors and the caller (the authenticated
+//!   principal).
 //! - [`beneficiaries`]: enrolment, pathway commands, state and history.
 //! - [`feed`]: the global feed, a page at a time.
 //! - [`meta`]: territories, stages, health and readiness.
@@ -13,6 +16,7 @@
 //! - [`openapi`]: the OpenAPI 3.1 document at `/openapi.json`, generated from [`api`].
 //! - [`server`]: the accept loop and connection limits behind [`serve`] and [`serve_with`].
 
+pub mod access;
 pub mod beneficiaries;
 pub mod extract;
 pub mod feed;
@@ -30,6 +34,8 @@ use std::time::Duration;
 use axum::extract::DefaultBodyLimit;
 use axum::http::{Request, StatusCode};
 use axum::{Extension, Router};
+use filiera_auth::TokenKeys;
+use filiera_domain::TerritoryRegistry;
 use filiera_projections::Projections;
 use filiera_store::Store;
 use tower_http::catch_panic::CatchPanicLayer;
@@ -59,6 +65,10 @@ pub struct AppState {
     pub registry: prometheus::Registry,
     /// The HTTP layer's own instruments.
     pub http_metrics: telemetry::HttpMetrics,
+    /// Verifies the bearer tokens of requests.
+    pub keys: TokenKeys,
+    /// The territory registry (the store's): expands token scopes to descendants.
+    pub territories: Arc<TerritoryRegistry>,
     /// The NATS relay, when `FILIERA_NATS_URL` is set.
     pub relay: Option<filiera_relay::NatsRelay>,
     /// Flips to `true` when the server starts shutting down, so that endless responses (the
@@ -68,15 +78,19 @@ pub struct AppState {
 }
 
 impl AppState {
-    /// The state over a store and its projections, with a fresh metrics registry.
-    pub fn new(store: Arc<Store>, projections: Projections) -> Self {
+    /// The state over a store and its projections, with a fresh metrics registry; tokens are
+    /// verified with `keys`.
+    pub fn new(store: Arc<Store>, projections: Projections, keys: TokenKeys) -> Self {
         let registry = prometheus::Registry::new();
         let http_metrics = telemetry::HttpMetrics::register(&registry)
             .expect("the HTTP instruments are registered once in a fresh registry");
         let (stop, stopping) = tokio::sync::watch::channel(false);
+        let territories = store.services().territories.clone();
         Self {
             store,
             projections,
+            keys,
+            territories,
             registry,
             http_metrics,
             relay: None,
@@ -129,15 +143,23 @@ pub fn api() -> OpenApiRouter<AppState> {
         .routes(routes!(openapi::document))
 }
 
-/// The OpenAPI 3.1 document of [`router`], as served at `/openapi.json`.
+/// The OpenAPI 3.1 document of [`router`], as served at `/openapi.json`, with the access
+/// rules of [`access::RULES`].
 pub fn openapi() -> utoipa::openapi::OpenApi {
-    api().into_openapi()
+    let mut doc = api().into_openapi();
+    access::describe(&mut doc);
+    doc
 }
 
 /// The full API.
 pub fn router(state: AppState) -> Router {
-    let (routes, doc) = api().split_for_parts();
+    let (routes, mut doc) = api().split_for_parts();
+    access::describe(&mut doc);
     routes
+        .route_layer(axum::middleware::from_fn_with_state(
+            state.clone(),
+            access::authorise,
+        ))
         .layer(Extension(openapi::OpenApiJson::new(&doc)))
         .fallback(not_found)
         .method_not_allowed_fallback(method_not_allowed)

@@ -15,6 +15,7 @@ use serde::{Deserialize, Serialize};
 use utoipa::{IntoParams, ToSchema};
 
 use crate::AppState;
+use crate::access;
 use crate::extract::{Caller, PathSegment, parse_query};
 use crate::openapi::{ProjectionStatusSchema, RebuildStartedSchema, RelayStatusSchema};
 use crate::problem::ApiError;
@@ -30,7 +31,8 @@ pub const TAG: &str = "reports";
 #[serde(deny_unknown_fields)]
 #[into_params(parameter_in = Query)]
 pub struct MetricsParams {
-    /// A territory code; its descendants are included. Omitted: everything.
+    /// A territory code; its descendants are included. Omitted: everything, for callers
+    /// whose token covers every territory; others must name one of theirs.
     pub territory: Option<String>,
     /// First day of the period (default 2000-01-01).
     #[param(value_type = Option<NaiveDate>)]
@@ -48,7 +50,8 @@ pub struct MetricsParams {
 #[serde(deny_unknown_fields)]
 #[into_params(parameter_in = Query)]
 pub struct AuditParams {
-    /// A territory code; its descendants are included. Omitted: everything.
+    /// A territory code; its descendants are included. Omitted: everything, for callers
+    /// whose token covers every territory; others must name one of theirs.
     pub territory: Option<String>,
     /// The day the flags are evaluated at (default today, UTC).
     #[param(value_type = Option<NaiveDate>)]
@@ -172,11 +175,12 @@ fn instant(field: &'static str, value: Option<&str>) -> Result<Option<DateTime<U
 pub async fn metrics(
     State(app): State<AppState>,
     RawQuery(query): RawQuery,
-    _caller: Caller,
+    caller: Caller,
 ) -> Result<Json<TerritoryMetrics>, ApiError> {
     let params: MetricsParams = parse_query(query.as_deref())?;
     let settings = app.projections.settings();
-    let query = params.into_query(&settings.registry, settings.threshold, Utc::now())?;
+    let mut query = params.into_query(&settings.registry, settings.threshold, Utc::now())?;
+    query.territory = access::query_territory(&caller, &app.territories, query.territory)?;
     Ok(Json(app.projections.metrics(query).await?))
 }
 
@@ -201,11 +205,12 @@ pub async fn metrics(
 pub async fn audit(
     State(app): State<AppState>,
     RawQuery(query): RawQuery,
-    _caller: Caller,
+    caller: Caller,
 ) -> Result<Json<AuditList>, ApiError> {
     let params: AuditParams = parse_query(query.as_deref())?;
     let settings = app.projections.settings();
-    let query = params.into_query(&settings.registry, settings.threshold, Utc::now())?;
+    let mut query = params.into_query(&settings.registry, settings.threshold, Utc::now())?;
+    query.territory = access::query_territory(&caller, &app.territories, query.territory)?;
     Ok(Json(app.projections.audit(query).await?))
 }
 

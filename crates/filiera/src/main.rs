@@ -4,7 +4,7 @@
 //! # Layout
 //! - [`settings`]: the typed configuration (file, then `FILIERA_*` environment).
 //! - [`startup`]: builds the store and the HTTP app from settings; runs `serve`.
-//! - [`tail`]: `tail`, following the feed over HTTP or NATS.
+//! - [`tail`]: `tail`, following the feed over HTTP (with a bearer token) or NATS.
 //! - [`telemetry`]: the tracing subscriber.
 //! - [`transfer`]: `import` of legacy NDJSON commands and `export` of NDJSON events.
 
@@ -34,10 +34,13 @@ struct Cli {
 #[derive(Debug, Subcommand)]
 enum Command {
     /// Run the HTTP API (embedded SQLite under ./filiera-data unless FILIERA_DATABASE_URL is set).
+    /// Every API call but the health checks needs a bearer token: see `filiera token issue`.
     Serve,
     /// Apply the database schema and exit.
     Migrate,
-    /// Import legacy history: NDJSON, one command per line,
+    /// Local administrator tool (works on the store directly, without the API's tokens and
+    /// roles: run it only where an administrator may). Import legacy history: NDJSON, one
+    /// command per line,
     /// `{"beneficiary": REF, "command": "enrol"|"stage"|"exit"|"territory"|"close"|"reopen"|"undo", ...API body}`.
     /// Re-running the same file (same batch) writes nothing new.
     Import {
@@ -50,6 +53,7 @@ enum Command {
         #[arg(long)]
         keep_going: bool,
     },
+    /// Local administrator tool (reads the store directly, without the API's tokens and roles).
     /// Offline regional report: replay the store directly (no server needed) and print the
     /// metrics document of `GET /v1/metrics` for the same options.
     Report {
@@ -72,8 +76,9 @@ enum Command {
         #[arg(long, short)]
         output: Option<PathBuf>,
     },
-    /// Rebuild a projection into a new generation and swap it in; queries of running servers
-    /// keep answering from the current one meanwhile.
+    /// Local administrator tool (works on the store directly, without the API's tokens and
+    /// roles). Rebuild a projection into a new generation and swap it in; queries of running
+    /// servers keep answering from the current one meanwhile.
     Rebuild {
         /// The projection (default: territory_metrics).
         #[arg(default_value = "territory_metrics")]
@@ -102,6 +107,15 @@ enum Command {
         /// NATS: a durable consumer name, to resume where the last tail with it stopped.
         #[arg(long)]
         durable: Option<String>,
+        /// HTTP: the bearer token (a subscriber's or an administrator's, from
+        /// `filiera token issue`); sent as `Authorization: Bearer`.
+        #[arg(long, env = "FILIERA_TOKEN", hide_env_values = true)]
+        token: Option<String>,
+    },
+    /// Bearer tokens of the API.
+    Token {
+        #[command(subcommand)]
+        command: TokenCommand,
     },
     /// Measure the read model: region-wide metrics over generated histories, the naive
     /// replay baseline, the runner's catch-up and the cache load on real stores. Prints a
@@ -129,7 +143,9 @@ enum Command {
         #[arg(long, default_value_t = 4_000)]
         write_commands: usize,
     },
-    /// Export every event as NDJSON (the `GET /v1/events` item shape), in feed order.
+    /// Local administrator tool (reads the store directly, without the API's tokens and roles:
+    /// the export holds every beneficiary's history). Export every event as NDJSON (the
+    /// `GET /v1/events` item shape), in feed order.
     Export {
         /// Only events after this global position.
         #[arg(long, default_value_t = 0)]
@@ -137,6 +153,28 @@ enum Command {
         /// Output file (default: standard output).
         #[arg(long, short)]
         output: Option<PathBuf>,
+    },
+}
+
+#[derive(Debug, Subcommand)]
+enum TokenCommand {
+    /// Print one token, signed with the secret `serve` uses (FILIERA_AUTH_SECRET, or the data
+    /// folder's `auth-secret`). Roles: operator and subscriber need --territory; an evaluator
+    /// without --territory reads every territory's aggregates; an administrator covers all.
+    Issue {
+        /// operator, evaluator, subscriber or administrator.
+        #[arg(long)]
+        role: filiera_auth::Role,
+        /// A territory code of the registry (covers the territories below it); repeatable.
+        #[arg(long = "territory")]
+        territories: Vec<String>,
+        /// Who holds the token, recorded with every command it sends (default: the role).
+        #[arg(long)]
+        subject: Option<String>,
+        /// How long the token is valid, e.g. `8h` (a working day, the default, for people),
+        /// `30d` for a service (then issue the next one before it expires).
+        #[arg(long, default_value = "8h", value_parser = humantime::parse_duration)]
+        ttl: std::time::Duration,
     },
 }
 
@@ -153,7 +191,16 @@ async fn main() -> anyhow::Result<()> {
     let settings = Settings::load(cli.config.as_deref())?;
     telemetry::init(&settings.log)?;
     match cli.command {
-        Command::Serve => startup::serve(settings).await,
+        Command::Serve => startup::serve(settings, cli.config.as_deref()).await,
+        Command::Token {
+            command:
+                TokenCommand::Issue {
+                    role,
+                    territories,
+                    subject,
+                    ttl,
+                },
+        } => startup::issue_token(&settings, role, &territories, subject, ttl),
         Command::Migrate => startup::migrate(settings).await,
         Command::Import {
             file,
@@ -211,6 +258,7 @@ async fn main() -> anyhow::Result<()> {
             event_type,
             after,
             durable,
+            token,
         } => {
             let url = match (url, nats) {
                 (Some(url), _) => url,
@@ -227,6 +275,7 @@ async fn main() -> anyhow::Result<()> {
                 event_type,
                 after,
                 durable,
+                token,
             })
             .await
         }

@@ -19,7 +19,14 @@ use secrecy::{ExposeSecret, SecretString};
 use serde::{Deserialize, Serialize};
 
 /// Environment variables read as top-level settings (`FILIERA_LISTEN` → `listen`, …).
-const ENV_KEYS: [&str; 5] = ["listen", "database_url", "nats_url", "data_dir", "log"];
+const ENV_KEYS: [&str; 6] = [
+    "listen",
+    "database_url",
+    "nats_url",
+    "data_dir",
+    "log",
+    "auth_secret",
+];
 
 /// The `FILIERA_*` settings of the process environment, as strings (never type-guessed:
 /// `FILIERA_DATA_DIR=2024` is a folder name). An empty variable counts as unset, as in
@@ -51,6 +58,11 @@ pub struct Settings {
     pub data_dir: PathBuf,
     /// `tracing` filter, e.g. `info` or `filiera=debug,sqlx=warn`.
     pub log: String,
+    /// The secret signing the API's bearer tokens (at least 32 bytes); unset means the
+    /// `auth-secret` file of `data_dir`, generated owner-only on first use. Every replica and
+    /// `filiera token issue` must see the same one.
+    #[serde(default)]
+    pub auth_secret: Option<SecretString>,
     #[serde(default)]
     pub audit: AuditSettings,
     #[serde(default)]
@@ -384,6 +396,28 @@ mod tests {
                 err.to_string().contains("`8080` is not address:port"),
                 "{err}"
             );
+            Ok(())
+        });
+    }
+
+    #[test]
+    fn the_auth_secret_is_read_from_the_environment_and_never_printed() {
+        figment::Jail::expect_with(|jail| {
+            let settings = Settings::load_from(None, environment()).map_err(|e| e.to_string())?;
+            assert!(settings.auth_secret.is_none());
+            jail.set_env(
+                "FILIERA_AUTH_SECRET",
+                "a secret from the environment, long enough to sign",
+            );
+            let settings = Settings::load_from(None, environment()).map_err(|e| e.to_string())?;
+            assert_eq!(
+                settings.auth_secret.as_ref().map(|s| s.expose_secret()),
+                Some("a secret from the environment, long enough to sign")
+            );
+            assert!(!format!("{settings:?}").contains("from the environment"));
+            jail.set_env("FILIERA_AUTH_SECRET", " ");
+            let settings = Settings::load_from(None, environment()).map_err(|e| e.to_string())?;
+            assert!(settings.auth_secret.is_none());
             Ok(())
         });
     }

@@ -2,7 +2,8 @@
 
 use std::sync::Arc;
 
-use anyhow::Context;
+use anyhow::{Context, bail};
+use filiera_auth::{Role, SecretSource, TokenKeys};
 use filiera_http::AppState;
 use filiera_projections::{ProjectionSettings, Projections};
 use filiera_relay::{NatsRelay, RelaySettings};
@@ -34,6 +35,86 @@ pub async fn start_projections(settings: &Settings, store: &Store) -> anyhow::Re
     Projections::start(store.clone(), projection_settings(settings, store))
         .await
         .context("cannot start the projections")
+}
+
+/// The keys of the API's bearer tokens: over `auth_secret` if set, otherwise over the data
+/// folder's `auth-secret` file, generated owner-only on first use. The secret is never logged.
+pub fn token_keys(settings: &Settings) -> anyhow::Result<(TokenKeys, SecretSource)> {
+    let (secret, source) =
+        filiera_auth::load_or_generate(settings.auth_secret.as_ref(), &settings.data_dir)
+            .context("cannot read or create the token secret")?;
+    let keys = TokenKeys::new(&secret).map_err(|err| match source {
+        SecretSource::Configured => anyhow::anyhow!("FILIERA_AUTH_SECRET: {err}"),
+        _ => anyhow::anyhow!("the data folder's token secret: {err}"),
+    })?;
+    Ok((keys, source))
+}
+
+/// The command that issues an administrator token with this configuration, as a newcomer
+/// would type it.
+fn admin_token_command(settings: &Settings, config: Option<&std::path::Path>) -> String {
+    let mut command = String::new();
+    if settings.data_dir != std::path::Path::new("./filiera-data") && config.is_none() {
+        command.push_str(&format!(
+            "FILIERA_DATA_DIR={} ",
+            settings.data_dir.display()
+        ));
+    }
+    command.push_str("filiera");
+    if let Some(config) = config {
+        command.push_str(&format!(" --config {}", config.display()));
+    }
+    command.push_str(" token issue --role administrator --subject \"$USER\"");
+    command
+}
+
+/// `filiera token issue`: prints one token, signed with the same secret as `serve`.
+pub fn issue_token(
+    settings: &Settings,
+    role: Role,
+    territories: &[String],
+    subject: Option<String>,
+    ttl: std::time::Duration,
+) -> anyhow::Result<()> {
+    let registry = settings.registry()?;
+    let territories = territories
+        .iter()
+        .map(|code| {
+            registry.get(code).with_context(|| {
+                format!(
+                    "unknown territory `{code}`: the registry of this configuration has no such \
+                     code (list them with `GET /v1/territories`)"
+                )
+            })
+        })
+        .collect::<anyhow::Result<Vec<_>>>()?;
+    if role == Role::Administrator && !territories.is_empty() {
+        bail!("an administrator covers every territory: drop --territory");
+    }
+    if role.needs_territories() && territories.is_empty() {
+        bail!(
+            "a {role} token needs at least one --territory CODE (it covers the territories below it too)"
+        );
+    }
+    if ttl.is_zero() {
+        bail!("--ttl must be above zero");
+    }
+    let subject = subject.unwrap_or_else(|| role.as_str().to_owned());
+    if subject.trim().is_empty() || subject.chars().any(char::is_control) {
+        bail!("--subject must be a visible name");
+    }
+    let (keys, source) = token_keys(settings)?;
+    if let SecretSource::Generated(path) = &source {
+        eprintln!(
+            "filiera: generated a new token secret in {}",
+            path.display()
+        );
+    }
+    let token = keys
+        .issue(&subject, role, &territories, ttl)
+        .context("cannot sign the token")?;
+    println!("{token}");
+    Ok(())
 }
 
 /// `filiera migrate`
@@ -142,12 +223,32 @@ pub async fn rebuild(settings: Settings, projection: &str) -> anyhow::Result<()>
 }
 
 /// `filiera serve`
-pub async fn serve(settings: Settings) -> anyhow::Result<()> {
+pub async fn serve(settings: Settings, config: Option<&std::path::Path>) -> anyhow::Result<()> {
     let addr = settings.listen_addr()?;
     let serve_settings = settings.http.serve_settings()?;
+    let (keys, source) = token_keys(&settings)?;
+    match &source {
+        SecretSource::Generated(path) => {
+            tracing::info!(file = %path.display(), "generated the token secret (owner-only)");
+            // Not a log line: the first thing a newcomer needs, whatever FILIERA_LOG says.
+            eprintln!(
+                "\nfiliera: every API call needs a bearer token. Issue an administrator's \
+                 token with:\n\n    {}\n\nthen send it as `Authorization: Bearer <token>` \
+                 (docs/security.md).\n",
+                admin_token_command(&settings, config)
+            );
+        }
+        SecretSource::File(_) | SecretSource::Configured => {}
+    }
+    if settings.database_url.is_some() && source != SecretSource::Configured {
+        tracing::warn!(
+            "FILIERA_AUTH_SECRET is not set: tokens are signed with this data folder's secret; \
+             replicas sharing the database must share the secret (set FILIERA_AUTH_SECRET)"
+        );
+    }
     let store = open(&settings).await?;
     let projections = start_projections(&settings, &store).await?;
-    let mut state = AppState::new(Arc::new(store.clone()), projections.clone());
+    let mut state = AppState::new(Arc::new(store.clone()), projections.clone(), keys);
     let relay = match &settings.nats_url {
         Some(url) => {
             let relay = NatsRelay::start(store.clone(), RelaySettings::new(url), &state.registry)

@@ -18,6 +18,8 @@ pub struct TailArgs {
     pub after: i64,
     /// NATS: durable consumer name.
     pub durable: Option<String>,
+    /// HTTP: the bearer token.
+    pub token: Option<String>,
 }
 
 /// Follows until interrupted.
@@ -62,13 +64,21 @@ async fn follow_http(args: TailArgs) -> anyhow::Result<()> {
         }
     }
     loop {
-        let response = client
+        let mut request = client
             .get(url.clone())
-            .header("Last-Event-ID", last.to_string())
-            .send()
-            .await;
+            .header("Last-Event-ID", last.to_string());
+        if let Some(token) = &args.token {
+            request = request.bearer_auth(token);
+        }
+        let response = request.send().await;
         let response = match response {
             Ok(r) if r.status().is_success() => r,
+            Ok(r) if r.status() == reqwest::StatusCode::UNAUTHORIZED && args.token.is_none() => {
+                bail!(
+                    "the server wants a bearer token: pass --token or set FILIERA_TOKEN \
+                     (`filiera token issue --role subscriber --territory CODE`)"
+                );
+            }
             Ok(r) if r.status().is_client_error() => {
                 let body = r.text().await.unwrap_or_default();
                 bail!("the server refused the tail: {body}");

@@ -217,3 +217,173 @@ fn bench_measures_a_small_generated_history() {
         "{report}"
     );
 }
+
+/// `filiera` over `data_dir` with no token secret configured: the embedded case.
+fn embedded(data_dir: &std::path::Path) -> Command {
+    let mut command = filiera(data_dir);
+    command.env_remove("FILIERA_AUTH_SECRET");
+    command
+}
+
+#[test]
+fn token_issue_signs_with_the_data_folders_secret_and_checks_its_arguments() {
+    use std::os::unix::fs::PermissionsExt;
+
+    let dir = tempfile::tempdir().unwrap();
+    let issued = run(
+        embedded(dir.path()).args([
+            "token",
+            "issue",
+            "--role",
+            "operator",
+            "--territory",
+            "LOM-BG",
+            "--subject",
+            "anna",
+            "--ttl",
+            "2h",
+        ]),
+        None,
+    );
+    let stderr = String::from_utf8_lossy(&issued.stderr);
+    assert!(issued.status.success(), "{stderr}");
+    let token = String::from_utf8(issued.stdout).unwrap().trim().to_owned();
+    assert_eq!(token.split('.').count(), 3, "{token}");
+    // The secret was generated owner-only, and the token verifies with it.
+    let path = dir.path().join("auth-secret");
+    let mode = std::fs::metadata(&path).unwrap().permissions().mode() & 0o777;
+    assert_eq!(mode, 0o600);
+    let secret = std::fs::read_to_string(&path).unwrap();
+    assert!(
+        !stderr.contains(secret.trim()),
+        "the secret is printed: {stderr}"
+    );
+    let (secret, _) = filiera_auth::load_or_generate(None, dir.path()).unwrap();
+    let keys = filiera_auth::TokenKeys::new(&secret).unwrap();
+    let principal = keys
+        .verify(&token, &filiera_domain::TerritoryRegistry::sample())
+        .unwrap();
+    assert_eq!(principal.subject, "anna");
+    assert_eq!(principal.role, filiera_auth::Role::Operator);
+    assert_eq!(principal.territories[0].as_str(), "LOM-BG");
+
+    for (args, complaint) in [
+        (
+            &["--role", "operator", "--territory", "ATLANTIS"][..],
+            "unknown territory `ATLANTIS`",
+        ),
+        (
+            &["--role", "operator"][..],
+            "needs at least one --territory",
+        ),
+        (
+            &["--role", "subscriber"][..],
+            "needs at least one --territory",
+        ),
+        (
+            &["--role", "administrator", "--territory", "LOM"][..],
+            "drop --territory",
+        ),
+        (&["--role", "root"][..], "unknown role `root`"),
+        (&["--role", "evaluator", "--ttl", "soon"][..], "--ttl"),
+    ] {
+        let refused = run(
+            embedded(dir.path()).args(["token", "issue"]).args(args),
+            None,
+        );
+        assert!(!refused.status.success(), "{args:?}");
+        assert!(refused.stdout.is_empty(), "{args:?}");
+        let stderr = String::from_utf8_lossy(&refused.stderr);
+        assert!(stderr.contains(complaint), "{args:?}: {stderr}");
+    }
+    // An evaluator without territories reads every territory.
+    let evaluator = run(
+        embedded(dir.path()).args(["token", "issue", "--role", "evaluator"]),
+        None,
+    );
+    assert!(evaluator.status.success());
+}
+
+/// The README's first steps from an empty folder: the first `serve` prints the command that
+/// issues an administrator's token; that command's token opens the API.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn first_start_prints_how_to_get_an_administrators_token() {
+    let dir = tempfile::tempdir().unwrap();
+    let port = filiera_testkit::free_port();
+    let mut shell = Command::new("sh");
+    shell
+        .arg("-c")
+        .arg("exec \"$0\" serve 2>&1")
+        .arg(env!("CARGO_BIN_EXE_filiera"));
+    for (key, _) in std::env::vars() {
+        if key.starts_with("FILIERA_") {
+            shell.env_remove(key);
+        }
+    }
+    shell
+        .env("FILIERA_DATA_DIR", dir.path())
+        .env("FILIERA_LISTEN", format!("127.0.0.1:{port}"))
+        .env("FILIERA_LOG", "info");
+    let server = filiera_testkit::ChildLines::spawn(&mut shell).unwrap();
+    let printed = server.lines_for(std::time::Duration::from_secs(3));
+    let command = printed
+        .iter()
+        .find(|line| line.contains("token issue --role administrator"))
+        .unwrap_or_else(|| panic!("no token command among {printed:#?}"))
+        .trim()
+        .to_owned();
+    assert!(
+        command.starts_with(&format!(
+            "FILIERA_DATA_DIR={} filiera token issue",
+            dir.path().display()
+        )),
+        "{command}"
+    );
+    let secret = std::fs::read_to_string(dir.path().join("auth-secret")).unwrap();
+    assert!(
+        printed.iter().all(|line| !line.contains(secret.trim())),
+        "the secret is printed"
+    );
+
+    let issued = run(
+        embedded(dir.path()).args(["token", "issue", "--role", "administrator"]),
+        None,
+    );
+    assert!(issued.status.success());
+    let token = String::from_utf8(issued.stdout).unwrap().trim().to_owned();
+    let client = reqwest::Client::new();
+    let base = format!("http://127.0.0.1:{port}");
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(30);
+    while !client
+        .get(format!("{base}/readyz"))
+        .send()
+        .await
+        .is_ok_and(|r| r.status() == 200)
+    {
+        assert!(std::time::Instant::now() < deadline, "never ready");
+        tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+    }
+    let without = client
+        .get(format!("{base}/v1/territories"))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(without.status(), 401);
+    let with = client
+        .get(format!("{base}/v1/territories"))
+        .bearer_auth(&token)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(with.status(), 200);
+    // A second start finds the secret and says nothing about it.
+    drop(server);
+    let port = filiera_testkit::free_port();
+    shell.env("FILIERA_LISTEN", format!("127.0.0.1:{port}"));
+    let again = filiera_testkit::ChildLines::spawn(&mut shell).unwrap();
+    let printed = again.lines_for(std::time::Duration::from_secs(2));
+    assert!(
+        printed.iter().all(|line| !line.contains("token issue")),
+        "{printed:#?}"
+    );
+}

@@ -100,7 +100,7 @@ async fn a_database_outage_fails_fast_loses_nothing_and_recovers_without_a_resta
     .unwrap();
     let mut command = filiera(&pg.url("filiera"));
     command.env("FILIERA_CONFIG", config.path());
-    let client = reqwest::Client::new();
+    let client = common::client();
     let server = start_with(command, &client).await;
     let base = server.base.clone();
 
@@ -242,7 +242,7 @@ async fn a_frozen_database_holds_no_request_past_the_timeouts() {
     .unwrap();
     let mut command = filiera(&pg.url("filiera"));
     command.env("FILIERA_CONFIG", config.path());
-    let client = reqwest::Client::new();
+    let client = common::client();
     let server = start_with(command, &client).await;
     let base = server.base.clone();
     let (status, _, first) = enrol_with_key(&client, &base, "PIE-TO-TORINO", "before").await;

@@ -168,7 +168,7 @@ async fn a_full_disk_loses_no_acknowledged_write_and_writes_resume_when_space_re
         );
     };
     let data_dir = disk.path().join("data");
-    let client = reqwest::Client::new();
+    let client = common::client();
     let server = start_with(filiera_on(&data_dir), &client).await;
     let base = server.base.clone();
 

@@ -43,7 +43,7 @@ async fn wait_for_enrolments(client: &reqwest::Client, server: &Server, n: u64) 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn one_projection_runner_among_replicas_and_takeover_when_it_dies() {
     let db = TestDb::create().await.expect("test database");
-    let client = reqwest::Client::new();
+    let client = common::client();
     let first = start(&db.url, &client).await;
     let second = start(&db.url, &client).await;
 
@@ -133,7 +133,7 @@ async fn stream_contents(nats: &NatsServer) -> Vec<Value> {
 async fn one_nats_relay_among_replicas_and_takeover_when_it_dies() {
     let db = TestDb::create().await.expect("test database");
     let nats = NatsServer::start().await.expect("nats-server");
-    let client = reqwest::Client::new();
+    let client = common::client();
     let with_nats = || {
         let mut command = filiera(&db.url);
         command.env("FILIERA_NATS_URL", nats.url());

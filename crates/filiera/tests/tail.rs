@@ -16,7 +16,11 @@ struct Tail(ChildLines);
 impl Tail {
     fn spawn(args: &[&str]) -> Self {
         let mut command = clean_command();
-        command.arg("tail").args(args).stderr(Stdio::inherit());
+        command
+            .env("FILIERA_TOKEN", common::admin_token())
+            .arg("tail")
+            .args(args)
+            .stderr(Stdio::inherit());
         Self(ChildLines::spawn(&mut command).expect("filiera tail starts"))
     }
 
@@ -69,7 +73,7 @@ async fn enrol(client: &reqwest::Client, server: &Server, territory: &str) -> St
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn tail_follows_the_http_feed_with_filters() {
     let dir = tempfile::tempdir().unwrap();
-    let client = reqwest::Client::new();
+    let client = common::client();
     let mut command = clean_command();
     command.env("FILIERA_DATA_DIR", dir.path());
     let server = start_with(command, &client).await;
@@ -115,7 +119,7 @@ async fn tail_follows_the_http_feed_with_filters() {
 async fn tail_follows_the_nats_stream_with_a_durable_consumer() {
     let dir = tempfile::tempdir().unwrap();
     let nats = NatsServer::start().await.expect("nats-server");
-    let client = reqwest::Client::new();
+    let client = common::client();
     let mut command = clean_command();
     command
         .env("FILIERA_DATA_DIR", dir.path())
@@ -156,7 +160,7 @@ async fn sigterm_ends_live_streams_and_the_server_stops_promptly() {
     use futures::StreamExt;
 
     let dir = tempfile::tempdir().unwrap();
-    let client = reqwest::Client::new();
+    let client = common::client();
     let mut command = clean_command();
     command.env("FILIERA_DATA_DIR", dir.path());
     let mut server = start_with(command, &client).await;

@@ -250,6 +250,7 @@ fn query_and_path_parameters_are_documented() {
             ("query", "after"),
             ("query", "territory"),
             ("query", "type"),
+            ("query", "access_token"),
             ("header", "Last-Event-ID"),
         ])
     );
@@ -462,6 +463,8 @@ fn mirrors_match_the_real_types() {
 /// The app over a fresh SQLite store, and what keeps it alive.
 struct TestApi {
     router: Router,
+    /// An administrator's token, sent with every request of the scenario.
+    token: String,
     projections: Projections,
     _dir: tempfile::TempDir,
 }
@@ -480,8 +483,21 @@ async fn test_api() -> TestApi {
     let projections = Projections::start((*store).clone(), settings)
         .await
         .expect("projections start");
+    let keys = filiera_auth::TokenKeys::new(&filiera_auth::AuthSecret::new(
+        "the OpenAPI scenario's secret, long enough to sign".into(),
+    ))
+    .expect("a long secret");
+    let token = keys
+        .issue(
+            "openapi-scenario",
+            filiera_auth::Role::Administrator,
+            &[],
+            Duration::from_secs(3600),
+        )
+        .expect("a token");
     TestApi {
-        router: crate::router(AppState::new(store, projections.clone())),
+        token,
+        router: crate::router(AppState::new(store, projections.clone(), keys)),
         projections,
         _dir: dir,
     }
@@ -521,7 +537,10 @@ impl Checker {
         content_type: Option<&str>,
         body: Vec<u8>,
     ) -> Answer {
-        let mut request = Request::builder().method(method).uri(uri);
+        let mut request = Request::builder()
+            .method(method)
+            .uri(uri)
+            .header(header::AUTHORIZATION, format!("Bearer {}", self.api.token));
         if let Some(content_type) = content_type {
             request = request.header(header::CONTENT_TYPE, content_type);
         }

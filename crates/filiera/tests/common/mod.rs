@@ -21,7 +21,11 @@ impl Drop for Server {
     }
 }
 
-/// `filiera` without any `FILIERA_*` setting of the test's environment, logging warnings.
+/// The token secret of the processes the tests start ([`clean_command`]).
+pub const AUTH_SECRET: &str = "the process tests' token secret, long enough to sign";
+
+/// `filiera` without any `FILIERA_*` setting of the test's environment, logging warnings,
+/// signing tokens with [`AUTH_SECRET`].
 pub fn clean_command() -> Command {
     let mut command = Command::new(env!("CARGO_BIN_EXE_filiera"));
     for (key, _) in std::env::vars() {
@@ -30,7 +34,45 @@ pub fn clean_command() -> Command {
         }
     }
     command.env("FILIERA_LOG", "warn");
+    command.env("FILIERA_AUTH_SECRET", AUTH_SECRET);
     command
+}
+
+/// A token of `role` over `territories` for the servers [`clean_command`] starts.
+pub fn token(role: filiera_auth::Role, territories: &[&str]) -> String {
+    let keys = filiera_auth::TokenKeys::new(&filiera_auth::AuthSecret::new(AUTH_SECRET.into()))
+        .expect("a long secret");
+    let territories: Vec<_> = territories
+        .iter()
+        .map(|t| filiera_domain::TerritoryCode::parse(t).expect("a territory code"))
+        .collect();
+    keys.issue(
+        &format!("test-{role}"),
+        role,
+        &territories,
+        Duration::from_secs(3600),
+    )
+    .expect("a token")
+}
+
+/// An administrator's token for the servers [`clean_command`] starts.
+pub fn admin_token() -> String {
+    token(filiera_auth::Role::Administrator, &[])
+}
+
+/// A client sending an administrator's token with every request.
+pub fn client() -> reqwest::Client {
+    let mut value = reqwest::header::HeaderValue::from_str(&format!("Bearer {}", admin_token()))
+        .expect("a header value");
+    value.set_sensitive(true);
+    reqwest::Client::builder()
+        .default_headers(
+            [(reqwest::header::AUTHORIZATION, value)]
+                .into_iter()
+                .collect(),
+        )
+        .build()
+        .expect("a client")
 }
 
 /// `filiera` on this database.
