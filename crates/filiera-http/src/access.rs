@@ -466,6 +466,59 @@ mod tests {
         );
     }
 
+    /// A route the table does not list is refused (fail closed), even to an administrator.
+    #[tokio::test]
+    async fn a_route_without_a_rule_is_refused() {
+        use std::sync::Arc;
+
+        use axum::body::Body;
+        use filiera_auth::{AuthSecret, TokenKeys};
+        use filiera_domain::{PathwayServices, StageCatalogue};
+        use filiera_projections::{ProjectionSettings, Projections};
+        use tower::ServiceExt;
+
+        let dir = tempfile::tempdir().unwrap();
+        let url = format!("sqlite://{}", dir.path().join("filiera.db").display());
+        let services = PathwayServices::new(
+            Arc::new(StageCatalogue::default_catalogue()),
+            Arc::new(TerritoryRegistry::sample()),
+        );
+        let store = filiera_store::Store::connect(&url, services).await.unwrap();
+        store.migrate().await.unwrap();
+        let store = Arc::new(store);
+        let settings = ProjectionSettings::from_services(store.services(), 2);
+        let projections = Projections::start((*store).clone(), settings)
+            .await
+            .unwrap();
+        let keys = TokenKeys::new(&AuthSecret::new(
+            "the fail-closed test's secret, long enough".into(),
+        ))
+        .unwrap();
+        let token = keys
+            .issue(
+                "root",
+                Role::Administrator,
+                &[],
+                std::time::Duration::from_secs(60),
+            )
+            .unwrap();
+        let state = AppState::new(store, projections.clone(), keys);
+        let app = axum::Router::new()
+            .route("/v1/unlisted", axum::routing::get(|| async { "reached" }))
+            .route_layer(axum::middleware::from_fn_with_state(
+                state.clone(),
+                authorise,
+            ))
+            .with_state(state);
+        let request = axum::http::Request::get("/v1/unlisted")
+            .header(header::AUTHORIZATION, format!("Bearer {token}"))
+            .body(Body::empty())
+            .unwrap();
+        let response = app.oneshot(request).await.unwrap();
+        assert_eq!(response.status(), StatusCode::INTERNAL_SERVER_ERROR);
+        projections.shutdown().await;
+    }
+
     #[test]
     fn open_routes_are_the_operational_ones() {
         let open: BTreeSet<&str> = RULES
