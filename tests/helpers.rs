@@ -109,7 +109,13 @@ pub async fn spawn_app_until(
     let projections = Projections::start((*store).clone(), settings)
         .await
         .expect("projections start");
-    let state = AppState::new(store.clone(), projections.clone(), test_keys());
+    filiera_vault::Vault::migrate(&store.database())
+        .await
+        .expect("vault migrations");
+    let vault = filiera_vault::Vault::open(store.database(), filiera_vault::MasterKey::generate())
+        .await
+        .expect("the vault opens");
+    let state = AppState::new(store.clone(), projections.clone(), test_keys()).with_vault(vault);
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
         .await
         .expect("bind");
@@ -312,6 +318,27 @@ impl TestApp {
         answer.body["id"].as_str().expect("id").to_owned()
     }
 
+    /// Enrols a beneficiary with an identity of its own (a fresh fiscal code) and returns its
+    /// id and fiscal code.
+    pub async fn enrol_person(&self, territory: &str) -> (String, String) {
+        let fiscal_code = fresh_fiscal_code();
+        let answer = self
+            .post(
+                "/v1/beneficiaries",
+                serde_json::json!({
+                    "territory": territory, "on": "2024-01-10", "referral": "social_services",
+                    "person": {"fiscal_code": fiscal_code, "given_name": "Maria",
+                               "family_name": "Rossi", "birth_date": "1980-01-01"}
+                }),
+            )
+            .await;
+        assert_eq!(answer.status, 201, "{:#}", answer.body);
+        (
+            answer.body["id"].as_str().expect("id").to_owned(),
+            fiscal_code,
+        )
+    }
+
     /// Enters a stage and returns the answer.
     pub async fn enter(&self, id: &str, stage: &str, on: &str) -> Answer {
         self.post(
@@ -338,4 +365,16 @@ impl TestApp {
             out.extend(events);
         }
     }
+}
+
+/// A fiscal code of the right shape no other call of this process returned.
+pub fn fresh_fiscal_code() -> String {
+    static NEXT: std::sync::atomic::AtomicU32 = std::sync::atomic::AtomicU32::new(0);
+    let n = NEXT.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+    format!(
+        "RSSMRA{:02}A{:02}H{:03}U",
+        n % 100,
+        (n / 100) % 100,
+        (n / 10_000) % 1000
+    )
 }

@@ -532,8 +532,7 @@ async fn shutdown_ends_live_streams_and_lets_requests_in_flight_finish() {
     let mut in_flight = connect(&app).await;
     let head = format!(
         "POST /v1/beneficiaries HTTP/1.1\r\nHost: filiera.test\r\n\
-         Authorization: Bearer {}\r\n\
-         Content-Type: application/json\r\n\
+         Authorization: Bearer {}\r\nContent-Type: application/json\r\n\
          Content-Length: {}\r\nExpect: 100-continue\r\n\r\n",
         app.token,
         body.len()

@@ -6,5 +6,6 @@ mod access;
 mod feed_stream;
 mod hostile_http;
 mod openapi;
+mod people;
 mod read_api;
 mod write_api;

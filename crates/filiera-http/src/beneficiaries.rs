@@ -39,6 +39,16 @@ pub struct EnrolBody {
     referral: Referral,
     #[serde(default)]
     support_band: Option<SupportBand>,
+    /// The beneficiary's identity, kept encrypted in the personal-data vault, never in events.
+    #[serde(default)]
+    person: Option<filiera_vault::Person>,
+}
+
+impl EnrolBody {
+    /// Takes the identity out of the body: it goes to the vault, the rest to the event store.
+    pub fn take_person(&mut self) -> Option<filiera_vault::Person> {
+        self.person.take()
+    }
 }
 
 /// `POST /v1/beneficiaries/{id}/stage`: start an episode in a stage.
@@ -239,12 +249,32 @@ pub async fn enrol(
     idempotency: IdempotencyHeader,
     body: JsonBody<EnrolBody>,
 ) -> Result<Response, ApiError> {
-    let JsonBody { value, raw } = body;
+    let JsonBody { mut value, raw } = body;
     // An unknown territory is the domain's to refuse (422); a known one must be in scope.
     if let Some(territory) = app.territories.get(&value.territory) {
         access::require_territory(&caller, &app.territories, &territory)?;
     }
+    let person = value
+        .take_person()
+        .map(filiera_vault::Person::validated)
+        .transpose()
+        .map_err(filiera_vault::VaultError::from)?;
+    if let Some(person) = &person {
+        let vault = crate::people::vault(&app)?;
+        // A fiscal code already known refuses the enrolment before anything is written,
+        // unless this may be the retry of the request that stored it (same key): that one
+        // is answered from its first execution below.
+        if idempotency.0.is_none()
+            && vault
+                .find_by_fiscal_code(&person.fiscal_code)
+                .await?
+                .is_some()
+        {
+            return Err(filiera_vault::VaultError::FiscalCodeTaken.into());
+        }
+    }
     let id = Uuid::new_v4();
+    let subject = caller.subject.clone();
     let executed = execute(
         &app,
         id,
@@ -255,6 +285,11 @@ pub async fn enrol(
         &raw,
     )
     .await?;
+    if let Some(person) = person
+        && !executed.replayed
+    {
+        store_person(&app, executed.beneficiary, &person, subject).await?;
+    }
     let view = BeneficiaryView::new(executed.beneficiary, &executed.pathway);
     tracing::Span::current().record("beneficiary_id", tracing::field::display(view.id));
     let mut headers = replay_headers(&executed);
@@ -262,6 +297,32 @@ pub async fn enrol(
         headers.insert(header::LOCATION, location);
     }
     Ok((StatusCode::CREATED, headers, Json(view)).into_response())
+}
+
+/// Stores the identity of a beneficiary just enrolled. If the vault refuses it (a fiscal code
+/// another enrolment stored meanwhile), the enrolment is undone, so that no beneficiary stays
+/// enrolled without the identity it was enrolled with, and the refusal is answered.
+async fn store_person(
+    app: &AppState,
+    beneficiary: Uuid,
+    person: &filiera_vault::Person,
+    subject: String,
+) -> Result<(), ApiError> {
+    let vault = crate::people::vault(app)?;
+    let Err(error) = vault.store_person(beneficiary, person).await else {
+        return Ok(());
+    };
+    let undo = PathwayCommand::Undo {
+        reason: "identity refused by the personal-data vault".into(),
+    };
+    let ctx = CommandContext {
+        principal: subject,
+        idempotency: None,
+    };
+    if let Err(undo_error) = app.store.execute(beneficiary, undo, ctx).await {
+        tracing::error!(error = %crate::problem::error_chain(&undo_error), "could not undo an enrolment whose identity was refused");
+    }
+    Err(error.into())
 }
 
 /// Enters a stage.

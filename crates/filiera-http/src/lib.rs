@@ -22,6 +22,7 @@ pub mod extract;
 pub mod feed;
 pub mod meta;
 pub mod openapi;
+pub mod people;
 pub mod problem;
 pub mod reports;
 pub mod server;
@@ -71,6 +72,9 @@ pub struct AppState {
     pub territories: Arc<TerritoryRegistry>,
     /// The NATS relay, when `FILIERA_NATS_URL` is set.
     pub relay: Option<filiera_relay::NatsRelay>,
+    /// The personal-data vault; without it the personal-data routes answer 500 and
+    /// enrolments carrying `person` are refused.
+    pub vault: Option<filiera_vault::Vault>,
     /// Flips to `true` when the server starts shutting down, so that endless responses (the
     /// SSE stream) end and the graceful shutdown can complete.
     pub stopping: tokio::sync::watch::Receiver<bool>,
@@ -94,6 +98,7 @@ impl AppState {
             registry,
             http_metrics,
             relay: None,
+            vault: None,
             stopping,
             stop: Arc::new(stop),
         }
@@ -111,6 +116,14 @@ impl AppState {
             ..self
         }
     }
+
+    /// The same state, with the personal-data vault.
+    pub fn with_vault(self, vault: filiera_vault::Vault) -> Self {
+        Self {
+            vault: Some(vault),
+            ..self
+        }
+    }
 }
 
 /// Every route of the API, each registered with its OpenAPI description (`routes!` reads the
@@ -120,7 +133,9 @@ impl AppState {
 pub fn api() -> OpenApiRouter<AppState> {
     use beneficiaries as b;
     OpenApiRouter::with_openapi(openapi::ApiDoc::openapi())
-        .routes(routes!(b::enrol))
+        .routes(routes!(b::enrol, people::find_beneficiary))
+        .routes(routes!(people::read_person, people::erase_person))
+        .routes(routes!(people::access_log))
         .routes(routes!(b::get_state))
         .routes(routes!(b::history))
         .routes(routes!(b::enter_stage))

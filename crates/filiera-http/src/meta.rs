@@ -2,14 +2,13 @@
 
 use axum::Json;
 use axum::extract::State;
-use axum::http::StatusCode;
 use filiera_domain::{Stage, TerritoryNode};
 use serde::Serialize;
 use utoipa::ToSchema;
 
 use crate::AppState;
+use crate::problem::ApiError;
 use crate::problem::responses::ServiceUnavailable;
-use axum::response::Response;
 
 /// The OpenAPI tag of the catalogue and registry routes.
 pub const TAG: &str = "registry";
@@ -105,7 +104,7 @@ pub const READINESS_BOUND: std::time::Duration = std::time::Duration::from_milli
         (status = 503, response = ServiceUnavailable),
     )
 )]
-pub async fn readyz(State(app): State<AppState>) -> Result<Json<Readiness>, Response> {
+pub async fn readyz(State(app): State<AppState>) -> Result<Json<Readiness>, ApiError> {
     match app.store.readiness(READINESS_BOUND).await {
         Ok(()) => Ok(Json(Readiness {
             status: "ready",
@@ -117,17 +116,7 @@ pub async fn readyz(State(app): State<AppState>) -> Result<Json<Readiness>, Resp
                 error = %not_ready.detail,
                 "store not ready"
             );
-            let answer = crate::problem::OutageAnswer::of(not_ready.outage);
-            Err(crate::problem::unavailable(
-                StatusCode::SERVICE_UNAVAILABLE,
-                "not_ready",
-                "Not ready",
-                format!(
-                    "the event store cannot commit: {} ({}); {}",
-                    answer.cause, not_ready.detail, answer.remedy
-                ),
-                not_ready.outage,
-            ))
+            Err(ApiError::NotReady(not_ready))
         }
     }
 }

@@ -17,7 +17,7 @@ struct Extensions {
     /// The request field (body member, query parameter or header) at fault.
     #[serde(skip_serializing_if = "Option::is_none")]
     field: Option<String>,
-    /// Why the store cannot serve (`disk_full`, `storage_failure`, `database_unreachable`),
+    /// Why the store cannot serve (`disk_full`, `storage_failure`, `database_unavailable`),
     /// on 503 and 507 answers.
     #[serde(skip_serializing_if = "Option::is_none")]
     reason: Option<&'static str>,
@@ -40,6 +40,15 @@ pub enum ApiError {
     /// The store is out of space or out of reach for now (a full disk, a database that does
     /// not answer): 507 or 503 with `Retry-After`. Nothing was written; the cause is logged.
     Unavailable(Outage),
+    /// A write whose outcome the store cannot tell (the connection died while it committed),
+    /// or that was stored but could not be read back (`stored`): 503 with `Retry-After`;
+    /// retrying with the same `Idempotency-Key` answers the first outcome.
+    OutcomeUnknown {
+        /// Whether the write is known to be stored.
+        stored: bool,
+    },
+    /// `/readyz`: the store cannot commit now: 503 with `Retry-After` and the reason.
+    NotReady(filiera_store::NotReady),
     /// Something failed on our side; the cause is logged, never shown.
     Internal(String),
 }
@@ -134,6 +143,8 @@ impl ApiError {
         match self {
             Self::Problem { detail, .. } => detail,
             Self::Unavailable(outage) => OutageAnswer::of(*outage).cause,
+            Self::OutcomeUnknown { .. } => "the outcome of the write is unknown",
+            Self::NotReady(_) => "not ready",
             Self::Internal(_) => "internal error",
         }
     }
@@ -159,6 +170,10 @@ impl From<PathwayError> for ApiError {
 
 impl From<StoreError> for ApiError {
     fn from(err: StoreError) -> Self {
+        if let StoreError::OutcomeUnknown { stored, .. } = &err {
+            tracing::warn!(error = %error_chain(&err), "write outcome unknown");
+            return Self::OutcomeUnknown { stored: *stored };
+        }
         match err.outage() {
             Some(outage) => {
                 tracing::warn!(
@@ -169,6 +184,49 @@ impl From<StoreError> for ApiError {
                 Self::Unavailable(outage)
             }
             None => Self::Internal(error_chain(&err)),
+        }
+    }
+}
+
+impl From<filiera_vault::VaultError> for ApiError {
+    fn from(err: filiera_vault::VaultError) -> Self {
+        use filiera_vault::VaultError as V;
+        match err {
+            V::InvalidPerson(problem) => {
+                let field = format!("person.{}", problem.field());
+                Self::invalid(field.clone(), format!("`{field}`: {problem}"))
+            }
+            V::AlreadyStored => Self::problem(
+                StatusCode::CONFLICT,
+                "person_already_stored",
+                "Personal data already stored",
+                err.to_string(),
+                None,
+            ),
+            V::FiscalCodeTaken => Self::problem(
+                StatusCode::CONFLICT,
+                "fiscal_code_taken",
+                "Fiscal code taken",
+                "another beneficiary has this fiscal code: look it up with \
+                 `GET /v1/beneficiaries?fiscal_code=`",
+                Some("person.fiscal_code".into()),
+            ),
+            V::Erased { .. } => Self::problem(
+                StatusCode::GONE,
+                "personal_data_erased",
+                "Erased",
+                "this beneficiary's personal data was erased",
+                None,
+            ),
+            V::NotFound => Self::problem(
+                StatusCode::NOT_FOUND,
+                "person_not_found",
+                "No personal data",
+                "no personal data is stored for this beneficiary",
+                None,
+            ),
+            V::Database(store) => store.into(),
+            other => Self::Internal(error_chain(&other)),
         }
     }
 }
@@ -223,7 +281,8 @@ impl OutageAnswer {
     /// The detail of a refused request.
     fn detail(&self) -> String {
         format!(
-            "{}, so nothing was stored: {}. Retry later with the same Idempotency-Key",
+            "{}: {}. A write refused this way stored nothing: retry it later with the same \
+             Idempotency-Key",
             self.cause, self.remedy
         )
     }
@@ -259,7 +318,36 @@ impl IntoResponse for ApiError {
                     answer.code,
                     answer.title,
                     answer.detail(),
-                    outage,
+                    Some(outage),
+                )
+            }
+            Self::OutcomeUnknown { stored } => unavailable(
+                StatusCode::SERVICE_UNAVAILABLE,
+                "outcome_unknown",
+                "Outcome unknown",
+                if stored {
+                    "the write was stored, but its result could not be read back from the \
+                     database. Retry with the same Idempotency-Key to get the answer; without \
+                     one, read the beneficiary's history before writing again"
+                } else {
+                    "the connection to the database failed while the write was committing, so \
+                     it may or may not have been stored. Retry with the same Idempotency-Key to \
+                     get the first outcome; without one, read the beneficiary's history before \
+                     writing again"
+                },
+                None,
+            ),
+            Self::NotReady(not_ready) => {
+                let answer = OutageAnswer::of(not_ready.outage);
+                unavailable(
+                    StatusCode::SERVICE_UNAVAILABLE,
+                    "not_ready",
+                    "Not ready",
+                    format!(
+                        "the event store cannot commit: {} ({}); {}",
+                        answer.cause, not_ready.detail, answer.remedy
+                    ),
+                    Some(not_ready.outage),
                 )
             }
             Self::Internal(cause) => {
@@ -284,13 +372,13 @@ impl IntoResponse for ApiError {
     }
 }
 
-/// A 503/507 problem document with `Retry-After` and the outage's `reason`.
-pub fn unavailable(
+/// A 503/507 problem document with `Retry-After` and the outage's `reason`, if known.
+fn unavailable(
     status: StatusCode,
     code: &'static str,
     title: &'static str,
     detail: impl Into<String>,
-    outage: Outage,
+    outage: Option<Outage>,
 ) -> Response {
     let mut problem = ProblemDetails::from_status_code(status)
         .with_title(title)
@@ -303,7 +391,7 @@ pub fn unavailable(
         .with_extensions(Extensions {
             code,
             field: None,
-            reason: Some(outage.as_str()),
+            reason: outage.map(Outage::as_str),
         })
         .into_response();
     response.headers_mut().insert(
@@ -343,7 +431,7 @@ pub struct Problem {
     #[schema(value_type = String, required = false)]
     pub field: Option<String>,
     /// On 503 and 507: why the store cannot serve (`disk_full`, `storage_failure`,
-    /// `database_unreachable`).
+    /// `database_unavailable`).
     #[schema(value_type = String, required = false)]
     pub reason: Option<String>,
 }
@@ -401,7 +489,8 @@ pub mod responses {
 
     /// 503 with `Retry-After`: the database does not answer (`database_unavailable`), its
     /// storage refuses writes (`storage_failure`), or, from `/readyz`, the store cannot commit
-    /// (`not_ready`, with `reason`). Nothing was written.
+    /// (`not_ready`, with `reason`); a write refused so stored nothing. `outcome_unknown`: the
+    /// connection failed while a write committed; retry with the same `Idempotency-Key`.
     #[derive(ToResponse)]
     #[response(
         content_type = "application/problem+json",

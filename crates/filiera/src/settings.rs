@@ -19,13 +19,14 @@ use secrecy::{ExposeSecret, SecretString};
 use serde::{Deserialize, Serialize};
 
 /// Environment variables read as top-level settings (`FILIERA_LISTEN` → `listen`, …).
-const ENV_KEYS: [&str; 6] = [
+const ENV_KEYS: [&str; 7] = [
     "listen",
     "database_url",
     "nats_url",
     "data_dir",
     "log",
     "auth_secret",
+    "master_key",
 ];
 
 /// The `FILIERA_*` settings of the process environment, as strings (never type-guessed:
@@ -63,6 +64,11 @@ pub struct Settings {
     /// `filiera token issue` must see the same one.
     #[serde(default)]
     pub auth_secret: Option<SecretString>,
+    /// The personal-data vault's master key, 32 bytes in standard base64; unset means the
+    /// `master.key` file of `data_dir`, generated owner-only on first use. Every replica must
+    /// see the same one.
+    #[serde(default)]
+    pub master_key: Option<SecretString>,
     #[serde(default)]
     pub audit: AuditSettings,
     #[serde(default)]
@@ -264,6 +270,23 @@ impl Settings {
         self.listen
             .parse()
             .with_context(|| format!("listen address `{}` is not address:port", self.listen))
+    }
+
+    /// The vault's master key: `master_key` if set, otherwise the data folder's key file
+    /// (generated owner-only on first use).
+    pub fn master_key(&self) -> anyhow::Result<filiera_vault::MasterKey> {
+        match &self.master_key {
+            Some(key) => filiera_vault::MasterKey::from_base64(key.expose_secret())
+                .context("FILIERA_MASTER_KEY must be 32 bytes in standard base64"),
+            None => {
+                std::fs::create_dir_all(&self.data_dir).with_context(|| {
+                    format!("cannot create the data folder {}", self.data_dir.display())
+                })?;
+                Ok(filiera_vault::MasterKey::load_or_generate(
+                    &self.data_dir.join("master.key"),
+                )?)
+            }
+        }
     }
 
     /// The store URL: the configured one, or the embedded SQLite file under `data_dir`.

@@ -22,7 +22,21 @@ pub async fn open(settings: &Settings) -> anyhow::Result<Store> {
     .await
     .context("cannot open the event store")?;
     store.migrate().await.context("migration failed")?;
+    filiera_vault::Vault::migrate(&store.database())
+        .await
+        .context("migration of the personal-data vault failed")?;
     Ok(store)
+}
+
+/// Opens the personal-data vault with the configured master key.
+pub async fn open_vault(
+    settings: &Settings,
+    store: &Store,
+) -> anyhow::Result<filiera_vault::Vault> {
+    let key = settings.master_key()?;
+    filiera_vault::Vault::open(store.database(), key)
+        .await
+        .context("cannot open the personal-data vault")
 }
 
 /// The projection settings of this configuration.
@@ -248,7 +262,9 @@ pub async fn serve(settings: Settings, config: Option<&std::path::Path>) -> anyh
     }
     let store = open(&settings).await?;
     let projections = start_projections(&settings, &store).await?;
-    let mut state = AppState::new(Arc::new(store.clone()), projections.clone(), keys);
+    let vault = open_vault(&settings, &store).await?;
+    let mut state =
+        AppState::new(Arc::new(store.clone()), projections.clone(), keys).with_vault(vault);
     let relay = match &settings.nats_url {
         Some(url) => {
             let relay = NatsRelay::start(store.clone(), RelaySettings::new(url), &state.registry)

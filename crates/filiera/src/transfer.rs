@@ -149,10 +149,16 @@ fn parse_line(line: &str) -> anyhow::Result<(String, PathwayCommand)> {
         Some(serde_json::Value::Number(n)) => n.to_string(),
         _ => bail!("`beneficiary` (the file's own reference) is missing or empty"),
     };
-    let command: ImportCommand = serde_path_to_error::deserialize(value).map_err(|e| {
+    let mut command: ImportCommand = serde_path_to_error::deserialize(value).map_err(|e| {
         let path = e.path().to_string();
         anyhow::anyhow!("{} (at `{path}`)", e.into_inner())
     })?;
+    if let ImportCommand::Enrol(body) = &mut command
+        && body.take_person().is_some()
+    {
+        // Never dropped silently: identities go through `POST /v1/beneficiaries`.
+        bail!("`person` is not imported: enrol people with identities through the API");
+    }
     Ok((reference, command.into()))
 }
 
