@@ -38,7 +38,7 @@ pub(crate) fn vault(app: &AppState) -> Result<&filiera_vault::Vault, ApiError> {
     path = "/v1/beneficiaries/{id}/person",
     tag = TAG,
     operation_id = "read_person",
-    params(("id" = String, Path, description = "The beneficiary id.")),
+    params(crate::beneficiaries::BeneficiaryIdParam),
     responses(
         (status = 200, description = "The identity.", body = Person),
         (status = 400, response = BadRequest),
@@ -74,7 +74,7 @@ pub async fn read_person(
     path = "/v1/beneficiaries/{id}/person",
     tag = TAG,
     operation_id = "erase_person",
-    params(("id" = String, Path, description = "The beneficiary id.")),
+    params(crate::beneficiaries::BeneficiaryIdParam),
     responses(
         (status = 204, description = "Erased; `PersonalDataErased` is in the history."),
         (status = 400, response = BadRequest),
