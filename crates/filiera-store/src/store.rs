@@ -555,6 +555,10 @@ impl Store {
         let mut pause = Duration::from_millis(50);
         for _ in 0..3 {
             match self.fetch_range(aggregate_id, first, last).await {
+                // Waited for a connection in vain already: another try would wait as long.
+                Err(StoreError::Database(sqlx::Error::PoolTimedOut)) => {
+                    return Err(StoreError::Database(sqlx::Error::PoolTimedOut));
+                }
                 Err(error) if error.outage().is_some() => {
                     tracing::warn!(error = %crate::error::error_chain(&error), "reading back a commit failed; retrying");
                     tokio::time::sleep(pause).await;

@@ -19,7 +19,9 @@ use sqlx::{Connection as _, Executor as _};
 
 /// `[database] acquire_timeout` of the server under test.
 const ACQUIRE_TIMEOUT: Duration = Duration::from_secs(2);
-/// The longest a refused request may take: the acquire timeout plus slack for a busy machine.
+/// `[database] query_timeout` of the server under test: the bound on one command.
+const QUERY_TIMEOUT: Duration = Duration::from_secs(4);
+/// The longest a refused request may take: the query timeout plus slack for a busy machine.
 const REFUSAL_BOUND: Duration = Duration::from_secs(6);
 
 /// What the writers were told, key by key.
@@ -100,8 +102,9 @@ async fn a_database_outage_fails_fast_loses_nothing_and_recovers_without_a_resta
     std::fs::write(
         config.path(),
         format!(
-            "[database]\nacquire_timeout = \"{}s\"\n",
-            ACQUIRE_TIMEOUT.as_secs()
+            "[database]\nacquire_timeout = \"{}s\"\nquery_timeout = \"{}s\"\n",
+            ACQUIRE_TIMEOUT.as_secs(),
+            QUERY_TIMEOUT.as_secs()
         ),
     )
     .unwrap();
