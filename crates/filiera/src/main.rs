@@ -117,6 +117,11 @@ enum Command {
         #[command(subcommand)]
         command: TokenCommand,
     },
+    /// The personal-data vault's master key (a local administrator tool: stop `serve` first).
+    Keys {
+        #[command(subcommand)]
+        command: KeysCommand,
+    },
     /// Measure the read model: region-wide metrics over generated histories, the naive
     /// replay baseline, the runner's catch-up and the cache load on real stores. Prints a
     /// Markdown report (see docs/performance.md).
@@ -178,6 +183,19 @@ enum TokenCommand {
     },
 }
 
+#[derive(Debug, Subcommand)]
+enum KeysCommand {
+    /// Re-wrap every data key (and the blind-index key) with a new master key, in one
+    /// transaction; events and ciphertexts are untouched. Embedded (no FILIERA_MASTER_KEY): a
+    /// new key is generated into the data folder's `master.key`. With FILIERA_MASTER_KEY (the
+    /// key in force): give the new one with --new-key-file, then restart every replica with it.
+    Rotate {
+        /// A file holding the new master key, 32 bytes in standard base64.
+        #[arg(long)]
+        new_key_file: Option<std::path::PathBuf>,
+    },
+}
+
 /// Output formats of `filiera report`.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, clap::ValueEnum)]
 pub enum ReportFormat {
@@ -202,6 +220,9 @@ async fn main() -> anyhow::Result<()> {
                 },
         } => startup::issue_token(&settings, role, &territories, subject, ttl),
         Command::Migrate => startup::migrate(settings).await,
+        Command::Keys {
+            command: KeysCommand::Rotate { new_key_file },
+        } => startup::rotate_master_key(settings, new_key_file.as_deref()).await,
         Command::Import {
             file,
             batch,

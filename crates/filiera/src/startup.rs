@@ -131,6 +131,41 @@ pub fn issue_token(
     Ok(())
 }
 
+/// `filiera keys rotate`
+pub async fn rotate_master_key(
+    settings: Settings,
+    new_key_file: Option<&std::path::Path>,
+) -> anyhow::Result<()> {
+    let store = open(&settings).await?;
+    let database = store.database();
+    let rotation = match (&settings.master_key, new_key_file) {
+        (Some(_), Some(file)) => {
+            let old = settings.master_key()?;
+            let text = std::fs::read_to_string(file)
+                .with_context(|| format!("cannot read {}", file.display()))?;
+            let new = filiera_vault::MasterKey::from_base64(text.trim())
+                .context("the new key must be 32 bytes in standard base64")?;
+            filiera_vault::Vault::rotate(&database, &old, &new).await?
+        }
+        (Some(_), None) => {
+            bail!("FILIERA_MASTER_KEY is set: give the new key with --new-key-file FILE")
+        }
+        (None, Some(_)) => bail!(
+            "--new-key-file is for a configured FILIERA_MASTER_KEY; the embedded key file is \
+             rotated by generating a new key"
+        ),
+        (None, None) => {
+            let path = settings.data_dir.join("master.key");
+            filiera_vault::Vault::rotate_key_file(&database, &path).await?
+        }
+    };
+    println!(
+        "{}",
+        serde_json::json!({"version": rotation.version, "data_keys": rotation.data_keys})
+    );
+    Ok(())
+}
+
 /// `filiera migrate`
 pub async fn migrate(settings: Settings) -> anyhow::Result<()> {
     let store = open(&settings).await?;
