@@ -279,14 +279,27 @@ impl Settings {
             Some(key) => filiera_vault::MasterKey::from_base64(key.expose_secret())
                 .context("FILIERA_MASTER_KEY must be 32 bytes in standard base64"),
             None => {
-                std::fs::create_dir_all(&self.data_dir).with_context(|| {
-                    format!("cannot create the data folder {}", self.data_dir.display())
-                })?;
+                self.create_data_dir()?;
                 Ok(filiera_vault::MasterKey::load_or_generate(
                     &self.data_dir.join("master.key"),
                 )?)
             }
         }
+    }
+
+    /// Creates the data folder if it is missing, readable by its owner only (0700): it holds
+    /// the embedded database, whose pathways are sensitive even without identities, and the
+    /// generated secrets. An existing folder is left as the operator made it.
+    pub fn create_data_dir(&self) -> anyhow::Result<()> {
+        if self.data_dir.is_dir() {
+            return Ok(());
+        }
+        use std::os::unix::fs::DirBuilderExt as _;
+        std::fs::DirBuilder::new()
+            .recursive(true)
+            .mode(0o700)
+            .create(&self.data_dir)
+            .with_context(|| format!("cannot create the data folder {}", self.data_dir.display()))
     }
 
     /// The store URL: the configured one, or the embedded SQLite file under `data_dir`.

@@ -14,6 +14,9 @@ use crate::settings::Settings;
 /// Opens the configured store with its schema up to date: every subcommand starts here.
 /// The store creates the embedded data folder itself.
 pub async fn open(settings: &Settings) -> anyhow::Result<Store> {
+    if settings.database_url.is_none() {
+        settings.create_data_dir()?;
+    }
     let store = Store::connect_with(
         &settings.store_url(),
         settings.services()?,
@@ -54,6 +57,9 @@ pub async fn start_projections(settings: &Settings, store: &Store) -> anyhow::Re
 /// The keys of the API's bearer tokens: over `auth_secret` if set, otherwise over the data
 /// folder's `auth-secret` file, generated owner-only on first use. The secret is never logged.
 pub fn token_keys(settings: &Settings) -> anyhow::Result<(TokenKeys, SecretSource)> {
+    if settings.auth_secret.is_none() {
+        settings.create_data_dir()?;
+    }
     let (secret, source) =
         filiera_auth::load_or_generate(settings.auth_secret.as_ref(), &settings.data_dir)
             .context("cannot read or create the token secret")?;

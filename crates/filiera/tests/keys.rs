@@ -77,3 +77,20 @@ async fn rotating_the_master_key_keeps_every_identity_readable_with_the_new_key_
     assert!(!no_new.status.success());
     assert!(String::from_utf8_lossy(&no_new.stderr).contains("--new-key-file"));
 }
+
+/// The data folder holds the embedded database and the generated secrets: created by filiera,
+/// it is its owner's only.
+#[test]
+fn a_data_folder_filiera_creates_is_its_owners_only() {
+    use std::os::unix::fs::PermissionsExt as _;
+    let parent = tempfile::tempdir().unwrap();
+    let data = parent.path().join("filiera-data");
+    let status = clean_command()
+        .env("FILIERA_DATA_DIR", &data)
+        .arg("migrate")
+        .status()
+        .unwrap();
+    assert!(status.success());
+    let mode = std::fs::metadata(&data).unwrap().permissions().mode() & 0o777;
+    assert_eq!(mode, 0o700, "{mode:o}");
+}
