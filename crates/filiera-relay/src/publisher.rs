@@ -24,14 +24,20 @@ use crate::envelope::{
 use crate::{RelayError, RelaySettings, StreamSettings};
 
 /// Connects to the NATS server(s) of `url` with the relay's reconnection policy: the client
-/// reconnects by itself, waiting up to `backoff_max` between attempts, forever.
+/// reconnects by itself, waiting up to `backoff_max` between attempts, forever. A user and
+/// password in the URL (`nats://filiera-relay:PASSWORD@host:4222`, the first server that has
+/// them) are the credentials: async-nats does not read them from the URL by itself.
 pub(crate) async fn connect(
     url: &str,
     name: &str,
     backoff_initial: Duration,
     backoff_max: Duration,
 ) -> Result<Client, RelayError> {
-    ConnectOptions::new()
+    let mut options = ConnectOptions::new();
+    if let Some((user, password)) = url_credentials(url) {
+        options = options.user_and_password(user, password);
+    }
+    options
         .name(name)
         .max_reconnects(None)
         .reconnect_delay_callback(move |attempts| {
@@ -40,6 +46,37 @@ pub(crate) async fn connect(
         .connect(url)
         .await
         .map_err(|e| RelayError::Connect(Box::new(e)))
+}
+
+/// The user and password of the first server address of `url` (comma-separated) that has a
+/// user, percent-decoded.
+pub(crate) fn url_credentials(url: &str) -> Option<(String, String)> {
+    url.split(',').find_map(|server| {
+        let address: async_nats::ServerAddr = server.trim().parse().ok()?;
+        let user = percent_decode(address.username()?);
+        let password = percent_decode(address.password().unwrap_or_default());
+        Some((user, password))
+    })
+}
+
+/// Decodes `%XX` escapes (URL user information); anything malformed is kept as it is.
+fn percent_decode(text: &str) -> String {
+    let bytes = text.as_bytes();
+    let mut out = Vec::with_capacity(bytes.len());
+    let mut i = 0;
+    while i < bytes.len() {
+        if bytes[i] == b'%'
+            && let Some(hex) = text.get(i + 1..i + 3)
+            && let Ok(byte) = u8::from_str_radix(hex, 16)
+        {
+            out.push(byte);
+            i += 3;
+            continue;
+        }
+        out.push(bytes[i]);
+        i += 1;
+    }
+    String::from_utf8_lossy(&out).into_owned()
 }
 
 /// `initial × 2^(attempts−1)`, capped at `max`.
@@ -273,5 +310,23 @@ pub(crate) fn stream_config(settings: &StreamSettings) -> stream::Config {
         num_replicas: settings.replicas.max(1),
         allow_direct: true,
         ..Default::default()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::url_credentials;
+
+    #[test]
+    fn credentials_come_from_the_url() {
+        assert_eq!(url_credentials("nats://127.0.0.1:4222"), None);
+        assert_eq!(
+            url_credentials("nats://filiera-relay:p0a1@127.0.0.1:4222"),
+            Some(("filiera-relay".to_owned(), "p0a1".to_owned()))
+        );
+        assert_eq!(
+            url_credentials("nats://10.0.0.1:4222, nats://relay:a%40b%3Ac@10.0.0.2:4222"),
+            Some(("relay".to_owned(), "a@b:c".to_owned()))
+        );
     }
 }

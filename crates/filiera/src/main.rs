@@ -285,7 +285,8 @@ async fn main() -> anyhow::Result<()> {
                 (Some(url), _) => url,
                 (None, true) => settings
                     .nats_url
-                    .clone()
+                    .as_ref()
+                    .map(|url| secrecy::ExposeSecret::expose_secret(url).to_owned())
                     .ok_or_else(|| anyhow::anyhow!("give --url or set FILIERA_NATS_URL"))?,
                 (None, false) => format!("http://{}", settings.listen),
             };

@@ -52,9 +52,10 @@ pub struct Settings {
     /// the embedded SQLite store under `data_dir`.
     #[serde(default)]
     pub database_url: Option<SecretString>,
-    /// NATS server URL; set to turn the JetStream relay on.
+    /// NATS server URL; set to turn the JetStream relay on. A secret: it may carry the relay
+    /// user's password (`nats://filiera-relay:PASSWORD@host:4222`).
     #[serde(default)]
-    pub nats_url: Option<String>,
+    pub nats_url: Option<SecretString>,
     /// Folder of the embedded store and generated secrets.
     pub data_dir: PathBuf,
     /// `tracing` filter, e.g. `info` or `filiera=debug,sqlx=warn`.
