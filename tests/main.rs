@@ -4,6 +4,7 @@ mod helpers;
 
 mod access;
 mod feed_stream;
+mod fuzz;
 mod hostile_http;
 mod openapi;
 mod people;

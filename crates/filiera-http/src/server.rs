@@ -7,6 +7,9 @@
 //!   one whose client takes no byte of a response for [`ServeSettings::write_timeout`] (a slow
 //!   or vanished reader, on a large page or the live stream) is dropped. TCP keepalive probes
 //!   find peers that vanished from a connection with nothing to send.
+//! - An answer given before its request body was read to the end says `connection: close`:
+//!   hyper closes such a connection rather than wait for the rest, and a client must not send
+//!   its next request on it.
 //! - At most [`ServeSettings::max_connections`] connections are served at once; a permit is
 //!   taken before `accept`, so further clients wait in the kernel's backlog, not in memory.
 //! - Accept errors (out of file descriptors, …) are logged and retried after a pause; the loop
@@ -22,7 +25,7 @@ use std::future::Future;
 use std::io;
 use std::pin::{Pin, pin};
 use std::sync::Arc;
-use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
 use std::task::{Context, Poll, ready};
 use std::time::Duration;
 
@@ -421,14 +424,59 @@ impl hyper::service::Service<Request<Incoming>> for TrackExchanges {
 
     fn call(&self, request: Request<Incoming>) -> Self::Future {
         let exchange = Exchange::begin(&self.exchanges);
+        let read = Arc::new(AtomicBool::new(request.body().is_end_stream()));
+        let request = request.map(|body| WatchedBody {
+            body,
+            read: read.clone(),
+        });
         let response = self.app.call(request);
         Box::pin(async move {
-            let response = response.await?;
+            let mut response = response.await?;
+            // A body left unread (a refusal before it was needed: 401, 413, 415, …) makes hyper
+            // close the connection after the answer unless the rest is already buffered; say
+            // so, or a client sends its next request on a connection about to be closed.
+            if !read.load(Ordering::Acquire) {
+                response
+                    .headers_mut()
+                    .insert(header::CONNECTION, HeaderValue::from_static("close"));
+            }
             Ok(response.map(|body| TrackedBody {
                 body,
                 _exchange: exchange,
             }))
         })
+    }
+}
+
+/// A request body that notes when it has been read to its end.
+struct WatchedBody {
+    body: Incoming,
+    /// Set once the last frame is out.
+    read: Arc<AtomicBool>,
+}
+
+impl Body for WatchedBody {
+    type Data = axum::body::Bytes;
+    type Error = hyper::Error;
+
+    fn poll_frame(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+    ) -> Poll<Option<Result<Frame<Self::Data>, Self::Error>>> {
+        let this = self.get_mut();
+        let frame = ready!(Pin::new(&mut this.body).poll_frame(cx));
+        if frame.is_none() || this.body.is_end_stream() {
+            this.read.store(true, Ordering::Release);
+        }
+        Poll::Ready(frame)
+    }
+
+    fn is_end_stream(&self) -> bool {
+        self.body.is_end_stream()
+    }
+
+    fn size_hint(&self) -> SizeHint {
+        self.body.size_hint()
     }
 }
 
