@@ -77,6 +77,7 @@ fn fuzz(backend: Backend, cases: u32) {
         .unwrap_or(cases);
     let started = Instant::now();
     let (app, operations, vocabulary) = runtime.block_on(prepare(backend));
+    let statuses = std::sync::Mutex::new(BTreeMap::<u16, u32>::new());
     for operation in &operations {
         let mut runner = TestRunner::new(Config {
             cases,
@@ -87,6 +88,7 @@ fn fuzz(backend: Backend, cases: u32) {
         let result = runner.run(&case(operation, &vocabulary), |case| {
             runtime
                 .block_on(exchange(&app, operation, &case))
+                .map(|status| *statuses.lock().unwrap().entry(status).or_default() += 1)
                 .map_err(TestCaseError::fail)
         });
         if let Err(failure) = result {
@@ -94,9 +96,10 @@ fn fuzz(backend: Backend, cases: u32) {
         }
     }
     eprintln!(
-        "fuzz on {backend:?}: {} operations × {cases} cases in {:.1?}",
+        "fuzz on {backend:?}: {} operations × {cases} cases in {:.1?}; answers by status: {:?}",
         operations.len(),
-        started.elapsed()
+        started.elapsed(),
+        statuses.lock().unwrap()
     );
     runtime.block_on(async move { drop(app) });
 }
@@ -107,9 +110,13 @@ enum Kind {
     Text,
     Date,
     Uuid,
-    Integer { min: Option<i64>, max: Option<i64> },
+    Integer {
+        min: Option<i64>,
+        max: Option<i64>,
+    },
     Enum(Vec<String>),
-    Object(Vec<(String, Kind)>),
+    /// Each member: name, kind, whether it is required.
+    Object(Vec<(String, Kind, bool)>),
     Any,
 }
 
@@ -131,6 +138,8 @@ struct Operation {
 struct Vocabulary {
     ids: Vec<String>,
     words: Vec<String>,
+    /// Values for a member or parameter of this name: `territory` codes, `stage` codes, …
+    by_name: BTreeMap<String, Vec<String>>,
     projections: Vec<String>,
 }
 
@@ -198,15 +207,20 @@ async fn prepare(backend: Backend) -> (TestApp, Vec<Operation>, Arc<Vocabulary>)
     }
     assert!(operations.len() >= 21, "{operations:?}");
 
-    let mut words = vec![fiscal_code, "RSSMRA80A01H501U".to_owned()];
-    for (path, key) in [
-        ("/v1/territories", "code"),
-        ("/v1/stages", "code"),
-        ("/v1/events?limit=1000", "type"),
+    let fiscal_codes = vec![fiscal_code, "RSSMRA80A01H501U".to_owned()];
+    let mut words = fiscal_codes.clone();
+    let mut by_name = BTreeMap::from([("fiscal_code".to_owned(), fiscal_codes)]);
+    for (path, key, member) in [
+        ("/v1/territories", "code", "territory"),
+        ("/v1/stages", "code", "stage"),
+        ("/v1/events?limit=1000", "type", "type"),
     ] {
         let answer = app.get(path).await;
         assert_eq!(answer.status, 200, "{path}: {:#}", answer.body);
-        strings_under(&answer.body, key, &mut words);
+        let mut found = Vec::new();
+        strings_under(&answer.body, key, &mut found);
+        words.extend(found.iter().cloned());
+        by_name.insert(member.to_owned(), found);
     }
     let mut projections = Vec::new();
     strings_under(
@@ -230,6 +244,7 @@ async fn prepare(backend: Backend) -> (TestApp, Vec<Operation>, Arc<Vocabulary>)
     let vocabulary = Vocabulary {
         ids: vec![with_person, plain],
         words,
+        by_name,
         projections,
     };
     (app, operations, Arc::new(vocabulary))
@@ -276,14 +291,20 @@ fn kind_of(doc: &Value, schema: &Value) -> Kind {
         _ => "",
     };
     match (ty, schema["format"].as_str()) {
-        ("object", _) => Kind::Object(
-            schema["properties"]
-                .as_object()
-                .into_iter()
-                .flatten()
-                .map(|(name, s)| (name.clone(), kind_of(doc, s)))
-                .collect(),
-        ),
+        ("object", _) => {
+            let required = schema["required"].as_array().cloned().unwrap_or_default();
+            Kind::Object(
+                schema["properties"]
+                    .as_object()
+                    .into_iter()
+                    .flatten()
+                    .map(|(name, s)| {
+                        let needed = required.iter().any(|r| r == name.as_str());
+                        (name.clone(), kind_of(doc, s), needed)
+                    })
+                    .collect(),
+            )
+        }
         ("integer", _) => Kind::Integer {
             min: schema["minimum"].as_i64(),
             max: schema["maximum"].as_i64(),
@@ -425,7 +446,7 @@ fn long_text() -> BoxedStrategy<String> {
 
 /// A plausible value for a parameter or member of this kind, as text: right often enough to
 /// get past parsing, at the edges or just wrong otherwise.
-fn plausible_text(kind: &Kind, vocabulary: &Arc<Vocabulary>) -> BoxedStrategy<String> {
+fn plausible_text(kind: &Kind, name: &str, vocabulary: &Arc<Vocabulary>) -> BoxedStrategy<String> {
     match kind {
         Kind::Integer { min, max } => {
             let mut edges = vec![
@@ -460,6 +481,9 @@ fn plausible_text(kind: &Kind, vocabulary: &Arc<Vocabulary>) -> BoxedStrategy<St
         }
         Kind::Date => prop_oneof![
             2 => prop::sample::select(
+                ["2024-01-10", "2024-02-15", "2024-03-01", "2024-06-30"].map(str::to_owned).to_vec()
+            ),
+            2 => prop::sample::select(
                 [
                     "2024-01-10", "2024-03-01", "2024-02-29", "2023-02-29", "2024-13-01",
                     "2024-00-10", "0000-01-01", "0001-01-01", "9999-12-31", "+275760-09-13",
@@ -486,6 +510,11 @@ fn plausible_text(kind: &Kind, vocabulary: &Arc<Vocabulary>) -> BoxedStrategy<St
         Kind::Enum(values) if !values.is_empty() => prop_oneof![
             3 => prop::sample::select(values.clone()),
             1 => prop::sample::select(values.clone()).prop_map(|v| v.to_uppercase()),
+        ]
+        .boxed(),
+        _ if vocabulary.by_name.get(name).is_some_and(|v| !v.is_empty()) => prop_oneof![
+            3 => prop::sample::select(vocabulary.by_name[name].clone()),
+            1 => prop::sample::select(vocabulary.words.clone()),
         ]
         .boxed(),
         _ => prop_oneof![
@@ -530,7 +559,7 @@ fn query_string(
         let documented =
             prop::sample::select(documented.to_vec()).prop_flat_map(move |(name, kind)| {
                 let value = prop_oneof![
-                    3 => plausible_text(&kind, &vocabulary),
+                    3 => plausible_text(&kind, &name, &vocabulary),
                     2 => url_text(16, true),
                     1 => long_text(),
                 ];
@@ -603,9 +632,10 @@ fn idempotency_key() -> BoxedStrategy<Option<String>> {
 fn body(shape: Option<&Kind>, vocabulary: &Arc<Vocabulary>) -> BoxedStrategy<Option<Vec<u8>>> {
     let members = match shape {
         Some(Kind::Object(members)) => members.clone(),
-        _ => vec![("x".to_owned(), Kind::Any)],
+        _ => vec![("x".to_owned(), Kind::Any, false)],
     };
-    let names: Vec<String> = members.iter().map(|(name, _)| name.clone()).collect();
+    let names: Vec<String> = members.iter().map(|(name, ..)| name.clone()).collect();
+    let valid = valid_object(members.clone(), vocabulary.clone());
     let object = documented_object(members, vocabulary.clone());
     let serialize = |v: Value| Some(serde_json::to_vec(&v).expect("serialisable"));
     prop_oneof![
@@ -613,7 +643,8 @@ fn body(shape: Option<&Kind>, vocabulary: &Arc<Vocabulary>) -> BoxedStrategy<Opt
         1 => Just(Some(Vec::new())),
         1 => prop::collection::vec(any::<u8>(), 1..256).prop_map(Some),
         2 => odd_json(vocabulary.clone()).prop_map(serialize),
-        8 => object.clone().prop_map(move |m| serialize(Value::Object(m))),
+        6 => object.clone().prop_map(move |m| serialize(Value::Object(m))),
+        3 => valid.prop_map(move |m| serialize(Value::Object(m))),
         2 => (object.clone(), any::<prop::sample::Index>(), odd_json(vocabulary.clone()))
             .prop_map(repeated_key),
         2 => (object.clone(), prop::sample::select(names), raw_fragment())
@@ -627,16 +658,39 @@ fn body(shape: Option<&Kind>, vocabulary: &Arc<Vocabulary>) -> BoxedStrategy<Opt
     .boxed()
 }
 
-/// The documented members, each there three times in four, with plausible or odd values,
-/// and now and then an unknown member.
-fn documented_object(
-    members: Vec<(String, Kind)>,
+/// The required members and some optional ones, all with plausible values only: often a
+/// request the API accepts, so that the fuzz also runs on past validation.
+fn valid_object(
+    members: Vec<(String, Kind, bool)>,
     vocabulary: Arc<Vocabulary>,
 ) -> BoxedStrategy<Map<String, Value>> {
     let present: Vec<_> = members
         .into_iter()
-        .map(|(name, kind)| {
-            prop::option::weighted(0.75, member_value(&kind, &vocabulary))
+        .map(|(name, kind, required)| {
+            let value = plausible_json(&kind, &name, &vocabulary);
+            let value = if required {
+                value.prop_map(Some).boxed()
+            } else {
+                prop::option::weighted(0.3, value).boxed()
+            };
+            value.prop_map(move |value| value.map(|v| (name.clone(), v)))
+        })
+        .collect();
+    present
+        .prop_map(|present| present.into_iter().flatten().collect())
+        .boxed()
+}
+
+/// The documented members, each there three times in four, with plausible or odd values,
+/// and now and then an unknown member.
+fn documented_object(
+    members: Vec<(String, Kind, bool)>,
+    vocabulary: Arc<Vocabulary>,
+) -> BoxedStrategy<Map<String, Value>> {
+    let present: Vec<_> = members
+        .into_iter()
+        .map(|(name, kind, _)| {
+            prop::option::weighted(0.75, member_value(&kind, &name, &vocabulary))
                 .prop_map(move |value| value.map(|v| (name.clone(), v)))
         })
         .collect();
@@ -654,20 +708,30 @@ fn documented_object(
         .boxed()
 }
 
-fn member_value(kind: &Kind, vocabulary: &Arc<Vocabulary>) -> BoxedStrategy<Value> {
+fn member_value(kind: &Kind, name: &str, vocabulary: &Arc<Vocabulary>) -> BoxedStrategy<Value> {
     let plausible = match kind {
         Kind::Object(members) => documented_object(members.clone(), vocabulary.clone())
             .prop_map(Value::Object)
             .boxed(),
-        Kind::Integer { .. } => plausible_text(kind, vocabulary)
+        _ => plausible_json(kind, name, vocabulary),
+    };
+    prop_oneof![3 => plausible, 1 => odd_json(vocabulary.clone())].boxed()
+}
+
+/// A value of the member's kind that the API may well accept.
+fn plausible_json(kind: &Kind, name: &str, vocabulary: &Arc<Vocabulary>) -> BoxedStrategy<Value> {
+    match kind {
+        Kind::Object(members) => valid_object(members.clone(), vocabulary.clone())
+            .prop_map(Value::Object)
+            .boxed(),
+        Kind::Integer { .. } => plausible_text(kind, name, vocabulary)
             .prop_map(|text| text.parse::<i64>().map_or(Value::String(text), Value::from))
             .boxed(),
         Kind::Any => odd_json(vocabulary.clone()),
-        _ => plausible_text(kind, vocabulary)
+        _ => plausible_text(kind, name, vocabulary)
             .prop_map(Value::String)
             .boxed(),
-    };
-    prop_oneof![3 => plausible, 1 => odd_json(vocabulary.clone())].boxed()
+    }
 }
 
 /// Strings nobody should send: control characters, bidirectional overrides, lone
@@ -809,8 +873,8 @@ fn raw_document() -> BoxedStrategy<String> {
 // ---------------------------------------------------------------------------------------------
 
 /// Sends one case and checks its answer: not a 5xx, every 4xx a problem document, nothing
-/// written unless the request succeeded.
-async fn exchange(app: &TestApp, operation: &Operation, case: &Case) -> Result<(), String> {
+/// written unless the request succeeded. Returns the status.
+async fn exchange(app: &TestApp, operation: &Operation, case: &Case) -> Result<u16, String> {
     let head = || async { app.store.head().await.map_err(|e| format!("head: {e}")) };
     let before = head().await?;
     let mut url = format!("{}{}", app.address, case.path);
@@ -881,5 +945,5 @@ async fn exchange(app: &TestApp, operation: &Operation, case: &Case) -> Result<(
             "{at}, yet the feed head moved from {before} to {after}: {body:#}"
         ));
     }
-    Ok(())
+    Ok(status.as_u16())
 }
