@@ -63,6 +63,46 @@ async fn an_answer_before_the_body_is_read_closes_the_connection_and_says_so() {
     assert!(read.headers.get("connection").is_none());
 }
 
+/// Found by the fuzz: with an `Idempotency-Key`, an enrolment naming a fiscal code already
+/// taken skipped the check made before writing, was stored, then undone: two events for a 409.
+/// Only the retry of the request that stored the code may pass (and is answered from it).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_taken_fiscal_code_is_refused_before_writing_even_with_an_idempotency_key() {
+    let app = spawn_app(Backend::Sqlite).await;
+    let code = crate::helpers::fresh_fiscal_code();
+    let body = json!({
+        "territory": "LOM-BG-BERGAMO", "on": "2024-01-10", "referral": "social_services",
+        "person": {"fiscal_code": code, "given_name": "Maria", "family_name": "Rossi"}
+    });
+    let first = app
+        .post_with("/v1/beneficiaries", body.clone(), Some("first"))
+        .await;
+    assert_eq!(first.status, 201, "{:#}", first.body);
+    let head = app.store.head().await.expect("head");
+
+    let mut other = body.clone();
+    other["on"] = json!("2024-01-11");
+    for (key, body) in [("second", &body), ("first", &other), ("second", &other)] {
+        let answer = app
+            .post_with("/v1/beneficiaries", body.clone(), Some(key))
+            .await;
+        let code = if key == "first" {
+            "idempotency_key_reused"
+        } else {
+            "fiscal_code_taken"
+        };
+        assert_eq!(answer.body["code"], code, "{key}: {:#}", answer.body);
+        assert_eq!(app.store.head().await.expect("head"), head, "{key}");
+    }
+    let retry = app
+        .post_with("/v1/beneficiaries", body, Some("first"))
+        .await;
+    assert_eq!(retry.status, 201, "{:#}", retry.body);
+    assert_eq!(retry.body["id"], first.body["id"]);
+    assert_eq!(retry.headers["idempotent-replayed"], "true");
+    assert_eq!(app.store.head().await.expect("head"), head);
+}
+
 /// Spawns one app, reads its document, and runs `cases` generated requests against each of
 /// its operations.
 fn fuzz(backend: Backend, cases: u32) {

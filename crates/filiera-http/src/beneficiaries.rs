@@ -262,15 +262,21 @@ pub async fn enrol(
     if let Some(person) = &person {
         let vault = crate::people::vault(&app)?;
         // A fiscal code already known refuses the enrolment before anything is written,
-        // unless this may be the retry of the request that stored it (same key): that one
-        // is answered from its first execution below.
-        if idempotency.0.is_none()
-            && vault
-                .find_by_fiscal_code(&person.fiscal_code)
-                .await?
-                .is_some()
+        // unless its idempotency key is already used: then the store writes nothing either,
+        // answering the first execution (the retry of the request that stored the code) or
+        // refusing the key's reuse for another request.
+        if vault
+            .find_by_fiscal_code(&person.fiscal_code)
+            .await?
+            .is_some()
         {
-            return Err(filiera_vault::VaultError::FiscalCodeTaken.into());
+            let key_used = match &idempotency.0 {
+                Some(key) => app.store.idempotency_key_used(key).await?,
+                None => false,
+            };
+            if !key_used {
+                return Err(filiera_vault::VaultError::FiscalCodeTaken.into());
+            }
         }
     }
     let id = Uuid::new_v4();

@@ -715,6 +715,13 @@ impl Store {
         rows.into_iter().map(|raw| raw.decode()).collect()
     }
 
+    /// Whether an idempotency key is already bound to a request: a command sent with it
+    /// writes nothing (it is answered from the first execution, or refused as a reuse). Lets
+    /// a caller tell such a request from a new one before it executes anything.
+    pub async fn idempotency_key_used(&self, key: &str) -> Result<bool, StoreError> {
+        Ok(self.bounded(self.find_key(key)).await?.is_some())
+    }
+
     async fn find_key(&self, key: &str) -> Result<Option<KeyRow>, StoreError> {
         let sql = "SELECT aggregate_id, request_hash, first_sequence, last_sequence \
                    FROM idempotency_keys WHERE key = $1";
