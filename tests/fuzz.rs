@@ -11,7 +11,7 @@
 //! Every answer must be below 500; every 4xx an `application/problem+json` document whose
 //! `status` is the HTTP status, with `type`, `title` and `code`; and a refused request must leave
 //! the feed head where it was. One app per backend serves all the cases; the live stream's body
-//! is never read (it does not end).
+//! is never read (it does not end). What the fuzz found is pinned by the plain tests below it.
 
 use std::collections::BTreeMap;
 use std::fmt;
