@@ -17,7 +17,7 @@ use utoipa::{OpenApi, ToSchema};
 
 use crate::problem::Problem;
 use crate::problem::responses::{
-    BadRequest, Conflict, InsufficientStorage, InternalError, NotFound, PayloadTooLarge,
+    BadRequest, Conflict, Gone, InsufficientStorage, InternalError, NotFound, PayloadTooLarge,
     ServiceUnavailable, UnprocessableEntity, UnsupportedMediaType,
 };
 use crate::{beneficiaries, feed, meta, reports};
@@ -74,6 +74,7 @@ use crate::{beneficiaries, feed, meta, reports};
             InternalError,
             ServiceUnavailable,
             InsufficientStorage,
+            Gone,
         ),
     )
 )]

@@ -19,7 +19,7 @@ use crate::access;
 use crate::extract::{Caller, PathSegment, beneficiary_id, parse_query};
 use crate::problem::ApiError;
 use crate::problem::responses::{
-    BadRequest, InternalError, NotFound, ServiceUnavailable, UnprocessableEntity,
+    BadRequest, Gone, InternalError, NotFound, ServiceUnavailable, UnprocessableEntity,
 };
 
 /// The OpenAPI tag of these routes.
@@ -43,8 +43,7 @@ pub(crate) fn vault(app: &AppState) -> Result<&filiera_vault::Vault, ApiError> {
         (status = 200, description = "The identity.", body = Person),
         (status = 400, response = BadRequest),
         (status = 404, response = NotFound),
-        (status = 410, description = "The identity was erased.", body = crate::problem::Problem,
-            content_type = "application/problem+json"),
+        (status = 410, response = Gone),
         (status = 500, response = InternalError),
         (status = 503, response = ServiceUnavailable),
     )
@@ -79,8 +78,7 @@ pub async fn read_person(
         (status = 204, description = "Erased; `PersonalDataErased` is in the history."),
         (status = 400, response = BadRequest),
         (status = 404, response = NotFound),
-        (status = 410, description = "Erased before.", body = crate::problem::Problem,
-            content_type = "application/problem+json"),
+        (status = 410, response = Gone),
         (status = 500, response = InternalError),
         (status = 503, response = ServiceUnavailable),
     )

@@ -464,6 +464,11 @@ pub mod responses {
     #[response(content_type = "application/problem+json")]
     pub struct Conflict(#[allow(dead_code)] Problem);
 
+    /// 410 `personal_data_erased`: the beneficiary's personal data was erased for good.
+    #[derive(ToResponse)]
+    #[response(content_type = "application/problem+json")]
+    pub struct Gone(#[allow(dead_code)] Problem);
+
     /// 413 `payload_too_large`: the body is over 64 KiB.
     #[derive(ToResponse)]
     #[response(content_type = "application/problem+json")]
