@@ -101,6 +101,7 @@ pub async fn spawn_app_until(
     serve_settings: ServeSettings,
     shutdown: impl std::future::Future<Output = ()> + Send + 'static,
 ) -> (TestApp, tokio::task::JoinHandle<std::io::Result<()>>) {
+    install_suite_log_capture();
     let (url, guard) = fresh_store_url(backend).await;
     let store = Store::connect(&url, services()).await.expect("connect");
     store.migrate().await.expect("migrate");
@@ -367,14 +368,63 @@ impl TestApp {
     }
 }
 
-/// A fiscal code of the right shape no other call of this process returned.
+/// A fiscal code of the right shape no other call of this process returned; remembered, so
+/// that [`assert_no_identity_logged`] can look for it.
 pub fn fresh_fiscal_code() -> String {
     static NEXT: std::sync::atomic::AtomicU32 = std::sync::atomic::AtomicU32::new(0);
     let n = NEXT.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
-    format!(
+    let code = format!(
         "RSSMRA{:02}A{:02}H{:03}U",
         n % 100,
         (n / 100) % 100,
         (n / 10_000) % 1000
-    )
+    );
+    ISSUED_CODES.lock().unwrap().push(code.clone());
+    code
+}
+
+static ISSUED_CODES: std::sync::Mutex<Vec<String>> = std::sync::Mutex::new(Vec::new());
+
+/// Every log line (debug and above) written while this test binary ran, whatever test wrote
+/// it: the whole API suite's logs, for the check that no identity is ever logged (SPEC 5.2).
+static SUITE_LOGS: std::sync::Mutex<Vec<u8>> = std::sync::Mutex::new(Vec::new());
+
+struct SuiteLogs;
+
+impl std::io::Write for SuiteLogs {
+    fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+        SUITE_LOGS.lock().unwrap().extend_from_slice(buf);
+        Ok(buf.len())
+    }
+
+    fn flush(&mut self) -> std::io::Result<()> {
+        Ok(())
+    }
+}
+
+/// Sends every log line of the process to [`SUITE_LOGS`], once (tests that capture logs of
+/// their own override it on their thread).
+fn install_suite_log_capture() {
+    static ONCE: std::sync::Once = std::sync::Once::new();
+    ONCE.call_once(|| {
+        let subscriber = tracing_subscriber::fmt()
+            .with_max_level(tracing::Level::DEBUG)
+            .with_writer(|| SuiteLogs)
+            .with_ansi(false)
+            .finish();
+        let _ = tracing::subscriber::set_global_default(subscriber);
+    });
+}
+
+/// Asserts that no fiscal code handed out by [`fresh_fiscal_code`], and none of the names the
+/// tests give people, appears in any log line written so far.
+pub fn assert_no_identity_logged() {
+    let logs = String::from_utf8_lossy(&SUITE_LOGS.lock().unwrap()).into_owned();
+    assert!(!logs.is_empty(), "the suite's logs are captured");
+    for code in ISSUED_CODES.lock().unwrap().iter() {
+        assert!(!logs.contains(code.as_str()), "{code} was logged");
+    }
+    for name in ["Bianchi", "Rossi", "Giulia"] {
+        assert!(!logs.contains(name), "`{name}` was logged");
+    }
 }

@@ -8,7 +8,7 @@ use reqwest::Method;
 use serde_json::{Value, json};
 
 use crate::both_backends;
-use crate::helpers::{Backend, fresh_fiscal_code, spawn_app, token};
+use crate::helpers::{Backend, assert_no_identity_logged, fresh_fiscal_code, spawn_app, token};
 
 both_backends!(
     an_identity_is_read_back_in_scope_and_every_read_is_logged,
@@ -16,7 +16,38 @@ both_backends!(
     erasure_makes_the_identity_unreadable_and_changes_no_metric,
     a_fiscal_code_belongs_to_one_beneficiary,
     a_malformed_identity_is_refused_and_nothing_is_written,
+    no_identity_is_ever_logged,
 );
+
+/// Every identity of this test binary went through enrolment, reads, lookups, refusals and
+/// erasure somewhere in the suite; none of it reached a log line (captured at debug level for
+/// the whole binary).
+async fn no_identity_is_ever_logged(backend: Backend) {
+    let app = spawn_app(backend).await;
+    let (id, code) = app.enrol_person("LOM-BG-BERGAMO").await;
+    assert_eq!(
+        app.get(&format!("/v1/beneficiaries/{id}/person"))
+            .await
+            .status,
+        200
+    );
+    app.get(&format!("/v1/beneficiaries?fiscal_code={code}"))
+        .await;
+    app.post("/v1/beneficiaries", enrolment(&code)).await;
+    let mut bad = enrolment(&fresh_fiscal_code());
+    bad["person"]["family_name"] = json!("Bianchi\u{7}");
+    app.post("/v1/beneficiaries", bad).await;
+    let erased = app
+        .send_as(
+            Some(&token(Role::Administrator, &[])),
+            Method::DELETE,
+            &format!("/v1/beneficiaries/{id}/person"),
+            None,
+        )
+        .await;
+    assert_eq!(erased.status, 204);
+    assert_no_identity_logged();
+}
 
 fn person(fiscal_code: &str) -> Value {
     json!({"fiscal_code": fiscal_code, "given_name": "Giulia", "family_name": "Bianchi",
