@@ -24,7 +24,7 @@ use reqwest::Method;
 use reqwest::header::{CONTENT_TYPE, HeaderValue};
 use serde_json::{Map, Value, json};
 
-use crate::helpers::{Backend, TestApp, spawn_app};
+use crate::helpers::{Backend, TestApp, resolve, spawn_app};
 
 /// Cases per operation on SQLite; `PROPTEST_CASES` overrides both counts to explore further.
 const SQLITE_CASES: u32 = 128;
@@ -288,18 +288,6 @@ async fn prepare(backend: Backend) -> (TestApp, Vec<Operation>, Arc<Vocabulary>)
         projections,
     };
     (app, operations, Arc::new(vocabulary))
-}
-
-/// Follows a local `$ref`.
-fn resolve<'a>(doc: &'a Value, node: &'a Value) -> &'a Value {
-    match node.get("$ref").and_then(Value::as_str) {
-        Some(reference) => resolve(
-            doc,
-            doc.pointer(reference.trim_start_matches('#'))
-                .unwrap_or_else(|| panic!("dangling {reference}")),
-        ),
-        None => node,
-    }
 }
 
 /// What a schema describes; `null` alternatives are left out.

@@ -428,3 +428,15 @@ pub fn assert_no_identity_logged() {
         assert!(!logs.contains(name), "`{name}` was logged");
     }
 }
+
+/// Follows a local `$ref`.
+pub fn resolve<'a>(doc: &'a Value, node: &'a Value) -> &'a Value {
+    match node.get("$ref").and_then(Value::as_str) {
+        Some(reference) => resolve(
+            doc,
+            doc.pointer(reference.trim_start_matches('#'))
+                .unwrap_or_else(|| panic!("dangling {reference}")),
+        ),
+        None => node,
+    }
+}

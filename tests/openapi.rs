@@ -6,7 +6,7 @@ use std::collections::BTreeSet;
 
 use serde_json::{Value, json};
 
-use crate::helpers::{Backend, TestApp, spawn_app};
+use crate::helpers::{Backend, TestApp, resolve, spawn_app};
 
 /// The `(method, path)` pairs of the README's "HTTP API" table, e.g. `("get", "/healthz")`.
 fn readme_routes() -> BTreeSet<(String, String)> {
@@ -42,18 +42,6 @@ fn documented_routes(doc: &Value) -> BTreeSet<(String, String)> {
         }
     }
     routes
-}
-
-/// Follows a local `$ref`.
-fn resolve<'a>(doc: &'a Value, node: &'a Value) -> &'a Value {
-    match node.get("$ref").and_then(Value::as_str) {
-        Some(reference) => resolve(
-            doc,
-            doc.pointer(reference.trim_start_matches('#'))
-                .unwrap_or_else(|| panic!("dangling {reference}")),
-        ),
-        None => node,
-    }
 }
 
 async fn served_document(app: &TestApp) -> Value {

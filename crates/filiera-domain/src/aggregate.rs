@@ -173,7 +173,7 @@ impl Pathway {
         }
         if let PathwayCommand::RecordErasure = command {
             // Whatever the pathway's status, even voided: the vault may hold data for it.
-            if state.status == PathwayStatus::NotEnrolled && self.events.is_empty() {
+            if self.events.is_empty() {
                 return Err(PathwayError::NotEnrolled);
             }
             if self.erased {

@@ -230,12 +230,6 @@ impl PathwayEvent {
         }
     }
 
-    /// Whether the event is a fact of the pathway: every event but `PersonalDataErased`, which
-    /// no undo, state or metric takes into account.
-    pub fn is_pathway_fact(&self) -> bool {
-        !matches!(self, Self::PersonalDataErased { .. })
-    }
-
     /// The fields of the event, without the enum tag (the `data` of feeds and messages).
     pub fn data(&self) -> serde_json::Value {
         match serde_json::to_value(self) {

@@ -133,6 +133,7 @@ impl PathwayState {
                 self.counts.spells += 1;
             }
             PathwayEvent::CommandUndone { .. } => self.counts.corrections += 1,
+            // Never reaches here from the aggregate, which keeps erasures out of the state.
             PathwayEvent::PersonalDataErased { .. } => {}
         }
     }

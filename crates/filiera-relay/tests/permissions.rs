@@ -14,8 +14,8 @@ use anyhow::{Context as _, ensure};
 use async_nats::jetstream::consumer::{AckPolicy, DeliverPolicy, pull};
 use async_nats::jetstream::context::ContextBuilder;
 use async_nats::{ConnectOptions, Event};
-use common::{Harness, SOURCE, enrol, enter, eventually, feed, start};
-use filiera_relay::{NatsRelay, RelaySettings, STREAM_NAME};
+use common::{Harness, enrol, enter, eventually, feed, relay_settings_for, start};
+use filiera_relay::{NatsRelay, STREAM_NAME};
 use futures::StreamExt as _;
 
 /// Passwords as docs/security.md says to make them: `p` and random hex digits (the server parses
@@ -124,20 +124,6 @@ impl Drop for ConfiguredNats {
     }
 }
 
-fn relay_settings(url: String) -> RelaySettings {
-    RelaySettings {
-        source: SOURCE.to_owned(),
-        ack_timeout: Duration::from_secs(1),
-        poll_interval: Duration::from_millis(200),
-        follower_retry: Duration::from_millis(200),
-        leadership_check: Duration::from_millis(500),
-        backoff_initial: Duration::from_millis(50),
-        backoff_max: Duration::from_millis(500),
-        batch_size: 16,
-        ..RelaySettings::new(url)
-    }
-}
-
 /// Waits until the relay's stream holds every feed event, and checks that the relay never
 /// failed (a missing permission shows up as a failed JetStream request or publish).
 async fn published(
@@ -231,7 +217,7 @@ async fn the_example_configuration_lets_the_relay_publish_and_subscribers_read_o
     }
     let relay = start(
         store,
-        relay_settings(nats.url("filiera-relay", &RELAY_PASSWORD)),
+        relay_settings_for(nats.url("filiera-relay", &RELAY_PASSWORD)),
     )
     .await?;
     published(&harness, &relay, &nats).await?;
@@ -247,7 +233,7 @@ async fn the_example_configuration_lets_the_relay_publish_and_subscribers_read_o
     }
     let relay = start(
         store,
-        relay_settings(nats.url("filiera-relay", &RELAY_PASSWORD)),
+        relay_settings_for(nats.url("filiera-relay", &RELAY_PASSWORD)),
     )
     .await?;
     published(&harness, &relay, &nats).await?;

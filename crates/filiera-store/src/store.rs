@@ -316,11 +316,6 @@ impl Store {
         }
     }
 
-    /// The outage the last failed command ran into, if no commit succeeded since.
-    pub fn write_outage(&self) -> Option<NotReady> {
-        self.outage_record().outage.clone()
-    }
-
     fn outage_record(&self) -> std::sync::MutexGuard<'_, OutageRecord> {
         self.inner
             .write_outage

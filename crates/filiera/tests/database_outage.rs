@@ -87,9 +87,13 @@ async fn writer(
     }
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_database_outage_fails_fast_loses_nothing_and_recovers_without_a_restart() {
-    let mut pg = PgServer::start()
+/// A PostgreSQL of the test's own with a `filiera` database, and `filiera serve` on it with
+/// these `[database]` timeouts (the configuration file lives as long as the returned handle).
+async fn serve_on_own_postgres(
+    acquire_timeout: Duration,
+    query_timeout: Duration,
+) -> (PgServer, tempfile::NamedTempFile, common::Server) {
+    let pg = PgServer::start()
         .await
         .expect("a PostgreSQL of the test's own");
     let mut admin = sqlx::PgConnection::connect(&pg.url("postgres"))
@@ -97,21 +101,26 @@ async fn a_database_outage_fails_fast_loses_nothing_and_recovers_without_a_resta
         .unwrap();
     admin.execute("CREATE DATABASE filiera").await.unwrap();
     admin.close().await.unwrap();
-
     let config = tempfile::NamedTempFile::new().unwrap();
     std::fs::write(
         config.path(),
         format!(
-            "[database]\nacquire_timeout = \"{}s\"\nquery_timeout = \"{}s\"\n",
-            ACQUIRE_TIMEOUT.as_secs(),
-            QUERY_TIMEOUT.as_secs()
+            "[database]\nacquire_timeout = \"{}ms\"\nquery_timeout = \"{}ms\"\n",
+            acquire_timeout.as_millis(),
+            query_timeout.as_millis()
         ),
     )
     .unwrap();
     let mut command = filiera(&pg.url("filiera"));
     command.env("FILIERA_CONFIG", config.path());
+    let server = start_with(command, &common::client()).await;
+    (pg, config, server)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_database_outage_fails_fast_loses_nothing_and_recovers_without_a_restart() {
+    let (mut pg, _config, server) = serve_on_own_postgres(ACQUIRE_TIMEOUT, QUERY_TIMEOUT).await;
     let client = common::client();
-    let server = start_with(command, &client).await;
     let base = server.base.clone();
 
     let outcomes = Arc::new(Mutex::new(Outcomes::default()));
@@ -236,24 +245,9 @@ async fn a_database_outage_fails_fast_loses_nothing_and_recovers_without_a_resta
 /// partition) holds no request longer than the configured timeouts.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_frozen_database_holds_no_request_past_the_timeouts() {
-    let pg = PgServer::start()
-        .await
-        .expect("a PostgreSQL of the test's own");
-    let mut admin = sqlx::PgConnection::connect(&pg.url("postgres"))
-        .await
-        .unwrap();
-    admin.execute("CREATE DATABASE filiera").await.unwrap();
-    admin.close().await.unwrap();
-    let config = tempfile::NamedTempFile::new().unwrap();
-    std::fs::write(
-        config.path(),
-        "[database]\nacquire_timeout = \"2s\"\nquery_timeout = \"3s\"\n",
-    )
-    .unwrap();
-    let mut command = filiera(&pg.url("filiera"));
-    command.env("FILIERA_CONFIG", config.path());
+    let (pg, _config, server) =
+        serve_on_own_postgres(Duration::from_secs(2), Duration::from_secs(3)).await;
     let client = common::client();
-    let server = start_with(command, &client).await;
     let base = server.base.clone();
     let (status, _, first) = enrol_with_key(&client, &base, "PIE-TO-TORINO", "before").await;
     assert_eq!(status, 201, "{first}");

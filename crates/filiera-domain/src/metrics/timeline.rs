@@ -188,10 +188,6 @@ impl Timeline {
         if recorded.sequence <= self.last_sequence() && !self.entries.is_empty() {
             return false;
         }
-        if !recorded.event.is_pathway_fact() {
-            // An erasure changes no metric.
-            return false;
-        }
         let before = self.current_territory_id();
         let (territory, kind) = match &recorded.event {
             PathwayEvent::Enrolled { territory, .. } => (
@@ -244,7 +240,8 @@ impl Timeline {
                 }
                 (before, EntryKind::CommandUndone)
             }
-            PathwayEvent::PersonalDataErased { .. } => unreachable!("returned above"),
+            // Not a pathway fact: an erasure changes no metric.
+            PathwayEvent::PersonalDataErased { .. } => return false,
         };
         self.entries.push(TimelineEntry {
             sequence: recorded.sequence,

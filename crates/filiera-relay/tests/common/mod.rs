@@ -42,6 +42,11 @@ pub fn init_tracing() {
 
 /// Relay settings for tests: short timeouts and backoff so that outages are quick.
 pub fn relay_settings(nats: &NatsServer) -> RelaySettings {
+    relay_settings_for(nats.url())
+}
+
+/// [`relay_settings`] for a server at `url` (which may carry credentials).
+pub fn relay_settings_for(url: String) -> RelaySettings {
     RelaySettings {
         source: SOURCE.to_owned(),
         ack_timeout: Duration::from_secs(1),
@@ -52,7 +57,7 @@ pub fn relay_settings(nats: &NatsServer) -> RelaySettings {
         backoff_max: Duration::from_millis(500),
         batch_size: 16,
         stream: StreamSettings::default(),
-        ..RelaySettings::new(nats.url())
+        ..RelaySettings::new(url)
     }
 }
 

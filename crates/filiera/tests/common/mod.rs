@@ -24,8 +24,17 @@ impl Drop for Server {
 /// The token secret of the processes the tests start ([`clean_command`]).
 pub const AUTH_SECRET: &str = "the process tests' token secret, long enough to sign";
 
+/// The data folder of every process this test binary starts (unless a test gives its own):
+/// a temporary one, so that generated keys never land in the source tree, shared so that
+/// replicas of one test see the same master key.
+fn shared_data_dir() -> &'static std::path::Path {
+    static DIR: std::sync::OnceLock<tempfile::TempDir> = std::sync::OnceLock::new();
+    DIR.get_or_init(|| tempfile::tempdir().expect("a temporary data folder"))
+        .path()
+}
+
 /// `filiera` without any `FILIERA_*` setting of the test's environment, logging warnings,
-/// signing tokens with [`AUTH_SECRET`].
+/// signing tokens with [`AUTH_SECRET`], with a temporary data folder.
 pub fn clean_command() -> Command {
     let mut command = Command::new(env!("CARGO_BIN_EXE_filiera"));
     for (key, _) in std::env::vars() {
@@ -35,6 +44,7 @@ pub fn clean_command() -> Command {
     }
     command.env("FILIERA_LOG", "warn");
     command.env("FILIERA_AUTH_SECRET", AUTH_SECRET);
+    command.env("FILIERA_DATA_DIR", shared_data_dir());
     command
 }
 
