@@ -14,10 +14,9 @@ use futures::StreamExt;
 use reqwest::Method;
 use serde_json::{Value, json};
 
-use crate::both_backends;
 use crate::helpers::{Answer, Backend, TestApp, spawn_app, test_keys, token};
 
-both_backends!(
+filiera_testkit::on_both_backends!(
     every_route_refuses_missing_and_bad_tokens,
     every_route_by_role_and_scope,
     the_feed_is_filtered_to_a_subscribers_territories,

@@ -5,10 +5,9 @@ use std::time::Duration;
 use futures::StreamExt;
 use serde_json::Value;
 
-use crate::both_backends;
 use crate::helpers::{Backend, TestApp, spawn_app};
 
-both_backends!(
+filiera_testkit::on_both_backends!(
     stream_delivers_history_then_live_events,
     stream_resumes_after_last_event_id,
     stream_filters_by_territory_and_type,

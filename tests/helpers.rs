@@ -12,31 +12,7 @@ use filiera_testkit::TestDb;
 use serde_json::Value;
 
 /// The backends every API test runs on.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub enum Backend {
-    Sqlite,
-    Postgres,
-}
-
-/// Runs the same async test body on both backends: `both_backends!(name);` expects an
-/// `async fn name(backend: Backend)` in scope.
-#[macro_export]
-macro_rules! both_backends {
-    ($($name:ident),+ $(,)?) => {
-        $(
-            mod $name {
-                #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-                async fn sqlite() {
-                    super::$name($crate::helpers::Backend::Sqlite).await
-                }
-                #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-                async fn postgres() {
-                    super::$name($crate::helpers::Backend::Postgres).await
-                }
-            }
-        )+
-    };
-}
+pub use filiera_testkit::Backend;
 
 /// A database or folder that disappears with the test.
 pub enum StoreGuard {
@@ -105,6 +81,9 @@ pub async fn spawn_app_until(
     let (url, guard) = fresh_store_url(backend).await;
     let store = Store::connect(&url, services()).await.expect("connect");
     store.migrate().await.expect("migrate");
+    filiera_projections::migrate(&store.database())
+        .await
+        .expect("read model migrations");
     let store = Arc::new(store);
     let settings = ProjectionSettings::from_services(store.services(), 2);
     let projections = Projections::start((*store).clone(), settings)

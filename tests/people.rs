@@ -7,10 +7,9 @@ use filiera_auth::Role;
 use reqwest::Method;
 use serde_json::{Value, json};
 
-use crate::both_backends;
 use crate::helpers::{Backend, assert_no_identity_logged, fresh_fiscal_code, spawn_app, token};
 
-both_backends!(
+filiera_testkit::on_both_backends!(
     an_identity_is_read_back_in_scope_and_every_read_is_logged,
     a_fiscal_code_finds_its_beneficiary_in_scope_only,
     erasure_makes_the_identity_unreadable_and_changes_no_metric,

@@ -8,10 +8,9 @@ use filiera_domain::{AuditQuery, MetricsQuery, TerritoryRegistry};
 use filiera_http::reports::{AuditParams, MetricsParams};
 use serde_json::{Value, json};
 
-use crate::both_backends;
 use crate::helpers::{Backend, TestApp, spawn_app};
 
-both_backends!(
+filiera_testkit::on_both_backends!(
     metrics_count_by_attribution_and_match_the_offline_replay,
     known_at_reproduces_what_was_known_before_an_undo_and_a_backdated_record,
     audit_lists_flagged_beneficiaries_with_evidence,

@@ -3,10 +3,9 @@
 
 use serde_json::{Value, json};
 
-use crate::both_backends;
 use crate::helpers::{Backend, spawn_app};
 
-both_backends!(
+filiera_testkit::on_both_backends!(
     walkthrough_records_and_classifies,
     undo_voids_the_latest_command_and_history_shows_it,
     malformed_requests_get_problem_documents,

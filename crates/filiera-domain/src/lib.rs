@@ -20,6 +20,9 @@ pub mod metrics;
 pub mod state;
 pub mod territory;
 
+#[cfg(any(test, feature = "testing"))]
+pub mod testing;
+
 #[cfg(test)]
 mod aggregate_tests;
 

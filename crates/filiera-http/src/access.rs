@@ -489,6 +489,9 @@ mod tests {
         );
         let store = filiera_store::Store::connect(&url, services).await.unwrap();
         store.migrate().await.unwrap();
+        filiera_projections::migrate(&store.database())
+            .await
+            .unwrap();
         let store = Arc::new(store);
         let settings = ProjectionSettings::from_services(store.services(), 2);
         let projections = Projections::start((*store).clone(), settings)

@@ -4,15 +4,15 @@ use axum::Json;
 use axum::extract::State;
 use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Response};
-use chrono::NaiveDate;
-use filiera_domain::{
-    CloseOutcome, ExitOutcome, Pathway, PathwayCommand, PathwayEvent, PathwayState, Referral,
-    SupportBand,
-};
+use filiera_domain::{Pathway, PathwayCommand, PathwayEvent, PathwayState};
 use filiera_store::{CommandContext, Executed, Rejection};
-use serde::{Deserialize, Serialize};
+use serde::Serialize;
 use utoipa::ToSchema;
 use uuid::Uuid;
+
+pub use filiera_contract::commands::{
+    CloseBody, EnrolBody, ExitBody, ReopenBody, StageBody, TerritoryBody, UndoBody,
+};
 
 use crate::AppState;
 use crate::access;
@@ -26,154 +26,6 @@ use crate::problem::responses::{
 
 /// The OpenAPI tag of these routes.
 pub const TAG: &str = "beneficiaries";
-
-/// `POST /v1/beneficiaries`: take a new beneficiary in charge.
-#[derive(Debug, Deserialize, ToSchema)]
-#[serde(deny_unknown_fields)]
-pub struct EnrolBody {
-    /// A territory code of the registry (`GET /v1/territories`).
-    #[schema(example = "LOM-BG")]
-    territory: String,
-    /// The effective date of the enrolment; not in the future.
-    on: NaiveDate,
-    referral: Referral,
-    #[serde(default)]
-    support_band: Option<SupportBand>,
-    /// The beneficiary's identity, kept encrypted in the personal-data vault, never in events.
-    #[serde(default)]
-    person: Option<filiera_vault::Person>,
-}
-
-impl EnrolBody {
-    /// Takes the identity out of the body: it goes to the vault, the rest to the event store.
-    pub fn take_person(&mut self) -> Option<filiera_vault::Person> {
-        self.person.take()
-    }
-}
-
-/// `POST /v1/beneficiaries/{id}/stage`: start an episode in a stage.
-#[derive(Debug, Deserialize, ToSchema)]
-#[serde(deny_unknown_fields)]
-pub struct StageBody {
-    /// A stage code of the catalogue (`GET /v1/stages`).
-    #[schema(example = "internship")]
-    stage: String,
-    /// The effective date; not before the latest recorded date, not in the future.
-    on: NaiveDate,
-    /// Who provides the stage, free text.
-    #[serde(default)]
-    provider: Option<String>,
-}
-
-/// `POST /v1/beneficiaries/{id}/stage/exit`: end the open episode.
-#[derive(Debug, Deserialize, ToSchema)]
-#[serde(deny_unknown_fields)]
-pub struct ExitBody {
-    /// The effective date.
-    on: NaiveDate,
-    /// `completed` or `interrupted`; `moved_on` and `pathway_closed` are written by the service
-    /// itself and refused here (422 `automatic_outcome`).
-    outcome: ExitOutcome,
-}
-
-/// `POST /v1/beneficiaries/{id}/territory`: move the beneficiary to another territory.
-#[derive(Debug, Deserialize, ToSchema)]
-#[serde(deny_unknown_fields)]
-pub struct TerritoryBody {
-    /// The new territory code.
-    #[schema(example = "LOM-MI")]
-    territory: String,
-    /// The effective date.
-    on: NaiveDate,
-}
-
-/// `POST /v1/beneficiaries/{id}/close`: end the spell.
-#[derive(Debug, Deserialize, ToSchema)]
-#[serde(deny_unknown_fields)]
-pub struct CloseBody {
-    /// The effective date.
-    on: NaiveDate,
-    outcome: CloseOutcome,
-}
-
-/// `POST /v1/beneficiaries/{id}/reopen`: start a new spell for a closed beneficiary.
-#[derive(Debug, Deserialize, ToSchema)]
-#[serde(deny_unknown_fields)]
-pub struct ReopenBody {
-    /// The effective date of the new spell.
-    on: NaiveDate,
-}
-
-/// `POST /v1/beneficiaries/{id}/undo`: void the events of the latest command not already
-/// undone.
-#[derive(Debug, Deserialize, ToSchema)]
-#[serde(deny_unknown_fields)]
-pub struct UndoBody {
-    /// Why, for the audit trail.
-    reason: String,
-}
-
-// Each body is the command it asks for; `filiera import` reads the same bodies.
-
-impl From<EnrolBody> for PathwayCommand {
-    fn from(b: EnrolBody) -> Self {
-        Self::Enrol {
-            territory: b.territory,
-            on: b.on,
-            referral: b.referral,
-            support_band: b.support_band,
-        }
-    }
-}
-
-impl From<StageBody> for PathwayCommand {
-    fn from(b: StageBody) -> Self {
-        Self::EnterStage {
-            stage: b.stage,
-            on: b.on,
-            provider: b.provider,
-        }
-    }
-}
-
-impl From<ExitBody> for PathwayCommand {
-    fn from(b: ExitBody) -> Self {
-        Self::ExitStage {
-            on: b.on,
-            outcome: b.outcome,
-        }
-    }
-}
-
-impl From<TerritoryBody> for PathwayCommand {
-    fn from(b: TerritoryBody) -> Self {
-        Self::ChangeTerritory {
-            territory: b.territory,
-            on: b.on,
-        }
-    }
-}
-
-impl From<CloseBody> for PathwayCommand {
-    fn from(b: CloseBody) -> Self {
-        Self::ClosePathway {
-            on: b.on,
-            outcome: b.outcome,
-        }
-    }
-}
-
-impl From<ReopenBody> for PathwayCommand {
-    fn from(b: ReopenBody) -> Self {
-        Self::ReopenPathway { on: b.on }
-    }
-}
-
-impl From<UndoBody> for PathwayCommand {
-    fn from(b: UndoBody) -> Self {
-        Self::Undo { reason: b.reason }
-    }
-}
 
 /// A beneficiary's state as answered by the API: no personal data, only the pathway.
 #[derive(Debug, Serialize, ToSchema)]
@@ -251,7 +103,7 @@ pub async fn enrol(
 ) -> Result<Response, ApiError> {
     let JsonBody { mut value, raw } = body;
     // An unknown territory is the domain's to refuse (422); a known one must be in scope.
-    if let Some(territory) = app.territories.get(&value.territory) {
+    if let Some(territory) = app.territories.get(value.territory()) {
         access::require_territory(&caller, &app.territories, &territory)?;
     }
     let person = value

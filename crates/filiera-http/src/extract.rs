@@ -11,7 +11,6 @@ use axum::http::request::Parts;
 use axum::http::{StatusCode, header};
 use serde::de::{DeserializeOwned, DeserializeSeed, MapAccess, SeqAccess, Visitor};
 use serde_json::Value;
-use sha2::{Digest, Sha256};
 use uuid::Uuid;
 
 use crate::problem::ApiError;
@@ -343,16 +342,10 @@ impl IdempotencyHeader {
         let canonical = serde_json::from_slice::<serde_json::Value>(body)
             .map(|v| v.to_string())
             .unwrap_or_default();
-        let mut hasher = Sha256::new();
-        hasher.update(method.as_bytes());
-        hasher.update([0]);
-        hasher.update(path.as_bytes());
-        hasher.update([0]);
-        hasher.update(canonical.as_bytes());
-        Some(filiera_store::IdempotencyKey {
+        Some(filiera_store::IdempotencyKey::for_request(
             key,
-            request_hash: hex::encode(hasher.finalize()),
-        })
+            &[method.as_bytes(), path.as_bytes(), canonical.as_bytes()],
+        ))
     }
 }
 

@@ -2,17 +2,16 @@
 
 use axum::Json;
 use axum::extract::{RawQuery, State};
-use chrono::{DateTime, Utc};
 use filiera_store::StoredEvent;
 use serde::{Deserialize, Serialize};
 use utoipa::{IntoParams, ToSchema};
-use uuid::Uuid;
 
 use crate::AppState;
 use crate::access;
 use crate::extract::{Caller, parse_query};
 use crate::problem::ApiError;
 use crate::problem::responses::{InternalError, ServiceUnavailable, UnprocessableEntity};
+pub use filiera_contract::FeedItem;
 
 /// The OpenAPI tag of these routes.
 pub const TAG: &str = "feed";
@@ -20,70 +19,6 @@ pub const TAG: &str = "feed";
 /// Default and maximum page sizes of the feed.
 pub const DEFAULT_LIMIT: u32 = 100;
 pub const MAX_LIMIT: u32 = 1000;
-
-/// One event as the feed and histories show it.
-#[derive(Debug, Clone, Serialize, ToSchema)]
-pub struct FeedItem {
-    /// Global position: the feed's total order.
-    pub position: i64,
-    pub beneficiary_id: Uuid,
-    /// Position in the beneficiary's own stream, from 1.
-    pub sequence: u64,
-    /// The event name of SPEC 2.3, e.g. `StageEntered`.
-    #[serde(rename = "type")]
-    #[schema(value_type = EventType)]
-    pub event_type: &'static str,
-    /// The territory in force after the event.
-    pub territory: Option<String>,
-    /// The event's fields, as `docs/events.md` lists them for each `type` (e.g. for
-    /// `StageEntered`: `stage`, `on`, `from_stage`, `transition`, `provider`).
-    #[schema(value_type = Object)]
-    pub data: serde_json::Value,
-    pub recorded_at: DateTime<Utc>,
-    /// Only in histories: whether an undo voided the event.
-    #[serde(skip_serializing_if = "Option::is_none")]
-    pub voided: Option<bool>,
-}
-
-impl FeedItem {
-    /// The feed shape of a stored event.
-    pub fn from_stored(event: &StoredEvent) -> Self {
-        Self {
-            position: event.position,
-            beneficiary_id: event.beneficiary_id,
-            sequence: event.sequence,
-            event_type: event.event.name(),
-            territory: event.territory.clone(),
-            data: event.event.data(),
-            recorded_at: event.recorded_at,
-            voided: None,
-        }
-    }
-
-    /// The history shape: the feed shape plus `voided`.
-    pub fn with_voided(event: &StoredEvent) -> Self {
-        Self {
-            voided: Some(event.voided),
-            ..Self::from_stored(event)
-        }
-    }
-}
-
-/// The schema of an event name (SPEC 2.3), built from [`filiera_domain::PathwayEvent::TYPES`]
-/// so that it lists exactly the events the service records.
-pub struct EventType;
-
-impl utoipa::PartialSchema for EventType {
-    fn schema() -> utoipa::openapi::RefOr<utoipa::openapi::schema::Schema> {
-        utoipa::openapi::ObjectBuilder::new()
-            .schema_type(utoipa::openapi::Type::String)
-            .description(Some("The name of a pathway event (SPEC 2.3)."))
-            .enum_values(Some(filiera_domain::PathwayEvent::TYPES))
-            .into()
-    }
-}
-
-impl ToSchema for EventType {}
 
 /// A page of the feed.
 #[derive(Debug, Serialize, ToSchema)]

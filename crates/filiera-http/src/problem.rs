@@ -2,7 +2,9 @@
 
 use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
+use filiera_contract::QueryError;
 use filiera_domain::{PathwayError, Refusal};
+use filiera_projections::ProjectionError;
 pub use filiera_store::error_chain;
 use filiera_store::{Outage, StoreError};
 use problem_details::ProblemDetails;
@@ -184,6 +186,41 @@ impl From<StoreError> for ApiError {
                 Self::Unavailable(outage)
             }
             None => Self::Internal(error_chain(&err)),
+        }
+    }
+}
+
+impl From<ProjectionError> for ApiError {
+    fn from(err: ProjectionError) -> Self {
+        match &err {
+            ProjectionError::UnknownProjection { .. } => ApiError::problem(
+                StatusCode::NOT_FOUND,
+                "unknown_projection",
+                "Unknown projection",
+                err.to_string(),
+                None,
+            ),
+            ProjectionError::AlreadyRebuilding { .. } => ApiError::problem(
+                StatusCode::CONFLICT,
+                "already_rebuilding",
+                "Already rebuilding",
+                err.to_string(),
+                None,
+            ),
+            _ => match err {
+                ProjectionError::Store(err) => err.into(),
+                ProjectionError::Database(err) => filiera_store::StoreError::Database(err).into(),
+                err => ApiError::Internal(error_chain(&err)),
+            },
+        }
+    }
+}
+
+impl From<QueryError> for ApiError {
+    fn from(err: QueryError) -> Self {
+        match err {
+            QueryError::Invalid { field, detail } => ApiError::invalid(field, detail),
+            QueryError::Refused(err) => err.into(),
         }
     }
 }

@@ -314,6 +314,7 @@ async fn write_bench(
     )
     .await?;
     store.migrate().await?;
+    crate::migrate(&store.database()).await?;
     for writers in [1usize, 8] {
         progress(&format!(
             "{backend}: {} commands by {writers} writer(s)",
@@ -776,6 +777,7 @@ async fn connect(url: &str, services: &PathwayServices) -> Result<Store, Project
     };
     let store = Store::connect_with(url, services.clone(), options).await?;
     store.migrate().await?;
+    crate::migrate(&store.database()).await?;
     Ok(store)
 }
 
@@ -807,7 +809,8 @@ async fn seed(
             types.push(event.event.name());
             payloads.push(encode(event).map_err(|e| ProjectionError::Corrupt(e.to_string()))?);
         }
-        if let Some(pool) = store.pg_pool() {
+        let database = store.database();
+        if let filiera_store::Pool::Postgres(pool) = database.writer() {
             sqlx::query(
                 "INSERT INTO events (aggregate_type, aggregate_id, sequence, event_type, \
                                      event_version, payload, metadata) \
@@ -823,7 +826,7 @@ async fn seed(
             .bind(metadata)
             .execute(pool)
             .await?;
-        } else if let Some((write, _)) = store.sqlite_pools() {
+        } else if let filiera_store::Pool::Sqlite(write) = database.writer() {
             let mut tx = write.begin().await?;
             for i in 0..chunk.len() {
                 sqlx::query(
@@ -846,11 +849,12 @@ async fn seed(
 }
 
 async fn sqlx_version(store: &Store) -> Result<String, ProjectionError> {
-    let version = if let Some(pool) = store.pg_pool() {
+    let database = store.database();
+    let version = if let filiera_store::Pool::Postgres(pool) = database.reader() {
         sqlx::query_scalar::<_, String>("SHOW server_version")
             .fetch_one(pool)
             .await?
-    } else if let Some((_, read)) = store.sqlite_pools() {
+    } else if let filiera_store::Pool::Sqlite(read) = database.reader() {
         sqlx::query_scalar::<_, String>("SELECT sqlite_version()")
             .fetch_one(read)
             .await?

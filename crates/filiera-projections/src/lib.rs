@@ -22,7 +22,8 @@
 //! - [`bench`]: [`bench::bench`], the benchmark behind `filiera bench` and `cargo bench`.
 //! - [`error`]: what can fail, [`ProjectionError`].
 //! - `cache`: the in-memory copy of the active generation.
-//! - `read_model`: the tables and every statement on them, for both backends.
+//! - `read_model`: the tables (this crate's migrations) and every statement on them; the SQL
+//!   is in `statements/`.
 
 pub mod bench;
 mod cache;
@@ -64,4 +65,15 @@ pub(crate) fn projection_name(name: &str) -> Result<&'static str, ProjectionErro
 /// The store leadership job of a projection's runner.
 pub fn leadership_job(projection: &str) -> String {
     format!("projection:{projection}")
+}
+
+/// Applies the read model's migrations: its own tables, recorded in the ledger the store's
+/// migrations share (see [`filiera_store::Migrations`]). Run once before [`Projections::start`];
+/// safe to run repeatedly and from several processes.
+pub async fn migrate(database: &filiera_store::Database) -> Result<(), ProjectionError> {
+    database
+        .migrate(&read_model::MIGRATIONS)
+        .await
+        .map_err(filiera_store::StoreError::from)?;
+    Ok(())
 }

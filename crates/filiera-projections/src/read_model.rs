@@ -1,30 +1,48 @@
-//! The read model's tables (`projection_generations`, `projection_timelines`, created by the
-//! store's migrations `0003_projections.sql`) and every statement run on them, for both
-//! backends. On SQLite every write goes through the store's one-connection write pool, every
-//! read through its read pool.
+//! The read model's tables (`projection_generations`, `projection_timelines`; this crate's
+//! migrations) and every statement run on them. The SQL is in `statements/`: one text for
+//! both backends, and under `statements/postgres/` and `statements/sqlite/` the few that differ
+//! (timestamps, arrays, row ids). Writes go through the store's [`Database::writer`], reads
+//! through its reader.
 //!
 //! Timelines are stored as JSON text on both backends.
 
 use chrono::{DateTime, Utc};
 use filiera_domain::Timeline;
-use filiera_store::Store;
-use sqlx::{PgPool, Row as _, SqlitePool};
+use filiera_store::{Database, Migrations, PerBackend, Pool, Store, on_pool};
 
 use crate::ProjectionError;
 
-/// Decodes a `projection_generations` row selected as `generation, status, position,
-/// started_at`.
-macro_rules! generation_row {
-    ($row:expr) => {{
-        let row = $row;
-        Ok::<_, sqlx::Error>((
-            row.try_get::<i64, _>("generation")?,
-            row.try_get::<String, _>("status")?,
-            row.try_get::<i64, _>("position")?,
-            row.try_get::<DateTime<Utc>, _>("started_at")?,
-        ))
-    }};
+/// The read model's schema (version 3 in the ledger the store's migrations share).
+pub(crate) static MIGRATIONS: Migrations = Migrations::new(
+    || sqlx::migrate!("./migrations/sqlite"),
+    || sqlx::migrate!("./migrations/postgres"),
+);
+
+/// Statements written once for both backends.
+mod sql {
+    pub(super) const GENERATIONS: &str = include_str!("statements/generations.sql");
+    pub(super) const GENERATION: &str = include_str!("statements/generation.sql");
+    pub(super) const MOVE_CHECKPOINT: &str = include_str!("statements/move_checkpoint.sql");
+    pub(super) const ADD_BUILDING: &str = include_str!("statements/add_building.sql");
+    pub(super) const FETCH: &str = include_str!("statements/fetch.sql");
 }
+
+/// Statements each backend writes its own way.
+macro_rules! per_backend {
+    ($file:literal) => {
+        PerBackend {
+            sqlite: include_str!(concat!("statements/sqlite/", $file)),
+            postgres: include_str!(concat!("statements/postgres/", $file)),
+        }
+    };
+}
+const INITIALIZE: PerBackend<&str> = per_backend!("initialize.sql");
+const RETIRE: PerBackend<&str> = per_backend!("retire.sql");
+const ACTIVATE: PerBackend<&str> = per_backend!("activate.sql");
+const PURGE_RETIRED: PerBackend<&str> = per_backend!("purge_retired.sql");
+
+/// A `projection_generations` row as selected: generation, status, position, started_at.
+type GenerationRow = (i64, String, i64, DateTime<Utc>);
 
 /// What a generation is doing.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -35,6 +53,19 @@ pub(crate) enum GenerationStatus {
     Active,
     /// Replaced by a rebuild; its rows are being deleted.
     Retired,
+}
+
+impl Generation {
+    fn from_row(
+        (generation, status, position, started_at): GenerationRow,
+    ) -> Result<Self, ProjectionError> {
+        Ok(Self {
+            generation,
+            status: GenerationStatus::parse(&status)?,
+            position,
+            started_at,
+        })
+    }
 }
 
 impl GenerationStatus {
@@ -107,59 +138,29 @@ pub(crate) enum Fetched {
 
 /// The read model's tables in the store's database.
 #[derive(Clone, Debug)]
-pub(crate) enum ReadModel {
-    Postgres(PgPool),
-    Sqlite {
-        /// The store's one-connection write pool: every write goes through it.
-        write: SqlitePool,
-        read: SqlitePool,
-    },
+pub(crate) struct ReadModel {
+    database: Database,
 }
 
 impl ReadModel {
     pub(crate) fn new(store: &Store) -> Self {
-        if let Some(pool) = store.pg_pool() {
-            return Self::Postgres(pool.clone());
-        }
-        let (write, read) = store
-            .sqlite_pools()
-            .expect("a store is either PostgreSQL or SQLite");
-        Self::Sqlite {
-            write: write.clone(),
-            read: read.clone(),
+        Self {
+            database: store.database(),
         }
     }
 
     /// Creates the first generation, active at position 0, if the projection has none yet.
     /// Safe to run concurrently from several processes.
     pub(crate) async fn initialize(&self, projection: &str) -> Result<(), ProjectionError> {
-        match self {
-            Self::Postgres(pool) => {
-                sqlx::query(
-                    "INSERT INTO projection_generations \
-                         (projection, generation, status, position, activated_at) \
-                     SELECT $1, 1, 'active', 0, clock_timestamp() \
-                     WHERE NOT EXISTS \
-                         (SELECT 1 FROM projection_generations WHERE projection = $1) \
-                     ON CONFLICT DO NOTHING",
-                )
+        let writer = self.database.writer();
+        let sql = writer.pick(&INITIALIZE);
+        on_pool!(writer, |pool| {
+            sqlx::query(sql)
                 .bind(projection)
                 .execute(pool)
-                .await?;
-            }
-            Self::Sqlite { write, .. } => {
-                sqlx::query(
-                    "INSERT OR IGNORE INTO projection_generations \
-                         (projection, generation, status, position, activated_at) \
-                     SELECT ?1, 1, 'active', 0, strftime('%Y-%m-%dT%H:%M:%fZ', 'now') \
-                     WHERE NOT EXISTS \
-                         (SELECT 1 FROM projection_generations WHERE projection = ?1)",
-                )
-                .bind(projection)
-                .execute(write)
-                .await?;
-            }
-        }
+                .await
+                .map(drop)
+        })?;
         Ok(())
     }
 
@@ -168,33 +169,15 @@ impl ReadModel {
         &self,
         projection: &str,
     ) -> Result<Generations, ProjectionError> {
-        const SQL: &str = "SELECT generation, status, position, started_at \
-                           FROM projection_generations \
-                           WHERE projection = $1 AND status IN ('active', 'building')";
-        let rows = match self {
-            Self::Postgres(pool) => sqlx::query(SQL)
+        let rows: Vec<GenerationRow> = on_pool!(self.database.reader(), |pool| {
+            sqlx::query_as(sql::GENERATIONS)
                 .bind(projection)
                 .fetch_all(pool)
                 .await?
-                .iter()
-                .map(|row| generation_row!(row))
-                .collect::<Result<Vec<_>, sqlx::Error>>()?,
-            Self::Sqlite { read, .. } => sqlx::query(SQL)
-                .bind(projection)
-                .fetch_all(read)
-                .await?
-                .iter()
-                .map(|row| generation_row!(row))
-                .collect::<Result<Vec<_>, sqlx::Error>>()?,
-        };
+        });
         let mut generations = Generations::default();
-        for (generation, status, position, started_at) in rows {
-            let row = Generation {
-                generation,
-                status: GenerationStatus::parse(&status)?,
-                position,
-                started_at,
-            };
+        for row in rows {
+            let row = Generation::from_row(row)?;
             match row.status {
                 GenerationStatus::Active => generations.active = Some(row),
                 GenerationStatus::Building => generations.building = Some(row),
@@ -210,38 +193,14 @@ impl ReadModel {
         projection: &str,
         generation: i64,
     ) -> Result<Option<Generation>, ProjectionError> {
-        const SQL: &str = "SELECT generation, status, position, started_at \
-                           FROM projection_generations \
-                           WHERE projection = $1 AND generation = $2";
-        let row = match self {
-            Self::Postgres(pool) => match sqlx::query(SQL)
+        let row: Option<GenerationRow> = on_pool!(self.database.reader(), |pool| {
+            sqlx::query_as(sql::GENERATION)
                 .bind(projection)
                 .bind(generation)
                 .fetch_optional(pool)
                 .await?
-            {
-                Some(row) => Some(generation_row!(&row)?),
-                None => None,
-            },
-            Self::Sqlite { read, .. } => match sqlx::query(SQL)
-                .bind(projection)
-                .bind(generation)
-                .fetch_optional(read)
-                .await?
-            {
-                Some(row) => Some(generation_row!(&row)?),
-                None => None,
-            },
-        };
-        row.map(|(generation, status, position, started_at)| {
-            Ok(Generation {
-                generation,
-                status: GenerationStatus::parse(&status)?,
-                position,
-                started_at,
-            })
-        })
-        .transpose()
+        });
+        row.map(Generation::from_row).transpose()
     }
 
     /// The stored timelines of `ids` in a generation (those that have one).
@@ -251,37 +210,27 @@ impl ReadModel {
         generation: i64,
         ids: &[String],
     ) -> Result<Vec<TimelineRow>, ProjectionError> {
-        let rows = match self {
-            Self::Postgres(pool) => {
-                // Planned for each call (not a cached generic plan), so that a table that grew
-                // from empty during a rebuild is read through its primary key.
-                sqlx::query_as::<_, TimelineRow>(
-                    "SELECT beneficiary_id, timeline FROM projection_timelines \
-                     WHERE projection = $1 AND generation = $2 AND beneficiary_id = ANY($3)",
-                )
-                .persistent(false)
-                .bind(projection)
-                .bind(generation)
-                .bind(ids)
-                .fetch_all(pool)
-                .await?
+        let rows = match self.database.reader() {
+            // Planned for each call (not a cached generic plan), so that a table that grew
+            // from empty during a rebuild is read through its primary key.
+            Pool::Postgres(pool) => {
+                sqlx::query_as(include_str!("statements/postgres/load_timelines.sql"))
+                    .persistent(false)
+                    .bind(projection)
+                    .bind(generation)
+                    .bind(ids)
+                    .fetch_all(pool)
+                    .await?
             }
-            Self::Sqlite { read, .. } => {
+            Pool::Sqlite(pool) => {
                 let ids = serde_json::to_string(ids)
                     .map_err(|e| ProjectionError::Corrupt(e.to_string()))?;
-                sqlx::query_as::<_, TimelineRow>(
-                    // CROSS JOIN makes SQLite probe the primary key once per id instead of
-                    // scanning the generation's rows.
-                    "SELECT t.beneficiary_id, t.timeline \
-                     FROM json_each(?3) AS ids CROSS JOIN projection_timelines AS t \
-                     WHERE t.projection = ?1 AND t.generation = ?2 \
-                       AND t.beneficiary_id = ids.value",
-                )
-                .bind(projection)
-                .bind(generation)
-                .bind(ids)
-                .fetch_all(read)
-                .await?
+                sqlx::query_as(include_str!("statements/sqlite/load_timelines.sql"))
+                    .bind(projection)
+                    .bind(generation)
+                    .bind(ids)
+                    .fetch_all(pool)
+                    .await?
             }
         };
         Ok(rows)
@@ -299,14 +248,15 @@ impl ReadModel {
         new: i64,
         rows: &[TimelineRow],
     ) -> Result<bool, ProjectionError> {
-        match self {
-            Self::Postgres(pool) => {
-                let mut tx = pool.begin().await?;
-                let moved = sqlx::query(
-                    "UPDATE projection_generations SET position = $4 \
-                     WHERE projection = $1 AND generation = $2 AND position = $3 \
-                       AND status <> 'retired'",
-                )
+        let batch = Batch {
+            projection,
+            generation,
+            position: new,
+            rows,
+        };
+        on_pool!(self.database.writer(), |pool| {
+            let mut tx = pool.begin().await?;
+            let moved = sqlx::query(sql::MOVE_CHECKPOINT)
                 .bind(projection)
                 .bind(generation)
                 .bind(old)
@@ -314,70 +264,13 @@ impl ReadModel {
                 .execute(&mut *tx)
                 .await?
                 .rows_affected();
-                if moved != 1 {
-                    tx.rollback().await?;
-                    return Ok(false);
-                }
-                if !rows.is_empty() {
-                    let (ids, timelines): (Vec<&str>, Vec<&str>) =
-                        rows.iter().map(|(i, t)| (i.as_str(), t.as_str())).unzip();
-                    sqlx::query(
-                        "INSERT INTO projection_timelines \
-                             (projection, generation, beneficiary_id, timeline, updated_position) \
-                         SELECT $1, $2, u.id, u.timeline, $3 \
-                         FROM UNNEST($4::text[], $5::text[]) AS u (id, timeline) \
-                         ON CONFLICT (projection, generation, beneficiary_id) DO UPDATE \
-                         SET timeline = excluded.timeline, \
-                             updated_position = excluded.updated_position",
-                    )
-                    .bind(projection)
-                    .bind(generation)
-                    .bind(new)
-                    .bind(ids)
-                    .bind(timelines)
-                    .execute(&mut *tx)
-                    .await?;
-                }
-                tx.commit().await?;
+            if moved != 1 {
+                tx.rollback().await?;
+                return Ok(false);
             }
-            Self::Sqlite { write, .. } => {
-                let mut tx = write.begin().await?;
-                let moved = sqlx::query(
-                    "UPDATE projection_generations SET position = ?4 \
-                     WHERE projection = ?1 AND generation = ?2 AND position = ?3 \
-                       AND status <> 'retired'",
-                )
-                .bind(projection)
-                .bind(generation)
-                .bind(old)
-                .bind(new)
-                .execute(&mut *tx)
-                .await?
-                .rows_affected();
-                if moved != 1 {
-                    tx.rollback().await?;
-                    return Ok(false);
-                }
-                for (id, timeline) in rows {
-                    sqlx::query(
-                        "INSERT INTO projection_timelines \
-                             (projection, generation, beneficiary_id, timeline, updated_position) \
-                         VALUES (?1, ?2, ?3, ?4, ?5) \
-                         ON CONFLICT (projection, generation, beneficiary_id) DO UPDATE \
-                         SET timeline = excluded.timeline, \
-                             updated_position = excluded.updated_position",
-                    )
-                    .bind(projection)
-                    .bind(generation)
-                    .bind(id)
-                    .bind(timeline)
-                    .bind(new)
-                    .execute(&mut *tx)
-                    .await?;
-                }
-                tx.commit().await?;
-            }
-        }
+            batch.upsert(&mut tx).await?;
+            tx.commit().await?;
+        });
         Ok(true)
     }
 
@@ -391,32 +284,12 @@ impl ReadModel {
             if let Some(building) = self.generations(projection).await?.building {
                 return Ok(Err(building.generation));
             }
-            let inserted = match self {
-                Self::Postgres(pool) => {
-                    sqlx::query_scalar::<_, i64>(
-                        "INSERT INTO projection_generations \
-                             (projection, generation, status, position) \
-                         SELECT $1, coalesce(max(generation), 0) + 1, 'building', 0 \
-                         FROM projection_generations WHERE projection = $1 \
-                         RETURNING generation",
-                    )
+            let inserted: Result<i64, sqlx::Error> = on_pool!(self.database.writer(), |pool| {
+                sqlx::query_scalar(sql::ADD_BUILDING)
                     .bind(projection)
                     .fetch_one(pool)
                     .await
-                }
-                Self::Sqlite { write, .. } => {
-                    sqlx::query_scalar::<_, i64>(
-                        "INSERT INTO projection_generations \
-                             (projection, generation, status, position) \
-                         SELECT ?1, coalesce(max(generation), 0) + 1, 'building', 0 \
-                         FROM projection_generations WHERE projection = ?1 \
-                         RETURNING generation",
-                    )
-                    .bind(projection)
-                    .fetch_one(write)
-                    .await
-                }
-            };
+            });
             match inserted {
                 Ok(generation) => return Ok(Ok(generation)),
                 // Another process inserted first: look again.
@@ -442,60 +315,31 @@ impl ReadModel {
         building: i64,
         building_position: i64,
     ) -> Result<bool, ProjectionError> {
-        macro_rules! swap_on {
-            ($pool:expr, $retire:expr, $activate:expr) => {{
-                let mut tx = $pool.begin().await?;
-                let retired = sqlx::query($retire)
+        let writer = self.database.writer();
+        let (retire, activate) = (writer.pick(&RETIRE), writer.pick(&ACTIVATE));
+        let swapped = on_pool!(writer, |pool| {
+            let mut tx = pool.begin().await?;
+            let mut changed = 0;
+            for (sql, generation) in [(retire, active), (activate, building)] {
+                changed += sqlx::query(sql)
                     .bind(projection)
-                    .bind(active)
+                    .bind(generation)
                     .bind(building_position)
                     .execute(&mut *tx)
                     .await?
                     .rows_affected();
-                let activated = if retired == 1 {
-                    sqlx::query($activate)
-                        .bind(projection)
-                        .bind(building)
-                        .bind(building_position)
-                        .execute(&mut *tx)
-                        .await?
-                        .rows_affected()
-                } else {
-                    0
-                };
-                if activated == 1 {
-                    tx.commit().await?;
-                    true
-                } else {
-                    tx.rollback().await?;
-                    false
+                if changed == 0 {
+                    break;
                 }
-            }};
-        }
-        let swapped = match self {
-            Self::Postgres(pool) => swap_on!(
-                pool,
-                "UPDATE projection_generations \
-                 SET status = 'retired', retired_at = clock_timestamp() \
-                 WHERE projection = $1 AND generation = $2 AND status = 'active' \
-                   AND position <= $3",
-                "UPDATE projection_generations \
-                 SET status = 'active', activated_at = clock_timestamp() \
-                 WHERE projection = $1 AND generation = $2 AND status = 'building' \
-                   AND position = $3"
-            ),
-            Self::Sqlite { write, .. } => swap_on!(
-                write,
-                "UPDATE projection_generations \
-                 SET status = 'retired', retired_at = strftime('%Y-%m-%dT%H:%M:%fZ', 'now') \
-                 WHERE projection = ?1 AND generation = ?2 AND status = 'active' \
-                   AND position <= ?3",
-                "UPDATE projection_generations \
-                 SET status = 'active', activated_at = strftime('%Y-%m-%dT%H:%M:%fZ', 'now') \
-                 WHERE projection = ?1 AND generation = ?2 AND status = 'building' \
-                   AND position = ?3"
-            ),
-        };
+            }
+            if changed == 2 {
+                tx.commit().await?;
+                true
+            } else {
+                tx.rollback().await?;
+                false
+            }
+        });
         Ok(swapped)
     }
 
@@ -506,37 +350,16 @@ impl ReadModel {
         projection: &str,
         chunk: i64,
     ) -> Result<u64, ProjectionError> {
-        let deleted = match self {
-            Self::Postgres(pool) => sqlx::query(
-                "DELETE FROM projection_timelines \
-                     WHERE (projection, generation, beneficiary_id) IN ( \
-                         SELECT t.projection, t.generation, t.beneficiary_id \
-                         FROM projection_timelines t \
-                         JOIN projection_generations g \
-                           ON g.projection = t.projection AND g.generation = t.generation \
-                         WHERE t.projection = $1 AND g.status = 'retired' \
-                         LIMIT $2)",
-            )
-            .bind(projection)
-            .bind(chunk)
-            .execute(pool)
-            .await?
-            .rows_affected(),
-            Self::Sqlite { write, .. } => sqlx::query(
-                "DELETE FROM projection_timelines \
-                     WHERE rowid IN ( \
-                         SELECT t.rowid FROM projection_timelines t \
-                         JOIN projection_generations g \
-                           ON g.projection = t.projection AND g.generation = t.generation \
-                         WHERE t.projection = ?1 AND g.status = 'retired' \
-                         LIMIT ?2)",
-            )
-            .bind(projection)
-            .bind(chunk)
-            .execute(write)
-            .await?
-            .rows_affected(),
-        };
+        let writer = self.database.writer();
+        let sql = writer.pick(&PURGE_RETIRED);
+        let deleted = on_pool!(writer, |pool| {
+            sqlx::query(sql)
+                .bind(projection)
+                .bind(chunk)
+                .execute(pool)
+                .await?
+                .rows_affected()
+        });
         Ok(deleted)
     }
 
@@ -552,43 +375,18 @@ impl ReadModel {
             Some((generation, position)) => (Some(generation), position),
             None => (None, -1),
         };
-        let rows: Vec<(i64, i64, Option<String>, Option<String>)> = match self {
-            Self::Postgres(pool) => {
-                // Planned for each call: a generic plan cached while the table was small would
-                // keep scanning it whole once it has grown.
-                sqlx::query_as(
-                    "SELECT g.generation, g.position, t.beneficiary_id, t.timeline \
-                     FROM projection_generations g \
-                     LEFT JOIN projection_timelines t \
-                       ON t.projection = g.projection AND t.generation = g.generation \
-                      AND t.updated_position > $3 \
-                     WHERE g.projection = $1 AND g.status = 'active' \
-                       AND ($2::bigint IS NULL OR g.generation = $2)",
-                )
-                .persistent(false)
-                .bind(projection)
-                .bind(generation)
-                .bind(after)
-                .fetch_all(pool)
-                .await?
-            }
-            Self::Sqlite { read, .. } => {
-                sqlx::query_as(
-                    "SELECT g.generation, g.position, t.beneficiary_id, t.timeline \
-                     FROM projection_generations g \
-                     LEFT JOIN projection_timelines t \
-                       ON t.projection = g.projection AND t.generation = g.generation \
-                      AND t.updated_position > ?3 \
-                     WHERE g.projection = ?1 AND g.status = 'active' \
-                       AND (?2 IS NULL OR g.generation = ?2)",
-                )
-                .bind(projection)
-                .bind(generation)
-                .bind(after)
-                .fetch_all(read)
-                .await?
-            }
-        };
+        // Planned for each call: a generic plan cached while the table was small would keep
+        // scanning it whole once it has grown.
+        let rows: Vec<(i64, i64, Option<String>, Option<String>)> =
+            on_pool!(self.database.reader(), |pool| {
+                sqlx::query_as(sql::FETCH)
+                    .persistent(false)
+                    .bind(projection)
+                    .bind(generation)
+                    .bind(after)
+                    .fetch_all(pool)
+                    .await?
+            });
         let Some(&(generation, position, _, _)) = rows.first() else {
             return Ok(if since.is_some() {
                 Fetched::GenerationChanged
@@ -605,5 +403,77 @@ impl ReadModel {
             position,
             rows,
         })
+    }
+}
+
+/// The timelines a batch writes, stamped with its new checkpoint.
+struct Batch<'a> {
+    projection: &'a str,
+    generation: i64,
+    position: i64,
+    rows: &'a [TimelineRow],
+}
+
+/// How a backend upserts a batch's timelines inside the batch's transaction.
+trait UpsertTimelines: sqlx::Database {
+    async fn upsert(
+        batch: &Batch<'_>,
+        tx: &mut sqlx::Transaction<'_, Self>,
+    ) -> Result<(), sqlx::Error>;
+}
+
+impl Batch<'_> {
+    async fn upsert<DB: UpsertTimelines>(
+        &self,
+        tx: &mut sqlx::Transaction<'_, DB>,
+    ) -> Result<(), sqlx::Error> {
+        if self.rows.is_empty() {
+            return Ok(());
+        }
+        DB::upsert(self, tx).await
+    }
+}
+
+impl UpsertTimelines for sqlx::Postgres {
+    /// One statement for the whole batch.
+    async fn upsert(
+        batch: &Batch<'_>,
+        tx: &mut sqlx::Transaction<'_, Self>,
+    ) -> Result<(), sqlx::Error> {
+        let (ids, timelines): (Vec<&str>, Vec<&str>) = batch
+            .rows
+            .iter()
+            .map(|(id, timeline)| (id.as_str(), timeline.as_str()))
+            .unzip();
+        sqlx::query(include_str!("statements/postgres/upsert_timelines.sql"))
+            .bind(batch.projection)
+            .bind(batch.generation)
+            .bind(batch.position)
+            .bind(ids)
+            .bind(timelines)
+            .execute(&mut **tx)
+            .await?;
+        Ok(())
+    }
+}
+
+impl UpsertTimelines for sqlx::Sqlite {
+    /// One prepared statement per row: SQLite has no arrays, and statements are cheap
+    /// in-process.
+    async fn upsert(
+        batch: &Batch<'_>,
+        tx: &mut sqlx::Transaction<'_, Self>,
+    ) -> Result<(), sqlx::Error> {
+        for (id, timeline) in batch.rows {
+            sqlx::query(include_str!("statements/sqlite/upsert_timeline.sql"))
+                .bind(batch.projection)
+                .bind(batch.generation)
+                .bind(batch.position)
+                .bind(id)
+                .bind(timeline)
+                .execute(&mut **tx)
+                .await?;
+        }
+        Ok(())
     }
 }

@@ -43,3 +43,14 @@ pub use error::RelayError;
 pub use relay::{NatsRelay, RelayStatus};
 pub use settings::{RelaySettings, StreamSettings};
 pub use tail::{TailOptions, tail_nats, tail_nats_with};
+
+/// Applies the relay's migrations: its checkpoint table, recorded in the ledger the store's
+/// migrations share (see [`filiera_store::Migrations`]). Run once before [`NatsRelay::start`];
+/// safe to run repeatedly and from several processes.
+pub async fn migrate(database: &filiera_store::Database) -> Result<(), RelayError> {
+    database
+        .migrate(&checkpoint::MIGRATIONS)
+        .await
+        .map_err(filiera_store::StoreError::from)?;
+    Ok(())
+}

@@ -80,16 +80,6 @@ async fn publishes_every_event_once_then_restarts(backend: Backend) -> anyhow::R
     Ok(())
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn sqlite_publishes_every_event_once_then_restarts() -> anyhow::Result<()> {
-    publishes_every_event_once_then_restarts(Backend::Sqlite).await
-}
-
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn postgres_publishes_every_event_once_then_restarts() -> anyhow::Result<()> {
-    publishes_every_event_once_then_restarts(Backend::Postgres).await
-}
-
 /// NATS goes down while writes continue: writes succeed, the relay retries, and once NATS is
 /// back the backlog is published, each event exactly once.
 async fn survives_a_nats_outage(backend: Backend) -> anyhow::Result<()> {
@@ -145,16 +135,6 @@ async fn survives_a_nats_outage(backend: Backend) -> anyhow::Result<()> {
     Ok(())
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn sqlite_survives_a_nats_outage() -> anyhow::Result<()> {
-    survives_a_nats_outage(Backend::Sqlite).await
-}
-
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn postgres_survives_a_nats_outage() -> anyhow::Result<()> {
-    survives_a_nats_outage(Backend::Postgres).await
-}
-
 /// A crash between publish and checkpoint leaves the stream ahead of the checkpoint. With a
 /// duplicate window far too short to help, the next relay still publishes nothing twice: its
 /// start-up check skips what the stream holds.
@@ -208,17 +188,6 @@ async fn no_duplicate_after_a_crash_between_publish_and_checkpoint(
     assert_eq!(status.published_total, 7, "{status:?}");
     relay.shutdown().await;
     Ok(())
-}
-
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn sqlite_no_duplicate_after_a_crash_between_publish_and_checkpoint() -> anyhow::Result<()> {
-    no_duplicate_after_a_crash_between_publish_and_checkpoint(Backend::Sqlite).await
-}
-
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn postgres_no_duplicate_after_a_crash_between_publish_and_checkpoint() -> anyhow::Result<()>
-{
-    no_duplicate_after_a_crash_between_publish_and_checkpoint(Backend::Postgres).await
 }
 
 /// Two relays (two "processes": separate stores and pools) on one PostgreSQL database: one
@@ -388,3 +357,9 @@ async fn concurrent_relays_cannot_duplicate_or_reorder() -> anyhow::Result<()> {
     b.shutdown().await;
     Ok(())
 }
+
+filiera_testkit::on_both_backends!(
+    publishes_every_event_once_then_restarts,
+    survives_a_nats_outage,
+    no_duplicate_after_a_crash_between_publish_and_checkpoint,
+);

@@ -49,7 +49,7 @@ mod rows;
 mod sqlite;
 pub mod store;
 
-pub use database::Database;
+pub use database::{Database, Migrations, PerBackend, Pool};
 pub use error::{Outage, StoreError, error_chain};
 pub use lease::Leadership;
 pub use model::{CommandContext, Executed, IdempotencyKey, Rejection, StoredEvent};

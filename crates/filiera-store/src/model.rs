@@ -2,6 +2,7 @@
 
 use chrono::{DateTime, Utc};
 use filiera_domain::{Pathway, PathwayError, PathwayEvent, RecordedEvent};
+use sha2::{Digest as _, Sha256};
 use uuid::Uuid;
 
 /// Who is executing a command, and how to recognise a retry of it.
@@ -44,6 +45,25 @@ pub struct IdempotencyKey {
     /// A hash of the request (method, path, body). The same key with another hash is refused
     /// with [`Rejection::IdempotencyKeyReused`].
     pub request_hash: String,
+}
+
+impl IdempotencyKey {
+    /// `key` for a request made of `parts` (for HTTP: method, path, canonical body; for an
+    /// import: the line), hashed with the one recipe every writer uses: SHA-256 over the parts
+    /// separated by a zero byte, in hexadecimal.
+    pub fn for_request(key: String, parts: &[&[u8]]) -> Self {
+        let mut hasher = Sha256::new();
+        for (i, part) in parts.iter().enumerate() {
+            if i > 0 {
+                hasher.update([0]);
+            }
+            hasher.update(part);
+        }
+        Self {
+            key,
+            request_hash: hex::encode(hasher.finalize()),
+        }
+    }
 }
 
 /// A command that was applied, now or by an earlier request with the same idempotency key.

@@ -1,25 +1,15 @@
 //! PostgreSQL set-up: one pool for reads and writes, and a LISTEN task turning the
 //! `filiera_events` notifications of every process into local wake-ups.
 
-use std::sync::LazyLock;
 use std::time::Duration;
 
 use sqlx::PgPool;
-use sqlx::migrate::Migrator;
 use sqlx::postgres::{PgListener, PgPoolOptions};
 use tokio::sync::watch;
 use tokio::task::JoinHandle;
 
 use crate::StoreError;
 use crate::store::{StoreOptions, bump};
-
-/// The PostgreSQL schema.
-pub(crate) static MIGRATOR: LazyLock<Migrator> = LazyLock::new(|| {
-    let mut migrator = sqlx::migrate!("./migrations/postgres");
-    // Other crates' migrations share the ledger (`_sqlx_migrations`).
-    migrator.set_ignore_missing(true);
-    migrator
-});
 
 /// The channel the position trigger notifies, with the new position as payload.
 pub(crate) const CHANNEL: &str = "filiera_events";

@@ -9,9 +9,7 @@
 //! only releases a savepoint of a transaction that never ends: acknowledged, never durable.
 
 use std::str::FromStr;
-use std::sync::LazyLock;
 
-use sqlx::migrate::Migrator;
 use sqlx::pool::PoolConnectionMetadata;
 use sqlx::sqlite::{
     SqliteConnectOptions, SqliteConnection, SqliteJournalMode, SqlitePool, SqlitePoolOptions,
@@ -21,14 +19,6 @@ use sqlx::{Connection as _, Executor as _};
 
 use crate::StoreError;
 use crate::store::StoreOptions;
-
-/// The SQLite schema.
-pub(crate) static MIGRATOR: LazyLock<Migrator> = LazyLock::new(|| {
-    let mut migrator = sqlx::migrate!("./migrations/sqlite");
-    // Other crates' migrations share the ledger (`_sqlx_migrations`).
-    migrator.set_ignore_missing(true);
-    migrator
-});
 
 /// The folder of the database file of `url`, if it names a file.
 pub(crate) fn folder(url: &str) -> Option<std::path::PathBuf> {

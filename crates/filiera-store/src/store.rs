@@ -143,6 +143,13 @@ macro_rules! on_read_pool {
     };
 }
 
+/// The store's schema: the `events` table and what its triggers fill, the leases, the
+/// readiness probe's table.
+static MIGRATIONS: crate::database::Migrations = crate::database::Migrations::new(
+    || sqlx::migrate!("./migrations/sqlite"),
+    || sqlx::migrate!("./migrations/postgres"),
+);
+
 /// What happened to a command between load and commit.
 enum Attempt {
     Refused(PathwayError),
@@ -225,10 +232,7 @@ impl Store {
     /// Versions in sqlx's ledger that the store does not know are left alone: crates owning
     /// tables (the vault) record theirs there too, numbered apart (1001…).
     pub async fn migrate(&self) -> Result<(), StoreError> {
-        match &self.inner.backend {
-            Backend::Sqlite { write, .. } => sqlite::MIGRATOR.run(write).await?,
-            Backend::Postgres { pool, .. } => postgres::MIGRATOR.run(pool).await?,
-        }
+        self.database().migrate(&MIGRATIONS).await?;
         self.refresh_wakeups().await;
         Ok(())
     }
@@ -247,25 +251,23 @@ impl Store {
     /// the same ledger as the store's: see [`Store::migrate`]).
     pub fn database(&self) -> crate::Database {
         match &self.inner.backend {
-            Backend::Sqlite { write, read, .. } => crate::Database::Sqlite {
-                write: write.clone(),
-                read: read.clone(),
-            },
-            Backend::Postgres { pool, .. } => crate::Database::Postgres(pool.clone()),
+            Backend::Sqlite { write, read, .. } => {
+                crate::Database::sqlite(write.clone(), read.clone())
+            }
+            Backend::Postgres { pool, .. } => crate::Database::postgres(pool.clone()),
         }
     }
 
-    /// The PostgreSQL pool, for adapters storing their own tables (projections, relay).
-    pub fn pg_pool(&self) -> Option<&PgPool> {
+    /// The PostgreSQL pool, for the store's own modules (leadership).
+    pub(crate) fn pg_pool(&self) -> Option<&PgPool> {
         match &self.inner.backend {
             Backend::Postgres { pool, .. } => Some(pool),
             Backend::Sqlite { .. } => None,
         }
     }
 
-    /// The SQLite pools `(write, read)`. Writes must go through the write pool (one
-    /// connection) so that they queue instead of failing with "database is locked".
-    pub fn sqlite_pools(&self) -> Option<(&SqlitePool, &SqlitePool)> {
+    /// The SQLite pools `(write, read)`, for the store's own modules (leadership).
+    pub(crate) fn sqlite_pools(&self) -> Option<(&SqlitePool, &SqlitePool)> {
         match &self.inner.backend {
             Backend::Sqlite { write, read, .. } => Some((write, read)),
             Backend::Postgres { .. } => None,

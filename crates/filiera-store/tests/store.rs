@@ -16,31 +16,8 @@ use filiera_domain::{
 use filiera_store::{CommandContext, Executed, Rejection, Store, StoreError, StoredEvent};
 use uuid::Uuid;
 
-/// Generates, for each test body, one `#[tokio::test]` per backend.
-macro_rules! on_both_backends {
-    ($($name:ident),* $(,)?) => {
-        mod sqlite {
-            $(
-                #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
-                async fn $name() -> anyhow::Result<()> {
-                    let harness = crate::common::Harness::sqlite().await?;
-                    super::$name(&harness).await
-                }
-            )*
-        }
-        mod postgres {
-            $(
-                #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
-                async fn $name() -> anyhow::Result<()> {
-                    let harness = crate::common::Harness::postgres().await?;
-                    super::$name(&harness).await
-                }
-            )*
-        }
-    };
-}
-
-on_both_backends!(
+filiera_testkit::on_both_backends!(
+    harness = crate::common::Harness::on;
     round_trip_records_positions_time_and_territory,
     refusals_write_nothing,
     racing_writers_exactly_one_wins,

@@ -9,6 +9,7 @@
 //! - [`PgServer`]: a PostgreSQL server of the test's own (a fresh cluster), which it can
 //!   stop and restart, for outages that must not touch the shared server.
 //! - [`ChildLines`]: a spawned process whose standard output comes line by line.
+//! - [`on_both_backends!`]: one test per body and per [`Backend`].
 
 use std::io::{BufRead as _, BufReader};
 use std::net::TcpListener;
@@ -511,4 +512,67 @@ mod tests {
         assert_eq!(child.next_line(Duration::from_millis(10)), None);
         Ok(())
     }
+}
+
+/// The two stores every suite runs on.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Backend {
+    /// An embedded SQLite file in a temporary folder.
+    Sqlite,
+    /// A fresh database on the PostgreSQL server ([`TestDb`]).
+    Postgres,
+}
+
+/// The runtime [`on_both_backends!`] runs each test on: multi-threaded, as the service runs.
+pub fn runtime() -> tokio::runtime::Runtime {
+    tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(4)
+        .enable_all()
+        .build()
+        .expect("a tokio runtime")
+}
+
+/// Generates, for each async test body `name` in scope, a module `name` with one test per
+/// backend, `name::sqlite` and `name::postgres`, each on its own [`runtime`]:
+/// - `on_both_backends!(a, b)`: each body is `async fn a(backend: Backend) -> T` with any test
+///   return type `T` (`()`, `anyhow::Result<()>`);
+/// - `on_both_backends!(harness = Harness::on; a, b)`: `Harness::on(backend)` makes the
+///   suite's harness (`async`, returning `anyhow::Result<Harness>`), and each body is
+///   `async fn a(harness: &Harness) -> anyhow::Result<()>`.
+#[macro_export]
+macro_rules! on_both_backends {
+    (harness = $harness:path; $($name:ident),+ $(,)?) => {
+        $(
+            mod $name {
+                #[test]
+                fn sqlite() -> anyhow::Result<()> {
+                    $crate::runtime().block_on(async {
+                        let harness = $harness($crate::Backend::Sqlite).await?;
+                        super::$name(&harness).await
+                    })
+                }
+                #[test]
+                fn postgres() -> anyhow::Result<()> {
+                    $crate::runtime().block_on(async {
+                        let harness = $harness($crate::Backend::Postgres).await?;
+                        super::$name(&harness).await
+                    })
+                }
+            }
+        )+
+    };
+    ($($name:ident),+ $(,)?) => {
+        $(
+            mod $name {
+                #[test]
+                fn sqlite() -> impl std::process::Termination {
+                    $crate::runtime().block_on(super::$name($crate::Backend::Sqlite))
+                }
+                #[test]
+                fn postgres() -> impl std::process::Termination {
+                    $crate::runtime().block_on(super::$name($crate::Backend::Postgres))
+                }
+            }
+        )+
+    };
 }

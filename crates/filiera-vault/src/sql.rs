@@ -2,9 +2,7 @@
 //! `sql/postgres/` and `sql/sqlite/` the few statements that differ (row locks); the
 //! migrations, and the seam that runs a body on the right pool of a [`Database`].
 
-use std::sync::LazyLock;
-
-use sqlx::migrate::Migrator;
+use filiera_store::{Migrations, PerBackend};
 
 /// The statements a backend runs differently.
 pub(crate) struct BackendSql {
@@ -47,46 +45,33 @@ pub(crate) const INDEX_FIND: &str = include_str!("sql/index_find.sql");
 pub(crate) const LOG_INSERT: &str = include_str!("sql/log_insert.sql");
 pub(crate) const LOG_PAGE: &str = include_str!("sql/log_page.sql");
 
-/// The vault's SQLite schema. Its versions (1001…) share sqlx's ledger with the store's, so each
-/// migrator ignores the other's.
-pub(crate) static SQLITE_MIGRATOR: LazyLock<Migrator> =
-    LazyLock::new(|| ignoring_others(sqlx::migrate!("./migrations/sqlite")));
+/// The vault's schema, versions 1001… in the ledger it shares with the store.
+pub(crate) static MIGRATIONS: Migrations = Migrations::new(
+    || sqlx::migrate!("./migrations/sqlite"),
+    || sqlx::migrate!("./migrations/postgres"),
+);
 
-/// The vault's PostgreSQL schema; see [`SQLITE_MIGRATOR`].
-pub(crate) static POSTGRES_MIGRATOR: LazyLock<Migrator> =
-    LazyLock::new(|| ignoring_others(sqlx::migrate!("./migrations/postgres")));
-
-fn ignoring_others(mut migrator: Migrator) -> Migrator {
-    migrator.set_ignore_missing(true);
-    migrator
-}
+/// The statements each backend runs differently.
+pub(crate) static BACKEND_SQL: PerBackend<&BackendSql> = PerBackend {
+    sqlite: &SQLITE,
+    postgres: &POSTGRES,
+};
 
 /// Runs `$body` with `$pool` bound to the pool writes go through (SQLite: the single write
 /// connection) and `$sql` to the backend's [`BackendSql`].
 macro_rules! on_writer {
-    ($database:expr, |$pool:ident, $sql:ident| $body:expr) => {
-        match $database {
-            filiera_store::Database::Sqlite { write: $pool, .. } => {
-                let $sql = &$crate::sql::SQLITE;
-                let _ = $sql;
-                $body
-            }
-            filiera_store::Database::Postgres($pool) => {
-                let $sql = &$crate::sql::POSTGRES;
-                let _ = $sql;
-                $body
-            }
-        }
-    };
+    ($database:expr, |$pool:ident, $sql:ident| $body:expr) => {{
+        let writer = $database.writer();
+        let $sql: &$crate::sql::BackendSql = writer.pick(&$crate::sql::BACKEND_SQL);
+        let _ = $sql;
+        filiera_store::on_pool!(writer, |$pool| $body)
+    }};
 }
 
 /// Runs `$body` with `$pool` bound to the pool reads go through.
 macro_rules! on_reader {
     ($database:expr, |$pool:ident| $body:expr) => {
-        match $database {
-            filiera_store::Database::Sqlite { read: $pool, .. } => $body,
-            filiera_store::Database::Postgres($pool) => $body,
-        }
+        filiera_store::on_pool!($database.reader(), |$pool| $body)
     };
 }
 

@@ -79,10 +79,7 @@ impl Vault {
     /// Applies the vault's pending migrations (its own, versions 1001…, in the ledger it shares
     /// with the store). Needs no key. Safe to run repeatedly, before or after the store's.
     pub async fn migrate(database: &Database) -> Result<(), VaultError> {
-        match database {
-            Database::Sqlite { write, .. } => sql::SQLITE_MIGRATOR.run(write).await?,
-            Database::Postgres(pool) => sql::POSTGRES_MIGRATOR.run(pool).await?,
-        }
+        database.migrate(&sql::MIGRATIONS).await?;
         Ok(())
     }
 

@@ -10,6 +10,7 @@ use std::sync::{Arc, Mutex};
 use anyhow::ensure;
 use common::{Harness, person};
 use filiera_store::error_chain;
+use filiera_testkit::Backend;
 use filiera_vault::{AccessLogQuery, MasterKey, Reader, Vault};
 use uuid::Uuid;
 
@@ -50,7 +51,10 @@ async fn no_log_line_or_error_holds_personal_data() -> anyhow::Result<()> {
         .with_writer(logs.clone())
         .init();
 
-    for harness in [Harness::sqlite().await?, Harness::postgres().await?] {
+    for harness in [
+        Harness::on(Backend::Sqlite).await?,
+        Harness::on(Backend::Postgres).await?,
+    ] {
         exercise(&harness).await?;
     }
 

@@ -4,44 +4,15 @@ mod common;
 
 use anyhow::ensure;
 use common::{Bind, Harness, copy, person};
+use filiera_testkit::Backend;
 use filiera_vault::{
     AccessAction, AccessLogQuery, Erasure, MasterKey, Person, PersonError, Reader, Vault,
     VaultError,
 };
 use uuid::Uuid;
 
-/// Generates, for each test body, one `#[tokio::test]` per backend.
-macro_rules! on_both_backends {
-    ($($name:ident),* $(,)?) => {
-        mod sqlite {
-            $(
-                #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-                async fn $name() -> anyhow::Result<()> {
-                    super::$name(crate::common::Harness::sqlite().await?).await
-                }
-            )*
-            #[tokio::test]
-            async fn migrators_share_the_ledger() -> anyhow::Result<()> {
-                super::migrators_share_the_ledger(crate::common::Harness::sqlite_unmigrated).await
-            }
-        }
-        mod postgres {
-            $(
-                #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-                async fn $name() -> anyhow::Result<()> {
-                    super::$name(crate::common::Harness::postgres().await?).await
-                }
-            )*
-            #[tokio::test]
-            async fn migrators_share_the_ledger() -> anyhow::Result<()> {
-                super::migrators_share_the_ledger(crate::common::Harness::postgres_unmigrated)
-                    .await
-            }
-        }
-    };
-}
-
-on_both_backends!(
+filiera_testkit::on_both_backends!(
+    harness = crate::common::Harness::on;
     round_trip_stores_once_and_logs_every_read,
     wrong_master_key_is_refused,
     swapped_ciphertexts_fail_instead_of_answering_another_person,
@@ -54,6 +25,7 @@ on_both_backends!(
     racing_stores_of_one_fiscal_code_index_it_once,
     key_file_rotation_replaces_the_file_last,
 );
+filiera_testkit::on_both_backends!(migrators_share_the_ledger);
 
 const ROSSI: (&str, &str, &str) = ("RSSMRA80A01H501U", "Graziella", "Quattrocchi");
 const BIANCHI: (&str, &str, &str) = ("BNCLCU85M41F205Z", "Ludovica", "Pellegatti");
@@ -72,7 +44,7 @@ fn operator(name: &str) -> Reader {
 
 /// Stored identities read back normalised; a second store, a taken fiscal code and an unknown
 /// beneficiary are answered apart; each read writes one access-log row.
-async fn round_trip_stores_once_and_logs_every_read(h: Harness) -> anyhow::Result<()> {
+async fn round_trip_stores_once_and_logs_every_read(h: &Harness) -> anyhow::Result<()> {
     let key = MasterKey::generate();
     let vault = h.open(&key).await?;
     let (one, two) = (Uuid::new_v4(), Uuid::new_v4());
@@ -122,7 +94,7 @@ async fn round_trip_stores_once_and_logs_every_read(h: Harness) -> anyhow::Resul
 }
 
 /// A vault written with one master key refuses to open with another, naming both fingerprints.
-async fn wrong_master_key_is_refused(h: Harness) -> anyhow::Result<()> {
+async fn wrong_master_key_is_refused(h: &Harness) -> anyhow::Result<()> {
     let key = MasterKey::generate();
     let vault = h.open(&key).await?;
     let id = Uuid::new_v4();
@@ -151,7 +123,7 @@ async fn wrong_master_key_is_refused(h: Harness) -> anyhow::Result<()> {
 /// Rows whose ciphertexts (or whole encrypted contents) were swapped fail their integrity
 /// check: the beneficiary id is associated data of both the ciphertext and the wrapped key.
 async fn swapped_ciphertexts_fail_instead_of_answering_another_person(
-    h: Harness,
+    h: &Harness,
 ) -> anyhow::Result<()> {
     let vault = h.open(&MasterKey::generate()).await?;
     let (one, two) = (Uuid::new_v4(), Uuid::new_v4());
@@ -211,7 +183,7 @@ async fn swapped_ciphertexts_fail_instead_of_answering_another_person(
 
 /// The blind index finds a beneficiary whatever the case and spacing of the code asked for,
 /// refuses a malformed code, and answers `None` for an unknown one.
-async fn blind_index_lookup_normalises_its_input(h: Harness) -> anyhow::Result<()> {
+async fn blind_index_lookup_normalises_its_input(h: &Harness) -> anyhow::Result<()> {
     let vault = h.open(&MasterKey::generate()).await?;
     let (one, two) = (Uuid::new_v4(), Uuid::new_v4());
     vault.store_person(one, &of(ROSSI)).await?;
@@ -240,7 +212,7 @@ async fn blind_index_lookup_normalises_its_input(h: Harness) -> anyhow::Result<(
 /// Erasure destroys the wrapped key, the ciphertext and the index entry, leaves a tombstone
 /// (reads answer Erased, the id cannot be given an identity again), logs who erased, and
 /// leaves no byte of what was destroyed in any table.
-async fn erasure_shreds_and_leaves_a_tombstone(h: Harness) -> anyhow::Result<()> {
+async fn erasure_shreds_and_leaves_a_tombstone(h: &Harness) -> anyhow::Result<()> {
     let key = MasterKey::generate();
     let vault = h.open(&key).await?;
     let (gone, kept) = (Uuid::new_v4(), Uuid::new_v4());
@@ -315,7 +287,7 @@ async fn erasure_shreds_and_leaves_a_tombstone(h: Harness) -> anyhow::Result<()>
 /// Rotation re-wraps every data key and the index key: reads and lookups work with the new
 /// key, the old key is refused, a vault still holding the old key is told to restart, and a
 /// rotation from the wrong key or to the same key is refused.
-async fn rotation_rewraps_every_key(h: Harness) -> anyhow::Result<()> {
+async fn rotation_rewraps_every_key(h: &Harness) -> anyhow::Result<()> {
     let old = MasterKey::generate();
     let vault = h.open(&old).await?;
     let (one, two, erased) = (Uuid::new_v4(), Uuid::new_v4(), Uuid::new_v4());
@@ -385,7 +357,7 @@ async fn rotation_rewraps_every_key(h: Harness) -> anyhow::Result<()> {
 
 /// A data key that does not unwrap under the old key stops the rotation before anything is
 /// committed: the old key still opens the vault and reads the other rows.
-async fn rotation_with_an_unreadable_data_key_changes_nothing(h: Harness) -> anyhow::Result<()> {
+async fn rotation_with_an_unreadable_data_key_changes_nothing(h: &Harness) -> anyhow::Result<()> {
     let old = MasterKey::generate();
     let vault = h.open(&old).await?;
     let (one, two) = (Uuid::new_v4(), Uuid::new_v4());
@@ -417,7 +389,7 @@ async fn rotation_with_an_unreadable_data_key_changes_nothing(h: Harness) -> any
 /// The database files (SQLite, WAL included) and a `pg_dump` hold no fiscal code, given name or
 /// family name in clear, nor any other part of an identity; the access log has one row per
 /// read.
-async fn dump_holds_no_personal_data_in_clear(h: Harness) -> anyhow::Result<()> {
+async fn dump_holds_no_personal_data_in_clear(h: &Harness) -> anyhow::Result<()> {
     let vault = h.open(&MasterKey::generate()).await?;
     let people = [ROSSI, BIANCHI, VERDI];
     let mut ids = Vec::new();
@@ -465,7 +437,7 @@ async fn dump_holds_no_personal_data_in_clear(h: Harness) -> anyhow::Result<()> 
 }
 
 /// The access log pages newest first with a `before` cursor, and filters by beneficiary.
-async fn access_log_pages_newest_first(h: Harness) -> anyhow::Result<()> {
+async fn access_log_pages_newest_first(h: &Harness) -> anyhow::Result<()> {
     let vault = h.open(&MasterKey::generate()).await?;
     let (one, two) = (Uuid::new_v4(), Uuid::new_v4());
     vault.store_person(one, &of(ROSSI)).await?;
@@ -509,11 +481,8 @@ async fn access_log_pages_newest_first(h: Harness) -> anyhow::Result<()> {
 
 /// The store's and the vault's migrators share sqlx's ledger: each runs after the other, in
 /// either order and again, without complaining about the other's versions.
-async fn migrators_share_the_ledger<F, Fut>(fresh: F) -> anyhow::Result<()>
-where
-    F: Fn() -> Fut,
-    Fut: std::future::Future<Output = anyhow::Result<Harness>>,
-{
+async fn migrators_share_the_ledger(backend: Backend) -> anyhow::Result<()> {
+    let fresh = || Harness::unmigrated(backend);
     // Vault first, then the store, then both again.
     let h = fresh().await?;
     ensure!(matches!(
@@ -546,7 +515,7 @@ where
 
 /// Beneficiaries racing to store the same fiscal code: exactly one is indexed, every other is
 /// told the code is taken and keeps no row; the same beneficiary racing with itself stores once.
-async fn racing_stores_of_one_fiscal_code_index_it_once(h: Harness) -> anyhow::Result<()> {
+async fn racing_stores_of_one_fiscal_code_index_it_once(h: &Harness) -> anyhow::Result<()> {
     let key = MasterKey::generate();
     let vault = h.open(&key).await?;
     let ids: Vec<Uuid> = (0..8).map(|_| Uuid::new_v4()).collect();
@@ -598,7 +567,7 @@ async fn racing_stores_of_one_fiscal_code_index_it_once(h: Harness) -> anyhow::R
 /// Rotating a key file: the new key is in the file afterwards (0600), the old one refused; a
 /// leftover `.new` of an interrupted rotation stops the next one; a refused rotation leaves no
 /// `.new` behind.
-async fn key_file_rotation_replaces_the_file_last(h: Harness) -> anyhow::Result<()> {
+async fn key_file_rotation_replaces_the_file_last(h: &Harness) -> anyhow::Result<()> {
     use std::os::unix::fs::PermissionsExt as _;
     let dir = tempfile::tempdir()?;
     let path = dir.path().join("master.key");

@@ -237,7 +237,7 @@ async fn main() -> anyhow::Result<()> {
             format,
             output,
         } => {
-            let params = filiera_http::reports::MetricsParams {
+            let params = filiera_contract::MetricsParams {
                 territory,
                 from,
                 to,

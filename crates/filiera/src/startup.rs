@@ -24,11 +24,25 @@ pub async fn open(settings: &Settings) -> anyhow::Result<Store> {
     )
     .await
     .context("cannot open the event store")?;
+    migrate_all(&store).await?;
+    Ok(store)
+}
+
+/// Applies every crate's pending migrations: the store's, then those of the crates owning
+/// tables of their own in its database.
+async fn migrate_all(store: &Store) -> anyhow::Result<()> {
     store.migrate().await.context("migration failed")?;
-    filiera_vault::Vault::migrate(&store.database())
+    let database = store.database();
+    filiera_vault::Vault::migrate(&database)
         .await
         .context("migration of the personal-data vault failed")?;
-    Ok(store)
+    filiera_projections::migrate(&database)
+        .await
+        .context("migration of the projections' read model failed")?;
+    filiera_relay::migrate(&database)
+        .await
+        .context("migration of the relay's checkpoints failed")?;
+    Ok(())
 }
 
 /// Opens the personal-data vault with the configured master key.
@@ -227,7 +241,7 @@ pub async fn export(
 /// `filiera report`
 pub async fn report(
     settings: Settings,
-    params: filiera_http::reports::MetricsParams,
+    params: filiera_contract::MetricsParams,
     format: crate::ReportFormat,
     output: Option<std::path::PathBuf>,
 ) -> anyhow::Result<()> {
@@ -238,7 +252,7 @@ pub async fn report(
             settings.audit.reiteration_threshold,
             chrono::Utc::now(),
         )
-        .map_err(|problem| anyhow::anyhow!(problem.detail().to_owned()))?;
+        .map_err(|refused| anyhow::anyhow!(refused.to_string()))?;
     let metrics = filiera_projections::replay_report(&store, &query).await?;
     let text = match format {
         crate::ReportFormat::Json => serde_json::to_string_pretty(&metrics)? + "\n",

@@ -4,18 +4,17 @@ use std::collections::{HashMap, HashSet};
 use std::io::{BufRead, Write};
 
 use anyhow::{Context, bail};
-use filiera_domain::PathwayCommand;
-use filiera_http::beneficiaries::{
-    CloseBody, EnrolBody, ExitBody, ReopenBody, StageBody, TerritoryBody, UndoBody,
+use filiera_contract::{
+    CloseBody, EnrolBody, ExitBody, FeedItem, ReopenBody, StageBody, TerritoryBody, UndoBody,
 };
-use filiera_http::feed::FeedItem;
+use filiera_domain::PathwayCommand;
 use filiera_store::{CommandContext, IdempotencyKey, Rejection, Store};
 use serde::Deserialize;
-use sha2::{Digest, Sha256};
 use uuid::Uuid;
 
 /// One line of an import file without its `beneficiary` reference: the command and the body
-/// the matching HTTP endpoint takes (the same types, so the two cannot drift).
+/// the matching HTTP endpoint takes (the same `filiera_contract` types, so the two cannot
+/// drift).
 #[derive(Debug, Deserialize)]
 #[serde(tag = "command", rename_all = "snake_case")]
 enum ImportCommand {
@@ -102,10 +101,10 @@ pub async fn import(
         };
         let ctx = CommandContext {
             principal: "import".into(),
-            idempotency: Some(IdempotencyKey {
-                key: format!("import:{batch}:{reference}:{n}"),
-                request_hash: hex::encode(Sha256::digest(line.trim().as_bytes())),
-            }),
+            idempotency: Some(IdempotencyKey::for_request(
+                format!("import:{batch}:{reference}:{n}"),
+                &[line.trim().as_bytes()],
+            )),
         };
         match store.execute(beneficiary, command, ctx).await? {
             Ok(executed) => {

@@ -480,6 +480,9 @@ async fn test_api() -> TestApi {
     );
     let store = Store::connect(&url, services).await.expect("connect");
     store.migrate().await.expect("migrate");
+    filiera_projections::migrate(&store.database())
+        .await
+        .expect("read model migrations");
     filiera_vault::Vault::migrate(&store.database())
         .await
         .expect("vault migrations");

@@ -13,8 +13,8 @@ use filiera_domain::{
     PathwayServices, Referral, StageCatalogue, TerritoryCode, TerritoryRegistry, Timeline,
 };
 use filiera_projections::{ProjectionSettings, Projections, Replay, TERRITORY_METRICS};
-use filiera_store::{Executed, Store, StoreOptions};
-use filiera_testkit::TestDb;
+use filiera_store::{Executed, Store, StoreOptions, on_pool};
+use filiera_testkit::{Backend, TestDb};
 use tempfile::TempDir;
 use uuid::Uuid;
 
@@ -66,12 +66,21 @@ enum Guard {
 }
 
 impl Harness {
+    /// A store on a new database of `backend`.
+    pub async fn on(backend: Backend) -> anyhow::Result<Self> {
+        match backend {
+            Backend::Sqlite => Self::sqlite().await,
+            Backend::Postgres => Self::postgres().await,
+        }
+    }
+
     /// A store on a new SQLite file.
     pub async fn sqlite() -> anyhow::Result<Self> {
         let dir = tempfile::tempdir()?;
         let url = format!("sqlite://{}", dir.path().join("filiera.db").display());
         let store = Store::connect_with(&url, services(), options()).await?;
         store.migrate().await?;
+        filiera_projections::migrate(&store.database()).await?;
         Ok(Self {
             store,
             guard: Guard::Dir(dir),
@@ -83,6 +92,7 @@ impl Harness {
         let db = TestDb::create().await?;
         let store = Store::connect_with(&db.url, services(), options()).await?;
         store.migrate().await?;
+        filiera_projections::migrate(&store.database()).await?;
         Ok(Self {
             store,
             guard: Guard::Pg(db),
@@ -319,7 +329,7 @@ pub async fn stored_timelines(
     store: &Store,
     generation: i64,
 ) -> anyhow::Result<HashMap<String, Timeline>> {
-    let rows: Vec<(String, String)> = if let Some(pool) = store.pg_pool() {
+    let rows: Vec<(String, String)> = on_pool!(store.database().reader(), |pool| {
         sqlx::query_as(
             "SELECT beneficiary_id, timeline FROM projection_timelines \
              WHERE projection = $1 AND generation = $2",
@@ -328,17 +338,7 @@ pub async fn stored_timelines(
         .bind(generation)
         .fetch_all(pool)
         .await?
-    } else {
-        let (_, read) = store.sqlite_pools().context("sqlite")?;
-        sqlx::query_as(
-            "SELECT beneficiary_id, timeline FROM projection_timelines \
-             WHERE projection = $1 AND generation = $2",
-        )
-        .bind(TERRITORY_METRICS)
-        .bind(generation)
-        .fetch_all(read)
-        .await?
-    };
+    });
     rows.into_iter()
         .map(|(id, json)| Ok((id, serde_json::from_str(&json)?)))
         .collect()

@@ -4,32 +4,19 @@
 //! sizes.
 
 use chrono::{DateTime, Days, TimeDelta, Utc};
-use filiera_domain::{
-    AuditQuery, CloseOutcome, ExitOutcome, MetricsQuery, PathwayCommand, Referral,
-};
+use filiera_domain::testing::{RandomHistory, history};
+use filiera_domain::{AuditQuery, MetricsQuery};
 use filiera_projections::{Projections, Replay};
 use proptest::prelude::*;
 use proptest::test_runner::{Config, TestCaseError, TestRunner};
 use uuid::Uuid;
 
 use crate::common::*;
+use filiera_testkit::Backend;
 
 /// Few cases: each one writes through a real database. Raise `PROPTEST_CASES` to explore.
 const CASES: u32 = 12;
 
-const TERRITORIES: [&str; 5] = [
-    "LOM-BG-BERGAMO",
-    "LOM-BG-VALLE-BREMBANA",
-    "LOM-LC-LECCO",
-    "LOM-MI-MILANO",
-    "PIE-TO-TORINO",
-];
-const STAGES: [&str; 4] = [
-    "socio_occupational",
-    "training",
-    "internship",
-    "job_placement",
-];
 const SCOPES: [Option<&str>; 6] = [
     None,
     Some("LOM"),
@@ -38,17 +25,6 @@ const SCOPES: [Option<&str>; 6] = [
     Some("PIE"),
     Some("LOM-LC-LECCO"),
 ];
-
-/// One random command: what, which option, how many days after the previous one.
-#[derive(Clone, Debug)]
-struct Step {
-    kind: u8,
-    pick: u8,
-    advance_days: u8,
-}
-
-/// A beneficiary: enrolment territory, start (days after 2024-01-01), commands.
-type History = (u8, u16, Vec<Step>);
 
 /// A random query: scope, period, which recording instant it is known at (or now), threshold.
 #[derive(Clone, Debug)]
@@ -62,18 +38,12 @@ struct QuerySpec {
 
 #[derive(Clone, Debug)]
 struct Case {
-    histories: Vec<History>,
+    histories: Vec<RandomHistory>,
     batch_size: u32,
     queries: Vec<QuerySpec>,
 }
 
 fn case() -> impl Strategy<Value = Case> {
-    let step = (0u8..16, any::<u8>(), 0u8..15).prop_map(|(kind, pick, advance_days)| Step {
-        kind,
-        pick,
-        advance_days,
-    });
-    let history = (any::<u8>(), 0u16..200, prop::collection::vec(step, 0..14));
     let query = (
         any::<u8>(),
         0u16..500,
@@ -91,7 +61,7 @@ fn case() -> impl Strategy<Value = Case> {
             },
         );
     (
-        prop::collection::vec(history, 2..6),
+        prop::collection::vec(history(14, 15), 2..6),
         1u32..9,
         prop::collection::vec(query, 4),
     )
@@ -102,58 +72,15 @@ fn case() -> impl Strategy<Value = Case> {
         })
 }
 
-/// The commands of a history; dates move forward so that most are accepted.
-fn commands((territory, start, steps): &History) -> Vec<PathwayCommand> {
-    let mut day = date("2024-01-01") + Days::new(u64::from(*start));
-    let mut commands = vec![PathwayCommand::Enrol {
-        territory: TERRITORIES[usize::from(*territory) % TERRITORIES.len()].to_owned(),
-        on: day,
-        referral: Referral::ThirdSector,
-        support_band: None,
-    }];
-    for step in steps {
-        day = day + Days::new(u64::from(step.advance_days));
-        let pick = usize::from(step.pick);
-        commands.push(match step.kind {
-            0..=6 => PathwayCommand::EnterStage {
-                stage: STAGES[pick % STAGES.len()].to_owned(),
-                on: day,
-                provider: None,
-            },
-            7 | 8 => PathwayCommand::ExitStage {
-                on: day,
-                outcome: if pick % 2 == 0 {
-                    ExitOutcome::Completed
-                } else {
-                    ExitOutcome::Interrupted
-                },
-            },
-            9 | 10 => PathwayCommand::ChangeTerritory {
-                territory: TERRITORIES[pick % TERRITORIES.len()].to_owned(),
-                on: day,
-            },
-            11 => PathwayCommand::ClosePathway {
-                on: day,
-                outcome: CloseOutcome::ALL[pick % CloseOutcome::ALL.len()],
-            },
-            12 => PathwayCommand::ReopenPathway { on: day },
-            _ => PathwayCommand::Undo {
-                reason: "random correction".to_owned(),
-            },
-        });
-    }
-    commands
-}
-
 /// Writes the histories, returning when each command was recorded.
 async fn write_all(
     store: &filiera_store::Store,
-    histories: &[History],
+    histories: &[RandomHistory],
 ) -> anyhow::Result<Vec<DateTime<Utc>>> {
     let mut times = Vec::new();
     for history in histories {
         let id = Uuid::new_v4();
-        for command in commands(history) {
+        for (_, command) in history.commands() {
             let ctx = filiera_store::CommandContext::new("proptest");
             if let Ok(executed) = store.execute(id, command, ctx).await? {
                 times.extend(executed.events.last().map(|e| e.recorded_at));
@@ -187,12 +114,8 @@ impl QuerySpec {
     }
 }
 
-async fn check(case: Case, postgres: bool) -> anyhow::Result<()> {
-    let harness = if postgres {
-        Harness::postgres().await?
-    } else {
-        Harness::sqlite().await?
-    };
+async fn check(case: Case, backend: Backend) -> anyhow::Result<()> {
+    let harness = Harness::on(backend).await?;
     let store = &harness.store;
     let half = case.histories.len() / 2;
     let mut times = write_all(store, &case.histories[..half]).await?;
@@ -226,7 +149,7 @@ async fn check(case: Case, postgres: bool) -> anyhow::Result<()> {
     Ok(())
 }
 
-fn run(postgres: bool) {
+fn run(backend: Backend) {
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .worker_threads(2)
         .enable_all()
@@ -244,7 +167,7 @@ fn run(postgres: bool) {
     let mut runner = TestRunner::new(config);
     let result = runner.run(&case(), |case| {
         runtime
-            .block_on(check(case, postgres))
+            .block_on(check(case, backend))
             .map_err(|e| TestCaseError::fail(format!("{e:#}")))
     });
     if let Err(failure) = result {
@@ -254,10 +177,10 @@ fn run(postgres: bool) {
 
 #[test]
 fn online_projection_equals_offline_replay_sqlite() {
-    run(false);
+    run(Backend::Sqlite);
 }
 
 #[test]
 fn online_projection_equals_offline_replay_postgres() {
-    run(true);
+    run(Backend::Postgres);
 }

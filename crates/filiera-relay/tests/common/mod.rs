@@ -8,7 +8,7 @@ use std::str::FromStr;
 use std::sync::Arc;
 use std::time::Duration;
 
-use anyhow::{Context as _, ensure};
+use anyhow::ensure;
 use async_nats::jetstream::consumer::{AckPolicy, DeliverPolicy, pull};
 use chrono::NaiveDate;
 use filiera_domain::{
@@ -16,7 +16,7 @@ use filiera_domain::{
     TerritoryRegistry,
 };
 use filiera_relay::{NatsRelay, RelaySettings, STREAM_NAME, StreamSettings};
-use filiera_store::{CommandContext, Store, StoreOptions, StoredEvent};
+use filiera_store::{CommandContext, Store, StoreOptions, StoredEvent, on_pool};
 use filiera_testkit::{NatsServer, TestDb};
 use futures::StreamExt as _;
 use tempfile::TempDir;
@@ -79,12 +79,7 @@ pub fn services() -> PathwayServices {
     }
 }
 
-/// Which database a test runs on.
-#[derive(Clone, Copy, Debug)]
-pub enum Backend {
-    Sqlite,
-    Postgres,
-}
+pub use filiera_testkit::Backend;
 
 /// A migrated store on a fresh database, removed when the harness is dropped.
 pub struct Harness {
@@ -112,6 +107,7 @@ impl Harness {
         let url = format!("sqlite://{}", dir.path().join("filiera.db").display());
         let store = connect(&url).await?;
         store.migrate().await?;
+        filiera_relay::migrate(&store.database()).await?;
         Ok(Self {
             store,
             url,
@@ -123,6 +119,7 @@ impl Harness {
         let db = TestDb::create().await?;
         let store = connect(&db.url).await?;
         store.migrate().await?;
+        filiera_relay::migrate(&store.database()).await?;
         Ok(Self {
             store,
             url: db.url.clone(),
@@ -147,12 +144,13 @@ async fn connect(url: &str) -> anyhow::Result<Store> {
 /// Sets the relay checkpoint by hand (to simulate a crash before it was written).
 pub async fn set_checkpoint(store: &Store, position: i64) -> anyhow::Result<()> {
     let sql = "UPDATE relay_checkpoints SET position = $1 WHERE name = 'nats'";
-    if let Some(pool) = store.pg_pool() {
-        sqlx::query(sql).bind(position).execute(pool).await?;
-    } else {
-        let (write, _) = store.sqlite_pools().context("sqlite")?;
-        sqlx::query(sql).bind(position).execute(write).await?;
-    }
+    on_pool!(store.database().writer(), |pool| {
+        sqlx::query(sql)
+            .bind(position)
+            .execute(pool)
+            .await
+            .map(drop)
+    })?;
     Ok(())
 }
 

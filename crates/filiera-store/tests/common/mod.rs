@@ -5,11 +5,10 @@ use std::str::FromStr;
 use std::sync::Arc;
 use std::time::Duration;
 
-use anyhow::Context as _;
 use chrono::NaiveDate;
 use filiera_domain::{FixedClock, PathwayServices, StageCatalogue, TerritoryRegistry};
-use filiera_store::{Store, StoreOptions};
-use filiera_testkit::TestDb;
+use filiera_store::{Pool, Store, StoreOptions};
+use filiera_testkit::{Backend, TestDb};
 use sqlx::{Connection as _, Executor as _, PgConnection};
 use tempfile::TempDir;
 
@@ -42,6 +41,14 @@ enum Guard {
 }
 
 impl Harness {
+    /// A store on a new database of `backend`.
+    pub async fn on(backend: Backend) -> anyhow::Result<Self> {
+        match backend {
+            Backend::Sqlite => Self::sqlite().await,
+            Backend::Postgres => Self::postgres().await,
+        }
+    }
+
     /// A store on a new SQLite file, in folders that do not exist yet.
     pub async fn sqlite() -> anyhow::Result<Self> {
         let dir = tempfile::tempdir()?;
@@ -85,20 +92,20 @@ impl Harness {
     /// Holds back every commit until [`Gate::open`]: PostgreSQL by taking the position
     /// trigger's advisory lock, SQLite by holding the single write connection.
     pub async fn close_gate(&self) -> anyhow::Result<Gate> {
-        if let Some(pool) = self.store.pg_pool() {
-            let mut conn = pool.acquire().await?.detach();
-            conn.execute("BEGIN").await?;
-            sqlx::query("SELECT pg_advisory_xact_lock($1)")
-                .bind(POSITION_LOCK_KEY)
-                .execute(&mut conn)
-                .await?;
-            Ok(Gate::Pg {
-                conn,
-                pool: pool.clone(),
-            })
-        } else {
-            let (write, _) = self.store.sqlite_pools().context("sqlite pools")?;
-            Ok(Gate::Sqlite(write.acquire().await?))
+        match self.store.database().writer() {
+            Pool::Postgres(pool) => {
+                let mut conn = pool.acquire().await?.detach();
+                conn.execute("BEGIN").await?;
+                sqlx::query("SELECT pg_advisory_xact_lock($1)")
+                    .bind(POSITION_LOCK_KEY)
+                    .execute(&mut conn)
+                    .await?;
+                Ok(Gate::Pg {
+                    conn,
+                    pool: pool.clone(),
+                })
+            }
+            Pool::Sqlite(write) => Ok(Gate::Sqlite(write.acquire().await?)),
         }
     }
 }

@@ -6,8 +6,8 @@ use std::sync::Arc;
 
 use anyhow::{Context as _, ensure};
 use filiera_domain::{PathwayServices, StageCatalogue, TerritoryRegistry};
-use filiera_store::{Database, Store};
-use filiera_testkit::TestDb;
+use filiera_store::{Database, Store, on_pool};
+use filiera_testkit::{Backend, TestDb};
 use filiera_vault::{MasterKey, Person, Vault};
 use tempfile::TempDir;
 use uuid::Uuid;
@@ -37,6 +37,19 @@ enum Guard {
 }
 
 impl Harness {
+    /// A migrated store and vault on a new database of `backend`.
+    pub async fn on(backend: Backend) -> anyhow::Result<Self> {
+        Self::unmigrated(backend).await?.migrated().await
+    }
+
+    /// A store on a new database of `backend`, not migrated.
+    pub async fn unmigrated(backend: Backend) -> anyhow::Result<Self> {
+        match backend {
+            Backend::Sqlite => Self::sqlite_unmigrated().await,
+            Backend::Postgres => Self::postgres_unmigrated().await,
+        }
+    }
+
     /// A store on a new SQLite file, not migrated.
     pub async fn sqlite_unmigrated() -> anyhow::Result<Self> {
         let dir = tempfile::tempdir()?;
@@ -67,14 +80,6 @@ impl Harness {
         Ok(self)
     }
 
-    pub async fn sqlite() -> anyhow::Result<Self> {
-        Self::sqlite_unmigrated().await?.migrated().await
-    }
-
-    pub async fn postgres() -> anyhow::Result<Self> {
-        Self::postgres_unmigrated().await?.migrated().await
-    }
-
     /// A vault opened with `key`.
     pub async fn open(&self, key: &MasterKey) -> anyhow::Result<Vault> {
         Ok(Vault::open(self.database.clone(), copy(key)).await?)
@@ -94,10 +99,7 @@ impl Harness {
                 query.execute($pool).await?.rows_affected()
             }};
         }
-        Ok(match &self.database {
-            Database::Sqlite { write, .. } => run!(write),
-            Database::Postgres(pool) => run!(pool),
-        })
+        Ok(on_pool!(self.database.writer(), |pool| run!(pool)))
     }
 
     /// The beneficiary's `vault_people` row: wrapped key, nonce, ciphertext.
@@ -105,20 +107,12 @@ impl Harness {
         let sql =
             "SELECT wrapped_key, nonce, ciphertext FROM vault_people WHERE beneficiary_id = $1";
         type Row = (Option<Vec<u8>>, Option<Vec<u8>>, Option<Vec<u8>>);
-        let row: Row = match &self.database {
-            Database::Sqlite { read, .. } => {
-                sqlx::query_as(sql)
-                    .bind(beneficiary.to_string())
-                    .fetch_one(read)
-                    .await?
-            }
-            Database::Postgres(pool) => {
-                sqlx::query_as(sql)
-                    .bind(beneficiary.to_string())
-                    .fetch_one(pool)
-                    .await?
-            }
-        };
+        let row: Row = on_pool!(self.database.reader(), |pool| {
+            sqlx::query_as(sql)
+                .bind(beneficiary.to_string())
+                .fetch_one(pool)
+                .await?
+        });
         Ok(PersonBytes {
             wrapped_key: row.0,
             nonce: row.1,
@@ -129,29 +123,20 @@ impl Harness {
     /// The beneficiary's blind-index digest, if it has one.
     pub async fn digest_of(&self, beneficiary: Uuid) -> anyhow::Result<Option<Vec<u8>>> {
         let sql = "SELECT digest FROM vault_blind_index WHERE beneficiary_id = $1";
-        Ok(match &self.database {
-            Database::Sqlite { read, .. } => {
-                sqlx::query_scalar(sql)
-                    .bind(beneficiary.to_string())
-                    .fetch_optional(read)
-                    .await?
-            }
-            Database::Postgres(pool) => {
-                sqlx::query_scalar(sql)
-                    .bind(beneficiary.to_string())
-                    .fetch_optional(pool)
-                    .await?
-            }
-        })
+        Ok(on_pool!(self.database.reader(), |pool| {
+            sqlx::query_scalar(sql)
+                .bind(beneficiary.to_string())
+                .fetch_optional(pool)
+                .await?
+        }))
     }
 
     /// The versions recorded in sqlx's migration ledger, in order.
     pub async fn ledger(&self) -> anyhow::Result<Vec<i64>> {
         let sql = "SELECT version FROM _sqlx_migrations ORDER BY version";
-        Ok(match &self.database {
-            Database::Sqlite { read, .. } => sqlx::query_scalar(sql).fetch_all(read).await?,
-            Database::Postgres(pool) => sqlx::query_scalar(sql).fetch_all(pool).await?,
-        })
+        Ok(on_pool!(self.database.reader(), |pool| {
+            sqlx::query_scalar(sql).fetch_all(pool).await?
+        }))
     }
 
     /// Everything the database holds, as an attacker with the files or a dump would see it:
@@ -159,11 +144,14 @@ impl Harness {
     /// the WAL in place), or PostgreSQL's `pg_dump` of the test database (binary columns in
     /// hexadecimal, as `\x…`).
     pub async fn dump(&self) -> anyhow::Result<Dump> {
-        match (&self.guard, &self.database) {
-            (Guard::Sqlite { file, .. }, Database::Sqlite { write, .. }) => {
-                sqlx::query("PRAGMA wal_checkpoint(PASSIVE)")
-                    .execute(write)
-                    .await?;
+        match &self.guard {
+            Guard::Sqlite { file, .. } => {
+                on_pool!(self.database.writer(), |pool| {
+                    sqlx::query("PRAGMA wal_checkpoint(PASSIVE)")
+                        .execute(pool)
+                        .await
+                        .map(drop)
+                })?;
                 let mut bytes = std::fs::read(file)?;
                 let wal = PathBuf::from(format!("{}-wal", file.display()));
                 if wal.exists() {
@@ -171,7 +159,7 @@ impl Harness {
                 }
                 Ok(Dump { bytes, hex: false })
             }
-            (Guard::Pg(db), _) => {
+            Guard::Pg(db) => {
                 let output = std::process::Command::new("pg_dump")
                     .arg("--no-owner")
                     .arg(&db.url)
@@ -191,7 +179,6 @@ impl Harness {
                     hex: true,
                 })
             }
-            _ => unreachable!("the guard matches the backend"),
         }
     }
 }

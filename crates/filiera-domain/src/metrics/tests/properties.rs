@@ -2,33 +2,19 @@
 //! oracle, a timeline built event by event through its persisted form equals one built in one
 //! go, and nothing panics — not even on streams the aggregate would never write.
 
-use chrono::{DateTime, Days, NaiveTime, TimeDelta, Utc};
+use chrono::{DateTime, Days, TimeDelta, Utc};
 use proptest::prelude::*;
 
 use crate::catalogue::{StageCatalogue, StageCode};
-use crate::command::PathwayCommand;
-use crate::event::{CloseOutcome, ExitOutcome, PathwayEvent, Referral, Transition};
+use crate::event::{PathwayEvent, Transition};
 use crate::state::PathwayStatus;
 use crate::territory::TerritoryRegistry;
+use crate::testing::{RandomHistory, TERRITORIES, history};
 
 use super::super::{AuditQuery, RecordedEvent, Timeline, reiteration_audit, territory_metrics};
 use super::oracle::oracle;
 use super::*;
 
-const TERRITORIES: [&str; 6] = [
-    "LOM-BG-BERGAMO",
-    "LOM-BG-VALLE-BREMBANA",
-    "LOM-LC-LECCO",
-    "LOM-MI-MILANO",
-    "PIE-TO-TORINO",
-    "LOM-BG",
-];
-const STAGES: [&str; 4] = [
-    "socio_occupational",
-    "training",
-    "internship",
-    "job_placement",
-];
 const SCOPES: [Option<&str>; 7] = [
     None,
     Some("LOM"),
@@ -39,82 +25,17 @@ const SCOPES: [Option<&str>; 7] = [
     Some("PIE"),
 ];
 
-/// One random command: what (`kind`), which option (`pick`), how many days after the previous
-/// effective date, how many hours after the previous recording.
-#[derive(Clone, Debug)]
-struct Step {
-    kind: u8,
-    pick: u8,
-    advance_days: u8,
-    lag_hours: u8,
-}
-
-fn step() -> impl Strategy<Value = Step> {
-    (0u8..16, any::<u8>(), 0u8..12, 0u8..60).prop_map(|(kind, pick, advance_days, lag_hours)| {
-        Step {
-            kind,
-            pick,
-            advance_days,
-            lag_hours,
-        }
-    })
-}
-
-/// A beneficiary: its enrolment territory, its start (days after 2024-01-01), its commands.
-type History = (u8, u16, Vec<Step>);
-
-fn history() -> impl Strategy<Value = History> {
-    (any::<u8>(), 0u16..200, prop::collection::vec(step(), 0..30))
-}
-
 /// Runs a history through the aggregate; refused commands write nothing and are skipped.
-fn drive(id: &str, (territory, start, steps): &History) -> Driver {
+fn drive(id: &str, history: &RandomHistory) -> Driver {
     let mut driver = Driver::with_catalogue(id, training_catalogue());
-    let mut day = d("2024-01-01") + Days::new(u64::from(*start));
-    let midnight = |day: chrono::NaiveDate| day.and_time(NaiveTime::MIN).and_utc();
-    let mut now = midnight(day) + TimeDelta::hours(8);
-    let enrol = PathwayCommand::Enrol {
-        territory: TERRITORIES[usize::from(*territory) % TERRITORIES.len()].to_owned(),
-        on: day,
-        referral: Referral::ThirdSector,
-        support_band: None,
-    };
+    let mut commands = history.commands().into_iter();
+    let (now, enrol) = commands
+        .next()
+        .expect("a history starts with its enrolment");
     driver
         .try_command(now, enrol)
         .expect("the enrolment is valid");
-    for step in steps {
-        day = day + Days::new(u64::from(step.advance_days));
-        now = now.max(midnight(day))
-            + TimeDelta::hours(i64::from(step.lag_hours))
-            + TimeDelta::minutes(1);
-        let pick = usize::from(step.pick);
-        let command = match step.kind {
-            0..=7 => PathwayCommand::EnterStage {
-                stage: STAGES[pick % STAGES.len()].to_owned(),
-                on: day,
-                provider: None,
-            },
-            8 | 9 => PathwayCommand::ExitStage {
-                on: day,
-                outcome: if pick % 2 == 0 {
-                    ExitOutcome::Completed
-                } else {
-                    ExitOutcome::Interrupted
-                },
-            },
-            10 | 11 => PathwayCommand::ChangeTerritory {
-                territory: TERRITORIES[pick % TERRITORIES.len()].to_owned(),
-                on: day,
-            },
-            12 => PathwayCommand::ClosePathway {
-                on: day,
-                outcome: CloseOutcome::ALL[pick % CloseOutcome::ALL.len()],
-            },
-            13 => PathwayCommand::ReopenPathway { on: day },
-            _ => PathwayCommand::Undo {
-                reason: "random correction".to_owned(),
-            },
-        };
+    for (now, command) in commands {
         let _refused_or_written = driver.try_command(now, command);
     }
     driver
@@ -166,7 +87,7 @@ impl QuerySpec {
     }
 }
 
-fn drive_all(histories: &[History]) -> Vec<Driver> {
+fn drive_all(histories: &[RandomHistory]) -> Vec<Driver> {
     histories
         .iter()
         .enumerate()
@@ -220,7 +141,7 @@ proptest! {
     /// The fold equals the literal reading of SPEC 3, and the audit agrees with `flagged`.
     #[test]
     fn fold_equals_the_oracle(
-        histories in prop::collection::vec(history(), 1..6),
+        histories in prop::collection::vec(history(30, 12), 1..6),
         specs in prop::collection::vec(query_spec(), 1..6),
     ) {
         let drivers = drive_all(&histories);
@@ -258,7 +179,7 @@ proptest! {
     /// as one built in one go, and gives the same metrics; it follows the aggregate's state.
     #[test]
     fn incremental_timelines_equal_replayed_ones(
-        histories in prop::collection::vec(history(), 1..5),
+        histories in prop::collection::vec(history(30, 12), 1..5),
         specs in prop::collection::vec(query_spec(), 1..4),
     ) {
         let drivers = drive_all(&histories);
@@ -294,7 +215,7 @@ proptest! {
     /// Erasing a beneficiary's personal data changes no metric and no audit (SPEC 5.2).
     #[test]
     fn erasure_changes_no_metric(
-        histories in prop::collection::vec(history(), 1..5),
+        histories in prop::collection::vec(history(30, 12), 1..5),
         specs in prop::collection::vec(query_spec(), 1..4),
     ) {
         let plain = drive_all(&histories);

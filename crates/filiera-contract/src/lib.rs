@@ -1,0 +1,23 @@
+//! The documents of filiera's public contract that more than one adapter speaks, so that the
+//! HTTP API and the command line read and write the very same shapes:
+//! - [`commands`]: the body of each write command — `POST /v1/beneficiaries…` and each line
+//!   of a `filiera import` file — and the [`PathwayCommand`](filiera_domain::PathwayCommand)
+//!   it asks for;
+//! - [`feed`]: [`FeedItem`], one stored event as `GET /v1/events`, histories, SSE and
+//!   `filiera export` show it;
+//! - [`query`]: [`MetricsParams`] and [`AuditParams`], the report query as `GET /v1/metrics`
+//!   and `filiera report` take it, validated into the domain's queries with a
+//!   [`QueryError`] naming the parameter.
+//!
+//! No I/O, no HTTP: adapters map [`QueryError`] to their own errors (a problem document, a
+//! command-line message).
+
+pub mod commands;
+pub mod feed;
+pub mod query;
+
+pub use commands::{
+    CloseBody, EnrolBody, ExitBody, ReopenBody, StageBody, TerritoryBody, UndoBody,
+};
+pub use feed::FeedItem;
+pub use query::{AuditParams, MetricsParams, QueryError};

@@ -1,0 +1,153 @@
+//! The report query as given — `GET /v1/metrics` and `GET /v1/audit/reiterations` parameters,
+//! `filiera report` options — and its validation into the domain's queries.
+
+use chrono::{DateTime, NaiveDate, NaiveTime, Utc};
+use filiera_domain::{
+    AuditQuery, EARLIEST_DATE, MetricsQuery, PathwayError, TerritoryCode, TerritoryRegistry,
+};
+use serde::Deserialize;
+
+/// Why a query was refused, naming the parameter.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum QueryError {
+    /// The parameter `field` is malformed or contradicts another.
+    #[error("{detail}")]
+    Invalid { field: &'static str, detail: String },
+    /// The domain refuses the parameter (`territory` names no territory of the registry).
+    #[error(transparent)]
+    Refused(#[from] PathwayError),
+}
+
+impl QueryError {
+    fn invalid(field: &'static str, detail: String) -> Self {
+        Self::Invalid { field, detail }
+    }
+}
+
+/// The query parameters of `/v1/metrics` (and the options of `filiera report`), as given.
+#[derive(Debug, Default, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::IntoParams))]
+#[serde(deny_unknown_fields)]
+#[cfg_attr(feature = "openapi", into_params(parameter_in = Query))]
+pub struct MetricsParams {
+    /// A territory code; its descendants are included. Omitted: everything, for callers
+    /// whose token covers every territory; others must name one of theirs.
+    pub territory: Option<String>,
+    /// First day of the period (default 2000-01-01).
+    #[cfg_attr(feature = "openapi", param(value_type = Option<NaiveDate>))]
+    pub from: Option<String>,
+    /// Last day of the period (default today, UTC).
+    #[cfg_attr(feature = "openapi", param(value_type = Option<NaiveDate>))]
+    pub to: Option<String>,
+    /// RFC 3339 instant, or a date meaning the end of that UTC day (default now).
+    #[cfg_attr(feature = "openapi", param(example = "2025-03-01T12:00:00Z"))]
+    pub known_at: Option<String>,
+}
+
+/// The query parameters of `/v1/audit/reiterations`.
+#[derive(Debug, Default, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::IntoParams))]
+#[serde(deny_unknown_fields)]
+#[cfg_attr(feature = "openapi", into_params(parameter_in = Query))]
+pub struct AuditParams {
+    /// A territory code; its descendants are included. Omitted: everything, for callers
+    /// whose token covers every territory; others must name one of theirs.
+    pub territory: Option<String>,
+    /// The day the flags are evaluated at (default today, UTC).
+    #[cfg_attr(feature = "openapi", param(value_type = Option<NaiveDate>))]
+    pub to: Option<String>,
+    /// RFC 3339 instant, or a date meaning the end of that UTC day (default now).
+    #[cfg_attr(feature = "openapi", param(example = "2025-03-01T12:00:00Z"))]
+    pub known_at: Option<String>,
+}
+
+impl MetricsParams {
+    /// Validates the parameters into a query; every problem names its parameter.
+    pub fn into_query(
+        self,
+        registry: &TerritoryRegistry,
+        threshold: u32,
+        now: DateTime<Utc>,
+    ) -> Result<MetricsQuery, QueryError> {
+        let territory = territory(registry, self.territory.as_deref())?;
+        let from = date("from", self.from.as_deref())?.unwrap_or(EARLIEST_DATE);
+        let to = date("to", self.to.as_deref())?.unwrap_or_else(|| now.date_naive());
+        if from > to {
+            return Err(QueryError::invalid(
+                "from",
+                format!("`from` ({from}) is after `to` ({to})"),
+            ));
+        }
+        let known_at = instant("known_at", self.known_at.as_deref())?.unwrap_or(now);
+        Ok(MetricsQuery {
+            territory,
+            from,
+            to,
+            known_at,
+            threshold,
+        })
+    }
+}
+
+impl AuditParams {
+    /// Validates the parameters into a query.
+    pub fn into_query(
+        self,
+        registry: &TerritoryRegistry,
+        threshold: u32,
+        now: DateTime<Utc>,
+    ) -> Result<AuditQuery, QueryError> {
+        Ok(AuditQuery {
+            territory: territory(registry, self.territory.as_deref())?,
+            to: date("to", self.to.as_deref())?.unwrap_or_else(|| now.date_naive()),
+            known_at: instant("known_at", self.known_at.as_deref())?.unwrap_or(now),
+            threshold,
+        })
+    }
+}
+
+fn territory(
+    registry: &TerritoryRegistry,
+    code: Option<&str>,
+) -> Result<Option<TerritoryCode>, QueryError> {
+    match code {
+        None => Ok(None),
+        Some(code) => registry.get(code).map(Some).ok_or_else(|| {
+            PathwayError::UnknownTerritory {
+                territory: code.to_owned(),
+            }
+            .into()
+        }),
+    }
+}
+
+fn date(field: &'static str, value: Option<&str>) -> Result<Option<NaiveDate>, QueryError> {
+    value
+        .map(|v| {
+            NaiveDate::parse_from_str(v, "%Y-%m-%d").map_err(|_| {
+                QueryError::invalid(field, format!("`{field}` must be a YYYY-MM-DD date"))
+            })
+        })
+        .transpose()
+}
+
+fn instant(field: &'static str, value: Option<&str>) -> Result<Option<DateTime<Utc>>, QueryError> {
+    let Some(value) = value else {
+        return Ok(None);
+    };
+    // An unencoded `+02:00` offset arrives as a space: accept it as the `+` it was.
+    let value = &value.replace(' ', "+");
+    if let Ok(instant) = DateTime::parse_from_rfc3339(value) {
+        return Ok(Some(instant.with_timezone(&Utc)));
+    }
+    if let Ok(day) = NaiveDate::parse_from_str(value, "%Y-%m-%d") {
+        let end = NaiveTime::from_hms_micro_opt(23, 59, 59, 999_999).expect("a valid time");
+        return Ok(Some(day.and_time(end).and_utc()));
+    }
+    Err(QueryError::invalid(
+        field,
+        format!(
+            "`{field}` must be an RFC 3339 instant (2025-03-01T12:00:00Z) or a date (the end of that UTC day)"
+        ),
+    ))
+}

@@ -1,0 +1,4 @@
+-- The active generation $2 retires, if a rebuild at position $3 has caught up with it.
+UPDATE projection_generations
+SET status = 'retired', retired_at = clock_timestamp()
+WHERE projection = $1 AND generation = $2 AND status = 'active' AND position <= $3

@@ -1,0 +1,4 @@
+-- The building generation $2 becomes active, if it is still at position $3.
+UPDATE projection_generations
+SET status = 'active', activated_at = strftime('%Y-%m-%dT%H:%M:%fZ', 'now')
+WHERE projection = $1 AND generation = $2 AND status = 'building' AND position = $3

@@ -1,0 +1,2 @@
+-- The checkpoint of relay $1.
+SELECT position FROM relay_checkpoints WHERE name = $1

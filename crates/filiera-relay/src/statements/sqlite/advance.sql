@@ -1,0 +1,3 @@
+-- Relay $1's checkpoint moves from $2 to $3, only if nobody moved it since.
+UPDATE relay_checkpoints SET position = $3, updated_at = strftime('%Y-%m-%dT%H:%M:%fZ', 'now')
+WHERE name = $1 AND position = $2
