@@ -45,6 +45,24 @@ pub enum ExitOutcome {
 }
 
 impl ExitOutcome {
+    /// Every outcome, in documentation order.
+    pub const ALL: [Self; 4] = [
+        Self::Completed,
+        Self::Interrupted,
+        Self::MovedOn,
+        Self::PathwayClosed,
+    ];
+
+    /// The wire name.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Completed => "completed",
+            Self::Interrupted => "interrupted",
+            Self::MovedOn => "moved_on",
+            Self::PathwayClosed => "pathway_closed",
+        }
+    }
+
     /// The outcomes the service writes itself, as the first event of a two-event command.
     pub fn is_automatic(self) -> bool {
         matches!(self, Self::MovedOn | Self::PathwayClosed)
@@ -331,6 +349,12 @@ mod tests {
             serde_json::json!("self")
         );
         for outcome in CloseOutcome::ALL {
+            assert_eq!(
+                serde_json::to_value(outcome).unwrap(),
+                serde_json::json!(outcome.as_str())
+            );
+        }
+        for outcome in ExitOutcome::ALL {
             assert_eq!(
                 serde_json::to_value(outcome).unwrap(),
                 serde_json::json!(outcome.as_str())

@@ -162,9 +162,21 @@ impl From<PathwayError> for ApiError {
             status,
             err.code(),
             title,
-            err.to_string(),
+            refusal_detail(&err),
             err.field().map(str::to_owned),
         )
+    }
+}
+
+/// What a client is told of a refused command: the domain's explanation, plus where the API
+/// lists what the domain only names (the domain knows no routes). The CLI's import says the
+/// same.
+pub fn refusal_detail(err: &PathwayError) -> String {
+    match err {
+        PathwayError::UnknownTerritory { .. } => {
+            format!("{err}; list valid codes with GET /v1/territories")
+        }
+        other => other.to_string(),
     }
 }
 
@@ -511,4 +523,33 @@ pub mod responses {
         headers(("Retry-After" = u64, description = "Seconds to wait before retrying."))
     )]
     pub struct InsufficientStorage(#[allow(dead_code)] Problem);
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// The domain names no route; the client-visible detail still says where codes are listed.
+    #[test]
+    fn an_unknown_territory_points_to_the_registry_route() {
+        let ApiError::Problem {
+            status,
+            code,
+            detail,
+            field,
+            ..
+        } = ApiError::unknown_territory("ATLANTIS")
+        else {
+            panic!("a problem document");
+        };
+        assert_eq!(
+            (status, code, detail.as_str(), field.as_deref()),
+            (
+                StatusCode::UNPROCESSABLE_ENTITY,
+                "unknown_territory",
+                "unknown territory `ATLANTIS`; list valid codes with GET /v1/territories",
+                Some("territory")
+            )
+        );
+    }
 }

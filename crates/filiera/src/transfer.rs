@@ -9,6 +9,7 @@ use filiera_http::beneficiaries::{
     CloseBody, EnrolBody, ExitBody, ReopenBody, StageBody, TerritoryBody, UndoBody,
 };
 use filiera_http::feed::FeedItem;
+use filiera_http::problem::refusal_detail;
 use filiera_store::{CommandContext, IdempotencyKey, Rejection, Store};
 use serde::Deserialize;
 use sha2::{Digest, Sha256};
@@ -118,7 +119,7 @@ pub async fn import(
             }
             Err(rejection) => {
                 let why = match rejection {
-                    Rejection::Refused(err) => format!("{} ({})", err, err.code()),
+                    Rejection::Refused(err) => format!("{} ({})", refusal_detail(&err), err.code()),
                     Rejection::Conflict => "another writer changed this beneficiary".into(),
                     Rejection::IdempotencyKeyReused => format!(
                         "this line differs from the one imported earlier in batch `{batch}`"
