@@ -7,7 +7,8 @@
 //!   `filiera export` show it;
 //! - [`query`]: [`MetricsParams`] and [`AuditParams`], the report query as `GET /v1/metrics`
 //!   and `filiera report` take it, validated into the domain's queries with a
-//!   [`QueryError`] naming the parameter.
+//!   [`QueryError`] naming the parameter;
+//! - [`refusal`]: [`refusal_detail`], the explanation of a refused command.
 //!
 //! No I/O, no HTTP: adapters map [`QueryError`] to their own errors (a problem document, a
 //! command-line message).
@@ -15,9 +16,11 @@
 pub mod commands;
 pub mod feed;
 pub mod query;
+pub mod refusal;
 
 pub use commands::{
     CloseBody, EnrolBody, ExitBody, ReopenBody, StageBody, TerritoryBody, UndoBody,
 };
 pub use feed::FeedItem;
 pub use query::{AuditParams, MetricsParams, QueryError};
+pub use refusal::refusal_detail;

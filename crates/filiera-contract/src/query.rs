@@ -14,7 +14,7 @@ pub enum QueryError {
     #[error("{detail}")]
     Invalid { field: &'static str, detail: String },
     /// The domain refuses the parameter (`territory` names no territory of the registry).
-    #[error(transparent)]
+    #[error("{}", crate::refusal_detail(.0))]
     Refused(#[from] PathwayError),
 }
 

@@ -12,7 +12,7 @@ use serde::{Deserialize, Serialize};
 use crate::catalogue::StageCatalogue;
 use crate::command::PathwayCommand;
 use crate::error::PathwayError;
-use crate::event::{ExitOutcome, PathwayEvent, Transition};
+use crate::event::{CloseOutcome, ExitOutcome, PathwayEvent, Referral, SupportBand, Transition};
 use crate::state::{PathwayState, PathwayStatus};
 use crate::territory::{TerritoryCode, TerritoryRegistry};
 
@@ -22,8 +22,15 @@ pub const EARLIEST_DATE: NaiveDate = match NaiveDate::from_ymd_opt(2000, 1, 1) {
     None => panic!("2000-01-01 is a date"),
 };
 
+/// How far after today's UTC date an effective date may be (SPEC 2.3). The refusal
+/// ([`PathwayError::DateInFuture`]) says "one day".
+pub const MAX_DAYS_AHEAD: Days = Days::new(1);
+
 /// Longest free text (provider, undo reason) accepted, in characters.
 pub const MAX_TEXT_CHARS: usize = 500;
+
+/// What a refusal says of a text longer than [`MAX_TEXT_CHARS`] (a test checks they agree).
+pub(crate) const TEXT_TOO_LONG: &str = "must be at most 500 characters";
 
 /// Today's date, as the rules see it. A trait so tests can pin the day.
 pub trait Clock: Send + Sync {
@@ -142,160 +149,230 @@ impl Pathway {
         self.state = state;
     }
 
+    /// The events `command` writes, or why it is refused. One function per command.
     fn decide(
         &self,
         command: PathwayCommand,
         services: &PathwayServices,
     ) -> Result<Vec<PathwayEvent>, PathwayError> {
-        let state = &self.state;
-        if let PathwayCommand::Enrol {
-            territory,
-            on,
-            referral,
-            support_band,
-        } = command
-        {
-            match state.status {
-                PathwayStatus::NotEnrolled => {}
-                PathwayStatus::Voided => return Err(PathwayError::Voided),
-                PathwayStatus::Open | PathwayStatus::Closed => {
-                    return Err(PathwayError::AlreadyEnrolled);
-                }
-            }
-            let territory = known_territory(&services.territories, &territory)?;
-            self.check_date(on, services)?;
-            return Ok(vec![PathwayEvent::Enrolled {
+        match command {
+            PathwayCommand::Enrol {
                 territory,
                 on,
                 referral,
                 support_band,
-            }]);
-        }
-        if let PathwayCommand::RecordErasure = command {
-            // Whatever the pathway's status, even voided: the vault may hold data for it.
-            if self.events.is_empty() {
-                return Err(PathwayError::NotEnrolled);
-            }
-            if self.erased {
-                return Err(PathwayError::AlreadyErased);
-            }
-            return Ok(vec![PathwayEvent::PersonalDataErased {
-                on: services.clock.today(),
-            }]);
-        }
-        match state.status {
-            PathwayStatus::NotEnrolled => return Err(PathwayError::NotEnrolled),
-            PathwayStatus::Voided => return Err(PathwayError::Voided),
-            PathwayStatus::Open | PathwayStatus::Closed => {}
-        }
-        match command {
-            PathwayCommand::Enrol { .. } | PathwayCommand::RecordErasure => {
-                unreachable!("handled above")
-            }
+            } => self.enrol(&territory, on, referral, support_band, services),
             PathwayCommand::EnterStage {
                 stage,
                 on,
                 provider,
-            } => {
-                let catalogue = &services.catalogue;
-                let stage = catalogue
-                    .get(&stage)
-                    .ok_or_else(|| PathwayError::UnknownStage {
-                        stage: stage.clone(),
-                        valid: catalogue.codes_hint(),
-                    })?;
-                let provider = optional_text("provider", provider)?;
-                self.check_date(on, services)?;
-                self.require_open()?;
-                let previous = match &state.last_stage {
-                    None => None,
-                    Some(p) => Some(catalogue.level(p).ok_or_else(|| {
-                        PathwayError::PreviousStageUnknown {
-                            stage: p.to_string(),
-                        }
-                    })?),
-                };
-                let mut events = Vec::with_capacity(2);
-                if let Some(open) = &state.current_stage {
-                    events.push(PathwayEvent::StageExited {
-                        stage: open.clone(),
-                        on,
-                        outcome: ExitOutcome::MovedOn,
-                    });
-                }
-                events.push(PathwayEvent::StageEntered {
-                    stage: stage.code.clone(),
-                    on,
-                    from_stage: state.last_stage.clone(),
-                    transition: Transition::classify(previous, stage.level),
-                    provider,
-                });
-                Ok(events)
-            }
-            PathwayCommand::ExitStage { on, outcome } => {
-                if outcome.is_automatic() {
-                    let outcome = serde_json::to_value(outcome)
-                        .ok()
-                        .and_then(|v| v.as_str().map(str::to_owned))
-                        .unwrap_or_default();
-                    return Err(PathwayError::AutomaticOutcome { outcome });
-                }
-                self.check_date(on, services)?;
-                self.require_open()?;
-                let stage = state
-                    .current_stage
-                    .clone()
-                    .ok_or(PathwayError::NoOpenEpisode)?;
-                Ok(vec![PathwayEvent::StageExited { stage, on, outcome }])
-            }
+            } => self.enter_stage(&stage, on, provider, services),
+            PathwayCommand::ExitStage { on, outcome } => self.exit_stage(on, outcome, services),
             PathwayCommand::ChangeTerritory { territory, on } => {
-                let to = known_territory(&services.territories, &territory)?;
-                self.check_date(on, services)?;
-                self.require_open()?;
-                let from = state
-                    .territory
-                    .clone()
-                    .expect("an open pathway has a territory");
-                if from == to {
-                    return Err(PathwayError::SameTerritory { territory });
-                }
-                Ok(vec![PathwayEvent::TerritoryChanged { from, to, on }])
+                self.change_territory(&territory, on, services)
             }
-            PathwayCommand::ClosePathway { on, outcome } => {
-                self.check_date(on, services)?;
-                self.require_open()?;
-                let mut events = Vec::with_capacity(2);
-                if let Some(open) = &state.current_stage {
-                    events.push(PathwayEvent::StageExited {
-                        stage: open.clone(),
-                        on,
-                        outcome: ExitOutcome::PathwayClosed,
-                    });
-                }
-                events.push(PathwayEvent::PathwayClosed { on, outcome });
-                Ok(events)
+            PathwayCommand::ClosePathway { on, outcome } => self.close(on, outcome, services),
+            PathwayCommand::ReopenPathway { on } => self.reopen(on, services),
+            PathwayCommand::Undo { reason } => self.undo(reason, services),
+            PathwayCommand::RecordErasure => self.record_erasure(services),
+        }
+    }
+
+    fn enrol(
+        &self,
+        territory: &str,
+        on: NaiveDate,
+        referral: Referral,
+        support_band: Option<SupportBand>,
+        services: &PathwayServices,
+    ) -> Result<Vec<PathwayEvent>, PathwayError> {
+        match self.state.status {
+            PathwayStatus::NotEnrolled => {}
+            PathwayStatus::Voided => return Err(PathwayError::Voided),
+            PathwayStatus::Open | PathwayStatus::Closed => {
+                return Err(PathwayError::AlreadyEnrolled);
             }
-            PathwayCommand::ReopenPathway { on } => {
-                self.check_date(on, services)?;
-                if state.status != PathwayStatus::Closed {
-                    return Err(PathwayError::PathwayOpen);
-                }
-                Ok(vec![PathwayEvent::PathwayReopened { on }])
+        }
+        let territory = known_territory(&services.territories, territory)?;
+        self.check_date(on, services)?;
+        Ok(vec![PathwayEvent::Enrolled {
+            territory,
+            on,
+            referral,
+            support_band,
+        }])
+    }
+
+    fn enter_stage(
+        &self,
+        stage: &str,
+        on: NaiveDate,
+        provider: Option<String>,
+        services: &PathwayServices,
+    ) -> Result<Vec<PathwayEvent>, PathwayError> {
+        self.require_enrolled()?;
+        let catalogue = &services.catalogue;
+        let stage = catalogue
+            .get(stage)
+            .ok_or_else(|| PathwayError::UnknownStage {
+                stage: stage.to_owned(),
+                valid: catalogue.codes_hint(),
+            })?;
+        let provider = optional_text("provider", provider)?;
+        self.check_date(on, services)?;
+        self.require_open()?;
+        let state = &self.state;
+        let previous = match &state.last_stage {
+            None => None,
+            Some(p) => {
+                Some(
+                    catalogue
+                        .level(p)
+                        .ok_or_else(|| PathwayError::PreviousStageUnknown {
+                            stage: p.to_string(),
+                        })?,
+                )
             }
-            PathwayCommand::Undo { reason } => {
-                let reason = required_text("reason", reason)?;
-                let group = self
-                    .commands
-                    .iter()
-                    .rev()
-                    .find(|c| !c.undone)
-                    .ok_or(PathwayError::NothingToUndo)?;
-                Ok(vec![PathwayEvent::CommandUndone {
-                    on: services.clock.today(),
-                    undone_sequences: group.sequences.clone(),
-                    reason,
-                }])
-            }
+        };
+        let mut events = Vec::with_capacity(2);
+        if let Some(open) = &state.current_stage {
+            events.push(PathwayEvent::StageExited {
+                stage: open.clone(),
+                on,
+                outcome: ExitOutcome::MovedOn,
+            });
+        }
+        events.push(PathwayEvent::StageEntered {
+            stage: stage.code.clone(),
+            on,
+            from_stage: state.last_stage.clone(),
+            transition: Transition::classify(previous, stage.level),
+            provider,
+        });
+        Ok(events)
+    }
+
+    fn exit_stage(
+        &self,
+        on: NaiveDate,
+        outcome: ExitOutcome,
+        services: &PathwayServices,
+    ) -> Result<Vec<PathwayEvent>, PathwayError> {
+        self.require_enrolled()?;
+        if outcome.is_automatic() {
+            return Err(PathwayError::AutomaticOutcome {
+                outcome: outcome.as_str().to_owned(),
+            });
+        }
+        self.check_date(on, services)?;
+        self.require_open()?;
+        let stage = self
+            .state
+            .current_stage
+            .clone()
+            .ok_or(PathwayError::NoOpenEpisode)?;
+        Ok(vec![PathwayEvent::StageExited { stage, on, outcome }])
+    }
+
+    fn change_territory(
+        &self,
+        territory: &str,
+        on: NaiveDate,
+        services: &PathwayServices,
+    ) -> Result<Vec<PathwayEvent>, PathwayError> {
+        self.require_enrolled()?;
+        let to = known_territory(&services.territories, territory)?;
+        self.check_date(on, services)?;
+        self.require_open()?;
+        let from = self
+            .state
+            .territory
+            .clone()
+            .expect("an open pathway has a territory");
+        if from == to {
+            return Err(PathwayError::SameTerritory {
+                territory: territory.to_owned(),
+            });
+        }
+        Ok(vec![PathwayEvent::TerritoryChanged { from, to, on }])
+    }
+
+    fn close(
+        &self,
+        on: NaiveDate,
+        outcome: CloseOutcome,
+        services: &PathwayServices,
+    ) -> Result<Vec<PathwayEvent>, PathwayError> {
+        self.require_enrolled()?;
+        self.check_date(on, services)?;
+        self.require_open()?;
+        let mut events = Vec::with_capacity(2);
+        if let Some(open) = &self.state.current_stage {
+            events.push(PathwayEvent::StageExited {
+                stage: open.clone(),
+                on,
+                outcome: ExitOutcome::PathwayClosed,
+            });
+        }
+        events.push(PathwayEvent::PathwayClosed { on, outcome });
+        Ok(events)
+    }
+
+    fn reopen(
+        &self,
+        on: NaiveDate,
+        services: &PathwayServices,
+    ) -> Result<Vec<PathwayEvent>, PathwayError> {
+        self.require_enrolled()?;
+        self.check_date(on, services)?;
+        if self.state.status != PathwayStatus::Closed {
+            return Err(PathwayError::PathwayOpen);
+        }
+        Ok(vec![PathwayEvent::PathwayReopened { on }])
+    }
+
+    fn undo(
+        &self,
+        reason: String,
+        services: &PathwayServices,
+    ) -> Result<Vec<PathwayEvent>, PathwayError> {
+        self.require_enrolled()?;
+        let reason = required_text("reason", reason)?;
+        let group = self
+            .commands
+            .iter()
+            .rev()
+            .find(|c| !c.undone)
+            .ok_or(PathwayError::NothingToUndo)?;
+        Ok(vec![PathwayEvent::CommandUndone {
+            on: services.clock.today(),
+            undone_sequences: group.sequences.clone(),
+            reason,
+        }])
+    }
+
+    /// Whatever the pathway's status, even voided: the vault may hold data for it.
+    fn record_erasure(
+        &self,
+        services: &PathwayServices,
+    ) -> Result<Vec<PathwayEvent>, PathwayError> {
+        if self.events.is_empty() {
+            return Err(PathwayError::NotEnrolled);
+        }
+        if self.erased {
+            return Err(PathwayError::AlreadyErased);
+        }
+        Ok(vec![PathwayEvent::PersonalDataErased {
+            on: services.clock.today(),
+        }])
+    }
+
+    /// Every command but an enrolment and an erasure needs an enrolment that was not undone.
+    fn require_enrolled(&self) -> Result<(), PathwayError> {
+        match self.state.status {
+            PathwayStatus::NotEnrolled => Err(PathwayError::NotEnrolled),
+            PathwayStatus::Voided => Err(PathwayError::Voided),
+            PathwayStatus::Open | PathwayStatus::Closed => Ok(()),
         }
     }
 
@@ -311,7 +388,7 @@ impl Pathway {
             return Err(PathwayError::DateTooEarly { on });
         }
         let today = services.clock.today();
-        if on > today.checked_add_days(Days::new(1)).unwrap_or(today) {
+        if on > today.checked_add_days(MAX_DAYS_AHEAD).unwrap_or(today) {
             return Err(PathwayError::DateInFuture { on, today });
         }
         match self.state.latest_on {
@@ -350,7 +427,7 @@ fn required_text(field: &'static str, text: String) -> Result<String, PathwayErr
     if trimmed.chars().count() > MAX_TEXT_CHARS {
         return Err(PathwayError::InvalidText {
             field,
-            problem: "must be at most 500 characters",
+            problem: TEXT_TOO_LONG,
         });
     }
     if trimmed.chars().any(char::is_control) {

@@ -859,3 +859,31 @@ fn erasure_changes_no_state_and_no_date_rule() {
         ),
     ]);
 }
+
+#[test]
+fn refusals_state_the_limits_the_rules_apply() {
+    assert_eq!(
+        crate::aggregate::TEXT_TOO_LONG,
+        format!("must be at most {MAX} characters")
+    );
+    assert_eq!(
+        PathwayError::DateTooEarly {
+            on: d("1999-12-31")
+        }
+        .to_string(),
+        "`on` 1999-12-31 is before 2000-01-01"
+    );
+    assert_eq!(
+        crate::aggregate::MAX_DAYS_AHEAD,
+        chrono::Days::new(1),
+        "the refusal says \"one day\""
+    );
+    assert_eq!(
+        crate::ConfigError::InvalidStageCode("X".into()).to_string(),
+        "stage code `X` must match [a-z0-9_]+ (at most 64 characters)"
+    );
+    assert_eq!(
+        crate::ConfigError::InvalidTerritoryCode("A.B".into()).to_string(),
+        "territory code `A.B` must match [A-Za-z0-9_-]{1,64}"
+    );
+}

@@ -7,7 +7,10 @@ use serde::{Deserialize, Serialize};
 
 use crate::error::ConfigError;
 
-/// A stage code such as `internship`: `[a-z0-9_]+`, at most 64 characters.
+/// Longest stage code, in characters (the OpenAPI pattern of [`StageCode`] repeats it).
+pub const MAX_STAGE_CODE_LEN: usize = 64;
+
+/// A stage code such as `internship`: `[a-z0-9_]+`, at most [`MAX_STAGE_CODE_LEN`] characters.
 #[derive(Clone, Debug, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
 #[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 #[cfg_attr(
@@ -21,7 +24,7 @@ impl StageCode {
     /// Validates the syntax of a stage code; whether it exists is the catalogue's business.
     pub fn parse(code: &str) -> Option<Self> {
         let valid = !code.is_empty()
-            && code.len() <= 64
+            && code.len() <= MAX_STAGE_CODE_LEN
             && code
                 .bytes()
                 .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'_');

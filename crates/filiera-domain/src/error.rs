@@ -2,6 +2,10 @@
 
 use chrono::NaiveDate;
 
+use crate::aggregate::EARLIEST_DATE;
+use crate::catalogue::MAX_STAGE_CODE_LEN;
+use crate::territory::MAX_TERRITORY_CODE_LEN;
+
 /// What kind of refusal an error is; adapters map it to a status code.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Refusal {
@@ -20,7 +24,8 @@ pub enum Refusal {
 pub enum PathwayError {
     #[error("unknown stage `{stage}`; valid stages are: {valid}")]
     UnknownStage { stage: String, valid: String },
-    #[error("unknown territory `{territory}`; list valid codes with GET /v1/territories")]
+    /// Adapters may add where the valid codes are listed (the HTTP API names its route).
+    #[error("unknown territory `{territory}`")]
     UnknownTerritory { territory: String },
     #[error(
         "`on` {on} is earlier than {latest}, the latest effective date of this pathway; undo the later command first"
@@ -28,7 +33,7 @@ pub enum PathwayError {
     OutOfOrder { on: NaiveDate, latest: NaiveDate },
     #[error("`on` {on} is more than one day after today ({today}, UTC)")]
     DateInFuture { on: NaiveDate, today: NaiveDate },
-    #[error("`on` {on} is before 2000-01-01")]
+    #[error("`on` {on} is before {earliest}", earliest = EARLIEST_DATE)]
     DateTooEarly { on: NaiveDate },
     #[error("the beneficiary is already enrolled")]
     AlreadyEnrolled,
@@ -132,13 +137,19 @@ pub enum ConfigError {
     EmptyCatalogue,
     #[error("stage `{0}` is configured twice")]
     DuplicateStage(String),
-    #[error("stage code `{0}` must match [a-z0-9_]+ (at most 64 characters)")]
+    #[error(
+        "stage code `{0}` must match [a-z0-9_]+ (at most {max} characters)",
+        max = MAX_STAGE_CODE_LEN
+    )]
     InvalidStageCode(String),
     #[error("the territory registry is empty")]
     EmptyRegistry,
     #[error("territory `{0}` is configured twice")]
     DuplicateTerritory(String),
-    #[error("territory code `{0}` must match [A-Za-z0-9_-]{{1,64}}")]
+    #[error(
+        "territory code `{0}` must match [A-Za-z0-9_-]{{1,{max}}}",
+        max = MAX_TERRITORY_CODE_LEN
+    )]
     InvalidTerritoryCode(String),
     #[error("territory `{territory}` names unknown parent `{parent}`")]
     UnknownParent { territory: String, parent: String },

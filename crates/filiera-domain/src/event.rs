@@ -5,6 +5,7 @@ use cqrs_es::DomainEvent;
 use serde::{Deserialize, Serialize};
 
 use crate::catalogue::StageCode;
+use crate::evolution::{self, TAG};
 use crate::territory::TerritoryCode;
 
 /// Who referred the beneficiary to the service.
@@ -45,6 +46,24 @@ pub enum ExitOutcome {
 }
 
 impl ExitOutcome {
+    /// Every outcome, in documentation order.
+    pub const ALL: [Self; 4] = [
+        Self::Completed,
+        Self::Interrupted,
+        Self::MovedOn,
+        Self::PathwayClosed,
+    ];
+
+    /// The wire name.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Completed => "completed",
+            Self::Interrupted => "interrupted",
+            Self::MovedOn => "moved_on",
+            Self::PathwayClosed => "pathway_closed",
+        }
+    }
+
     /// The outcomes the service writes itself, as the first event of a two-event command.
     pub fn is_automatic(self) -> bool {
         matches!(self, Self::MovedOn | Self::PathwayClosed)
@@ -123,8 +142,12 @@ impl Transition {
 }
 
 /// Every event of a beneficiary's pathway stream. Events never carry personal data.
+///
+/// Its serde form is the stored form of version 2 (see [`crate::evolution`]): the fields and,
+/// in `type`, the snake_case event name. Unknown fields are refused: a build never drops what
+/// it does not understand (ADR 0007).
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
-#[serde(deny_unknown_fields)]
+#[serde(tag = "type", rename_all = "snake_case", deny_unknown_fields)]
 pub enum PathwayEvent {
     /// A spell (pathway) starts: the beneficiary is taken in charge (*presa in carico*).
     Enrolled {
@@ -230,20 +253,35 @@ impl PathwayEvent {
         }
     }
 
-    /// The fields of the event, without the enum tag (the `data` of feeds and messages).
+    /// The fields of the event, without its type (the `data` of feeds and messages).
     pub fn data(&self) -> serde_json::Value {
         match serde_json::to_value(self) {
-            Ok(serde_json::Value::Object(mut map)) => map
-                .remove(self.name())
-                .unwrap_or(serde_json::Value::Object(Default::default())),
+            // Filtered rather than removed, so that the fields keep their order either way.
+            Ok(serde_json::Value::Object(map)) => {
+                map.into_iter().filter(|(k, _)| k != TAG).collect()
+            }
             _ => serde_json::Value::Null,
         }
     }
 
-    /// Rebuilds an event from its name and fields, as [`PathwayEvent::data`] gives them.
+    /// Rebuilds an event from its name (as in [`PathwayEvent::TYPES`]) and fields, as
+    /// [`PathwayEvent::data`] gives them.
     pub fn from_parts(name: &str, data: serde_json::Value) -> Result<Self, serde_json::Error> {
-        let mut map = serde_json::Map::new();
-        map.insert(name.to_owned(), data);
+        use serde::de::Error as _;
+        if !Self::TYPES.contains(&name) {
+            return Err(serde_json::Error::unknown_variant(name, &Self::TYPES));
+        }
+        let serde_json::Value::Object(fields) = data else {
+            return Err(serde_json::Error::custom(format!(
+                "the fields of `{name}` must be an object"
+            )));
+        };
+        if fields.contains_key(TAG) {
+            return Err(serde_json::Error::unknown_field(TAG, &[]));
+        }
+        let mut map = serde_json::Map::with_capacity(fields.len() + 1);
+        map.insert(TAG.to_owned(), serde_json::Value::String(snake_case(name)));
+        map.extend(fields);
         serde_json::from_value(serde_json::Value::Object(map))
     }
 }
@@ -270,7 +308,9 @@ impl DomainEvent for PathwayEvent {
     }
 
     fn event_version(&self) -> String {
-        "1".to_owned()
+        evolution::current_version(self.name())
+            .unwrap_or_default()
+            .to_owned()
     }
 }
 
@@ -331,6 +371,12 @@ mod tests {
             serde_json::json!("self")
         );
         for outcome in CloseOutcome::ALL {
+            assert_eq!(
+                serde_json::to_value(outcome).unwrap(),
+                serde_json::json!(outcome.as_str())
+            );
+        }
+        for outcome in ExitOutcome::ALL {
             assert_eq!(
                 serde_json::to_value(outcome).unwrap(),
                 serde_json::json!(outcome.as_str())

@@ -5,6 +5,8 @@
 //! - [`catalogue`]: the stage catalogue (codes, labels, levels).
 //! - [`territory`]: the territory registry, a tree of codes.
 //! - [`event`]: [`PathwayEvent`] and its value types, including [`Transition`].
+//! - [`evolution`]: the versions of the stored events, the upcasters from older versions, and
+//!   the decoder every reader of stored rows goes through.
 //! - [`command`]: [`PathwayCommand`], what operators ask for.
 //! - [`state`]: [`PathwayState`], the fold of a stream's non-voided events.
 //! - [`aggregate`]: the [`Pathway`] aggregate (cqrs-es) enforcing the rules.
@@ -16,6 +18,7 @@ pub mod catalogue;
 pub mod command;
 pub mod error;
 pub mod event;
+pub mod evolution;
 pub mod metrics;
 pub mod state;
 pub mod territory;
@@ -26,7 +29,10 @@ pub mod testing;
 #[cfg(test)]
 mod aggregate_tests;
 
-pub use aggregate::{Clock, EARLIEST_DATE, FixedClock, Pathway, PathwayServices, SystemClock};
+pub use aggregate::{
+    Clock, EARLIEST_DATE, FixedClock, MAX_DAYS_AHEAD, MAX_TEXT_CHARS, Pathway, PathwayServices,
+    SystemClock,
+};
 pub use catalogue::{Stage, StageCatalogue, StageCode};
 pub use command::PathwayCommand;
 pub use error::{ConfigError, PathwayError, Refusal};

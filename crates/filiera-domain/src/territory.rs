@@ -7,7 +7,12 @@ use serde::{Deserialize, Serialize};
 
 use crate::error::ConfigError;
 
-/// A territory code: `[A-Za-z0-9_-]{1,64}`, safe to use as a NATS subject token.
+/// Longest territory code, in characters (the OpenAPI pattern of [`TerritoryCode`] repeats
+/// it).
+pub const MAX_TERRITORY_CODE_LEN: usize = 64;
+
+/// A territory code: `[A-Za-z0-9_-]{1,64}` ([`MAX_TERRITORY_CODE_LEN`]), safe to use as a NATS
+/// subject token.
 #[derive(Clone, Debug, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
 #[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 #[cfg_attr(
@@ -21,7 +26,7 @@ impl TerritoryCode {
     /// Validates the syntax of a territory code; whether it exists is the registry's business.
     pub fn parse(code: &str) -> Option<Self> {
         let valid = !code.is_empty()
-            && code.len() <= 64
+            && code.len() <= MAX_TERRITORY_CODE_LEN
             && code
                 .bytes()
                 .all(|b| b.is_ascii_alphanumeric() || b == b'_' || b == b'-');

@@ -2,7 +2,7 @@
 
 use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
-use filiera_contract::QueryError;
+use filiera_contract::{QueryError, refusal_detail};
 use filiera_domain::{PathwayError, Refusal};
 use filiera_projections::ProjectionError;
 pub use filiera_store::error_chain;
@@ -164,7 +164,7 @@ impl From<PathwayError> for ApiError {
             status,
             err.code(),
             title,
-            err.to_string(),
+            refusal_detail(&err),
             err.field().map(str::to_owned),
         )
     }
@@ -548,4 +548,33 @@ pub mod responses {
         headers(("Retry-After" = u64, description = "Seconds to wait before retrying."))
     )]
     pub struct InsufficientStorage(#[allow(dead_code)] Problem);
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// The domain names no route; the client-visible detail still says where codes are listed.
+    #[test]
+    fn an_unknown_territory_points_to_the_registry_route() {
+        let ApiError::Problem {
+            status,
+            code,
+            detail,
+            field,
+            ..
+        } = ApiError::unknown_territory("ATLANTIS")
+        else {
+            panic!("a problem document");
+        };
+        assert_eq!(
+            (status, code, detail.as_str(), field.as_deref()),
+            (
+                StatusCode::UNPROCESSABLE_ENTITY,
+                "unknown_territory",
+                "unknown territory `ATLANTIS`; list valid codes with GET /v1/territories",
+                Some("territory")
+            )
+        );
+    }
 }

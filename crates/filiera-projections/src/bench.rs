@@ -23,8 +23,8 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use chrono::{DateTime, Days, NaiveDate, TimeDelta, Utc};
-use cqrs_es::Aggregate as _;
 use cqrs_es::event_sink::EventSink;
+use cqrs_es::{Aggregate as _, DomainEvent as _};
 use filiera_domain::{
     AuditQuery, CloseOutcome, ExitOutcome, FixedClock, MetricsQuery, Pathway, PathwayCommand,
     PathwayServices, PathwayStatus, RecordedEvent, Referral, StageCatalogue, TerritoryCode,
@@ -802,11 +802,13 @@ async fn seed(
         let mut ids = Vec::with_capacity(chunk.len());
         let mut sequences = Vec::with_capacity(chunk.len());
         let mut types = Vec::with_capacity(chunk.len());
+        let mut versions = Vec::with_capacity(chunk.len());
         let mut payloads = Vec::with_capacity(chunk.len());
         for (id, event) in chunk {
             ids.push(*id);
             sequences.push(event.sequence as i64);
             types.push(event.event.name());
+            versions.push(event.event.event_version());
             payloads.push(encode(event).map_err(|e| ProjectionError::Corrupt(e.to_string()))?);
         }
         let database = store.database();
@@ -814,14 +816,15 @@ async fn seed(
             sqlx::query(
                 "INSERT INTO events (aggregate_type, aggregate_id, sequence, event_type, \
                                      event_version, payload, metadata) \
-                 SELECT 'pathway', u.id, u.sequence, u.type, '1', u.payload::jsonb, $5::jsonb \
-                 FROM UNNEST($1::text[], $2::bigint[], $3::text[], $4::text[]) \
-                      WITH ORDINALITY AS u (id, sequence, type, payload, n) \
+                 SELECT 'pathway', u.id, u.sequence, u.type, u.version, u.payload::jsonb, $6::jsonb \
+                 FROM UNNEST($1::text[], $2::bigint[], $3::text[], $4::text[], $5::text[]) \
+                      WITH ORDINALITY AS u (id, sequence, type, version, payload, n) \
                  ORDER BY u.n",
             )
             .bind(&ids)
             .bind(&sequences)
             .bind(&types)
+            .bind(&versions)
             .bind(&payloads)
             .bind(metadata)
             .execute(pool)
@@ -832,11 +835,12 @@ async fn seed(
                 sqlx::query(
                     "INSERT INTO events (aggregate_type, aggregate_id, sequence, event_type, \
                                          event_version, payload, metadata) \
-                     VALUES ('pathway', ?1, ?2, ?3, '1', ?4, ?5)",
+                     VALUES ('pathway', ?1, ?2, ?3, ?4, ?5, ?6)",
                 )
                 .bind(ids[i])
                 .bind(sequences[i])
                 .bind(types[i])
+                .bind(&versions[i])
                 .bind(&payloads[i])
                 .bind(metadata)
                 .execute(&mut *tx)

@@ -2,7 +2,8 @@
 //! decode them into a [`RawEvent`] with [`raw_event!`], then into a [`StoredEvent`].
 
 use chrono::{DateTime, Utc};
-use filiera_domain::PathwayEvent;
+use cqrs_es::persist::EventUpcaster;
+use filiera_domain::evolution;
 use serde_json::Value;
 use uuid::Uuid;
 
@@ -12,13 +13,14 @@ use crate::model::StoredEvent;
 
 /// The columns every event query selects, in the order [`raw_event!`] reads them.
 pub(crate) const EVENT_COLUMNS: &str =
-    "aggregate_id, sequence, event_type, payload, metadata, position, recorded_at";
+    "aggregate_id, sequence, event_type, event_version, payload, metadata, position, recorded_at";
 
 /// A row of `events` as stored, before its payload and metadata are interpreted.
 pub(crate) struct RawEvent {
     pub(crate) aggregate_id: String,
     pub(crate) sequence: i64,
     pub(crate) event_type: String,
+    pub(crate) event_version: String,
     pub(crate) payload: Value,
     pub(crate) metadata: Value,
     pub(crate) position: i64,
@@ -34,6 +36,7 @@ macro_rules! raw_event {
             aggregate_id: row.try_get("aggregate_id")?,
             sequence: row.try_get("sequence")?,
             event_type: row.try_get("event_type")?,
+            event_version: row.try_get("event_version")?,
             payload: row.try_get("payload")?,
             metadata: row.try_get("metadata")?,
             position: row.try_get("position")?,
@@ -44,8 +47,12 @@ macro_rules! raw_event {
 pub(crate) use raw_event;
 
 impl RawEvent {
-    /// Interprets the payload and metadata. `voided` starts `false`.
-    pub(crate) fn decode(self) -> Result<StoredEvent, StoreError> {
+    /// Interprets the payload, through `upcasters` (the domain's, as cqrs-es applies them
+    /// when it loads a stream), and the metadata. `voided` starts `false`.
+    pub(crate) fn decode(
+        self,
+        upcasters: &[Box<dyn EventUpcaster>],
+    ) -> Result<StoredEvent, StoreError> {
         let beneficiary_id = Uuid::parse_str(&self.aggregate_id).map_err(|_| {
             StoreError::Corrupt(format!(
                 "aggregate id `{}` is not a UUID",
@@ -54,13 +61,13 @@ impl RawEvent {
         })?;
         let sequence = u64::try_from(self.sequence)
             .map_err(|_| StoreError::Corrupt(format!("negative sequence {}", self.sequence)))?;
-        // The payload is cqrs-es' serialisation of the event: externally tagged by its name.
-        let event: PathwayEvent = serde_json::from_value(self.payload).map_err(|e| {
-            StoreError::Corrupt(format!(
-                "event {}:{sequence} ({}) does not decode: {e}",
-                self.aggregate_id, self.event_type
-            ))
-        })?;
+        let event = evolution::decode(
+            upcasters,
+            &self.event_type,
+            &self.event_version,
+            self.payload,
+        )
+        .map_err(|e| StoreError::Corrupt(format!("event {}:{sequence}: {e}", self.aggregate_id)))?;
         let text = |key: &str| {
             self.metadata
                 .get(key)

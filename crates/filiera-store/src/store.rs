@@ -6,9 +6,9 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use cqrs_es::event_sink::EventSink;
-use cqrs_es::persist::{EventStoreAggregateContext, PersistedEventStore};
+use cqrs_es::persist::{EventStoreAggregateContext, EventUpcaster, PersistedEventStore};
 use cqrs_es::{Aggregate, AggregateError, EventStore};
-use filiera_domain::{Pathway, PathwayCommand, PathwayError, PathwayServices};
+use filiera_domain::{Pathway, PathwayCommand, PathwayError, PathwayServices, evolution};
 use postgres_es::PostgresEventRepository;
 use sqlite_es::SqliteEventRepository;
 use sqlx::{PgPool, SqlitePool};
@@ -81,6 +81,9 @@ pub struct Store {
 struct Inner {
     backend: Backend,
     services: PathwayServices,
+    /// The domain's upcasters, for the rows the store decodes itself (the feed, histories);
+    /// the cqrs-es stores of `backend` hold their own copy of the same list.
+    upcasters: Vec<Box<dyn EventUpcaster>>,
     /// The highest position known to be committed; a hint for feed readers.
     wake: watch::Sender<i64>,
     /// PostgreSQL only: the task turning notifications from other processes into wake-ups.
@@ -185,10 +188,12 @@ impl Store {
                 let backend = Backend::Sqlite {
                     loader: PersistedEventStore::new_event_store(SqliteEventRepository::new(
                         read.clone(),
-                    )),
+                    ))
+                    .with_upcasters(evolution::upcasters()),
                     writer: PersistedEventStore::new_event_store(SqliteEventRepository::new(
                         write.clone(),
-                    )),
+                    ))
+                    .with_upcasters(evolution::upcasters()),
                     write,
                     read,
                 };
@@ -200,7 +205,8 @@ impl Store {
                 let backend = Backend::Postgres {
                     events: PersistedEventStore::new_event_store(PostgresEventRepository::new(
                         pool.clone(),
-                    )),
+                    ))
+                    .with_upcasters(evolution::upcasters()),
                     pool,
                 };
                 (backend, Some(listener))
@@ -216,6 +222,7 @@ impl Store {
             inner: Arc::new(Inner {
                 backend,
                 services,
+                upcasters: evolution::upcasters(),
                 wake,
                 listener,
                 write_outage: std::sync::Mutex::new(OutageRecord::default()),
@@ -642,7 +649,9 @@ impl Store {
                 .map(|row| raw_event!(row))
                 .collect::<Result<Vec<_>, _>>()?
         });
-        rows.into_iter().map(|raw| raw.decode()).collect()
+        rows.into_iter()
+            .map(|raw| raw.decode(&self.inner.upcasters))
+            .collect()
     }
 
     /// The highest position of the feed, 0 if it is empty.
@@ -709,7 +718,9 @@ impl Store {
                 .map(|row| raw_event!(row))
                 .collect::<Result<Vec<_>, _>>()?
         });
-        rows.into_iter().map(|raw| raw.decode()).collect()
+        rows.into_iter()
+            .map(|raw| raw.decode(&self.inner.upcasters))
+            .collect()
     }
 
     /// Whether an idempotency key is already bound to a request: a command sent with it

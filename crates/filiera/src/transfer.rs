@@ -4,6 +4,7 @@ use std::collections::{HashMap, HashSet};
 use std::io::{BufRead, Write};
 
 use anyhow::{Context, bail};
+use filiera_contract::refusal_detail;
 use filiera_contract::{
     CloseBody, EnrolBody, ExitBody, FeedItem, ReopenBody, StageBody, TerritoryBody, UndoBody,
 };
@@ -117,7 +118,7 @@ pub async fn import(
             }
             Err(rejection) => {
                 let why = match rejection {
-                    Rejection::Refused(err) => format!("{} ({})", err, err.code()),
+                    Rejection::Refused(err) => format!("{} ({})", refusal_detail(&err), err.code()),
                     Rejection::Conflict => "another writer changed this beneficiary".into(),
                     Rejection::IdempotencyKeyReused => format!(
                         "this line differs from the one imported earlier in batch `{batch}`"
