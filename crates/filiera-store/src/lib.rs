@@ -27,6 +27,12 @@
 //! events; another command writing the same key aborts, and [`Store::execute`] then answers
 //! with the first execution. Refused commands bind nothing.
 //!
+//! # Stored forms
+//! Rows keep the form and version they were written in. Every read turns them into today's
+//! events through the upcasters of `filiera_domain::evolution` (ADR 0007): cqrs-es's stream
+//! loads (`with_upcasters`) and the rows the store decodes itself (the feed, histories,
+//! replays), so no reader ever sees an older form.
+//!
 //! # Layout
 //! - [`store`]: [`Store`], connecting, migrating, executing commands and reading streams and
 //!   the feed.
@@ -37,7 +43,7 @@
 //! - [`error`]: [`StoreError`], a failed database, migration or unreadable row.
 //! - [`lease`]: [`Leadership`], one runner per job across processes.
 //! - `sqlite`, `postgres`: backend-specific connection set-up (pools, pragmas, LISTEN).
-//! - `rows`: decoding stored rows into [`StoredEvent`]s.
+//! - `rows`: decoding stored rows into [`StoredEvent`]s, through the domain's upcasters.
 
 pub mod database;
 pub mod error;
