@@ -113,7 +113,7 @@ pub trait LeaderJob: Send + 'static {
         false
     }
 
-    /// The term ended: leadership was lost or given up.
+    /// The term ends: leadership was lost, or is given up (on shutdown) right after this.
     fn resign(&mut self) -> impl Future<Output = ()> + Send {
         async {}
     }
@@ -300,7 +300,6 @@ async fn run<J: LeaderJob>(
                 }
                 .run(&mut job)
                 .await;
-                job.resign().await;
                 state.leading.store(false, Ordering::Release);
                 continue;
             }
@@ -362,6 +361,7 @@ impl Term<'_> {
                 }
             }
         }
+        job.resign().await;
         // Still held only on shutdown: give it up so that another process takes over at once.
         if let Some(leadership) = self.leadership.take() {
             leadership.release().await;
