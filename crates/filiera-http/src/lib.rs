@@ -39,6 +39,7 @@ use filiera_auth::TokenKeys;
 use filiera_domain::TerritoryRegistry;
 use filiera_projections::Projections;
 use filiera_store::Store;
+use filiera_store::jobs::{RelayStatus, StatusSource};
 use tower_http::catch_panic::CatchPanicLayer;
 use tower_http::trace::TraceLayer;
 use utoipa::OpenApi;
@@ -70,8 +71,8 @@ pub struct AppState {
     pub keys: TokenKeys,
     /// The territory registry (the store's): expands token scopes to descendants.
     pub territories: Arc<TerritoryRegistry>,
-    /// The NATS relay, when `FILIERA_NATS_URL` is set.
-    pub relay: Option<filiera_relay::NatsRelay>,
+    /// The NATS relay's status, when `FILIERA_NATS_URL` is set (the binary wires the relay in).
+    pub relay: Option<Arc<dyn StatusSource<RelayStatus>>>,
     /// The personal-data vault; without it the personal-data routes answer 500 and
     /// enrolments carrying `person` are refused.
     pub vault: Option<filiera_vault::Vault>,
@@ -110,9 +111,9 @@ impl AppState {
     }
 
     /// The same state, with the NATS relay whose status `/v1/projections` shows.
-    pub fn with_relay(self, relay: filiera_relay::NatsRelay) -> Self {
+    pub fn with_relay(self, relay: impl StatusSource<RelayStatus>) -> Self {
         Self {
-            relay: Some(relay),
+            relay: Some(Arc::new(relay)),
             ..self
         }
     }

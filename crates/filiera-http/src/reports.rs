@@ -7,7 +7,8 @@ use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
 use chrono::Utc;
 use filiera_domain::{AuditList, TerritoryMetrics};
-use filiera_projections::ProjectionStatus;
+use filiera_projections::{ProjectionStatus, RebuildStarted};
+use filiera_store::jobs::RelayStatus;
 use serde::Serialize;
 use utoipa::ToSchema;
 
@@ -16,7 +17,6 @@ pub use filiera_contract::query::{AuditParams, MetricsParams};
 use crate::AppState;
 use crate::access;
 use crate::extract::{Caller, PathSegment, parse_query};
-use crate::openapi::{ProjectionStatusSchema, RebuildStartedSchema, RelayStatusSchema};
 use crate::problem::ApiError;
 use crate::problem::responses::{
     Conflict, InternalError, NotFound, ServiceUnavailable, UnprocessableEntity,
@@ -92,11 +92,9 @@ pub async fn audit(
 /// Every projection's state, and the NATS relay's (`null` when publication is off).
 #[derive(Debug, Serialize, ToSchema)]
 pub struct ProjectionsPage {
-    #[schema(value_type = Vec<ProjectionStatusSchema>)]
     pub projections: Vec<ProjectionStatus>,
     /// The NATS relay, `null` when `FILIERA_NATS_URL` is not set.
-    #[schema(value_type = Option<RelayStatusSchema>)]
-    pub relay: Option<filiera_relay::RelayStatus>,
+    pub relay: Option<RelayStatus>,
 }
 
 /// Shows each projection's position, lag and state, and the NATS relay's.
@@ -120,7 +118,7 @@ pub async fn projections(
             relay
                 .status()
                 .await
-                .map_err(|e| ApiError::Internal(crate::problem::error_chain(&e)))?,
+                .map_err(|e| ApiError::Internal(crate::problem::error_chain(&*e)))?,
         ),
         None => None,
     };
@@ -149,7 +147,7 @@ pub async fn projections(
         (
             status = 202,
             description = "Started: the generation being built.",
-            body = RebuildStartedSchema
+            body = RebuildStarted
         ),
         (status = 404, response = NotFound),
         (status = 409, response = Conflict),

@@ -10,9 +10,11 @@ use filiera_domain::{
     AuditList, AuditQuery, MetricsQuery, StageCatalogue, TerritoryMetrics, TerritoryRegistry,
     Timeline, reiteration_audit, territory_metrics,
 };
-use filiera_store::{Leadership, Store};
+use filiera_store::Store;
+use filiera_store::jobs::{
+    self, Backoff, JobHandle, JobSettings, JobState, LeaderJob, Shutdown, Step, TaskHandle,
+};
 use tokio::sync::{Notify, watch};
-use tokio::task::JoinHandle;
 use tokio::time::Instant;
 
 use crate::cache::{Freshness, TimelineCache};
@@ -28,7 +30,10 @@ use crate::{ProjectionError, ProjectionSettings, TERRITORY_METRICS, leadership_j
 #[derive(Clone)]
 pub struct Projections {
     shared: Arc<Shared>,
-    tasks: Arc<Tasks>,
+    /// The runner, a leader-only job.
+    runner: JobHandle,
+    /// The cache's background refresh.
+    refresher: TaskHandle,
 }
 
 /// What the handle and its background tasks share.
@@ -37,35 +42,12 @@ struct Shared {
     settings: ProjectionSettings,
     model: ReadModel,
     cache: Arc<TimelineCache>,
-    /// This process runs the projection.
-    leader: AtomicBool,
     /// [`Projections::shutdown`] was called.
     stopped: AtomicBool,
-    /// The runner's last failure, cleared by its next successful step.
-    last_error: Mutex<Option<String>>,
     /// Events this process applied, per generation.
     applied: Mutex<BTreeMap<i64, u64>>,
     /// Wakes the runner early (a rebuild was requested in this process).
     nudge: Notify,
-}
-
-/// The background tasks; aborted when the last handle goes.
-struct Tasks {
-    shutdown: watch::Sender<bool>,
-    handles: Mutex<Vec<JoinHandle<()>>>,
-}
-
-impl Drop for Tasks {
-    fn drop(&mut self) {
-        for handle in self
-            .handles
-            .get_mut()
-            .map(std::mem::take)
-            .unwrap_or_default()
-        {
-            handle.abort();
-        }
-    }
 }
 
 impl std::fmt::Debug for Projections {
@@ -92,21 +74,34 @@ impl Projections {
             store,
             settings,
             model,
-            leader: AtomicBool::new(false),
             stopped: AtomicBool::new(false),
-            last_error: Mutex::new(None),
             applied: Mutex::new(BTreeMap::new()),
             nudge: Notify::new(),
         });
-        let (shutdown, _) = watch::channel(false);
-        let runner = tokio::spawn(run(Arc::clone(&shared), shutdown.subscribe()));
-        let refresher = tokio::spawn(refresh_cache(Arc::clone(&shared), shutdown.subscribe()));
+        let settings = &shared.settings;
+        let job = JobSettings {
+            follower_retry: settings.follower_retry,
+            leadership_check: settings.leadership_check,
+            backoff: Backoff::fixed(settings.failure_retry),
+        };
+        let runner = jobs::spawn_leader_job(
+            shared.store.clone(),
+            leadership_job(TERRITORY_METRICS),
+            job,
+            RunnerJob {
+                shared: Arc::clone(&shared),
+                runner: None,
+                wakeups: None,
+            },
+        );
+        let refresher = jobs::spawn_task({
+            let shared = Arc::clone(&shared);
+            move |shutdown| refresh_cache(shared, shutdown)
+        });
         Ok(Self {
             shared,
-            tasks: Arc::new(Tasks {
-                shutdown,
-                handles: Mutex::new(vec![runner, refresher]),
-            }),
+            runner,
+            refresher,
         })
     }
 
@@ -175,7 +170,7 @@ impl Projections {
             }),
             None => None,
         };
-        let error = shared.last_error.lock().map(|e| e.clone()).unwrap_or(None);
+        let error = self.runner.last_error();
         let state = if shared.stopped.load(Ordering::Acquire) {
             ProjectionState::Stopped
         } else if error.is_some() {
@@ -201,7 +196,7 @@ impl Projections {
             head,
             lag,
             state,
-            leader: shared.leader.load(Ordering::Acquire),
+            leader: self.runner.is_leading(),
             rebuilding,
             cache,
             error,
@@ -257,7 +252,7 @@ impl Projections {
 
     /// Whether this process runs the projection now.
     pub fn is_leader(&self) -> bool {
-        self.shared.leader.load(Ordering::Acquire)
+        self.runner.is_leading()
     }
 
     /// Events this process's runner applied since it started, per generation (for telemetry
@@ -275,129 +270,91 @@ impl Projections {
     /// database through the cache) after it.
     pub async fn shutdown(&self) {
         self.shared.stopped.store(true, Ordering::Release);
-        let _ = self.tasks.shutdown.send(true);
-        let handles = self
-            .tasks
-            .handles
-            .lock()
-            .map(|mut h| std::mem::take(&mut *h))
-            .unwrap_or_default();
-        for handle in handles {
-            let _ = handle.await;
-        }
+        self.runner.shutdown().await;
+        self.refresher.shutdown().await;
     }
 }
 
-/// The runner task: lead when possible, run while leading, retry otherwise.
-async fn run(shared: Arc<Shared>, mut shutdown: watch::Receiver<bool>) {
-    let job = leadership_job(TERRITORY_METRICS);
-    while !*shutdown.borrow() {
-        match shared.store.try_lead(&job).await {
-            Ok(Some(leadership)) => {
-                shared.leader.store(true, Ordering::Release);
-                lead(&shared, leadership, &mut shutdown).await;
-                shared.leader.store(false, Ordering::Release);
-                continue;
-            }
-            // Another process runs it: nothing is failing here.
-            Ok(None) => clear_error(&shared),
-            Err(error) => record_error(&shared, &error.into()),
-        }
-        tokio::select! {
-            () = tokio::time::sleep(shared.settings.follower_retry) => {}
-            _ = shutdown.changed() => {}
-        }
-    }
+/// The runner as a leader-only job: while this process leads, steps as long as there is work,
+/// then waits for a wake-up, a poll tick or a local rebuild request.
+struct RunnerJob {
+    shared: Arc<Shared>,
+    /// The runner of this leadership term, created by its first step.
+    runner: Option<Runner>,
+    /// The store's wake-ups, during a term.
+    wakeups: Option<watch::Receiver<i64>>,
 }
 
-/// Runs the projection while this process leads: steps as long as there is work, then waits
-/// for a wake-up, a poll tick or a local rebuild request.
-async fn lead(shared: &Shared, mut leadership: Leadership, shutdown: &mut watch::Receiver<bool>) {
-    let settings = &shared.settings;
-    let mut wakeups = shared.store.wakeups();
-    let mut checked = Instant::now();
-    let mut runner = match Runner::new(&shared.store, TERRITORY_METRICS, settings.batch_size) {
-        Ok(runner) => runner,
-        Err(error) => {
-            record_error(shared, &error);
-            leadership.release().await;
-            return;
-        }
-    };
-    loop {
-        if *shutdown.borrow() {
-            leadership.release().await;
-            return;
-        }
-        if checked.elapsed() >= settings.leadership_check {
-            if !leadership.check().await {
-                return;
+impl LeaderJob for RunnerJob {
+    type Error = ProjectionError;
+
+    async fn lead(&mut self) {
+        self.runner = None;
+        self.wakeups = Some(self.shared.store.wakeups());
+    }
+
+    async fn step(&mut self) -> Result<Step, ProjectionError> {
+        let shared = &self.shared;
+        let runner = match &mut self.runner {
+            Some(runner) => runner,
+            None => self.runner.insert(Runner::new(
+                &shared.store,
+                TERRITORY_METRICS,
+                shared.settings.batch_size,
+            )?),
+        };
+        let report = runner.step().await?;
+        let mut applied = shared.applied.lock().unwrap_or_else(|e| e.into_inner());
+        for batch in [&report.active, &report.building].into_iter().flatten() {
+            if batch.committed && batch.events > 0 {
+                *applied.entry(batch.generation).or_default() += batch.events as u64;
             }
-            checked = Instant::now();
         }
-        let more = match runner.step().await {
-            Ok(report) => {
-                clear_error(shared);
-                let mut applied = shared.applied.lock().unwrap_or_else(|e| e.into_inner());
-                for batch in [&report.active, &report.building].into_iter().flatten() {
-                    if batch.committed && batch.events > 0 {
-                        *applied.entry(batch.generation).or_default() += batch.events as u64;
-                    }
+        Ok(if report.more_to_do() {
+            Step::Worked
+        } else {
+            Step::CaughtUp
+        })
+    }
+
+    async fn wait(&mut self) {
+        let Self {
+            shared, wakeups, ..
+        } = self;
+        let wakeups = async {
+            match wakeups {
+                Some(wakeups) => {
+                    let _ = wakeups.changed().await;
                 }
-                report.more_to_do()
-            }
-            Err(error) => {
-                record_error(shared, &error);
-                tokio::select! {
-                    () = tokio::time::sleep(Duration::from_secs(1)) => {}
-                    _ = shutdown.changed() => {}
-                }
-                continue;
+                None => std::future::pending().await,
             }
         };
-        if more {
-            // Let other tasks in between batches of a long catch-up.
-            tokio::task::yield_now().await;
-            continue;
-        }
         tokio::select! {
-            _ = wakeups.changed() => {}
-            () = tokio::time::sleep(settings.poll_interval) => {}
+            () = wakeups => {}
+            () = tokio::time::sleep(shared.settings.poll_interval) => {}
             () = shared.nudge.notified() => {}
-            _ = shutdown.changed() => {}
         }
+    }
+
+    async fn resign(&mut self) {
+        self.runner = None;
+        self.wakeups = None;
+    }
+
+    async fn follow(&mut self, state: &JobState) {
+        // Another process runs it: nothing is failing here.
+        state.clear_error();
     }
 }
 
 /// Keeps the query cache warm, so that a swapped-in generation is loaded in the background
 /// before queries need it.
-async fn refresh_cache(shared: Arc<Shared>, mut shutdown: watch::Receiver<bool>) {
-    while !*shutdown.borrow() {
+async fn refresh_cache(shared: Arc<Shared>, mut shutdown: Shutdown) {
+    while !shutdown.is_stopping() {
         if let Err(error) = shared.cache.refresh(Freshness::Incremental).await {
             tracing::debug!(error = %error, "background cache refresh failed");
         }
-        tokio::select! {
-            () = tokio::time::sleep(shared.settings.cache_refresh) => {}
-            _ = shutdown.changed() => {}
-        }
-    }
-}
-
-fn record_error(shared: &Shared, error: &ProjectionError) {
-    tracing::warn!(
-        projection = TERRITORY_METRICS,
-        error = %error,
-        cause = ?std::error::Error::source(error),
-        "projection runner failed; retrying"
-    );
-    if let Ok(mut last) = shared.last_error.lock() {
-        *last = Some(filiera_store::error_chain(error));
-    }
-}
-
-fn clear_error(shared: &Shared) {
-    if let Ok(mut last) = shared.last_error.lock() {
-        *last = None;
+        shutdown.sleep(shared.settings.cache_refresh).await;
     }
 }
 

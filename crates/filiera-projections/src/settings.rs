@@ -26,6 +26,9 @@ pub struct ProjectionSettings {
     /// How often the leader re-checks (and, on SQLite, renews) its leadership. Must stay well
     /// below the SQLite lease of 5 s.
     pub leadership_check: Duration,
+    /// How long the leader waits after a failed batch before trying again (a fixed delay: a
+    /// [`filiera_store::jobs::Backoff`] whose initial wait is its longest).
+    pub failure_retry: Duration,
     /// How often the query cache refreshes itself in the background (queries also refresh it
     /// before they fold), so that a rebuilt generation is loaded before anyone asks.
     pub cache_refresh: Duration,
@@ -46,6 +49,7 @@ impl ProjectionSettings {
             poll_interval: Duration::from_millis(250),
             follower_retry: Duration::from_secs(1),
             leadership_check: Duration::from_secs(1),
+            failure_retry: Duration::from_secs(1),
             cache_refresh: Duration::from_secs(1),
         }
     }

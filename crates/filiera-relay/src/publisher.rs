@@ -8,14 +8,13 @@
 //! them out of order, and the relay re-synchronises from the stream's last message. It also
 //! makes two relays publishing at once (a lease expired during a pause) unable to interleave.
 
-use std::time::Duration;
-
 use async_nats::jetstream::ErrorCode;
 use async_nats::jetstream::context::{ContextBuilder, GetStreamErrorKind, PublishAckFuture};
 use async_nats::jetstream::message::PublishMessage;
 use async_nats::jetstream::stream::{self, DiscardPolicy, RetentionPolicy, StorageType};
 use async_nats::{Client, ConnectOptions, HeaderMap};
 use filiera_store::StoredEvent;
+use filiera_store::jobs::Backoff;
 
 use crate::envelope::{
     CONTENT_TYPE, PublishedEvent, STREAM_SUBJECTS, cloud_event, message_id, parse_published,
@@ -24,15 +23,10 @@ use crate::envelope::{
 use crate::{RelayError, RelaySettings, StreamSettings};
 
 /// Connects to the NATS server(s) of `url` with the relay's reconnection policy: the client
-/// reconnects by itself, waiting up to `backoff_max` between attempts, forever. A user and
+/// reconnects by itself, waiting as `backoff` says between attempts, forever. A user and
 /// password in the URL (`nats://filiera-relay:PASSWORD@host:4222`, the first server that has
 /// them) are the credentials: async-nats does not read them from the URL by itself.
-pub(crate) async fn connect(
-    url: &str,
-    name: &str,
-    backoff_initial: Duration,
-    backoff_max: Duration,
-) -> Result<Client, RelayError> {
+pub(crate) async fn connect(url: &str, name: &str, backoff: Backoff) -> Result<Client, RelayError> {
     let mut options = ConnectOptions::new();
     if let Some((user, password)) = url_credentials(url) {
         options = options.user_and_password(user, password);
@@ -40,9 +34,7 @@ pub(crate) async fn connect(
     options
         .name(name)
         .max_reconnects(None)
-        .reconnect_delay_callback(move |attempts| {
-            backoff_delay(backoff_initial, backoff_max, attempts)
-        })
+        .reconnect_delay_callback(move |attempts| backoff.delay(attempts))
         .connect(url)
         .await
         .map_err(|e| RelayError::Connect(Box::new(e)))
@@ -64,14 +56,6 @@ fn percent_decode(text: &str) -> String {
     percent_encoding::percent_decode_str(text)
         .decode_utf8_lossy()
         .into_owned()
-}
-
-/// `initial × 2^(attempts−1)`, capped at `max`.
-pub(crate) fn backoff_delay(initial: Duration, max: Duration, attempts: usize) -> Duration {
-    let exponent = u32::try_from(attempts.saturating_sub(1))
-        .unwrap_or(u32::MAX)
-        .min(20);
-    initial.saturating_mul(1 << exponent).min(max)
 }
 
 /// The JetStream side of a leadership term.
@@ -108,13 +92,7 @@ pub(crate) struct BatchOutcome {
 impl Publisher {
     /// Connects and makes sure the stream exists (created with `settings.stream` if missing).
     pub(crate) async fn open(settings: &RelaySettings) -> Result<Self, RelayError> {
-        let client = connect(
-            &settings.url,
-            "filiera-relay",
-            settings.backoff_initial,
-            settings.backoff_max,
-        )
-        .await?;
+        let client = connect(&settings.url, "filiera-relay", settings.backoff()).await?;
         let js = ContextBuilder::new()
             .timeout(settings.ack_timeout)
             .build(client.clone());

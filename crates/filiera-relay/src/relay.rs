@@ -1,6 +1,7 @@
-//! [`NatsRelay`]: the handle a process keeps. Its background task leads the relay when it can
-//! (`store.try_lead("relay:nats")`), publishes the feed from the checkpoint while it leads, and
-//! otherwise retries every second so that a replica takes over within seconds.
+//! [`NatsRelay`]: the handle a process keeps. Its background task, a leader-only job of
+//! [`filiera_store::jobs`], leads the relay when it can (`store.try_lead("relay:nats")`),
+//! publishes the feed from the checkpoint while it leads, and otherwise retries every second so
+//! that a replica takes over within seconds.
 //!
 //! One leadership term:
 //! 1. connect and ensure the stream ([`Publisher::open`]);
@@ -16,51 +17,29 @@
 //! not acknowledge, and nothing acknowledged is ever sent again.
 
 use std::sync::{Arc, Mutex};
-use std::time::Duration;
 
-use filiera_store::{Leadership, Store, StoredEvent};
-use serde::Serialize;
+use filiera_store::jobs::{
+    self, Backoff, BoxError, JobHandle, JobSettings, LeaderJob, StatusSource, Step,
+};
+use filiera_store::{Store, StoredEvent};
 use tokio::sync::watch;
-use tokio::task::JoinHandle;
-use tokio::time::Instant;
 
 use crate::checkpoint::Checkpoints;
 use crate::envelope::message_id;
 use crate::metrics::RelayMetrics;
-use crate::publisher::{Publisher, backoff_delay};
+use crate::publisher::Publisher;
 use crate::{RelayError, RelaySettings};
-use filiera_store::error_chain;
 
-/// The relay's state as `/v1`-style status and telemetry show it.
-#[derive(Clone, Debug, PartialEq, Eq, Serialize)]
-pub struct RelayStatus {
-    /// This process runs the relay (holds the `relay:nats` leadership).
-    pub leading: bool,
-    /// This process, as the leader, has a live connection to NATS. Always `false` when not
-    /// leading: followers do not connect.
-    pub connected: bool,
-    /// The checkpoint: global position of the last event published and acknowledged (read
-    /// from the database, so every replica reports the same).
-    pub position: i64,
-    /// The feed head: the highest global position stored.
-    pub head: i64,
-    /// `head − position`: feed positions not yet published (positions may have gaps, so this
-    /// is an upper bound on the number of events).
-    pub lag: i64,
-    /// Messages this process published and saw acknowledged since it started.
-    pub published_total: u64,
-    /// Failed publish attempts (and failed connections) in this process since it started.
-    pub publish_errors_total: u64,
-    /// The latest failure, cleared by the next successful batch.
-    pub last_error: Option<String>,
-}
+/// The relay's state as `/v1`-style status and telemetry show it (defined in
+/// `filiera_store::jobs` so that the HTTP layer need not depend on this crate).
+pub use filiera_store::jobs::RelayStatus;
 
 /// The NATS JetStream relay of one process. Cheap to clone; clones share the task. Dropping
 /// the last clone without [`NatsRelay::shutdown`] aborts the task, as a crash would.
 #[derive(Clone)]
 pub struct NatsRelay {
     shared: Arc<Shared>,
-    task: Arc<Task>,
+    job: JobHandle,
 }
 
 struct Shared {
@@ -70,20 +49,6 @@ struct Shared {
     metrics: RelayMetrics,
     /// The leader's NATS client, for `connected`.
     client: Mutex<Option<async_nats::Client>>,
-    last_error: Mutex<Option<String>>,
-}
-
-struct Task {
-    shutdown: watch::Sender<bool>,
-    handle: Mutex<Option<JoinHandle<()>>>,
-}
-
-impl Drop for Task {
-    fn drop(&mut self) {
-        if let Some(handle) = self.handle.get_mut().ok().and_then(Option::take) {
-            handle.abort();
-        }
-    }
 }
 
 impl std::fmt::Debug for NatsRelay {
@@ -114,18 +79,25 @@ impl NatsRelay {
             checkpoints,
             metrics,
             client: Mutex::new(None),
-            last_error: Mutex::new(None),
         });
         shared.refresh_gauges(None).await;
-        let (shutdown, receiver) = watch::channel(false);
-        let handle = tokio::spawn(run(Arc::clone(&shared), receiver));
-        Ok(Self {
-            shared,
-            task: Arc::new(Task {
-                shutdown,
-                handle: Mutex::new(Some(handle)),
-            }),
-        })
+        let settings = &shared.settings;
+        let job = jobs::spawn_leader_job(
+            shared.store.clone(),
+            settings.leadership_job(),
+            JobSettings {
+                follower_retry: settings.follower_retry,
+                leadership_check: settings.leadership_check,
+                backoff: settings.backoff(),
+            },
+            RelayJob {
+                shared: Arc::clone(&shared),
+                publisher: None,
+                cursor: None,
+                wakeups: None,
+            },
+        );
+        Ok(Self { shared, job })
     }
 
     /// The settings the relay was started with.
@@ -135,7 +107,7 @@ impl NatsRelay {
 
     /// Whether this process runs the relay right now.
     pub fn is_leading(&self) -> bool {
-        self.shared.metrics.leader.get() == 1
+        self.job.is_leading()
     }
 
     /// The relay's state: leadership, connection, checkpoint, head, lag and counters.
@@ -162,18 +134,22 @@ impl NatsRelay {
             lag: (head - position).max(0),
             published_total: shared.metrics.published.get(),
             publish_errors_total: shared.metrics.errors.get(),
-            last_error: shared.last_error.lock().ok().and_then(|e| e.clone()),
+            last_error: self.job.last_error(),
         })
     }
 
     /// Stops the task: the leader finishes the batch in flight, gives leadership up (so a
     /// replica takes over at once) and closes its connection.
     pub async fn shutdown(&self) {
-        let _ = self.task.shutdown.send(true);
-        let handle = self.task.handle.lock().ok().and_then(|mut h| h.take());
-        if let Some(handle) = handle {
-            let _ = handle.await;
-        }
+        self.job.shutdown().await;
+    }
+}
+
+impl StatusSource<RelayStatus> for NatsRelay {
+    fn status(
+        &self,
+    ) -> std::pin::Pin<Box<dyn Future<Output = Result<RelayStatus, BoxError>> + Send + '_>> {
+        Box::pin(async move { Ok(NatsRelay::status(self).await?) })
     }
 }
 
@@ -190,57 +166,22 @@ impl Shared {
         }
     }
 
-    fn record_error(&self, error: &RelayError) {
-        let text = error_chain(error);
-        tracing::warn!(error = %text, "NATS relay failed; retrying");
-        self.metrics.errors.inc();
-        if let Ok(mut last) = self.last_error.lock() {
-            *last = Some(text);
-        }
-    }
-
-    fn clear_error(&self) {
-        if let Ok(mut last) = self.last_error.lock() {
-            *last = None;
-        }
-    }
-
-    fn set_leading(&self, leading: bool) {
-        self.metrics.leader.set(i64::from(leading));
-    }
-}
-
-/// The task: lead when possible, run while leading, retry otherwise.
-async fn run(shared: Arc<Shared>, mut shutdown: watch::Receiver<bool>) {
-    let job = shared.settings.leadership_job();
-    while !*shutdown.borrow() {
-        match shared.store.try_lead(&job).await {
-            Ok(Some(leadership)) => {
-                shared.set_leading(true);
-                Term::new(&shared, leadership, shutdown.clone()).run().await;
-                shared.set_leading(false);
-                if let Ok(mut client) = shared.client.lock() {
-                    *client = None;
-                }
-                continue;
-            }
-            Ok(None) => shared.refresh_gauges(None).await,
-            Err(error) => shared.record_error(&error.into()),
-        }
-        tokio::select! {
-            () = tokio::time::sleep(shared.settings.follower_retry) => {}
-            _ = shutdown.changed() => {}
+    fn forget_client(&self) {
+        if let Ok(mut client) = self.client.lock() {
+            *client = None;
         }
     }
 }
 
-/// Why a wait ended.
-#[derive(Debug, PartialEq, Eq)]
-enum Wake {
-    /// Time to go on.
-    Go,
-    /// Shutdown was asked for, or leadership was lost: end the term.
-    Stop,
+impl RelaySettings {
+    /// The retry policy after a failure, [`RelaySettings::backoff_initial`] doubling up to
+    /// [`RelaySettings::backoff_max`].
+    pub fn backoff(&self) -> Backoff {
+        Backoff {
+            initial: self.backoff_initial,
+            max: self.backoff_max,
+        }
+    }
 }
 
 /// Where the relay stands within a term, once synchronised with the stream.
@@ -253,259 +194,200 @@ struct Cursor {
     last_sequence: u64,
 }
 
-/// One leadership term.
-struct Term<'a> {
-    shared: &'a Shared,
-    leadership: Option<Leadership>,
-    shutdown: watch::Receiver<bool>,
-    checked: Instant,
-    failures: usize,
+/// The relay as a leader-only job. One leadership term keeps a connection and a cursor,
+/// both dropped after any failure.
+struct RelayJob {
+    shared: Arc<Shared>,
+    /// The connection of this term, opened by its first step.
+    publisher: Option<Publisher>,
+    /// Where the relay stands, once synchronised with the stream.
+    cursor: Option<Cursor>,
+    /// The store's wake-ups, during a term.
+    wakeups: Option<watch::Receiver<i64>>,
 }
 
-impl<'a> Term<'a> {
-    fn new(shared: &'a Shared, leadership: Leadership, shutdown: watch::Receiver<bool>) -> Self {
-        Self {
-            shared,
-            leadership: Some(leadership),
-            shutdown,
-            checked: Instant::now(),
-            failures: 0,
-        }
+impl LeaderJob for RelayJob {
+    type Error = RelayError;
+
+    async fn lead(&mut self) {
+        self.shared.metrics.leader.set(1);
+        self.wakeups = Some(self.shared.store.wakeups());
     }
 
-    async fn run(mut self) {
-        let shared = self.shared;
-        let mut wakeups = shared.store.wakeups();
-        let mut publisher: Option<Publisher> = None;
-        let mut cursor: Option<Cursor> = None;
-        loop {
-            if self.keep_leading().await == Wake::Stop {
-                break;
-            }
-            let step = async {
-                let publisher = match &publisher {
-                    Some(p) => p,
-                    None => {
-                        let opened = Publisher::open(&shared.settings).await?;
-                        if let Ok(mut client) = shared.client.lock() {
-                            *client = Some(opened.client());
-                        }
-                        publisher.insert(opened)
-                    }
-                };
-                let current = match cursor {
-                    Some(c) => c,
-                    None => *cursor.insert(self.synchronise(publisher).await?),
-                };
-                self.batch(publisher, current).await
-            };
-            match step.await {
-                Ok(Step::Published(next)) => {
-                    cursor = Some(next);
-                    self.failures = 0;
-                    shared.clear_error();
+    async fn step(&mut self) -> Result<Step, RelayError> {
+        let shared = Arc::clone(&self.shared);
+        let publisher = match &self.publisher {
+            Some(p) => p,
+            None => {
+                let opened = Publisher::open(&shared.settings).await?;
+                if let Ok(mut client) = shared.client.lock() {
+                    *client = Some(opened.client());
                 }
-                Ok(Step::CaughtUp) => {
-                    self.failures = 0;
-                    shared.clear_error();
-                    tokio::select! {
-                        _ = wakeups.changed() => {}
-                        () = tokio::time::sleep(shared.settings.poll_interval) => {}
-                        _ = self.shutdown.changed() => {}
-                    }
-                }
-                Ok(Step::Contended) => {
-                    // Another relay moved the checkpoint: re-check leadership and resync.
-                    tracing::warn!("the relay checkpoint was moved by another process");
-                    cursor = None;
-                    self.check_leadership_now();
-                }
-                Err(error) => {
-                    shared.record_error(&error);
-                    if matches!(error, RelayError::Contended) {
-                        self.check_leadership_now();
-                    }
-                    publisher = None;
-                    cursor = None;
-                    if let Ok(mut client) = shared.client.lock() {
-                        *client = None;
-                    }
-                    self.failures += 1;
-                    let delay = backoff_delay(
-                        shared.settings.backoff_initial,
-                        shared.settings.backoff_max,
-                        self.failures,
-                    );
-                    if self.idle(delay).await == Wake::Stop {
-                        break;
-                    }
-                }
-            }
-        }
-        drop(publisher);
-        if let Some(leadership) = self.leadership.take() {
-            leadership.release().await;
-        }
-    }
-
-    /// Renews leadership when due; `Stop` on shutdown or when it was lost.
-    async fn keep_leading(&mut self) -> Wake {
-        if *self.shutdown.borrow() || self.leadership.is_none() {
-            return Wake::Stop;
-        }
-        if self.checked.elapsed() >= self.shared.settings.leadership_check {
-            let Some(leadership) = self.leadership.as_mut() else {
-                return Wake::Stop;
-            };
-            if !leadership.check().await {
-                self.leadership = None;
-                return Wake::Stop;
-            }
-            self.checked = Instant::now();
-        }
-        Wake::Go
-    }
-
-    /// Makes the next [`Term::keep_leading`] confirm leadership with the store.
-    fn check_leadership_now(&mut self) {
-        let interval = self.shared.settings.leadership_check;
-        self.checked = Instant::now().checked_sub(interval).unwrap_or(self.checked);
-    }
-
-    /// Waits `delay`, renewing leadership meanwhile.
-    async fn idle(&mut self, delay: Duration) -> Wake {
-        let until = Instant::now() + delay;
-        loop {
-            if self.keep_leading().await == Wake::Stop {
-                return Wake::Stop;
-            }
-            let now = Instant::now();
-            if now >= until {
-                return Wake::Go;
-            }
-            let nap = (until - now).min(self.shared.settings.leadership_check);
-            tokio::select! {
-                () = tokio::time::sleep(nap) => {}
-                _ = self.shutdown.changed() => {}
-            }
-        }
-    }
-
-    /// Re-synchronises with the stream: the start-up check of docs/adr/0004-nats-relay.md.
-    async fn synchronise(&self, publisher: &Publisher) -> Result<Cursor, RelayError> {
-        let shared = self.shared;
-        let name = &shared.settings.checkpoint_name;
-        let checkpoint = shared.checkpoints.load(name).await?;
-        let tail = publisher.tail().await?;
-        let mut position = checkpoint;
-        if let Some(last) = &tail.last {
-            let found = shared
-                .store
-                .read_feed(last.position.saturating_sub(1), 1)
-                .await?;
-            match found.first() {
-                Some(event) if event.position == last.position && message_id(event) == last.id => {}
-                other => {
-                    return Err(RelayError::ForeignStream {
-                        stream: shared.settings.stream.name.clone(),
-                        id: last.id.clone(),
-                        position: last.position,
-                        found: other.map_or_else(
-                            || "nothing".to_owned(),
-                            |e| format!("`{}` at position {}", message_id(e), e.position),
-                        ),
-                    });
-                }
-            }
-            if last.position > checkpoint {
-                tracing::info!(
-                    checkpoint,
-                    published = last.position,
-                    "the stream is ahead of the checkpoint (publish acknowledged, checkpoint \
-                     not written): skipping what it already holds"
-                );
-                if !shared
-                    .checkpoints
-                    .advance(name, checkpoint, last.position)
-                    .await?
-                {
-                    // Moved meanwhile by another relay: read everything again next time.
-                    return Err(RelayError::Contended);
-                }
-                position = last.position;
-            }
-        }
-        tracing::info!(
-            position,
-            stream_sequence = tail.last_sequence,
-            "NATS relay synchronised"
-        );
-        shared.refresh_gauges(Some(position)).await;
-        Ok(Cursor {
-            position,
-            last_sequence: tail.last_sequence,
-        })
-    }
-
-    /// Publishes one batch after `cursor` and checkpoints its acknowledged prefix.
-    async fn batch(&mut self, publisher: &Publisher, cursor: Cursor) -> Result<Step, RelayError> {
-        let shared = self.shared;
-        let events = shared
-            .store
-            .read_feed(cursor.position, shared.settings.batch_size)
-            .await?;
-        if events.is_empty() {
-            shared.refresh_gauges(Some(cursor.position)).await;
-            return Ok(Step::CaughtUp);
-        }
-        // Keep the lease renewed while waiting for acknowledgements.
-        let outcome = {
-            let publish = publisher.publish(&events, cursor.last_sequence);
-            tokio::pin!(publish);
-            loop {
-                tokio::select! {
-                    outcome = &mut publish => break outcome,
-                    () = tokio::time::sleep(shared.settings.leadership_check) => {
-                        // A lost leadership ends the term after this batch.
-                        let _ = self.keep_leading().await;
-                    }
-                }
+                self.publisher.insert(opened)
             }
         };
-        let acknowledged: &[StoredEvent] = &events[..outcome.acknowledged];
-        let mut next = cursor;
-        if let Some(last) = acknowledged.last() {
-            let name = &shared.settings.checkpoint_name;
-            if !shared
-                .checkpoints
-                .advance(name, cursor.position, last.position)
-                .await?
-            {
-                return Ok(Step::Contended);
+        let current = match self.cursor {
+            Some(c) => c,
+            None => *self.cursor.insert(synchronise(&shared, publisher).await?),
+        };
+        match batch(&shared, publisher, current).await? {
+            Batch::Published(next) => {
+                self.cursor = Some(next);
+                Ok(Step::Worked)
             }
-            let fresh = (acknowledged.len() - outcome.duplicates) as u64;
-            shared.metrics.published.inc_by(fresh);
-            next = Cursor {
-                position: last.position,
-                last_sequence: outcome.last_sequence,
-            };
-            shared.refresh_gauges(Some(next.position)).await;
-            tracing::debug!(
-                events = acknowledged.len(),
-                duplicates = outcome.duplicates,
-                position = next.position,
-                "published"
-            );
+            Batch::CaughtUp => Ok(Step::CaughtUp),
+            Batch::Contended => {
+                // Another relay moved the checkpoint: re-check leadership and resync.
+                tracing::warn!("the relay checkpoint was moved by another process");
+                self.cursor = None;
+                Ok(Step::Contended)
+            }
         }
-        match outcome.error {
-            Some(error) => Err(error),
-            None => Ok(Step::Published(next)),
+    }
+
+    async fn wait(&mut self) {
+        let Self {
+            shared, wakeups, ..
+        } = self;
+        let wakeups = async {
+            match wakeups {
+                Some(wakeups) => {
+                    let _ = wakeups.changed().await;
+                }
+                None => std::future::pending().await,
+            }
+        };
+        tokio::select! {
+            () = wakeups => {}
+            () = tokio::time::sleep(shared.settings.poll_interval) => {}
         }
+    }
+
+    fn failed(&mut self, error: &RelayError) -> bool {
+        self.shared.metrics.errors.inc();
+        self.publisher = None;
+        self.cursor = None;
+        self.shared.forget_client();
+        matches!(error, RelayError::Contended)
+    }
+
+    async fn resign(&mut self) {
+        self.publisher = None;
+        self.cursor = None;
+        self.wakeups = None;
+        self.shared.forget_client();
+        self.shared.metrics.leader.set(0);
+    }
+
+    async fn follow(&mut self, _: &jobs::JobState) {
+        self.shared.refresh_gauges(None).await;
     }
 }
 
-/// What one step of a term did.
-enum Step {
+/// Re-synchronises with the stream: the start-up check of docs/adr/0004-nats-relay.md.
+async fn synchronise(shared: &Shared, publisher: &Publisher) -> Result<Cursor, RelayError> {
+    let name = &shared.settings.checkpoint_name;
+    let checkpoint = shared.checkpoints.load(name).await?;
+    let tail = publisher.tail().await?;
+    let mut position = checkpoint;
+    if let Some(last) = &tail.last {
+        let found = shared
+            .store
+            .read_feed(last.position.saturating_sub(1), 1)
+            .await?;
+        match found.first() {
+            Some(event) if event.position == last.position && message_id(event) == last.id => {}
+            other => {
+                return Err(RelayError::ForeignStream {
+                    stream: shared.settings.stream.name.clone(),
+                    id: last.id.clone(),
+                    position: last.position,
+                    found: other.map_or_else(
+                        || "nothing".to_owned(),
+                        |e| format!("`{}` at position {}", message_id(e), e.position),
+                    ),
+                });
+            }
+        }
+        if last.position > checkpoint {
+            tracing::info!(
+                checkpoint,
+                published = last.position,
+                "the stream is ahead of the checkpoint (publish acknowledged, checkpoint \
+                     not written): skipping what it already holds"
+            );
+            if !shared
+                .checkpoints
+                .advance(name, checkpoint, last.position)
+                .await?
+            {
+                // Moved meanwhile by another relay: read everything again next time.
+                return Err(RelayError::Contended);
+            }
+            position = last.position;
+        }
+    }
+    tracing::info!(
+        position,
+        stream_sequence = tail.last_sequence,
+        "NATS relay synchronised"
+    );
+    shared.refresh_gauges(Some(position)).await;
+    Ok(Cursor {
+        position,
+        last_sequence: tail.last_sequence,
+    })
+}
+
+/// Publishes one batch after `cursor` and checkpoints its acknowledged prefix. (The runner
+/// keeps the lease renewed while it waits for acknowledgements.)
+async fn batch(
+    shared: &Shared,
+    publisher: &Publisher,
+    cursor: Cursor,
+) -> Result<Batch, RelayError> {
+    let events = shared
+        .store
+        .read_feed(cursor.position, shared.settings.batch_size)
+        .await?;
+    if events.is_empty() {
+        shared.refresh_gauges(Some(cursor.position)).await;
+        return Ok(Batch::CaughtUp);
+    }
+    let outcome = publisher.publish(&events, cursor.last_sequence).await;
+    let acknowledged: &[StoredEvent] = &events[..outcome.acknowledged];
+    let mut next = cursor;
+    if let Some(last) = acknowledged.last() {
+        let name = &shared.settings.checkpoint_name;
+        if !shared
+            .checkpoints
+            .advance(name, cursor.position, last.position)
+            .await?
+        {
+            return Ok(Batch::Contended);
+        }
+        let fresh = (acknowledged.len() - outcome.duplicates) as u64;
+        shared.metrics.published.inc_by(fresh);
+        next = Cursor {
+            position: last.position,
+            last_sequence: outcome.last_sequence,
+        };
+        shared.refresh_gauges(Some(next.position)).await;
+        tracing::debug!(
+            events = acknowledged.len(),
+            duplicates = outcome.duplicates,
+            position = next.position,
+            "published"
+        );
+    }
+    match outcome.error {
+        Some(error) => Err(error),
+        None => Ok(Batch::Published(next)),
+    }
+}
+
+/// What one batch did.
+enum Batch {
     /// A batch was published and checkpointed; the cursor after it.
     Published(Cursor),
     /// Nothing to publish.

@@ -5,6 +5,7 @@ use std::time::Duration;
 
 use async_nats::jetstream::consumer::{AckPolicy, DeliverPolicy, pull};
 use async_nats::jetstream::context::ContextBuilder;
+use filiera_store::jobs::Backoff;
 use futures::StreamExt as _;
 use serde_json::Value;
 
@@ -111,13 +112,11 @@ pub async fn tail_nats_with(
     mut out: impl FnMut(Value),
 ) -> Result<(), RelayError> {
     let filter = options.filter_subject()?;
-    let client = connect(
-        &options.url,
-        "filiera-tail",
-        Duration::from_millis(100),
-        Duration::from_secs(5),
-    )
-    .await?;
+    let backoff = Backoff {
+        initial: Duration::from_millis(100),
+        max: Duration::from_secs(5),
+    };
+    let client = connect(&options.url, "filiera-tail", backoff).await?;
     let js = ContextBuilder::new()
         .timeout(Duration::from_secs(10))
         .build(client);

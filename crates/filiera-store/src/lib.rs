@@ -42,11 +42,13 @@
 //! - [`metadata`]: the keys of the metadata stored with every event.
 //! - [`error`]: [`StoreError`], a failed database, migration or unreadable row.
 //! - [`lease`]: [`Leadership`], one runner per job across processes.
+//! - [`jobs`]: [`jobs::spawn_leader_job`], the one runner of leader-only background jobs.
 //! - `sqlite`, `postgres`: backend-specific connection set-up (pools, pragmas, LISTEN).
 //! - `rows`: decoding stored rows into [`StoredEvent`]s, through the domain's upcasters.
 
 pub mod database;
 pub mod error;
+pub mod jobs;
 pub mod lease;
 pub mod metadata;
 pub mod model;

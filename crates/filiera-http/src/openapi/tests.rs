@@ -449,7 +449,7 @@ fn mirrors_match_the_real_types() {
         "RebuildStarted",
         &serde_json::to_value(started).unwrap(),
     );
-    let relay = filiera_relay::RelayStatus {
+    let relay = filiera_store::jobs::RelayStatus {
         leading: true,
         connected: false,
         position: 3,
