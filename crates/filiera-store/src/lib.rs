@@ -39,6 +39,7 @@
 //! - `sqlite`, `postgres`: backend-specific connection set-up (pools, pragmas, LISTEN).
 //! - `rows`: decoding stored rows into [`StoredEvent`]s.
 
+mod bulk;
 pub mod database;
 pub mod error;
 pub mod lease;
