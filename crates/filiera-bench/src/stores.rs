@@ -285,6 +285,7 @@ async fn load_generation(
     Ok(written)
 }
 
+/// A migrated store at `url`, for the read figures (the seeded feed, the read model).
 pub(crate) async fn connect(url: &str, services: &PathwayServices) -> Result<Store, BenchError> {
     let options = StoreOptions {
         max_connections: 4,
