@@ -43,9 +43,6 @@ pub enum ProjectionError {
     /// A read-model row cannot be decoded.
     #[error("unreadable projection data: {0}")]
     Corrupt(String),
-    /// A local file could not be used (the benchmark's temporary database).
-    #[error("I/O error")]
-    Io(#[from] std::io::Error),
     /// A background task of the projection panicked or was cancelled.
     #[error("projection task failed: {0}")]
     Task(String),

@@ -19,13 +19,13 @@
 //! - [`replay`]: [`Replay`], [`replay_report`], [`replay_audit`], the offline report.
 //! - [`status`]: [`ProjectionStatus`] and the other documents the API serves.
 //! - [`settings`]: the tuning and configuration, [`ProjectionSettings`].
-//! - [`bench`]: [`bench::bench`], the benchmark behind `filiera bench` and `cargo bench`.
+//! - [`tables`]: [`ProjectionTables`], a projection's tables driven directly, for tools
+//!   outside this crate (the benchmark in `filiera-bench`).
 //! - [`error`]: what can fail, [`ProjectionError`].
 //! - `cache`: the in-memory copy of the active generation.
 //! - `read_model`: the tables (this crate's migrations) and every statement on them; the SQL
 //!   is in `statements/`.
 
-pub mod bench;
 mod cache;
 pub mod error;
 pub mod projections;
@@ -35,6 +35,7 @@ pub mod replay;
 pub mod runner;
 pub mod settings;
 pub mod status;
+pub mod tables;
 
 pub use error::ProjectionError;
 pub use projections::Projections;
@@ -43,6 +44,7 @@ pub use replay::{Replay, replay_audit, replay_report};
 pub use runner::{BatchOutcome, Runner, StepReport};
 pub use settings::ProjectionSettings;
 pub use status::{CacheStatus, ProjectionState, ProjectionStatus, RebuildStarted, RebuildStatus};
+pub use tables::{GenerationFill, ProjectionTables, QueryCache};
 
 /// The projection of SPEC 3: territory metrics and the reiteration audit.
 pub const TERRITORY_METRICS: &str = "territory_metrics";

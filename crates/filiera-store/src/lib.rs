@@ -46,6 +46,7 @@
 //! - `sqlite`, `postgres`: backend-specific connection set-up (pools, pragmas, LISTEN).
 //! - `rows`: decoding stored rows into [`StoredEvent`]s, through the domain's upcasters.
 
+mod bulk;
 pub mod database;
 pub mod error;
 pub mod jobs;

@@ -1,10 +1,11 @@
 //! Real components for tests, started for real: a fresh PostgreSQL database per test (dropped
 //! at the end), a `nats-server -js` per test on a free port (killed at the end), and a child
-//! process whose output lines the test reads.
+//! process whose output lines the test reads. The benchmark (`filiera-bench`) takes its scratch
+//! PostgreSQL databases from here too.
 //!
 //! # Layout
 //! - [`TestDb`]: a new database on the PostgreSQL at `FILIERA_TEST_PG_URL` (default
-//!   `postgres://postgres@127.0.0.1:5432/postgres`).
+//!   `postgres://postgres@127.0.0.1:5432/postgres`), or through any admin URL.
 //! - [`NatsServer`]: a JetStream server of the test's own, which it can stop and restart.
 //! - [`PgServer`]: a PostgreSQL server of the test's own (a fresh cluster), which it can
 //!   stop and restart, for outages that must not touch the shared server.
@@ -30,7 +31,7 @@ pub fn pg_admin_url() -> String {
 
 /// A brand-new PostgreSQL database, dropped (with its connections) when this goes.
 pub struct TestDb {
-    /// The database name, `filiera_test_<uuid>`.
+    /// The database name, `filiera_test_<uuid>` (or another prefix: see [`TestDb::create_on`]).
     pub name: String,
     /// A URL connecting to it: the admin URL with its database replaced (any query string kept).
     pub url: String,
@@ -40,18 +41,23 @@ pub struct TestDb {
 impl TestDb {
     /// Creates the database through [`pg_admin_url`].
     pub async fn create() -> anyhow::Result<Self> {
-        let name = format!("filiera_test_{}", uuid::Uuid::new_v4().simple());
-        let admin = pg_admin_url();
-        let mut conn = sqlx::PgConnection::connect(&admin)
+        Self::create_on(&pg_admin_url(), "filiera_test")
             .await
-            .context("PostgreSQL answers at FILIERA_TEST_PG_URL or 127.0.0.1:5432")?;
+            .context("PostgreSQL answers at FILIERA_TEST_PG_URL or 127.0.0.1:5432")
+    }
+
+    /// Creates a database named `<prefix>_<uuid>` through the administrative URL `admin`: the
+    /// scratch databases of `filiera-bench` (the benchmark is given its admin URL).
+    pub async fn create_on(admin: &str, prefix: &str) -> anyhow::Result<Self> {
+        let name = format!("{prefix}_{}", uuid::Uuid::new_v4().simple());
+        let mut conn = sqlx::PgConnection::connect(admin).await?;
         conn.execute(format!("CREATE DATABASE \"{name}\"").as_str())
             .await?;
         conn.close().await?;
         Ok(Self {
-            url: with_database(&admin, &name),
+            url: with_database(admin, &name),
             name,
-            admin,
+            admin: admin.to_owned(),
         })
     }
 }

@@ -255,7 +255,7 @@ async fn main() -> anyhow::Result<()> {
             seed,
             write_commands,
         } => {
-            let options = filiera_projections::bench::BenchOptions {
+            let options = filiera_bench::BenchOptions {
                 events,
                 runs,
                 store_events,
@@ -265,7 +265,7 @@ async fn main() -> anyhow::Result<()> {
                 seed,
                 write_commands,
             };
-            let report = filiera_projections::bench::bench(&options, |line| {
+            let report = filiera_bench::bench(&options, |line| {
                 tracing::info!("{line}");
             })
             .await?;

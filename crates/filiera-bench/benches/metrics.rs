@@ -1,12 +1,12 @@
-//! `cargo bench -p filiera-projections`: the metrics benchmark (see
-//! `filiera_projections::bench`), with plain `Instant` timings — no harness.
+//! `cargo bench -p filiera-bench`: the metrics benchmark (see the `filiera_bench` crate), with
+//! plain `Instant` timings — no harness.
 //!
 //! Environment: `FILIERA_BENCH_EVENTS` (default 1,000,000), `FILIERA_BENCH_RUNS` (5),
 //! `FILIERA_BENCH_STORE_EVENTS` (50,000), `FILIERA_BENCH_CACHE_LOAD` (`1`; `0` skips the full
 //! cache load), `FILIERA_BENCH_PG_URL` (an admin URL to measure PostgreSQL too; defaults to
 //! `FILIERA_TEST_PG_URL`; `none` skips PostgreSQL).
 
-use filiera_projections::bench::{BenchOptions, bench};
+use filiera_bench::{BenchOptions, bench};
 
 fn env<T: std::str::FromStr>(name: &str, default: T) -> T {
     std::env::var(name)

@@ -1,0 +1,111 @@
+//! [`Store::append_recorded`] and [`Store::server_version`] against real databases, on SQLite
+//! and on PostgreSQL.
+
+#[allow(dead_code)]
+mod common;
+
+use std::collections::HashMap;
+
+use anyhow::{Context as _, ensure};
+use filiera_domain::{PathwayCommand, PathwayEvent, Referral};
+use filiera_store::{CommandContext, StoredEvent};
+use uuid::Uuid;
+
+use common::Harness;
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn append_recorded_on_sqlite() -> anyhow::Result<()> {
+    append_recorded_writes_in_the_given_order(&Harness::sqlite().await?).await
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn append_recorded_on_postgres() -> anyhow::Result<()> {
+    append_recorded_writes_in_the_given_order(&Harness::postgres().await?).await
+}
+
+/// Events decided elsewhere, more than one chunk of them, come back from the feed in the order
+/// given, with positions from the store, the metadata given and readable streams; a sequence
+/// already taken is refused.
+async fn append_recorded_writes_in_the_given_order(h: &Harness) -> anyhow::Result<()> {
+    let store = &h.store;
+    ensure!(!store.server_version().await?.is_empty());
+
+    // Two events decided by the aggregate, through a command.
+    let source = Uuid::new_v4();
+    let ctx = || CommandContext::new("alice");
+    store
+        .execute(
+            source,
+            PathwayCommand::Enrol {
+                territory: "LOM-BG-BERGAMO".into(),
+                on: "2024-01-10".parse()?,
+                referral: Referral::SocialServices,
+                support_band: None,
+            },
+            ctx(),
+        )
+        .await?
+        .ok()
+        .context("enrolled")?;
+    store
+        .execute(
+            source,
+            PathwayCommand::EnterStage {
+                stage: "internship".into(),
+                on: "2024-02-01".parse()?,
+                provider: None,
+            },
+            ctx(),
+        )
+        .await?
+        .ok()
+        .context("stage entered")?;
+    let decided: Vec<PathwayEvent> = store
+        .history(source)
+        .await?
+        .context("the source stream")?
+        .into_iter()
+        .map(|e| e.event)
+        .collect();
+    ensure!(decided.len() == 2);
+    let head = store.head().await?;
+
+    // The same two events in 2,600 new streams, interleaved: 5,200 rows, two chunks.
+    let streams: Vec<Uuid> = (0..2_600).map(|_| Uuid::new_v4()).collect();
+    let mut rows = Vec::new();
+    for (sequence, event) in (1u64..).zip(&decided) {
+        rows.extend(streams.iter().map(|id| (*id, sequence, event)));
+    }
+    let metadata = HashMap::from([
+        ("principal".to_owned(), "bench".to_owned()),
+        ("command".to_owned(), "bench".to_owned()),
+    ]);
+    store.append_recorded(&rows, &metadata).await?;
+
+    let feed: Vec<StoredEvent> = store.read_feed(head, u32::MAX).await?;
+    ensure!(
+        feed.len() == rows.len(),
+        "{} events in the feed",
+        feed.len()
+    );
+    ensure!(
+        feed.windows(2).all(|w| w[0].position < w[1].position),
+        "positions increase"
+    );
+    ensure!(store.head().await? == feed.last().context("events")?.position);
+    for (stored, (id, sequence, event)) in feed.iter().zip(&rows) {
+        ensure!(stored.beneficiary_id == *id && stored.sequence == *sequence);
+        ensure!(stored.event == **event);
+        ensure!(stored.principal.as_deref() == Some("bench"));
+    }
+    let history = store.history(streams[7]).await?.context("a new stream")?;
+    ensure!(history.iter().map(|e| &e.event).eq(&decided));
+    let pathway = store.load(streams[7]).await?.context("a new pathway")?;
+    ensure!(pathway.state().current_stage.is_some());
+
+    // A sequence already taken fails, and writes nothing of its chunk.
+    let again = [(streams[0], 2, &decided[1])];
+    ensure!(store.append_recorded(&again, &metadata).await.is_err());
+    ensure!(store.read_feed(head, u32::MAX).await?.len() == rows.len());
+    Ok(())
+}
