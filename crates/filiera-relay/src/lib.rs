@@ -21,9 +21,11 @@
 //! - [`relay`]: [`NatsRelay`], the process's handle (start, status, shutdown) and its task.
 //! - `publisher`: one JetStream connection while leading: stream creation, the stream's last
 //!   message, pipelined publishing with `Nats-Expected-Last-Sequence`.
-//! - `checkpoint`: the `relay_checkpoints` table (migration 0004), compare-and-set.
+//! - `checkpoint`: the `relay_checkpoints` table (this crate's migrations, SQL in
+//!   `statements/`), compare-and-set.
 //! - `metrics`: the Prometheus series.
 //! - [`tail`]: [`tail_nats`], a durable pull consumer filtered by territory and event type.
+//! - `url`: [`NatsUrl`], the server addresses, a secret since they may carry a password.
 //! - [`error`]: [`RelayError`], what can go wrong.
 
 mod checkpoint;
@@ -34,6 +36,7 @@ mod publisher;
 pub mod relay;
 pub mod settings;
 pub mod tail;
+mod url;
 
 pub use envelope::{
     DEFAULT_SOURCE, STREAM_NAME, STREAM_SUBJECTS, cloud_event, filter_subject, message_id,
@@ -43,6 +46,7 @@ pub use error::RelayError;
 pub use relay::{NatsRelay, RelayStatus};
 pub use settings::{RelaySettings, StreamSettings};
 pub use tail::{TailOptions, tail_nats, tail_nats_with};
+pub use url::NatsUrl;
 
 /// Applies the relay's migrations: its checkpoint table, recorded in the ledger the store's
 /// migrations share (see [`filiera_store::Migrations`]). Run once before [`NatsRelay::start`];

@@ -20,42 +20,28 @@ use crate::envelope::{
     CONTENT_TYPE, PublishedEvent, STREAM_SUBJECTS, cloud_event, message_id, parse_published,
     subject_for,
 };
-use crate::{RelayError, RelaySettings, StreamSettings};
+use crate::{NatsUrl, RelayError, RelaySettings, StreamSettings};
 
 /// Connects to the NATS server(s) of `url` with the relay's reconnection policy: the client
 /// reconnects by itself, waiting as `backoff` says between attempts, forever. A user and
 /// password in the URL (`nats://filiera-relay:PASSWORD@host:4222`, the first server that has
 /// them) are the credentials: async-nats does not read them from the URL by itself.
-pub(crate) async fn connect(url: &str, name: &str, backoff: Backoff) -> Result<Client, RelayError> {
+pub(crate) async fn connect(
+    url: &NatsUrl,
+    name: &str,
+    backoff: Backoff,
+) -> Result<Client, RelayError> {
     let mut options = ConnectOptions::new();
-    if let Some((user, password)) = url_credentials(url) {
+    if let Some((user, password)) = url.credentials() {
         options = options.user_and_password(user, password);
     }
     options
         .name(name)
         .max_reconnects(None)
         .reconnect_delay_callback(move |attempts| backoff.delay(attempts))
-        .connect(url)
+        .connect(url.expose())
         .await
         .map_err(|e| RelayError::Connect(Box::new(e)))
-}
-
-/// The user and password of the first server address of `url` (comma-separated) that has a
-/// user, percent-decoded.
-pub(crate) fn url_credentials(url: &str) -> Option<(String, String)> {
-    url.split(',').find_map(|server| {
-        let address: async_nats::ServerAddr = server.trim().parse().ok()?;
-        let user = percent_decode(address.username()?);
-        let password = percent_decode(address.password().unwrap_or_default());
-        Some((user, password))
-    })
-}
-
-/// Decodes `%XX` escapes (URL user information); anything malformed is kept as it is.
-fn percent_decode(text: &str) -> String {
-    percent_encoding::percent_decode_str(text)
-        .decode_utf8_lossy()
-        .into_owned()
 }
 
 /// The JetStream side of a leadership term.
@@ -275,23 +261,5 @@ pub(crate) fn stream_config(settings: &StreamSettings) -> stream::Config {
         num_replicas: settings.replicas.max(1),
         allow_direct: true,
         ..Default::default()
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::url_credentials;
-
-    #[test]
-    fn credentials_come_from_the_url() {
-        assert_eq!(url_credentials("nats://127.0.0.1:4222"), None);
-        assert_eq!(
-            url_credentials("nats://filiera-relay:p0a1@127.0.0.1:4222"),
-            Some(("filiera-relay".to_owned(), "p0a1".to_owned()))
-        );
-        assert_eq!(
-            url_credentials("nats://10.0.0.1:4222, nats://relay:a%40b%3Ac@10.0.0.2:4222"),
-            Some(("relay".to_owned(), "a@b:c".to_owned()))
-        );
     }
 }

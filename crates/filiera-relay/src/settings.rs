@@ -3,13 +3,14 @@
 
 use std::time::Duration;
 
+use crate::NatsUrl;
 use crate::envelope::{DEFAULT_SOURCE, STREAM_NAME};
 
 /// How the relay publishes. Build it with [`RelaySettings::new`] and adjust fields.
 #[derive(Clone, Debug)]
 pub struct RelaySettings {
     /// The NATS server(s), e.g. `nats://127.0.0.1:4222` (comma-separated for several).
-    pub url: String,
+    pub url: NatsUrl,
     /// The CloudEvents `source` of every message (default `/filiera`).
     pub source: String,
     /// The name of this relay's checkpoint row in `relay_checkpoints` (default `nats`).
@@ -35,7 +36,7 @@ pub struct RelaySettings {
 
 impl RelaySettings {
     /// The defaults for a relay to the NATS server(s) at `url`.
-    pub fn new(url: impl Into<String>) -> Self {
+    pub fn new(url: impl Into<NatsUrl>) -> Self {
         Self {
             url: url.into(),
             source: DEFAULT_SOURCE.to_owned(),

@@ -9,9 +9,9 @@ use filiera_store::jobs::Backoff;
 use futures::StreamExt as _;
 use serde_json::Value;
 
-use crate::RelayError;
 use crate::envelope::{STREAM_NAME, filter_subject, known_event_type};
 use crate::publisher::connect;
+use crate::{NatsUrl, RelayError};
 
 /// How long the server keeps an ephemeral consumer (no durable name) after its tail stops.
 const EPHEMERAL_INACTIVE: Duration = Duration::from_secs(30);
@@ -20,7 +20,7 @@ const EPHEMERAL_INACTIVE: Duration = Duration::from_secs(30);
 #[derive(Clone, Debug)]
 pub struct TailOptions {
     /// The NATS server(s).
-    pub url: String,
+    pub url: NatsUrl,
     /// The stream (default `FILIERA_EVENTS`).
     pub stream: String,
     /// A durable consumer name: the server remembers what was acknowledged, so the next tail
@@ -35,7 +35,7 @@ pub struct TailOptions {
 
 impl TailOptions {
     /// Every event of `FILIERA_EVENTS` at `url`, with an ephemeral consumer.
-    pub fn new(url: impl Into<String>) -> Self {
+    pub fn new(url: impl Into<NatsUrl>) -> Self {
         Self {
             url: url.into(),
             stream: STREAM_NAME.to_owned(),
@@ -88,7 +88,7 @@ impl TailOptions {
 /// NATS outage is waited out (the client reconnects). Runs until the connection is closed for
 /// good or the caller drops the future (e.g. in a `select!` with Ctrl-C).
 pub async fn tail_nats(
-    url: &str,
+    url: impl Into<NatsUrl>,
     durable_name: Option<String>,
     territory: Option<String>,
     event_type: Option<String>,
