@@ -12,7 +12,7 @@ pub enum RelayError {
     /// The event store failed (reading the feed or the head).
     #[error("event store failed")]
     Store(#[from] StoreError),
-    /// The checkpoint table could not be read or written (is migration 0004 applied?).
+    /// The checkpoint table could not be read or written (were the relay's migrations run?).
     #[error("relay checkpoint query failed")]
     Checkpoint(#[source] sqlx::Error),
     /// Connecting to NATS failed.

@@ -61,7 +61,7 @@ impl std::fmt::Debug for NatsRelay {
 }
 
 impl NatsRelay {
-    /// Starts the relay over `store` (already migrated, including migration 0004): creates
+    /// Starts the relay over `store` (already migrated, [`crate::migrate`] included): creates
     /// its checkpoint row if missing, registers its metrics in `registry`, and spawns the task
     /// that leads or waits to lead. Does not need NATS to be up: it connects (and retries) in
     /// the background.

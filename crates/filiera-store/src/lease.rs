@@ -14,7 +14,7 @@ use std::time::Duration;
 use sqlx::{Connection, PgConnection, SqlitePool};
 use uuid::Uuid;
 
-use crate::{Store, StoreError};
+use crate::{Pool, Store, StoreError};
 
 /// How long an SQLite lease lasts without renewal.
 pub const SQLITE_LEASE_TTL: Duration = Duration::from_secs(5);
@@ -39,42 +39,39 @@ impl Store {
     /// Tries, without waiting, to become the only runner of `job` among the processes sharing
     /// this store. `None` when another one runs it.
     pub async fn try_lead(&self, job: &str) -> Result<Option<Leadership>, StoreError> {
-        if let Some(pool) = self.pg_pool() {
-            // Try on a pooled connection; only a won lock takes its connection out of the pool
-            // (a follower retrying every second must not open a new session each time).
-            let mut pooled = pool.acquire().await?;
-            let (locked,): (bool,) =
-                sqlx::query_as("SELECT pg_try_advisory_lock($1, hashtext($2))")
-                    .bind(PG_LOCK_CLASS)
-                    .bind(job)
-                    .fetch_one(&mut *pooled)
-                    .await?;
-            if !locked {
-                return Ok(None);
+        let database = self.database();
+        let hold = match database.writer() {
+            Pool::Postgres(pool) => {
+                // Try on a pooled connection; only a won lock takes its connection out of the
+                // pool (a follower retrying every second must not open a new session each time).
+                let mut pooled = pool.acquire().await?;
+                let (locked,): (bool,) =
+                    sqlx::query_as("SELECT pg_try_advisory_lock($1, hashtext($2))")
+                        .bind(PG_LOCK_CLASS)
+                        .bind(job)
+                        .fetch_one(&mut *pooled)
+                        .await?;
+                if !locked {
+                    return Ok(None);
+                }
+                Hold::Postgres(pooled.detach())
             }
-            let conn = pooled.detach();
-            tracing::info!(job, "leading");
-            return Ok(Some(Leadership {
-                job: job.to_owned(),
-                hold: Hold::Postgres(conn),
-            }));
-        }
-        let (write, _) = self
-            .sqlite_pools()
-            .expect("a store is either PostgreSQL or SQLite");
-        let holder = Uuid::new_v4().to_string();
-        if renew_sqlite(write, job, &holder).await? {
-            tracing::info!(job, "leading");
-            Ok(Some(Leadership {
-                job: job.to_owned(),
-                hold: Hold::Sqlite {
+            Pool::Sqlite(write) => {
+                let holder = Uuid::new_v4().to_string();
+                if !renew_sqlite(write, job, &holder).await? {
+                    return Ok(None);
+                }
+                Hold::Sqlite {
                     pool: write.clone(),
                     holder,
-                },
-            }))
-        } else {
-            Ok(None)
-        }
+                }
+            }
+        };
+        tracing::info!(job, "leading");
+        Ok(Some(Leadership {
+            job: job.to_owned(),
+            hold,
+        }))
     }
 }
 

@@ -265,22 +265,6 @@ impl Store {
         }
     }
 
-    /// The PostgreSQL pool, for the store's own modules (leadership).
-    pub(crate) fn pg_pool(&self) -> Option<&PgPool> {
-        match &self.inner.backend {
-            Backend::Postgres { pool, .. } => Some(pool),
-            Backend::Sqlite { .. } => None,
-        }
-    }
-
-    /// The SQLite pools `(write, read)`, for the store's own modules (leadership).
-    pub(crate) fn sqlite_pools(&self) -> Option<(&SqlitePool, &SqlitePool)> {
-        match &self.inner.backend {
-            Backend::Sqlite { write, read, .. } => Some((write, read)),
-            Backend::Postgres { .. } => None,
-        }
-    }
-
     /// Whether the store can serve commands now, found out within `within`:
     /// - after a command failed for an outage (disk full, database unreachable…), a probe
     ///   write commits or the outage goes on;
