@@ -318,22 +318,13 @@ impl LeaderJob for RunnerJob {
     }
 
     async fn wait(&mut self) {
-        let Self {
-            shared, wakeups, ..
-        } = self;
-        let wakeups = async {
-            match wakeups {
-                Some(wakeups) => {
-                    let _ = wakeups.changed().await;
-                }
-                None => std::future::pending().await,
-            }
-        };
-        tokio::select! {
-            () = wakeups => {}
-            () = tokio::time::sleep(shared.settings.poll_interval) => {}
-            () = shared.nudge.notified() => {}
-        }
+        let shared = &self.shared;
+        jobs::wait_for_feed(
+            self.wakeups.as_mut(),
+            shared.settings.poll_interval,
+            shared.nudge.notified(),
+        )
+        .await;
     }
 
     async fn resign(&mut self) {

@@ -246,21 +246,12 @@ impl LeaderJob for RelayJob {
     }
 
     async fn wait(&mut self) {
-        let Self {
-            shared, wakeups, ..
-        } = self;
-        let wakeups = async {
-            match wakeups {
-                Some(wakeups) => {
-                    let _ = wakeups.changed().await;
-                }
-                None => std::future::pending().await,
-            }
-        };
-        tokio::select! {
-            () = wakeups => {}
-            () = tokio::time::sleep(shared.settings.poll_interval) => {}
-        }
+        jobs::wait_for_feed(
+            self.wakeups.as_mut(),
+            self.shared.settings.poll_interval,
+            std::future::pending(),
+        )
+        .await;
     }
 
     fn failed(&mut self, error: &RelayError) -> bool {

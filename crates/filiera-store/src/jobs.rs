@@ -60,6 +60,29 @@ impl Backoff {
     }
 }
 
+/// What a feed-following job waits for when it has caught up: a wake-up from the store (a
+/// commit, in this process or, on PostgreSQL, another), `poll` elapsed (a missed wake-up), or
+/// `also` (e.g. a local request).
+pub async fn wait_for_feed(
+    wakeups: Option<&mut watch::Receiver<i64>>,
+    poll: Duration,
+    also: impl Future<Output = ()>,
+) {
+    let woken = async {
+        match wakeups {
+            Some(wakeups) => {
+                let _ = wakeups.changed().await;
+            }
+            None => std::future::pending().await,
+        }
+    };
+    tokio::select! {
+        () = woken => {}
+        () = tokio::time::sleep(poll) => {}
+        () = also => {}
+    }
+}
+
 /// How a leader-only job leads, waits and retries.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct JobSettings {
