@@ -62,10 +62,15 @@ pub struct PerBackend<T> {
 /// backend: one statement text with `$1, $2…` placeholders serves both (sqlx binds SQLite's
 /// `$n` to the n-th argument, as PostgreSQL does).
 ///
-/// ```ignore
+/// ```no_run
+/// # async fn example(database: filiera_store::Database) -> Result<(), sqlx::Error> {
 /// let n: i64 = filiera_store::on_pool!(database.reader(), |pool| {
-///     sqlx::query_scalar("SELECT count(*) FROM relay_checkpoints").fetch_one(pool).await
+///     sqlx::query_scalar("SELECT count(*) FROM relay_checkpoints")
+///         .fetch_one(pool)
+///         .await
 /// })?;
+/// # Ok(())
+/// # }
 /// ```
 #[macro_export]
 macro_rules! on_pool {
@@ -90,7 +95,9 @@ pub struct Migrations {
 }
 
 impl Migrations {
-    /// ```ignore
+    /// ```no_run
+    /// use filiera_store::Migrations;
+    ///
     /// static MIGRATIONS: Migrations = Migrations::new(
     ///     || sqlx::migrate!("./migrations/sqlite"),
     ///     || sqlx::migrate!("./migrations/postgres"),
