@@ -262,7 +262,7 @@ fn expect(who: Who, method: &Method, template: &str, inside: bool) -> Expect {
             Who::Operator => Hidden,
             _ => role_refused,
         },
-        "/v1/territories" | "/v1/stages" => match who {
+        "/v1/territories" | "/v1/stages" | "/v1/providers" => match who {
             Who::Subscriber => role_refused,
             _ => Status(200),
         },

@@ -4,7 +4,7 @@
 use std::sync::Arc;
 
 use filiera_auth::{AuthSecret, Role, TokenKeys};
-use filiera_domain::{PathwayServices, StageCatalogue, TerritoryRegistry};
+use filiera_domain::{PathwayServices, ProviderRegistry, StageCatalogue, TerritoryRegistry};
 use filiera_http::{AppState, ServeSettings};
 use filiera_projections::{ProjectionSettings, Projections};
 use filiera_store::Store;
@@ -62,6 +62,20 @@ pub async fn spawn_app(backend: Backend) -> TestApp {
     spawn_app_with(backend, ServeSettings::default()).await
 }
 
+/// Starts the app like [`spawn_app`], with stage entries checked against `providers` (the
+/// `[[providers]]` of a configuration).
+pub async fn spawn_app_with_providers(backend: Backend, providers: ProviderRegistry) -> TestApp {
+    let services = services().with_providers(Arc::new(providers));
+    spawn_app_over(
+        backend,
+        services,
+        ServeSettings::default(),
+        std::future::pending(),
+    )
+    .await
+    .0
+}
+
 /// Starts the app on an ephemeral port over fresh storage, its connections handled with
 /// `serve_settings` (short timeouts, few connections) instead of the defaults.
 pub async fn spawn_app_with(backend: Backend, serve_settings: ServeSettings) -> TestApp {
@@ -77,9 +91,19 @@ pub async fn spawn_app_until(
     serve_settings: ServeSettings,
     shutdown: impl std::future::Future<Output = ()> + Send + 'static,
 ) -> (TestApp, tokio::task::JoinHandle<std::io::Result<()>>) {
+    spawn_app_over(backend, services(), serve_settings, shutdown).await
+}
+
+/// Starts the app over `services` (the configuration's catalogue and registries).
+async fn spawn_app_over(
+    backend: Backend,
+    services: PathwayServices,
+    serve_settings: ServeSettings,
+    shutdown: impl std::future::Future<Output = ()> + Send + 'static,
+) -> (TestApp, tokio::task::JoinHandle<std::io::Result<()>>) {
     install_suite_log_capture();
     let (url, guard) = fresh_store_url(backend).await;
-    let store = Store::connect(&url, services()).await.expect("connect");
+    let store = Store::connect(&url, services).await.expect("connect");
     store.migrate().await.expect("migrate");
     filiera_projections::migrate(&store.database())
         .await

@@ -8,5 +8,6 @@ mod fuzz;
 mod hostile_http;
 mod openapi;
 mod people;
+mod providers;
 mod read_api;
 mod write_api;

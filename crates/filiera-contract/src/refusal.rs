@@ -10,6 +10,9 @@ pub fn refusal_detail(err: &PathwayError) -> String {
         PathwayError::UnknownTerritory { .. } => {
             format!("{err}; list valid codes with GET /v1/territories")
         }
+        PathwayError::UnknownProvider { .. } => {
+            format!("{err}; list them with GET /v1/providers")
+        }
         other => other.to_string(),
     }
 }

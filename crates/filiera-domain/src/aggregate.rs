@@ -13,6 +13,7 @@ use crate::catalogue::StageCatalogue;
 use crate::command::PathwayCommand;
 use crate::error::PathwayError;
 use crate::event::{CloseOutcome, ExitOutcome, PathwayEvent, Referral, SupportBand, Transition};
+use crate::provider::ProviderRegistry;
 use crate::state::{PathwayState, PathwayStatus};
 use crate::territory::{TerritoryCode, TerritoryRegistry};
 
@@ -63,17 +64,26 @@ impl Clock for FixedClock {
 pub struct PathwayServices {
     pub catalogue: Arc<StageCatalogue>,
     pub territories: Arc<TerritoryRegistry>,
+    /// The providers a stage entry may name; empty means any (SPEC 2.5).
+    pub providers: Arc<ProviderRegistry>,
     pub clock: Arc<dyn Clock>,
 }
 
 impl PathwayServices {
-    /// Services over the given configuration and the system clock.
+    /// Services over the given configuration and the system clock, without a provider
+    /// registry.
     pub fn new(catalogue: Arc<StageCatalogue>, territories: Arc<TerritoryRegistry>) -> Self {
         Self {
             catalogue,
             territories,
+            providers: Arc::new(ProviderRegistry::empty()),
             clock: Arc::new(SystemClock),
         }
+    }
+
+    /// The same services, with stage entries checked against `providers`.
+    pub fn with_providers(self, providers: Arc<ProviderRegistry>) -> Self {
+        Self { providers, ..self }
     }
 }
 
@@ -219,6 +229,9 @@ impl Pathway {
                 valid: catalogue.codes_hint(),
             })?;
         let provider = optional_text("provider", provider)?;
+        if let Some(provider) = &provider {
+            known_provider(&services.providers, provider)?;
+        }
         self.check_date(on, services)?;
         self.require_open()?;
         let state = &self.state;
@@ -407,6 +420,17 @@ fn known_territory(
         .ok_or_else(|| PathwayError::UnknownTerritory {
             territory: territory.to_owned(),
         })
+}
+
+/// Any provider without a registry; one of its codes with one. Only decided entries are
+/// checked: stored events naming a provider since removed still fold.
+fn known_provider(registry: &ProviderRegistry, provider: &str) -> Result<(), PathwayError> {
+    if registry.is_empty() || registry.get(provider).is_some() {
+        return Ok(());
+    }
+    Err(PathwayError::UnknownProvider {
+        provider: provider.to_owned(),
+    })
 }
 
 fn optional_text(

@@ -41,6 +41,7 @@ fn services_with(catalogue: StageCatalogue) -> PathwayServices {
     PathwayServices {
         catalogue: Arc::new(catalogue),
         territories: Arc::new(TerritoryRegistry::sample()),
+        providers: Arc::new(ProviderRegistry::empty()),
         clock: Arc::new(FixedClock(d(TODAY))),
     }
 }
@@ -777,6 +778,150 @@ fn provider_text_is_checked() {
 }
 
 const MAX: usize = crate::aggregate::MAX_TEXT_CHARS;
+
+// ---------------------------------------------------------------- provider registry (SPEC 2.5)
+
+/// The default services with two providers: `coop.alfa` of `LOM-BG` and `beta` of anywhere.
+fn services_with_providers() -> PathwayServices {
+    let territories = TerritoryRegistry::sample();
+    let def = |code: &str, territories: &[&str]| ProviderDef {
+        code: code.into(),
+        name: code.into(),
+        territories: territories.iter().map(|t| (*t).to_owned()).collect(),
+    };
+    let providers = ProviderRegistry::new(
+        vec![def("coop.alfa", &["LOM-BG"]), def("beta", &[])],
+        &territories,
+    )
+    .unwrap();
+    services().with_providers(Arc::new(providers))
+}
+
+fn enter_with(provider: &str) -> PathwayCommand {
+    PathwayCommand::EnterStage {
+        stage: "internship".into(),
+        on: d("2024-01-15"),
+        provider: Some(provider.into()),
+    }
+}
+
+fn entered_with(provider: &str) -> PathwayEvent {
+    PathwayEvent::StageEntered {
+        stage: stage("internship"),
+        on: d("2024-01-15"),
+        from_stage: None,
+        transition: Transition::Entry,
+        provider: Some(provider.into()),
+    }
+}
+
+#[test]
+fn a_registered_provider_is_accepted() {
+    TestFramework::<Pathway>::with(services_with_providers())
+        .given(vec![enrolled("2024-01-10")])
+        .when(enter_with("coop.alfa"))
+        .then_expect_events(vec![entered_with("coop.alfa")]);
+}
+
+#[test]
+fn an_unregistered_provider_is_refused_when_a_registry_is_configured() {
+    let err = TestFramework::<Pathway>::with(services_with_providers())
+        .given(vec![enrolled("2024-01-10")])
+        .when(enter_with("Cooperativa Il Sentiero"))
+        .inspect_result()
+        .unwrap_err();
+    assert_eq!(
+        err,
+        PathwayError::UnknownProvider {
+            provider: "Cooperativa Il Sentiero".into()
+        }
+    );
+    assert_eq!(
+        (err.code(), err.field(), err.refusal()),
+        ("unknown_provider", Some("provider"), Refusal::Invalid)
+    );
+    // Codes are matched as written.
+    TestFramework::<Pathway>::with(services_with_providers())
+        .given(vec![enrolled("2024-01-10")])
+        .when(enter_with("COOP.ALFA"))
+        .then_expect_error(PathwayError::UnknownProvider {
+            provider: "COOP.ALFA".into(),
+        });
+    // Without a provider, an entry needs no registry entry.
+    TestFramework::<Pathway>::with(services_with_providers())
+        .given(vec![enrolled("2024-01-10")])
+        .when(enter("internship", "2024-01-15"))
+        .then_expect_events(vec![entered(
+            "internship",
+            "2024-01-15",
+            None,
+            Transition::Entry,
+        )]);
+}
+
+#[test]
+fn without_a_registry_any_provider_text_is_accepted_and_empty_text_is_not() {
+    given(vec![enrolled("2024-01-10")])
+        .when(enter_with("  Cooperativa Il Sentiero "))
+        .then_expect_events(vec![entered_with("Cooperativa Il Sentiero")]);
+    for services in [services(), services_with_providers()] {
+        TestFramework::<Pathway>::with(services)
+            .given(vec![enrolled("2024-01-10")])
+            .when(enter_with("  "))
+            .then_expect_error(PathwayError::InvalidText {
+                field: "provider",
+                problem: "must not be empty",
+            });
+    }
+}
+
+#[test]
+fn a_providers_territories_never_refuse_an_entry_elsewhere() {
+    // `coop.alfa` works in LOM-BG; this beneficiary is in Milano.
+    let in_milano = PathwayEvent::Enrolled {
+        territory: territory("LOM-MI-MILANO"),
+        on: d("2024-01-10"),
+        referral: Referral::SocialServices,
+        support_band: None,
+    };
+    TestFramework::<Pathway>::with(services_with_providers())
+        .given(vec![in_milano])
+        .when(enter_with("coop.alfa"))
+        .then_expect_events(vec![entered_with("coop.alfa")]);
+}
+
+#[test]
+fn a_stored_entry_naming_a_provider_outside_the_registry_still_folds() {
+    // Recorded before the registry existed: loading and deciding on the stream still work.
+    TestFramework::<Pathway>::with(services_with_providers())
+        .given(vec![
+            enrolled("2024-01-10"),
+            entered_with("Cooperativa Il Sentiero"),
+        ])
+        .when(enter("job_placement", "2024-03-01"))
+        .then_expect_events(vec![
+            exited("internship", "2024-03-01", ExitOutcome::MovedOn),
+            entered(
+                "job_placement",
+                "2024-03-01",
+                Some("internship"),
+                Transition::Progression,
+            ),
+        ]);
+    let pathway = Pathway::from_events(&[
+        enrolled("2024-01-10"),
+        entered_with("Cooperativa Il Sentiero"),
+    ]);
+    assert_eq!(pathway.version(), 2);
+    assert_eq!(
+        pathway
+            .state()
+            .current_stage
+            .as_ref()
+            .map(StageCode::as_str),
+        Some("internship")
+    );
+}
 
 // ---------------------------------------------------------------- erasure of personal data
 

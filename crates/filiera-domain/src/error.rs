@@ -4,6 +4,7 @@ use chrono::NaiveDate;
 
 use crate::aggregate::EARLIEST_DATE;
 use crate::catalogue::MAX_STAGE_CODE_LEN;
+use crate::provider::MAX_PROVIDER_CODE_LEN;
 use crate::territory::MAX_TERRITORY_CODE_LEN;
 
 /// What kind of refusal an error is; adapters map it to a status code.
@@ -27,6 +28,9 @@ pub enum PathwayError {
     /// Adapters may add where the valid codes are listed (the HTTP API names its route).
     #[error("unknown territory `{territory}`")]
     UnknownTerritory { territory: String },
+    /// Only when providers are configured. Adapters may add where they are listed.
+    #[error("unknown provider `{provider}`: not in the configured provider registry")]
+    UnknownProvider { provider: String },
     #[error(
         "`on` {on} is earlier than {latest}, the latest effective date of this pathway; undo the later command first"
     )]
@@ -74,6 +78,7 @@ impl PathwayError {
         match self {
             Self::UnknownStage { .. } => "unknown_stage",
             Self::UnknownTerritory { .. } => "unknown_territory",
+            Self::UnknownProvider { .. } => "unknown_provider",
             Self::OutOfOrder { .. } => "out_of_order",
             Self::DateInFuture { .. } => "date_in_future",
             Self::DateTooEarly { .. } => "date_too_early",
@@ -97,6 +102,7 @@ impl PathwayError {
         match self {
             Self::UnknownStage { .. } => Some("stage"),
             Self::UnknownTerritory { .. } | Self::SameTerritory { .. } => Some("territory"),
+            Self::UnknownProvider { .. } => Some("provider"),
             Self::OutOfOrder { .. } | Self::DateInFuture { .. } | Self::DateTooEarly { .. } => {
                 Some("on")
             }
@@ -111,6 +117,7 @@ impl PathwayError {
         match self {
             Self::UnknownStage { .. }
             | Self::UnknownTerritory { .. }
+            | Self::UnknownProvider { .. }
             | Self::OutOfOrder { .. }
             | Self::DateInFuture { .. }
             | Self::DateTooEarly { .. }
@@ -130,7 +137,7 @@ impl PathwayError {
     }
 }
 
-/// A configuration that cannot be used (stage catalogue or territory registry).
+/// A configuration that cannot be used (stage catalogue, territory or provider registry).
 #[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
 pub enum ConfigError {
     #[error("the stage catalogue is empty")]
@@ -155,4 +162,15 @@ pub enum ConfigError {
     UnknownParent { territory: String, parent: String },
     #[error("territory `{0}` is its own ancestor")]
     TerritoryCycle(String),
+    #[error("provider `{0}` is configured twice")]
+    DuplicateProvider(String),
+    #[error(
+        "provider code `{0}` must match [A-Za-z0-9_.-]{{1,{max}}}",
+        max = MAX_PROVIDER_CODE_LEN
+    )]
+    InvalidProviderCode(String),
+    #[error(
+        "provider `{provider}` names territory `{territory}`, which the territory registry does not have"
+    )]
+    UnknownProviderTerritory { provider: String, territory: String },
 }

@@ -4,6 +4,7 @@
 //! # Layout
 //! - [`catalogue`]: the stage catalogue (codes, labels, levels).
 //! - [`territory`]: the territory registry, a tree of codes.
+//! - [`provider`]: the optional provider registry stage entries name.
 //! - [`event`]: [`PathwayEvent`] and its value types, including [`Transition`].
 //! - [`evolution`]: the versions of the stored events, the upcasters from older versions, and
 //!   the decoder every reader of stored rows goes through.
@@ -20,6 +21,7 @@ pub mod error;
 pub mod event;
 pub mod evolution;
 pub mod metrics;
+pub mod provider;
 pub mod state;
 pub mod territory;
 
@@ -43,5 +45,6 @@ pub use metrics::{
     AuditList, AuditQuery, MetricsQuery, RecordedEvent, TerritoryMetrics, Timeline,
     reiteration_audit, territory_metrics,
 };
+pub use provider::{Provider, ProviderCode, ProviderDef, ProviderRegistry};
 pub use state::{PathwayCounts, PathwayState, PathwayStatus};
 pub use territory::{TerritoryCode, TerritoryDef, TerritoryNode, TerritoryRegistry};

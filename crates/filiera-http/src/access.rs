@@ -68,6 +68,7 @@ pub const RULES: &[(&str, &str, Access)] = &[
     ("GET", "/v1/access-log", ADMINISTRATOR),
     ("GET", "/v1/territories", READER),
     ("GET", "/v1/stages", READER),
+    ("GET", "/v1/providers", READER),
     ("GET", "/v1/metrics", READER),
     ("GET", "/v1/audit/reiterations", READER),
     ("GET", "/v1/events", SUBSCRIBER),

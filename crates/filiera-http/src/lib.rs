@@ -10,7 +10,7 @@
 //!   principal).
 //! - [`beneficiaries`]: enrolment, pathway commands, state and history.
 //! - [`feed`]: the global feed, a page at a time.
-//! - [`meta`]: territories, stages, health and readiness.
+//! - [`meta`]: territories, stages, providers, health and readiness.
 //! - [`reports`]: metrics, the reiteration audit, projection status and rebuilds.
 //! - [`telemetry`]: Prometheus metrics at `/metrics`.
 //! - [`openapi`]: the OpenAPI 3.1 document at `/openapi.json`, generated from [`api`].
@@ -147,6 +147,7 @@ pub fn api() -> OpenApiRouter<AppState> {
         .routes(routes!(b::undo))
         .routes(routes!(meta::territories))
         .routes(routes!(meta::stages))
+        .routes(routes!(meta::providers))
         .routes(routes!(reports::metrics))
         .routes(routes!(reports::audit))
         .routes(routes!(reports::projections))

@@ -1,14 +1,15 @@
-//! Territories, stages, liveness and readiness.
+//! Territories, stages, providers, liveness and readiness.
 
 use axum::Json;
-use axum::extract::State;
-use filiera_domain::{Stage, TerritoryNode};
-use serde::Serialize;
-use utoipa::ToSchema;
+use axum::extract::{RawQuery, State};
+use filiera_domain::{Provider, Stage, TerritoryNode};
+use serde::{Deserialize, Serialize};
+use utoipa::{IntoParams, ToSchema};
 
 use crate::AppState;
+use crate::extract::parse_query;
 use crate::problem::ApiError;
-use crate::problem::responses::ServiceUnavailable;
+use crate::problem::responses::{ServiceUnavailable, UnprocessableEntity};
 
 /// The OpenAPI tag of the catalogue and registry routes.
 pub const TAG: &str = "registry";
@@ -55,6 +56,63 @@ pub async fn stages(State(app): State<AppState>) -> Json<StagesPage> {
     Json(StagesPage {
         stages: app.store.services().catalogue.stages().to_vec(),
     })
+}
+
+/// The provider registry, or the part of it covering a territory.
+#[derive(Debug, Serialize, ToSchema)]
+pub struct ProvidersPage {
+    /// Sorted by code; empty when no providers are configured.
+    pub providers: Vec<Provider>,
+}
+
+/// The query parameters of `/v1/providers`.
+#[derive(Debug, Default, Deserialize, IntoParams)]
+#[serde(deny_unknown_fields)]
+#[into_params(parameter_in = Query)]
+pub struct ProvidersParams {
+    /// A territory code: keeps the providers that list it or one of its ancestors, and those
+    /// that list no territory. Omitted: every provider.
+    pub territory: Option<String>,
+}
+
+/// Lists the provider registry.
+///
+/// The providers stage entries may name (when none are configured, entries may name any
+/// provider and the list is empty), sorted by code. With `territory`, only those usually
+/// working there: the providers whose `territories` include it or one of its ancestors (a
+/// provider of `LOM-BG` covers `LOM-BG-BERGAMO`, not `LOM`), and those listing none.
+#[utoipa::path(
+    get,
+    path = "/v1/providers",
+    tag = TAG,
+    operation_id = "list_providers",
+    params(ProvidersParams),
+    responses(
+        (status = 200, description = "The providers, sorted by code.", body = ProvidersPage),
+        (status = 422, response = UnprocessableEntity),
+    )
+)]
+pub async fn providers(
+    State(app): State<AppState>,
+    RawQuery(query): RawQuery,
+) -> Result<Json<ProvidersPage>, ApiError> {
+    let params: ProvidersParams = parse_query(query.as_deref())?;
+    let services = app.store.services();
+    let providers = match params.territory {
+        None => services.providers.providers().cloned().collect(),
+        Some(code) => {
+            let territory = services
+                .territories
+                .get(&code)
+                .ok_or_else(|| ApiError::unknown_territory(&code))?;
+            services
+                .providers
+                .covering(&territory, &services.territories)
+                .cloned()
+                .collect()
+        }
+    };
+    Ok(Json(ProvidersPage { providers }))
 }
 
 /// The answer of `/healthz`.

@@ -517,8 +517,9 @@ pub mod responses {
     pub struct UnsupportedMediaType(#[allow(dead_code)] Problem);
 
     /// 422: a field, query parameter or header is missing, unknown or invalid; `field` names it
-    /// (`invalid_field`, `unknown_stage`, `unknown_territory`, `out_of_order`, `date_in_future`,
-    /// `date_too_early`, `automatic_outcome`, `same_territory`, `idempotency_key_reused`).
+    /// (`invalid_field`, `unknown_stage`, `unknown_territory`, `unknown_provider`, `out_of_order`,
+    /// `date_in_future`, `date_too_early`, `automatic_outcome`, `same_territory`,
+    /// `idempotency_key_reused`).
     #[derive(ToResponse)]
     #[response(content_type = "application/problem+json")]
     pub struct UnprocessableEntity(#[allow(dead_code)] Problem);
@@ -574,6 +575,33 @@ mod tests {
                 "unknown_territory",
                 "unknown territory `ATLANTIS`; list valid codes with GET /v1/territories",
                 Some("territory")
+            )
+        );
+    }
+
+    #[test]
+    fn an_unknown_provider_points_to_the_provider_route() {
+        let ApiError::Problem {
+            status,
+            code,
+            detail,
+            field,
+            ..
+        } = PathwayError::UnknownProvider {
+            provider: "coop.omega".into(),
+        }
+        .into()
+        else {
+            panic!("a problem document");
+        };
+        assert_eq!(
+            (status, code, detail.as_str(), field.as_deref()),
+            (
+                StatusCode::UNPROCESSABLE_ENTITY,
+                "unknown_provider",
+                "unknown provider `coop.omega`: not in the configured provider registry; \
+                 list them with GET /v1/providers",
+                Some("provider")
             )
         );
     }

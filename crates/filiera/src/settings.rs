@@ -11,7 +11,8 @@ use anyhow::{Context, bail};
 use figment::Figment;
 use figment::providers::{Format, Serialized, Toml};
 use filiera_domain::{
-    PathwayServices, Stage, StageCatalogue, StageCode, TerritoryDef, TerritoryRegistry,
+    PathwayServices, ProviderDef, ProviderRegistry, Stage, StageCatalogue, StageCode, TerritoryDef,
+    TerritoryRegistry,
 };
 use filiera_http::ServeSettings;
 use filiera_store::StoreOptions;
@@ -82,6 +83,10 @@ pub struct Settings {
     /// The territory registry; empty means the built-in sample.
     #[serde(default)]
     pub territories: Vec<TerritoryDef>,
+    /// The provider registry (`[[providers]]`, SPEC 2.5); empty means stage entries may name
+    /// any provider.
+    #[serde(default)]
+    pub providers: Vec<ProviderDef>,
 }
 
 /// `[audit]`
@@ -340,12 +345,20 @@ impl Settings {
         Ok(TerritoryRegistry::new(self.territories.clone())?)
     }
 
+    /// The provider registry, validated against the territory registry; empty when no
+    /// `[[providers]]` are configured.
+    pub fn providers(&self) -> anyhow::Result<ProviderRegistry> {
+        let registry = self.registry()?;
+        ProviderRegistry::new(self.providers.clone(), &registry)
+            .context("invalid [[providers]] configuration")
+    }
+
     /// The domain services over this configuration and the system clock.
     pub fn services(&self) -> anyhow::Result<PathwayServices> {
-        Ok(PathwayServices::new(
-            Arc::new(self.catalogue()?),
-            Arc::new(self.registry()?),
-        ))
+        Ok(
+            PathwayServices::new(Arc::new(self.catalogue()?), Arc::new(self.registry()?))
+                .with_providers(Arc::new(self.providers()?)),
+        )
     }
 }
 
@@ -528,6 +541,85 @@ mod tests {
         });
         let defaults = Settings::load_from(None, no_env()).unwrap();
         assert_eq!(defaults.database.acquire_timeout, Duration::from_secs(5));
+    }
+
+    #[test]
+    fn providers_are_optional_and_validated() {
+        let settings = Settings::load_from(None, no_env()).unwrap();
+        assert!(settings.providers().unwrap().is_empty());
+        assert!(settings.services().unwrap().providers.is_empty());
+        figment::Jail::expect_with(|jail| {
+            jail.create_file(
+                "filiera.toml",
+                r#"
+                [[territories]]
+                code = "LOM"
+                name = "Lombardia"
+                [[territories]]
+                code = "LOM-BG"
+                name = "Ambito di Bergamo"
+                parent = "LOM"
+                [[providers]]
+                code = "coop.alfa"
+                name = "Cooperativa Alfa"
+                territories = ["LOM-BG"]
+                [[providers]]
+                code = "ENTE-2"
+                name = "Ente di formazione"
+                "#,
+            )?;
+            let settings = Settings::load_from(Some(Path::new("filiera.toml")), no_env())
+                .map_err(|e| e.to_string())?;
+            let services = settings.services().map_err(|e| e.to_string())?;
+            let codes: Vec<_> = services
+                .providers
+                .providers()
+                .map(|p| p.code.as_str())
+                .collect();
+            assert_eq!(codes, ["ENTE-2", "coop.alfa"]);
+            assert_eq!(
+                services.providers.get("coop.alfa").unwrap().territories,
+                [services.territories.get("LOM-BG").unwrap()]
+            );
+            assert!(
+                services
+                    .providers
+                    .get("ENTE-2")
+                    .unwrap()
+                    .territories
+                    .is_empty()
+            );
+            for (providers, complaint) in [
+                (
+                    "[[providers]]\ncode = \"a b\"\nname = \"A\"\n",
+                    "provider code `a b` must match [A-Za-z0-9_.-]{1,64}",
+                ),
+                (
+                    "[[providers]]\ncode = \"a\"\nname = \"A\"\n\
+                     [[providers]]\ncode = \"a\"\nname = \"B\"\n",
+                    "provider `a` is configured twice",
+                ),
+                (
+                    "[[providers]]\ncode = \"a\"\nname = \"A\"\nterritories = [\"ATLANTIS\"]\n",
+                    "provider `a` names territory `ATLANTIS`",
+                ),
+                ("[[providers]]\ncode = \"a\"\n", "missing field `name`"),
+                (
+                    "[[providers]]\ncode = \"a\"\nname = \"A\"\nterritory = [\"LOM\"]\n",
+                    "territory",
+                ),
+            ] {
+                jail.create_file("bad.toml", providers)?;
+                let err = Settings::load_from(Some(Path::new("bad.toml")), no_env())
+                    .and_then(|s| s.services().map(|_| ()))
+                    .unwrap_err();
+                assert!(
+                    format!("{err:#}").contains(complaint),
+                    "{providers}: {err:#}"
+                );
+            }
+            Ok(())
+        });
     }
 
     #[test]

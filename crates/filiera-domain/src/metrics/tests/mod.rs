@@ -118,6 +118,7 @@ impl Driver {
         let services = PathwayServices {
             catalogue: self.catalogue.clone(),
             territories: self.registry.clone(),
+            providers: Default::default(),
             clock: Arc::new(FixedClock(at.date_naive())),
         };
         let sink = EventSink::default();
