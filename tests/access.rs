@@ -363,6 +363,9 @@ async fn prepare(
             .await;
             Some(json!({"on": "2024-04-01"}))
         }
+        "/assessment" => Some(json!({"on": "2024-02-01", "kind": "multidisciplinary",
+                                     "occupability": "medium",
+                                     "team": ["social_services", "employment_centre"]})),
         "/undo" => {
             admin(
                 at("/stage"),

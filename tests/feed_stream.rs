@@ -11,6 +11,7 @@ filiera_testkit::on_both_backends!(
     stream_delivers_history_then_live_events,
     stream_resumes_after_last_event_id,
     stream_filters_by_territory_and_type,
+    stream_carries_needs_assessments,
 );
 
 /// A server-sent event: its id and JSON data.
@@ -159,4 +160,31 @@ async fn stream_filters_by_territory_and_type(backend: Backend) {
     );
     let unknown = app.get("/v1/events/stream?type=Exploded").await;
     assert_eq!(unknown.problem(422, "invalid_field")["field"], "type");
+}
+
+/// A needs assessment streams like any event, and can be picked by its type (SPEC 2.5).
+async fn stream_carries_needs_assessments(backend: Backend) {
+    let app = spawn_app(backend).await;
+    let id = app.enrol("LOM-BG-BERGAMO", "2024-01-10").await;
+    app.enter(&id, "internship", "2024-02-01").await;
+
+    let mut assessments = SseReader::open(&app, "?type=needs_assessed", None).await;
+    let answer = app
+        .post(
+            &format!("/v1/beneficiaries/{id}/assessment"),
+            serde_json::json!({"on": "2024-02-02", "kind": "review", "occupability": "high",
+                               "team": ["employment_centre"]}),
+        )
+        .await;
+    assert_eq!(answer.status, 200, "{:#}", answer.body);
+    let event = assessments.next().await;
+    assert_eq!(event.data["type"], "NeedsAssessed");
+    assert_eq!(event.data["beneficiary_id"], id.as_str());
+    assert_eq!(event.data["territory"], "LOM-BG-BERGAMO");
+    assert_eq!(
+        event.data["data"],
+        serde_json::json!({"on": "2024-02-02", "kind": "review", "occupability": "high",
+                           "team": ["employment_centre"]})
+    );
+    assert_eq!(event.id, event.data["position"].as_i64().unwrap());
 }

@@ -3,6 +3,7 @@
 mod helpers;
 
 mod access;
+mod assessment_api;
 mod feed_stream;
 mod fuzz;
 mod hostile_http;

@@ -3,7 +3,10 @@
 //! body is the [`PathwayCommand`] it asks for.
 
 use chrono::NaiveDate;
-use filiera_domain::{CloseOutcome, ExitOutcome, PathwayCommand, Referral, SupportBand};
+use filiera_domain::{
+    AssessmentKind, CloseOutcome, ExitOutcome, Occupability, PathwayCommand, Referral, SupportBand,
+    TeamMember,
+};
 use serde::Deserialize;
 
 /// `POST /v1/beneficiaries`: take a new beneficiary in charge.
@@ -94,6 +97,21 @@ pub struct ReopenBody {
     on: NaiveDate,
 }
 
+/// `POST /v1/beneficiaries/{id}/assessment`: record a needs assessment.
+#[derive(Debug, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
+#[serde(deny_unknown_fields)]
+pub struct AssessmentBody {
+    /// The effective date; not before the latest recorded date, not in the future.
+    on: NaiveDate,
+    /// `multidisciplinary` needs at least two services in `team`.
+    kind: AssessmentKind,
+    /// The occupability profile the assessment concluded with.
+    occupability: Occupability,
+    /// The services that took part: at least one, none twice.
+    team: Vec<TeamMember>,
+}
+
 /// `POST /v1/beneficiaries/{id}/undo`: void the events of the latest command not already
 /// undone.
 #[derive(Debug, Deserialize)]
@@ -155,6 +173,17 @@ impl From<CloseBody> for PathwayCommand {
 impl From<ReopenBody> for PathwayCommand {
     fn from(b: ReopenBody) -> Self {
         Self::ReopenPathway { on: b.on }
+    }
+}
+
+impl From<AssessmentBody> for PathwayCommand {
+    fn from(b: AssessmentBody) -> Self {
+        Self::AssessNeeds {
+            on: b.on,
+            kind: b.kind,
+            occupability: b.occupability,
+            team: b.team,
+        }
     }
 }
 

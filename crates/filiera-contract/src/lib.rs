@@ -19,7 +19,7 @@ pub mod query;
 pub mod refusal;
 
 pub use commands::{
-    CloseBody, EnrolBody, ExitBody, ReopenBody, StageBody, TerritoryBody, UndoBody,
+    AssessmentBody, CloseBody, EnrolBody, ExitBody, ReopenBody, StageBody, TerritoryBody, UndoBody,
 };
 pub use feed::FeedItem;
 pub use query::{AuditParams, MetricsParams, QueryError};

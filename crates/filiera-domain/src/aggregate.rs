@@ -12,7 +12,10 @@ use serde::{Deserialize, Serialize};
 use crate::catalogue::StageCatalogue;
 use crate::command::PathwayCommand;
 use crate::error::PathwayError;
-use crate::event::{CloseOutcome, ExitOutcome, PathwayEvent, Referral, SupportBand, Transition};
+use crate::event::{
+    AssessmentKind, CloseOutcome, ExitOutcome, Occupability, PathwayEvent, Referral, SupportBand,
+    TeamMember, Transition,
+};
 use crate::provider::ProviderRegistry;
 use crate::state::{PathwayState, PathwayStatus};
 use crate::territory::{TerritoryCode, TerritoryRegistry};
@@ -183,6 +186,12 @@ impl Pathway {
             }
             PathwayCommand::ClosePathway { on, outcome } => self.close(on, outcome, services),
             PathwayCommand::ReopenPathway { on } => self.reopen(on, services),
+            PathwayCommand::AssessNeeds {
+                on,
+                kind,
+                occupability,
+                team,
+            } => self.assess_needs(on, kind, occupability, team, services),
             PathwayCommand::Undo { reason } => self.undo(reason, services),
             PathwayCommand::RecordErasure => self.record_erasure(services),
         }
@@ -344,6 +353,26 @@ impl Pathway {
         Ok(vec![PathwayEvent::PathwayReopened { on }])
     }
 
+    fn assess_needs(
+        &self,
+        on: NaiveDate,
+        kind: AssessmentKind,
+        occupability: Occupability,
+        team: Vec<TeamMember>,
+        services: &PathwayServices,
+    ) -> Result<Vec<PathwayEvent>, PathwayError> {
+        self.require_enrolled()?;
+        check_team(kind, &team)?;
+        self.check_date(on, services)?;
+        self.require_open()?;
+        Ok(vec![PathwayEvent::NeedsAssessed {
+            on,
+            kind,
+            occupability,
+            team,
+        }])
+    }
+
     fn undo(
         &self,
         reason: String,
@@ -431,6 +460,25 @@ fn known_provider(registry: &ProviderRegistry, provider: &str) -> Result<(), Pat
     Err(PathwayError::UnknownProvider {
         provider: provider.to_owned(),
     })
+}
+
+/// A team names at least one service, none twice; a multidisciplinary one at least two.
+fn check_team(kind: AssessmentKind, team: &[TeamMember]) -> Result<(), PathwayError> {
+    if team.is_empty() {
+        return Err(PathwayError::EmptyTeam);
+    }
+    let mut seen = BTreeSet::new();
+    for member in team {
+        if !seen.insert(*member) {
+            return Err(PathwayError::DuplicateTeamMember {
+                member: member.as_str(),
+            });
+        }
+    }
+    if kind == AssessmentKind::Multidisciplinary && seen.len() < 2 {
+        return Err(PathwayError::TeamTooSmall);
+    }
+    Ok(())
 }
 
 fn optional_text(

@@ -1032,3 +1032,315 @@ fn refusals_state_the_limits_the_rules_apply() {
         "territory code `A.B` must match [A-Za-z0-9_-]{1,64}"
     );
 }
+
+// ---------------------------------------------------------------- needs assessment (SPEC 2.5)
+
+use TeamMember::{EmploymentCentre, HealthService, SocialServices};
+
+fn assess(
+    on: &str,
+    kind: AssessmentKind,
+    occupability: Occupability,
+    team: &[TeamMember],
+) -> PathwayCommand {
+    PathwayCommand::AssessNeeds {
+        on: d(on),
+        kind,
+        occupability,
+        team: team.to_vec(),
+    }
+}
+
+fn assessed(
+    on: &str,
+    kind: AssessmentKind,
+    occupability: Occupability,
+    team: &[TeamMember],
+) -> PathwayEvent {
+    PathwayEvent::NeedsAssessed {
+        on: d(on),
+        kind,
+        occupability,
+        team: team.to_vec(),
+    }
+}
+
+#[test]
+fn an_assessment_records_kind_occupability_and_team() {
+    given(vec![enrolled("2024-01-10")])
+        .when(assess(
+            "2024-01-12",
+            AssessmentKind::Multidisciplinary,
+            Occupability::Low,
+            &[SocialServices, EmploymentCentre, HealthService],
+        ))
+        .then_expect_events(vec![assessed(
+            "2024-01-12",
+            AssessmentKind::Multidisciplinary,
+            Occupability::Low,
+            &[SocialServices, EmploymentCentre, HealthService],
+        )]);
+    given(vec![enrolled("2024-01-10")])
+        .when(assess(
+            "2024-01-10",
+            AssessmentKind::Initial,
+            Occupability::High,
+            &[EmploymentCentre],
+        ))
+        .then_expect_events(vec![assessed(
+            "2024-01-10",
+            AssessmentKind::Initial,
+            Occupability::High,
+            &[EmploymentCentre],
+        )]);
+}
+
+#[test]
+fn an_assessment_needs_an_enrolled_beneficiary_with_an_open_spell() {
+    let command = || {
+        assess(
+            "2024-03-01",
+            AssessmentKind::Review,
+            Occupability::Medium,
+            &[SocialServices],
+        )
+    };
+    TestFramework::<Pathway>::with(services())
+        .given_no_previous_events()
+        .when(command())
+        .then_expect_error(PathwayError::NotEnrolled);
+    given(vec![enrolled("2024-01-10"), undone(vec![1])])
+        .when(command())
+        .then_expect_error(PathwayError::Voided);
+    given(vec![
+        enrolled("2024-01-10"),
+        closed("2024-02-01", CloseOutcome::MovedAway),
+    ])
+    .when(command())
+    .then_expect_error(PathwayError::PathwayClosed);
+}
+
+#[test]
+fn an_assessment_follows_the_date_rules() {
+    let base = vec![
+        enrolled("2024-01-10"),
+        entered("internship", "2024-03-01", None, Transition::Entry),
+    ];
+    let at = |on| {
+        assess(
+            on,
+            AssessmentKind::Review,
+            Occupability::Medium,
+            &[SocialServices],
+        )
+    };
+    given(base.clone())
+        .when(at("2024-02-01"))
+        .then_expect_error(PathwayError::OutOfOrder {
+            on: d("2024-02-01"),
+            latest: d("2024-03-01"),
+        });
+    given(base.clone())
+        .when(at("2024-06-17"))
+        .then_expect_error(PathwayError::DateInFuture {
+            on: d("2024-06-17"),
+            today: d(TODAY),
+        });
+    given(base.clone())
+        .when(at("1999-12-31"))
+        .then_expect_error(PathwayError::DateTooEarly {
+            on: d("1999-12-31"),
+        });
+    given(base)
+        .when(at("2024-06-16"))
+        .then_expect_events(vec![assessed(
+            "2024-06-16",
+            AssessmentKind::Review,
+            Occupability::Medium,
+            &[SocialServices],
+        )]);
+    // Its date is an effective date: nothing earlier may follow it.
+    given(vec![
+        enrolled("2024-01-10"),
+        assessed(
+            "2024-04-01",
+            AssessmentKind::Initial,
+            Occupability::Low,
+            &[SocialServices],
+        ),
+    ])
+    .when(enter("internship", "2024-03-01"))
+    .then_expect_error(PathwayError::OutOfOrder {
+        on: d("2024-03-01"),
+        latest: d("2024-04-01"),
+    });
+}
+
+#[test]
+fn an_empty_team_is_refused() {
+    for kind in AssessmentKind::ALL {
+        given(vec![enrolled("2024-01-10")])
+            .when(assess("2024-01-12", kind, Occupability::Medium, &[]))
+            .then_expect_error(PathwayError::EmptyTeam);
+    }
+}
+
+#[test]
+fn a_team_member_named_twice_is_refused() {
+    given(vec![enrolled("2024-01-10")])
+        .when(assess(
+            "2024-01-12",
+            AssessmentKind::Multidisciplinary,
+            Occupability::Medium,
+            &[SocialServices, EmploymentCentre, SocialServices],
+        ))
+        .then_expect_error(PathwayError::DuplicateTeamMember {
+            member: "social_services",
+        });
+    // Two mentions of one service are not two services.
+    given(vec![enrolled("2024-01-10")])
+        .when(assess(
+            "2024-01-12",
+            AssessmentKind::Review,
+            Occupability::Medium,
+            &[HealthService, HealthService],
+        ))
+        .then_expect_error(PathwayError::DuplicateTeamMember {
+            member: "health_service",
+        });
+}
+
+#[test]
+fn a_multidisciplinary_assessment_needs_two_services() {
+    given(vec![enrolled("2024-01-10")])
+        .when(assess(
+            "2024-01-12",
+            AssessmentKind::Multidisciplinary,
+            Occupability::Medium,
+            &[SocialServices],
+        ))
+        .then_expect_error(PathwayError::TeamTooSmall);
+}
+
+#[test]
+fn team_refusals_name_the_team_field() {
+    for (err, code) in [
+        (PathwayError::EmptyTeam, "empty_team"),
+        (
+            PathwayError::DuplicateTeamMember {
+                member: "third_sector",
+            },
+            "duplicate_team_member",
+        ),
+        (PathwayError::TeamTooSmall, "team_too_small"),
+    ] {
+        assert_eq!(
+            (err.code(), err.field(), err.refusal()),
+            (code, Some("team"), Refusal::Invalid)
+        );
+        assert!(err.to_string().contains("`team`"), "{err}");
+    }
+}
+
+#[test]
+fn the_latest_assessment_sets_the_occupability() {
+    let never = Pathway::from_events(&[enrolled("2024-01-10")]);
+    assert_eq!(never.state().occupability, None);
+    let pathway = Pathway::from_events(&[
+        enrolled("2024-01-10"),
+        assessed(
+            "2024-01-12",
+            AssessmentKind::Initial,
+            Occupability::Low,
+            &[SocialServices],
+        ),
+        entered("internship", "2024-02-01", None, Transition::Entry),
+        assessed(
+            "2024-03-01",
+            AssessmentKind::Review,
+            Occupability::High,
+            &[EmploymentCentre],
+        ),
+    ]);
+    assert_eq!(pathway.state().occupability, Some(Occupability::High));
+}
+
+#[test]
+fn undo_voids_an_assessment_and_the_occupability_goes_back() {
+    let history = vec![
+        enrolled("2024-01-10"),
+        assessed(
+            "2024-01-12",
+            AssessmentKind::Initial,
+            Occupability::Low,
+            &[SocialServices],
+        ),
+        entered("internship", "2024-02-01", None, Transition::Entry),
+        assessed(
+            "2024-03-01",
+            AssessmentKind::Review,
+            Occupability::High,
+            &[EmploymentCentre],
+        ),
+    ];
+    // It is its own undo group.
+    given(history.clone())
+        .when(undo())
+        .then_expect_events(vec![undone(vec![4])]);
+    let mut events = history;
+    events.push(undone(vec![4]));
+    let once = Pathway::from_events(&events);
+    assert_eq!(once.state().occupability, Some(Occupability::Low));
+    assert!(once.is_voided(4));
+    // Its date no longer counts for ordering.
+    assert_eq!(once.state().latest_on, Some(d("2024-02-01")));
+    events.push(undone(vec![3]));
+    events.push(undone(vec![2]));
+    let all = Pathway::from_events(&events);
+    assert_eq!(all.state().occupability, None);
+    assert_eq!(all.state().current_stage, None);
+    assert_eq!(all.state().counts.corrections, 3);
+}
+
+#[test]
+fn an_assessment_changes_no_classification() {
+    let without = Pathway::from_events(&[
+        enrolled("2024-01-10"),
+        entered("internship", "2024-02-01", None, Transition::Entry),
+    ]);
+    let with = Pathway::from_events(&[
+        enrolled("2024-01-10"),
+        entered("internship", "2024-02-01", None, Transition::Entry),
+        assessed(
+            "2024-02-10",
+            AssessmentKind::Multidisciplinary,
+            Occupability::Medium,
+            &[SocialServices, EmploymentCentre],
+        ),
+    ]);
+    let mut expected = without.state().clone();
+    expected.occupability = Some(Occupability::Medium);
+    expected.latest_on = Some(d("2024-02-10"));
+    assert_eq!(with.state(), &expected);
+    // The open episode stays open, and the next entry is classified against its stage.
+    given(vec![
+        enrolled("2024-01-10"),
+        entered("internship", "2024-02-01", None, Transition::Entry),
+        assessed(
+            "2024-02-10",
+            AssessmentKind::Review,
+            Occupability::Medium,
+            &[SocialServices],
+        ),
+    ])
+    .when(enter("internship", "2024-02-11"))
+    .then_expect_events(vec![
+        exited("internship", "2024-02-11", ExitOutcome::MovedOn),
+        entered(
+            "internship",
+            "2024-02-11",
+            Some("internship"),
+            Transition::Reiteration,
+        ),
+    ]);
+}

@@ -3,7 +3,9 @@
 use chrono::NaiveDate;
 use serde::{Deserialize, Serialize};
 
-use crate::event::{CloseOutcome, ExitOutcome, Referral, SupportBand};
+use crate::event::{
+    AssessmentKind, CloseOutcome, ExitOutcome, Occupability, Referral, SupportBand, TeamMember,
+};
 
 /// A request to change one beneficiary's pathway. Codes are still unchecked strings here:
 /// the aggregate validates them against the configured catalogue and registry.
@@ -34,6 +36,13 @@ pub enum PathwayCommand {
     },
     /// Start a new spell for a closed beneficiary.
     ReopenPathway { on: NaiveDate },
+    /// Record a needs assessment (SPEC 2.5): its own undoable command.
+    AssessNeeds {
+        on: NaiveDate,
+        kind: AssessmentKind,
+        occupability: Occupability,
+        team: Vec<TeamMember>,
+    },
     /// Void the events of the latest command not already undone.
     Undo { reason: String },
     /// Record that the beneficiary's personal data was erased from the vault. Not a pathway
@@ -52,6 +61,7 @@ impl PathwayCommand {
             Self::ChangeTerritory { .. } => "territory",
             Self::ClosePathway { .. } => "close",
             Self::ReopenPathway { .. } => "reopen",
+            Self::AssessNeeds { .. } => "assess",
             Self::Undo { .. } => "undo",
             Self::RecordErasure => "erase_personal_data",
         }

@@ -70,6 +70,14 @@ pub enum PathwayError {
     PreviousStageUnknown { stage: String },
     #[error("the beneficiary's personal data was already erased")]
     AlreadyErased,
+    #[error("`team` must name at least one service that took part in the assessment")]
+    EmptyTeam,
+    #[error("`team` names `{member}` more than once")]
+    DuplicateTeamMember { member: &'static str },
+    #[error(
+        "a multidisciplinary assessment needs at least two distinct services in `team`; record it as initial or review otherwise"
+    )]
+    TeamTooSmall,
 }
 
 impl PathwayError {
@@ -94,6 +102,9 @@ impl PathwayError {
             Self::InvalidText { .. } => "invalid_field",
             Self::PreviousStageUnknown { .. } => "catalogue_mismatch",
             Self::AlreadyErased => "personal_data_erased",
+            Self::EmptyTeam => "empty_team",
+            Self::DuplicateTeamMember { .. } => "duplicate_team_member",
+            Self::TeamTooSmall => "team_too_small",
         }
     }
 
@@ -108,6 +119,7 @@ impl PathwayError {
             }
             Self::AutomaticOutcome { .. } => Some("outcome"),
             Self::InvalidText { field, .. } => Some(field),
+            Self::EmptyTeam | Self::DuplicateTeamMember { .. } | Self::TeamTooSmall => Some("team"),
             _ => None,
         }
     }
@@ -123,7 +135,10 @@ impl PathwayError {
             | Self::DateTooEarly { .. }
             | Self::SameTerritory { .. }
             | Self::AutomaticOutcome { .. }
-            | Self::InvalidText { .. } => Refusal::Invalid,
+            | Self::InvalidText { .. }
+            | Self::EmptyTeam
+            | Self::DuplicateTeamMember { .. }
+            | Self::TeamTooSmall => Refusal::Invalid,
             Self::NotEnrolled => Refusal::NotFound,
             Self::AlreadyErased => Refusal::Gone,
             Self::AlreadyEnrolled

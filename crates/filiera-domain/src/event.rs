@@ -104,6 +104,89 @@ impl CloseOutcome {
     }
 }
 
+/// What a needs assessment was (SPEC 2.5).
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
+#[serde(rename_all = "snake_case")]
+pub enum AssessmentKind {
+    /// The first reading of needs, before a pathway is designed.
+    Initial,
+    /// The reading of the *équipe multidisciplinare*: at least two services take part.
+    Multidisciplinary,
+    /// A later reading that revises an earlier one.
+    Review,
+}
+
+impl AssessmentKind {
+    /// Every kind, in documentation order.
+    pub const ALL: [Self; 3] = [Self::Initial, Self::Multidisciplinary, Self::Review];
+
+    /// The wire name.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Initial => "initial",
+            Self::Multidisciplinary => "multidisciplinary",
+            Self::Review => "review",
+        }
+    }
+}
+
+/// The occupability profile a needs assessment concludes with (SPEC 2.5).
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
+#[serde(rename_all = "snake_case")]
+pub enum Occupability {
+    Low,
+    Medium,
+    High,
+}
+
+impl Occupability {
+    /// Every profile, in documentation order.
+    pub const ALL: [Self; 3] = [Self::Low, Self::Medium, Self::High];
+
+    /// The wire name.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Low => "low",
+            Self::Medium => "medium",
+            Self::High => "high",
+        }
+    }
+}
+
+/// A service taking part in a needs assessment (SPEC 2.5).
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
+#[serde(rename_all = "snake_case")]
+pub enum TeamMember {
+    SocialServices,
+    /// The *centro per l'impiego* (CPI).
+    EmploymentCentre,
+    HealthService,
+    ThirdSector,
+}
+
+impl TeamMember {
+    /// Every member, in documentation order.
+    pub const ALL: [Self; 4] = [
+        Self::SocialServices,
+        Self::EmploymentCentre,
+        Self::HealthService,
+        Self::ThirdSector,
+    ];
+
+    /// The wire name.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::SocialServices => "social_services",
+            Self::EmploymentCentre => "employment_centre",
+            Self::HealthService => "health_service",
+            Self::ThirdSector => "third_sector",
+        }
+    }
+}
+
 /// The classification of a stage entry (SPEC 2.4), decided when it is recorded.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
 #[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
@@ -194,11 +277,19 @@ pub enum PathwayEvent {
     /// destroyed. Carries no personal data. Not a pathway fact: undo passes over it, the state
     /// and every metric ignore it. `on` is the UTC date of the erasure, like an undo's.
     PersonalDataErased { on: NaiveDate },
+    /// A needs assessment (SPEC 2.5): its kind, the occupability profile it concluded with and
+    /// the services that took part. Changes no classification.
+    NeedsAssessed {
+        on: NaiveDate,
+        kind: AssessmentKind,
+        occupability: Occupability,
+        team: Vec<TeamMember>,
+    },
 }
 
 impl PathwayEvent {
     /// Stable event names, as stored and published.
-    pub const TYPES: [&'static str; 8] = [
+    pub const TYPES: [&'static str; 9] = [
         "Enrolled",
         "StageEntered",
         "StageExited",
@@ -207,6 +298,7 @@ impl PathwayEvent {
         "PathwayReopened",
         "CommandUndone",
         "PersonalDataErased",
+        "NeedsAssessed",
     ];
 
     /// The event name of SPEC 2.3 for `name` given as `StageEntered` or `stage_entered`.
@@ -227,6 +319,7 @@ impl PathwayEvent {
             Self::PathwayReopened { .. } => "PathwayReopened",
             Self::CommandUndone { .. } => "CommandUndone",
             Self::PersonalDataErased { .. } => "PersonalDataErased",
+            Self::NeedsAssessed { .. } => "NeedsAssessed",
         }
     }
 
@@ -240,7 +333,8 @@ impl PathwayEvent {
             | Self::PathwayClosed { on, .. }
             | Self::PathwayReopened { on }
             | Self::CommandUndone { on, .. }
-            | Self::PersonalDataErased { on } => *on,
+            | Self::PersonalDataErased { on }
+            | Self::NeedsAssessed { on, .. } => *on,
         }
     }
 
@@ -380,6 +474,24 @@ mod tests {
             assert_eq!(
                 serde_json::to_value(outcome).unwrap(),
                 serde_json::json!(outcome.as_str())
+            );
+        }
+        for kind in AssessmentKind::ALL {
+            assert_eq!(
+                serde_json::to_value(kind).unwrap(),
+                serde_json::json!(kind.as_str())
+            );
+        }
+        for occupability in Occupability::ALL {
+            assert_eq!(
+                serde_json::to_value(occupability).unwrap(),
+                serde_json::json!(occupability.as_str())
+            );
+        }
+        for member in TeamMember::ALL {
+            assert_eq!(
+                serde_json::to_value(member).unwrap(),
+                serde_json::json!(member.as_str())
             );
         }
     }

@@ -36,7 +36,7 @@ struct Versions {
 
 /// Per event type. A change of stored form bumps `reads` (first release) then `writes` (next
 /// release), with an upcaster in [`upcasters`] and a fixture of the old form in a test.
-static VERSIONS: [Versions; 8] = [
+static VERSIONS: [Versions; 9] = [
     Versions::both("Enrolled", "2"),
     Versions::both("StageEntered", "2"),
     Versions::both("StageExited", "2"),
@@ -45,6 +45,8 @@ static VERSIONS: [Versions; 8] = [
     Versions::both("PathwayReopened", "2"),
     Versions::both("CommandUndone", "2"),
     Versions::both("PersonalDataErased", "2"),
+    // A new type starts at the stored form of the day; its version 1 form never existed.
+    Versions::both("NeedsAssessed", "2"),
 ];
 
 impl Versions {
@@ -226,7 +228,10 @@ mod tests {
 
     use super::*;
     use crate::catalogue::StageCode;
-    use crate::event::{CloseOutcome, ExitOutcome, Referral, SupportBand, Transition};
+    use crate::event::{
+        AssessmentKind, CloseOutcome, ExitOutcome, Occupability, Referral, SupportBand, TeamMember,
+        Transition,
+    };
     use crate::territory::TerritoryCode;
 
     fn d(s: &str) -> NaiveDate {
@@ -317,6 +322,22 @@ mod tests {
                 },
                 json!({"PersonalDataErased": {"on": "2024-06-01"}}),
                 json!({"type": "personal_data_erased", "on": "2024-06-01"}),
+            ),
+            // Never written at version 1: its form there is what version 1 builds would have
+            // written, which the generic upcaster reads like every other type's.
+            (
+                PathwayEvent::NeedsAssessed {
+                    on: d("2024-06-02"),
+                    kind: AssessmentKind::Multidisciplinary,
+                    occupability: Occupability::Medium,
+                    team: vec![TeamMember::SocialServices, TeamMember::EmploymentCentre],
+                },
+                json!({"NeedsAssessed": {"on": "2024-06-02", "kind": "multidisciplinary",
+                                         "occupability": "medium",
+                                         "team": ["social_services", "employment_centre"]}}),
+                json!({"type": "needs_assessed", "on": "2024-06-02", "kind": "multidisciplinary",
+                       "occupability": "medium",
+                       "team": ["social_services", "employment_centre"]}),
             ),
         ]
     }
@@ -436,9 +457,9 @@ mod tests {
         }
         let error = decode(
             &upcasters,
-            "NeedsAssessed",
+            "SkillsCertified",
             "2",
-            json!({"type": "needs_assessed"}),
+            json!({"type": "skills_certified"}),
         )
         .unwrap_err();
         assert!(

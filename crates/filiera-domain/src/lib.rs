@@ -39,7 +39,8 @@ pub use catalogue::{Stage, StageCatalogue, StageCode};
 pub use command::PathwayCommand;
 pub use error::{ConfigError, PathwayError, Refusal};
 pub use event::{
-    CloseOutcome, ExitOutcome, PathwayEvent, Referral, SupportBand, Transition, snake_case,
+    AssessmentKind, CloseOutcome, ExitOutcome, Occupability, PathwayEvent, Referral, SupportBand,
+    TeamMember, Transition, snake_case,
 };
 pub use metrics::{
     AuditList, AuditQuery, MetricsQuery, RecordedEvent, TerritoryMetrics, Timeline,

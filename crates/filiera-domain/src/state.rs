@@ -4,7 +4,7 @@ use chrono::NaiveDate;
 use serde::{Deserialize, Serialize};
 
 use crate::catalogue::StageCode;
-use crate::event::{CloseOutcome, PathwayEvent, Referral, SupportBand, Transition};
+use crate::event::{CloseOutcome, Occupability, PathwayEvent, Referral, SupportBand, Transition};
 use crate::territory::TerritoryCode;
 
 /// Where a beneficiary stands.
@@ -62,6 +62,8 @@ pub struct PathwayState {
     pub close_outcome: Option<CloseOutcome>,
     /// Latest effective date among the non-voided events: nothing earlier may be recorded.
     pub latest_on: Option<NaiveDate>,
+    /// The occupability profile of the latest non-voided needs assessment (SPEC 2.5).
+    pub occupability: Option<Occupability>,
     /// Reiterations since the most recent progression (SPEC 2.4).
     pub stalled_reiterations: u32,
     pub counts: PathwayCounts,
@@ -131,6 +133,9 @@ impl PathwayState {
                 self.closed_on = None;
                 self.close_outcome = None;
                 self.counts.spells += 1;
+            }
+            PathwayEvent::NeedsAssessed { occupability, .. } => {
+                self.occupability = Some(*occupability);
             }
             PathwayEvent::CommandUndone { .. } => self.counts.corrections += 1,
             // Never reaches here from the aggregate, which keeps erasures out of the state.

@@ -62,6 +62,7 @@ pub const RULES: &[(&str, &str, Access)] = &[
     ("POST", "/v1/beneficiaries/{id}/close", OPERATOR),
     ("POST", "/v1/beneficiaries/{id}/reopen", OPERATOR),
     ("POST", "/v1/beneficiaries/{id}/undo", OPERATOR),
+    ("POST", "/v1/beneficiaries/{id}/assessment", OPERATOR),
     ("GET", "/v1/beneficiaries", OPERATOR),
     ("GET", "/v1/beneficiaries/{id}/person", OPERATOR),
     ("DELETE", "/v1/beneficiaries/{id}/person", ADMINISTRATOR),

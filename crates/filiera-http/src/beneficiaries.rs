@@ -11,7 +11,7 @@ use utoipa::ToSchema;
 use uuid::Uuid;
 
 pub use filiera_contract::commands::{
-    CloseBody, EnrolBody, ExitBody, ReopenBody, StageBody, TerritoryBody, UndoBody,
+    AssessmentBody, CloseBody, EnrolBody, ExitBody, ReopenBody, StageBody, TerritoryBody, UndoBody,
 };
 
 use crate::AppState;
@@ -331,6 +331,15 @@ simple_command!(
 simple_command!(
     /// Reopens a closed pathway: a new spell starts.
     reopen, ReopenBody, "/v1/beneficiaries/{id}/reopen"
+);
+simple_command!(
+    /// Records a needs assessment (SPEC 2.5).
+    ///
+    /// Needs an open spell. `team` names each service that took part once; a
+    /// `multidisciplinary` assessment needs at least two (422 `empty_team`,
+    /// `duplicate_team_member`, `team_too_small`). The state shows the latest non-voided
+    /// `occupability`; the assessment changes no classification and can be undone.
+    assess_needs, AssessmentBody, "/v1/beneficiaries/{id}/assessment"
 );
 simple_command!(
     /// Undoes the latest command not already undone.

@@ -145,6 +145,7 @@ pub fn api() -> OpenApiRouter<AppState> {
         .routes(routes!(b::close))
         .routes(routes!(b::reopen))
         .routes(routes!(b::undo))
+        .routes(routes!(b::assess_needs))
         .routes(routes!(meta::territories))
         .routes(routes!(meta::stages))
         .routes(routes!(meta::providers))

@@ -219,6 +219,45 @@ mod tests {
         assert_eq!(parse_published(b"not json"), None);
     }
 
+    /// A type added after the relay was written needs no code here: its subject token, its
+    /// CloudEvents type and its data all follow from the domain's event.
+    #[test]
+    fn a_needs_assessment_is_published_like_any_event() {
+        use filiera_domain::{AssessmentKind, Occupability, TeamMember};
+        let event = stored(
+            PathwayEvent::NeedsAssessed {
+                on: NaiveDate::from_ymd_opt(2025, 2, 28).unwrap(),
+                kind: AssessmentKind::Multidisciplinary,
+                occupability: Occupability::Medium,
+                team: vec![TeamMember::SocialServices, TeamMember::EmploymentCentre],
+            },
+            Some("LOM-BG"),
+        );
+        assert_eq!(subject_for(&event), "filiera.events.LOM-BG.needs_assessed");
+        let document = cloud_event(&event, "/filiera/test");
+        assert_eq!(document["type"], "it.filiera.pathway.needs_assessed.v1");
+        assert_eq!(
+            document["data"],
+            json!({
+                "on": "2025-02-28",
+                "kind": "multidisciplinary",
+                "occupability": "medium",
+                "team": ["social_services", "employment_centre"],
+                "territory": "LOM-BG",
+                "sequence": 3,
+                "position": 42
+            })
+        );
+        assert_eq!(
+            filter_subject(Some("LOM-BG"), Some("NeedsAssessed")),
+            "filiera.events.LOM-BG.needs_assessed"
+        );
+        assert_eq!(
+            known_event_type("needs_assessed").as_deref(),
+            Some("needs_assessed")
+        );
+    }
+
     #[test]
     fn filters_accept_both_spellings() {
         assert_eq!(filter_subject(None, None), "filiera.events.*.*");

@@ -41,7 +41,7 @@ enum Command {
     /// Local administrator tool (works on the store directly, without the API's tokens and
     /// roles: run it only where an administrator may). Import legacy history: NDJSON, one
     /// command per line,
-    /// `{"beneficiary": REF, "command": "enrol"|"stage"|"exit"|"territory"|"close"|"reopen"|"undo", ...API body}`.
+    /// `{"beneficiary": REF, "command": "enrol"|"stage"|"exit"|"territory"|"close"|"reopen"|"assess"|"undo", ...API body}`.
     /// Re-running the same file (same batch) writes nothing new.
     Import {
         /// The NDJSON file, or `-` for standard input.

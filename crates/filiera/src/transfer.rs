@@ -6,7 +6,8 @@ use std::io::{BufRead, Write};
 use anyhow::{Context, bail};
 use filiera_contract::refusal_detail;
 use filiera_contract::{
-    CloseBody, EnrolBody, ExitBody, FeedItem, ReopenBody, StageBody, TerritoryBody, UndoBody,
+    AssessmentBody, CloseBody, EnrolBody, ExitBody, FeedItem, ReopenBody, StageBody, TerritoryBody,
+    UndoBody,
 };
 use filiera_domain::PathwayCommand;
 use filiera_store::{CommandContext, IdempotencyKey, Rejection, Store};
@@ -25,6 +26,7 @@ enum ImportCommand {
     Territory(TerritoryBody),
     Close(CloseBody),
     Reopen(ReopenBody),
+    Assess(AssessmentBody),
     Undo(UndoBody),
 }
 
@@ -37,6 +39,7 @@ impl From<ImportCommand> for PathwayCommand {
             ImportCommand::Territory(body) => body.into(),
             ImportCommand::Close(body) => body.into(),
             ImportCommand::Reopen(body) => body.into(),
+            ImportCommand::Assess(body) => body.into(),
             ImportCommand::Undo(body) => body.into(),
         }
     }

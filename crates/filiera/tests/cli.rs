@@ -111,6 +111,41 @@ fn import_is_idempotent_and_export_lists_every_event() {
     assert_eq!(String::from_utf8(tail.stdout).unwrap().lines().count(), 2);
 }
 
+/// `assess` lines take the body of `POST /v1/beneficiaries/{id}/assessment`; the export writes
+/// the `NeedsAssessed` events like any other, and a refused assessment names its rule.
+#[test]
+fn import_records_assessments_and_export_writes_them() {
+    let dir = tempfile::tempdir().unwrap();
+    let input = r#"{"beneficiary": "A", "command": "enrol", "territory": "LOM-BG-BERGAMO", "on": "2021-03-01", "referral": "social_services"}
+{"beneficiary": "A", "command": "assess", "on": "2021-03-02", "kind": "multidisciplinary", "occupability": "low", "team": ["social_services", "employment_centre"]}
+{"beneficiary": "A", "command": "assess", "on": "2021-03-03", "kind": "multidisciplinary", "occupability": "high", "team": ["health_service"]}
+"#;
+    let output = run(filiera(dir.path()).args(["import", "-"]), Some(input));
+    assert!(!output.status.success());
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert!(stderr.contains("line 3"), "{stderr}");
+    assert!(stderr.contains("team_too_small"), "{stderr}");
+
+    let export = run(filiera(dir.path()).arg("export"), None);
+    assert!(export.status.success());
+    let events: Vec<Value> = String::from_utf8(export.stdout)
+        .unwrap()
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap())
+        .collect();
+    assert_eq!(events.len(), 2);
+    let assessed = &events[1];
+    assert_eq!(assessed["type"], "NeedsAssessed");
+    assert_eq!(assessed["sequence"], 2);
+    assert_eq!(assessed["territory"], "LOM-BG-BERGAMO");
+    assert_eq!(
+        assessed["data"],
+        serde_json::json!({"on": "2021-03-02", "kind": "multidisciplinary",
+                           "occupability": "low",
+                           "team": ["social_services", "employment_centre"]})
+    );
+}
+
 #[test]
 fn import_stops_at_a_refused_line_naming_it() {
     let dir = tempfile::tempdir().unwrap();

@@ -242,6 +242,9 @@ impl Timeline {
             }
             // Not a pathway fact: an erasure changes no metric.
             PathwayEvent::PersonalDataErased { .. } => return false,
+            // No metric reads needs assessments yet: the timeline leaves them out, so every
+            // metric is what it was without them (an undo of one still counts a correction).
+            PathwayEvent::NeedsAssessed { .. } => return false,
         };
         self.entries.push(TimelineEntry {
             sequence: recorded.sequence,

@@ -105,6 +105,7 @@ fn document_is_openapi_3_1_about_filiera() {
         "/v1/beneficiaries/{id}/close",
         "/v1/beneficiaries/{id}/reopen",
         "/v1/beneficiaries/{id}/undo",
+        "/v1/beneficiaries/{id}/assessment",
         "/v1/territories",
         "/v1/stages",
         "/v1/metrics",
@@ -214,6 +215,7 @@ fn request_bodies_are_closed_and_their_errors_documented() {
         "CloseBody",
         "ReopenBody",
         "UndoBody",
+        "AssessmentBody",
     ]
     .map(String::from)
     .into();
@@ -355,6 +357,16 @@ fn the_schemas_refuse_what_the_api_refuses() {
         json!({"on": "2024-01-10", "outcome": "sideways"}),
     );
     refused("UndoBody", json!({}));
+    refused(
+        "AssessmentBody",
+        json!({"on": "2024-01-10", "kind": "initial", "occupability": "low",
+               "team": ["social_services", "neighbours"]}),
+    );
+    refused(
+        "AssessmentBody",
+        json!({"on": "2024-01-10", "kind": "initial", "occupability": "average",
+               "team": ["social_services"]}),
+    );
     refused("BeneficiaryView", json!({"version": 1, "status": "open"}));
     refused("FeedPage", json!({"events": "none", "next_after": 0}));
     refused(
@@ -671,6 +683,12 @@ async fn real_answers_conform_to_the_document() {
             "/v1/beneficiaries/{id}/territory",
             "/territory",
             json!({"territory": "LOM-MI-MILANO", "on": "2024-05-02"}),
+        ),
+        (
+            "/v1/beneficiaries/{id}/assessment",
+            "/assessment",
+            json!({"on": "2024-05-10", "kind": "multidisciplinary", "occupability": "medium",
+                   "team": ["social_services", "employment_centre"]}),
         ),
         (
             "/v1/beneficiaries/{id}/close",

@@ -19,7 +19,7 @@ use crate::aggregate::{FixedClock, Pathway, PathwayServices};
 use crate::catalogue::{Stage, StageCatalogue, StageCode};
 use crate::command::PathwayCommand;
 use crate::error::PathwayError;
-use crate::event::{CloseOutcome, ExitOutcome, Referral};
+use crate::event::{AssessmentKind, CloseOutcome, ExitOutcome, Occupability, Referral, TeamMember};
 use crate::territory::{TerritoryCode, TerritoryRegistry};
 
 use super::{MetricsQuery, RecordedEvent, TerritoryMetrics, Timeline, territory_metrics};
@@ -197,6 +197,17 @@ impl Driver {
     pub fn reopen(self, on: &str) -> Self {
         let on = d(on);
         self.run(Some(on), PathwayCommand::ReopenPathway { on })
+    }
+
+    pub fn assess(self, on: &str, occupability: Occupability) -> Self {
+        let on = d(on);
+        let command = PathwayCommand::AssessNeeds {
+            on,
+            kind: AssessmentKind::Initial,
+            occupability,
+            team: vec![TeamMember::EmploymentCentre],
+        };
+        self.run(Some(on), command)
     }
 
     pub fn undo(self) -> Self {

@@ -6,7 +6,7 @@ use chrono::{DateTime, Days, TimeDelta, Utc};
 use proptest::prelude::*;
 
 use crate::catalogue::{StageCatalogue, StageCode};
-use crate::event::{PathwayEvent, Transition};
+use crate::event::{AssessmentKind, Occupability, PathwayEvent, TeamMember, Transition};
 use crate::state::PathwayStatus;
 use crate::territory::TerritoryRegistry;
 use crate::testing::{RandomHistory, TERRITORIES, history};
@@ -240,6 +240,46 @@ proptest! {
             prop_assert_eq!(
                 serde_json::to_value(reiteration_audit(&plain, &audit, &catalogue, &registry)).unwrap(),
                 serde_json::to_value(reiteration_audit(&erased, &audit, &catalogue, &registry)).unwrap()
+            );
+        }
+    }
+
+    /// A needs assessment changes no metric and no audit yet: the metric fold leaves it out.
+    #[test]
+    fn assessments_change_no_metric(
+        histories in prop::collection::vec(history(30, 12), 1..5),
+        specs in prop::collection::vec(query_spec(), 1..4),
+    ) {
+        let plain = drive_all(&histories);
+        let mut assessed = drive_all(&histories);
+        for driver in &mut assessed {
+            let after = driver.events.last().map(|e| e.recorded_at).unwrap_or_default();
+            let Some(on) = driver.pathway().state().latest_on else { continue };
+            // Refused when the pathway is closed or voided, like a client's mistake.
+            let _refused_or_written = driver.try_command(
+                after + TimeDelta::minutes(1),
+                PathwayCommand::AssessNeeds {
+                    on,
+                    kind: AssessmentKind::Multidisciplinary,
+                    occupability: Occupability::Low,
+                    team: vec![TeamMember::SocialServices, TeamMember::EmploymentCentre],
+                },
+            );
+        }
+        let catalogue = training_catalogue();
+        let registry = TerritoryRegistry::sample();
+        let plain: Vec<Timeline> = plain.iter().map(Driver::timeline).collect();
+        let assessed: Vec<Timeline> = assessed.iter().map(Driver::timeline).collect();
+        for spec in &specs {
+            let q = spec.query();
+            prop_assert_eq!(
+                territory_metrics(&plain, &q, &catalogue, &registry),
+                territory_metrics(&assessed, &q, &catalogue, &registry)
+            );
+            let audit = AuditQuery::from(&q);
+            prop_assert_eq!(
+                serde_json::to_value(reiteration_audit(&plain, &audit, &catalogue, &registry)).unwrap(),
+                serde_json::to_value(reiteration_audit(&assessed, &audit, &catalogue, &registry)).unwrap()
             );
         }
     }

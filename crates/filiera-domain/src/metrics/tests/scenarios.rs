@@ -980,3 +980,34 @@ fn known_at_is_echoed_alike_in_json_and_csv() {
     );
     assert!(m.to_csv().contains("\nquery.territory,\n"));
 }
+
+/// Needs assessments change no metric; undoing one is a correction like any undo
+/// (docs/metrics.md).
+#[test]
+fn assessments_change_no_metric_and_undoing_one_is_a_correction() {
+    let base = || {
+        Driver::new("a")
+            .enrol("LOM-BG-BERGAMO", "2024-01-10")
+            .enter(INTERNSHIP, "2024-02-01")
+    };
+    let plain = base().enter(JOB, "2024-03-01");
+    let assessed = base()
+        .assess("2024-02-10", Occupability::Low)
+        .enter(JOB, "2024-03-01")
+        .assess("2024-03-05", Occupability::High);
+    let undone = base()
+        .assess("2024-02-10", Occupability::Low)
+        .undo()
+        .enter(JOB, "2024-03-01");
+    for q in [
+        query(Some("LOM"), "2024-01-01", "2024-12-31"),
+        query(Some("LOM-BG-BERGAMO"), "2024-02-05", "2024-03-03"),
+        query(None, "2024-01-01", "2024-02-20"),
+    ] {
+        let expected = metrics(&[plain.timeline()], &q);
+        assert_eq!(metrics(&[assessed.timeline()], &q), expected, "{q:?}");
+        let mut corrected = expected;
+        corrected.corrections += 1;
+        assert_eq!(metrics(&[undone.timeline()], &q), corrected, "{q:?}");
+    }
+}
