@@ -108,6 +108,7 @@ fn document_is_openapi_3_1_about_filiera() {
         "/v1/beneficiaries/{id}/assessment",
         "/v1/territories",
         "/v1/stages",
+        "/v1/providers",
         "/v1/metrics",
         "/v1/audit/reiterations",
         "/v1/events",
@@ -753,6 +754,12 @@ async fn real_answers_conform_to_the_document() {
         200
     );
     assert_eq!(c.get("/v1/stages", "/v1/stages").await.status, 200);
+    assert_eq!(
+        c.get("/v1/providers", "/v1/providers?territory=LOM-BG")
+            .await
+            .status,
+        200
+    );
 
     c.api
         .projections
@@ -906,6 +913,11 @@ async fn real_answers_conform_to_the_document() {
             422,
         ),
         (c.get("/v1/metrics", "/v1/metrics?from=soon").await, 422),
+        (
+            c.get("/v1/providers", "/v1/providers?territory=ATLANTIS")
+                .await,
+            422,
+        ),
         (
             c.get(
                 "/v1/audit/reiterations",
