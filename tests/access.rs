@@ -266,7 +266,10 @@ fn expect(who: Who, method: &Method, template: &str, inside: bool) -> Expect {
             Who::Subscriber => role_refused,
             _ => Status(200),
         },
-        "/v1/metrics" | "/v1/audit/reiterations" => match who {
+        "/v1/metrics"
+        | "/v1/metrics/series"
+        | "/v1/metrics/breakdown"
+        | "/v1/audit/reiterations" => match who {
             Who::Subscriber => role_refused,
             w if w.covers(inside) => Status(200),
             _ => Forbidden("territory_out_of_scope"),
@@ -318,7 +321,9 @@ async fn prepare(
     // Covered by the operator and the subscriber (`LOM-BG`) and the scoped evaluator (`LOM`).
     let region = if territory == IN { "LOM-BG" } else { "PIE" };
     let query = match template {
-        "/v1/metrics" => format!("?territory={region}&from=2024-01-01&to=2024-12-31"),
+        "/v1/metrics" | "/v1/metrics/series" | "/v1/metrics/breakdown" => {
+            format!("?territory={region}&from=2024-01-01&to=2024-12-31")
+        }
         "/v1/audit/reiterations" => format!("?territory={region}&to=2024-12-31"),
         "/v1/events/stream" => format!("?territory={region}"),
         _ => String::new(),

@@ -11,4 +11,5 @@ mod openapi;
 mod people;
 mod providers;
 mod read_api;
+mod series;
 mod write_api;

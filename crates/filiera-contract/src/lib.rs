@@ -5,8 +5,8 @@
 //!   it asks for;
 //! - [`feed`]: [`FeedItem`], one stored event as `GET /v1/events`, histories, SSE and
 //!   `filiera export` show it;
-//! - [`query`]: [`MetricsParams`] and [`AuditParams`], the report query as `GET /v1/metrics`
-//!   and `filiera report` take it, validated into the domain's queries with a
+//! - [`query`]: [`MetricsParams`], [`SeriesParams`], [`BreakdownParams`] and [`AuditParams`],
+//!   the report query as `GET /v1/metrics…` and `filiera report` take it, validated into the domain's queries with a
 //!   [`QueryError`] naming the parameter;
 //! - [`refusal`]: [`refusal_detail`], the explanation of a refused command.
 //!
@@ -22,5 +22,5 @@ pub use commands::{
     AssessmentBody, CloseBody, EnrolBody, ExitBody, ReopenBody, StageBody, TerritoryBody, UndoBody,
 };
 pub use feed::FeedItem;
-pub use query::{AuditParams, MetricsParams, QueryError};
+pub use query::{AuditParams, BreakdownParams, MetricsParams, QueryError, SeriesParams};
 pub use refusal::refusal_detail;

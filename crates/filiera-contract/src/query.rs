@@ -2,6 +2,8 @@
 //! `filiera report` options — and its validation into the domain's queries.
 
 use chrono::{DateTime, NaiveDate, NaiveTime, Utc};
+use filiera_domain::metrics::MAX_SERIES_POINTS;
+use filiera_domain::metrics::series::{MONTH, month_count};
 use filiera_domain::{
     AuditQuery, EARLIEST_DATE, MetricsQuery, PathwayError, TerritoryCode, TerritoryRegistry,
 };
@@ -43,6 +45,34 @@ pub struct MetricsParams {
     #[cfg_attr(feature = "openapi", param(example = "2025-03-01T12:00:00Z"))]
     pub known_at: Option<String>,
 }
+
+/// The query parameters of `/v1/metrics/series` (and `filiera report --series`): those of
+/// `/v1/metrics` and the interval.
+#[derive(Debug, Default, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::IntoParams))]
+#[serde(deny_unknown_fields)]
+#[cfg_attr(feature = "openapi", into_params(parameter_in = Query))]
+pub struct SeriesParams {
+    /// A territory code; its descendants are included. Omitted: everything, for callers
+    /// whose token covers every territory; others must name one of theirs.
+    pub territory: Option<String>,
+    /// First day of the period (default 2000-01-01); at most 120 months before `to`.
+    #[cfg_attr(feature = "openapi", param(value_type = Option<NaiveDate>))]
+    pub from: Option<String>,
+    /// Last day of the period (default today, UTC).
+    #[cfg_attr(feature = "openapi", param(value_type = Option<NaiveDate>))]
+    pub to: Option<String>,
+    /// RFC 3339 instant, or a date meaning the end of that UTC day (default now).
+    #[cfg_attr(feature = "openapi", param(example = "2025-03-01T12:00:00Z"))]
+    pub known_at: Option<String>,
+    /// The length of each point: only `month` (the default).
+    #[cfg_attr(feature = "openapi", param(example = "month"))]
+    pub interval: Option<String>,
+}
+
+/// The query parameters of `/v1/metrics/breakdown` (and `filiera report --breakdown`): those
+/// of `/v1/metrics`, `territory` being the one whose direct children are listed.
+pub type BreakdownParams = MetricsParams;
 
 /// The query parameters of `/v1/audit/reiterations`.
 #[derive(Debug, Default, Deserialize)]
@@ -86,6 +116,46 @@ impl MetricsParams {
             known_at,
             threshold,
         })
+    }
+}
+
+impl SeriesParams {
+    /// Validates the parameters into the query of the whole period; a series longer than
+    /// [`MAX_SERIES_POINTS`] months is refused naming `from`, an interval other than `month`
+    /// naming `interval`.
+    pub fn into_query(
+        self,
+        registry: &TerritoryRegistry,
+        threshold: u32,
+        now: DateTime<Utc>,
+    ) -> Result<MetricsQuery, QueryError> {
+        match self.interval.as_deref() {
+            None | Some(MONTH) => {}
+            Some(_) => {
+                return Err(QueryError::invalid(
+                    "interval",
+                    format!("`interval` must be `{MONTH}`"),
+                ));
+            }
+        }
+        let query = MetricsParams {
+            territory: self.territory,
+            from: self.from,
+            to: self.to,
+            known_at: self.known_at,
+        }
+        .into_query(registry, threshold, now)?;
+        let points = month_count(query.from, query.to);
+        if points > MAX_SERIES_POINTS {
+            return Err(QueryError::invalid(
+                "from",
+                format!(
+                    "the series from {} to {} has {points} months, more than {MAX_SERIES_POINTS}",
+                    query.from, query.to
+                ),
+            ));
+        }
+        Ok(query)
     }
 }
 

@@ -43,8 +43,8 @@ pub use event::{
     TeamMember, Transition, snake_case,
 };
 pub use metrics::{
-    AuditList, AuditQuery, MetricsQuery, RecordedEvent, TerritoryMetrics, Timeline,
-    reiteration_audit, territory_metrics,
+    AuditList, AuditQuery, MetricsBreakdown, MetricsQuery, MetricsSeries, RecordedEvent,
+    TerritoryMetrics, Timeline, reiteration_audit, territory_metrics,
 };
 pub use provider::{Provider, ProviderCode, ProviderDef, ProviderRegistry};
 pub use state::{PathwayCounts, PathwayState, PathwayStatus};

@@ -199,6 +199,19 @@ impl TerritoryRegistry {
         out
     }
 
+    /// The territories directly below `code` in configuration order; the roots when `None`.
+    pub fn children(&self, code: Option<&TerritoryCode>) -> Vec<TerritoryCode> {
+        match code {
+            Some(code) => self.children.get(code).cloned().unwrap_or_default(),
+            None => self
+                .defs
+                .iter()
+                .filter(|d| d.parent.is_none())
+                .map(|d| TerritoryCode(d.code.clone()))
+                .collect(),
+        }
+    }
+
     /// Whether `code` is `ancestor` or lies below it.
     pub fn is_within(&self, code: &TerritoryCode, ancestor: &TerritoryCode) -> bool {
         let mut cursor = Some(code);

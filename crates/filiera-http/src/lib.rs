@@ -150,6 +150,8 @@ pub fn api() -> OpenApiRouter<AppState> {
         .routes(routes!(meta::stages))
         .routes(routes!(meta::providers))
         .routes(routes!(reports::metrics))
+        .routes(routes!(reports::series))
+        .routes(routes!(reports::breakdown))
         .routes(routes!(reports::audit))
         .routes(routes!(reports::projections))
         .routes(routes!(reports::rebuild))

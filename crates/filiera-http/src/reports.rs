@@ -1,4 +1,5 @@
-//! The read side over HTTP: `GET /v1/metrics`, `GET /v1/audit/reiterations`,
+//! The read side over HTTP: `GET /v1/metrics`, `GET /v1/metrics/series`,
+//! `GET /v1/metrics/breakdown`, `GET /v1/audit/reiterations`,
 //! `GET /v1/projections` and `POST /v1/projections/{name}/rebuild`.
 
 use axum::Json;
@@ -6,13 +7,14 @@ use axum::extract::{RawQuery, State};
 use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
 use chrono::Utc;
-use filiera_domain::{AuditList, TerritoryMetrics};
+use filiera_domain::metrics::series::{breakdown_queries, series_queries};
+use filiera_domain::{AuditList, MetricsBreakdown, MetricsQuery, MetricsSeries, TerritoryMetrics};
 use filiera_projections::{ProjectionStatus, RebuildStarted};
 use filiera_store::jobs::RelayStatus;
 use serde::Serialize;
 use utoipa::ToSchema;
 
-pub use filiera_contract::query::{AuditParams, MetricsParams};
+pub use filiera_contract::query::{AuditParams, BreakdownParams, MetricsParams, SeriesParams};
 
 use crate::AppState;
 use crate::access;
@@ -57,6 +59,85 @@ pub async fn metrics(
     let mut query = params.into_query(&settings.registry, settings.threshold, Utc::now())?;
     query.territory = access::query_territory(&caller, &app.territories, query.territory)?;
     Ok(Json(app.projections.metrics(query).await?))
+}
+
+/// Computes the metrics document per calendar month of the period (SPEC 3.2).
+///
+/// One point per month meeting `from`..=`to`, clipped to it, each the document of
+/// `GET /v1/metrics` for that part (same territory and `known_at`). More than 120 months: 422
+/// naming `from`; an `interval` other than `month` (the default): 422 naming `interval`.
+#[utoipa::path(
+    get,
+    path = "/v1/metrics/series",
+    tag = TAG,
+    operation_id = "metrics_series",
+    params(SeriesParams),
+    responses(
+        (status = 200, description = "One metrics document per month.", body = MetricsSeries),
+        (status = 422, response = UnprocessableEntity),
+        (status = 500, response = InternalError),
+        (status = 503, response = ServiceUnavailable),
+    )
+)]
+#[tracing::instrument(skip_all)]
+pub async fn series(
+    State(app): State<AppState>,
+    RawQuery(query): RawQuery,
+    caller: Caller,
+) -> Result<Json<MetricsSeries>, ApiError> {
+    let params: SeriesParams = parse_query(query.as_deref())?;
+    let settings = app.projections.settings();
+    let mut query = params.into_query(&settings.registry, settings.threshold, Utc::now())?;
+    query.territory = access::query_territory(&caller, &app.territories, query.territory)?;
+    let documents = each_metrics(&app, series_queries(&query)).await?;
+    Ok(Json(MetricsSeries::assemble(documents)))
+}
+
+/// Computes the metrics document of each direct child of a territory (SPEC 3.2).
+///
+/// The children of `territory` in the registry (of the roots when omitted, for callers whose
+/// token covers every territory), each with the document of `GET /v1/metrics` for it.
+#[utoipa::path(
+    get,
+    path = "/v1/metrics/breakdown",
+    tag = TAG,
+    operation_id = "metrics_breakdown",
+    params(BreakdownParams),
+    responses(
+        (
+            status = 200,
+            description = "One metrics document per direct child.",
+            body = MetricsBreakdown
+        ),
+        (status = 422, response = UnprocessableEntity),
+        (status = 500, response = InternalError),
+        (status = 503, response = ServiceUnavailable),
+    )
+)]
+#[tracing::instrument(skip_all)]
+pub async fn breakdown(
+    State(app): State<AppState>,
+    RawQuery(query): RawQuery,
+    caller: Caller,
+) -> Result<Json<MetricsBreakdown>, ApiError> {
+    let params: BreakdownParams = parse_query(query.as_deref())?;
+    let settings = app.projections.settings();
+    let mut query = params.into_query(&settings.registry, settings.threshold, Utc::now())?;
+    query.territory = access::query_territory(&caller, &app.territories, query.territory)?;
+    let documents = each_metrics(&app, breakdown_queries(&query, &settings.registry)).await?;
+    Ok(Json(MetricsBreakdown::assemble(query.territory, documents)))
+}
+
+/// The metrics document of each query, in order.
+async fn each_metrics(
+    app: &AppState,
+    queries: Vec<MetricsQuery>,
+) -> Result<Vec<TerritoryMetrics>, ApiError> {
+    let mut documents = Vec::with_capacity(queries.len());
+    for query in queries {
+        documents.push(app.projections.metrics(query).await?);
+    }
+    Ok(documents)
 }
 
 /// Lists the beneficiaries flagged for reiterating, with the evidence.

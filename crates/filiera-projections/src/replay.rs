@@ -6,8 +6,9 @@
 use std::collections::HashMap;
 
 use filiera_domain::{
-    AuditList, AuditQuery, MetricsQuery, RecordedEvent, StageCatalogue, TerritoryMetrics,
-    TerritoryRegistry, Timeline, reiteration_audit, territory_metrics,
+    AuditList, AuditQuery, MetricsBreakdown, MetricsQuery, MetricsSeries, RecordedEvent,
+    StageCatalogue, TerritoryMetrics, TerritoryRegistry, Timeline, reiteration_audit,
+    territory_metrics,
 };
 use filiera_store::Store;
 
@@ -84,6 +85,32 @@ pub async fn replay_report(
     let replay = Replay::load(store).await?;
     let services = store.services();
     Ok(replay.metrics(query, &services.catalogue, &services.territories))
+}
+
+/// The monthly series of `query` (SPEC 3.2), every point folded from one replay of the
+/// store's feed: the document of `GET /v1/metrics/series`.
+pub async fn replay_series(
+    store: &Store,
+    query: &MetricsQuery,
+) -> Result<MetricsSeries, ProjectionError> {
+    let replay = Replay::load(store).await?;
+    let services = store.services();
+    Ok(MetricsSeries::monthly(query, |q| {
+        replay.metrics(&q, &services.catalogue, &services.territories)
+    }))
+}
+
+/// The breakdown of `query`'s territory into its direct children (SPEC 3.2), every child
+/// folded from one replay: the document of `GET /v1/metrics/breakdown`.
+pub async fn replay_breakdown(
+    store: &Store,
+    query: &MetricsQuery,
+) -> Result<MetricsBreakdown, ProjectionError> {
+    let replay = Replay::load(store).await?;
+    let services = store.services();
+    Ok(MetricsBreakdown::of(query, &services.territories, |q| {
+        replay.metrics(&q, &services.catalogue, &services.territories)
+    }))
 }
 
 /// The reiteration audit list for `query`, replayed from the store's feed.

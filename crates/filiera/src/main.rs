@@ -69,9 +69,18 @@ enum Command {
         /// As known at this RFC 3339 instant, or the end of this UTC day (default now).
         #[arg(long)]
         known_at: Option<String>,
-        /// `json` (the API document) or `csv` (one `metric,value` row per figure).
+        /// `json` (the API document) or `csv` (one `metric,value` row per figure; with
+        /// `--series`, `from,to,metric,value`; with `--breakdown`, `territory,metric,value`).
         #[arg(long, value_enum, default_value_t = ReportFormat::Json)]
         format: ReportFormat,
+        /// The document of `GET /v1/metrics/series` instead: one point per calendar month
+        /// (`month`, the only interval) of the period, at most 120.
+        #[arg(long, value_name = "INTERVAL", conflicts_with = "breakdown")]
+        series: Option<String>,
+        /// The document of `GET /v1/metrics/breakdown` instead: one item per direct child of
+        /// `--territory` (of the roots when omitted).
+        #[arg(long)]
+        breakdown: bool,
         /// Output file (default: standard output).
         #[arg(long, short)]
         output: Option<PathBuf>,
@@ -236,14 +245,32 @@ async fn main() -> anyhow::Result<()> {
             known_at,
             format,
             output,
+            series,
+            breakdown,
         } => {
-            let params = filiera_contract::MetricsParams {
-                territory,
-                from,
-                to,
-                known_at,
+            let kind = match series {
+                Some(interval) => startup::ReportKind::Series(filiera_contract::SeriesParams {
+                    territory,
+                    from,
+                    to,
+                    known_at,
+                    interval: Some(interval),
+                }),
+                None => {
+                    let params = filiera_contract::MetricsParams {
+                        territory,
+                        from,
+                        to,
+                        known_at,
+                    };
+                    if breakdown {
+                        startup::ReportKind::Breakdown(params)
+                    } else {
+                        startup::ReportKind::Metrics(params)
+                    }
+                }
             };
-            startup::report(settings, params, format, output).await
+            startup::report(settings, kind, format, output).await
         }
         Command::Rebuild { projection } => startup::rebuild(settings, &projection).await,
         Command::Bench {

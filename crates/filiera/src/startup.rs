@@ -238,25 +238,60 @@ pub async fn export(
     Ok(())
 }
 
+/// What `filiera report` prints: the document of `GET /v1/metrics`, `…/series` or
+/// `…/breakdown` for the same options.
+pub enum ReportKind {
+    Metrics(filiera_contract::MetricsParams),
+    Series(filiera_contract::SeriesParams),
+    Breakdown(filiera_contract::BreakdownParams),
+}
+
 /// `filiera report`
 pub async fn report(
     settings: Settings,
-    params: filiera_contract::MetricsParams,
+    kind: ReportKind,
     format: crate::ReportFormat,
     output: Option<std::path::PathBuf>,
 ) -> anyhow::Result<()> {
+    use filiera_domain::metrics;
     let store = open(&settings).await?;
-    let query = params
-        .into_query(
-            &store.services().territories,
-            settings.audit.reiteration_threshold,
-            chrono::Utc::now(),
-        )
-        .map_err(|refused| anyhow::anyhow!(refused.to_string()))?;
-    let metrics = filiera_projections::replay_report(&store, &query).await?;
-    let text = match format {
-        crate::ReportFormat::Json => serde_json::to_string_pretty(&metrics)? + "\n",
-        crate::ReportFormat::Csv => filiera_domain::metrics::metrics_to_csv(&metrics),
+    let services = store.services();
+    let registry = &services.territories;
+    let threshold = settings.audit.reiteration_threshold;
+    let now = chrono::Utc::now();
+    let refused = |refused: filiera_contract::QueryError| anyhow::anyhow!(refused.to_string());
+    let json = crate::ReportFormat::Json == format;
+    let text = match kind {
+        ReportKind::Metrics(params) => {
+            let query = params
+                .into_query(registry, threshold, now)
+                .map_err(refused)?;
+            let metrics = filiera_projections::replay_report(&store, &query).await?;
+            match json {
+                true => serde_json::to_string_pretty(&metrics)? + "\n",
+                false => metrics::metrics_to_csv(&metrics),
+            }
+        }
+        ReportKind::Series(params) => {
+            let query = params
+                .into_query(registry, threshold, now)
+                .map_err(refused)?;
+            let series = filiera_projections::replay_series(&store, &query).await?;
+            match json {
+                true => serde_json::to_string_pretty(&series)? + "\n",
+                false => metrics::series_to_csv(&series),
+            }
+        }
+        ReportKind::Breakdown(params) => {
+            let query = params
+                .into_query(registry, threshold, now)
+                .map_err(refused)?;
+            let breakdown = filiera_projections::replay_breakdown(&store, &query).await?;
+            match json {
+                true => serde_json::to_string_pretty(&breakdown)? + "\n",
+                false => metrics::breakdown_to_csv(&breakdown),
+            }
+        }
     };
     match output {
         Some(path) => std::fs::write(&path, text)

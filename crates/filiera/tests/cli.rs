@@ -422,3 +422,74 @@ async fn first_start_prints_how_to_get_an_administrators_token() {
         "{printed:#?}"
     );
 }
+
+#[test]
+fn report_prints_a_monthly_series_and_a_breakdown() {
+    let dir = tempfile::tempdir().unwrap();
+    let file = dir.path().join("legacy.ndjson");
+    std::fs::write(&file, HISTORY).unwrap();
+    let imported = run(filiera(dir.path()).arg("import").arg(&file), None);
+    assert!(imported.status.success());
+    let report = |args: &[&str]| {
+        let output = run(
+            filiera(dir.path())
+                .args(["report", "--territory", "LOM", "--known-at", "2100-01-01"])
+                .args(args),
+            None,
+        );
+        assert!(
+            output.status.success(),
+            "{args:?}: {}",
+            String::from_utf8_lossy(&output.stderr)
+        );
+        String::from_utf8(output.stdout).unwrap()
+    };
+    let period = ["--from", "2021-03-10", "--to", "2021-05-31"];
+    let series: Value =
+        serde_json::from_str(&report(&[&period[..], &["--series", "month"]].concat())).unwrap();
+    assert_eq!(series["interval"], "month");
+    let points = series["points"].as_array().unwrap();
+    assert_eq!(points.len(), 3);
+    assert_eq!(points[0]["from"], "2021-03-10");
+    assert_eq!(points[2]["to"], "2021-05-31");
+    // Each point is the plain report of its part of the period.
+    let april: Value =
+        serde_json::from_str(&report(&["--from", "2021-04-01", "--to", "2021-04-30"])).unwrap();
+    assert_eq!(points[1]["metrics"], april);
+    assert_eq!(april["enrolments"], 1);
+
+    let breakdown: Value =
+        serde_json::from_str(&report(&[&period[..], &["--breakdown"]].concat())).unwrap();
+    assert_eq!(breakdown["territory"], "LOM");
+    // B2 enrolled in Lecco on 2021-04-01; B1 before the period.
+    let lecco = breakdown["children"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|c| c["territory"] == "LOM-LC")
+        .unwrap();
+    assert_eq!(lecco["metrics"]["enrolments"], 1);
+
+    let csv = report(&[&period[..], &["--series", "month", "--format", "csv"]].concat());
+    assert!(csv.starts_with("from,to,metric,value\n"), "{csv}");
+    assert!(
+        csv.contains("\n2021-04-01,2021-04-30,enrolments,1\n"),
+        "{csv}"
+    );
+    let csv = report(&[&period[..], &["--breakdown", "--format", "csv"]].concat());
+    assert!(csv.starts_with("territory,metric,value\n"), "{csv}");
+    assert!(csv.contains("\nLOM-LC,enrolments,1\n"), "{csv}");
+
+    // Refused like the API: another interval, or more than 120 months.
+    let refused = run(
+        filiera(dir.path()).args(["report", "--series", "week", "--from", "2021-01-01"]),
+        None,
+    );
+    assert!(!refused.status.success());
+    assert!(String::from_utf8_lossy(&refused.stderr).contains("interval"));
+    let refused = run(
+        filiera(dir.path()).args(["report", "--series", "month"]),
+        None,
+    );
+    assert!(!refused.status.success());
+}

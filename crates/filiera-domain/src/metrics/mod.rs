@@ -12,11 +12,14 @@
 //! - [`fold`]: [`MetricsQuery`], [`TerritoryMetrics`] and [`territory_metrics`].
 //! - [`audit`]: [`AuditQuery`], [`AuditList`] and [`reiteration_audit`].
 //! - [`stats`]: [`Stats`] (count, mean, median, p90) and [`OrderedMap`].
+//! - [`series`]: [`MetricsSeries`] and [`MetricsBreakdown`] (SPEC 3.2), split into one
+//!   [`MetricsQuery`] per month or child.
 //! - [`csv`]: [`metrics_to_csv`], the flat rendering for `filiera report --format csv`.
 
 pub mod audit;
 pub mod csv;
 pub mod fold;
+pub mod series;
 pub mod stats;
 pub mod timeline;
 mod walk;
@@ -31,6 +34,10 @@ pub use csv::metrics_to_csv;
 pub use fold::{
     Closures, Durations, MetricsQuery, QueryEcho, ReiterationDistribution, ReiterationSummary,
     TerritoryMetrics, TransitionCell, TransitionCounts, WAITING, territory_metrics,
+};
+pub use series::{
+    BreakdownChild, MAX_SERIES_POINTS, MetricsBreakdown, MetricsSeries, SeriesPoint,
+    breakdown_to_csv, series_to_csv,
 };
 pub use stats::{OrderedMap, Stats, percentile};
 pub use timeline::{EntryKind, LocalId, RecordedEvent, Timeline, TimelineEntry};

@@ -110,6 +110,8 @@ fn document_is_openapi_3_1_about_filiera() {
         "/v1/stages",
         "/v1/providers",
         "/v1/metrics",
+        "/v1/metrics/series",
+        "/v1/metrics/breakdown",
         "/v1/audit/reiterations",
         "/v1/events",
         "/v1/events/stream",
@@ -774,6 +776,22 @@ async fn real_answers_conform_to_the_document() {
         .await;
     assert_eq!(metrics.status, 200, "{:#}", metrics.body);
     assert!(metrics.body["time_in_stage_days"]["internship"].is_object());
+    let series = c
+        .get(
+            "/v1/metrics/series",
+            "/v1/metrics/series?territory=LOM&from=2024-01-01&to=2024-12-31&interval=month",
+        )
+        .await;
+    assert_eq!(series.status, 200, "{:#}", series.body);
+    assert_eq!(series.body["points"].as_array().unwrap().len(), 12);
+    let breakdown = c
+        .get(
+            "/v1/metrics/breakdown",
+            "/v1/metrics/breakdown?territory=LOM&from=2024-01-01&to=2024-12-31",
+        )
+        .await;
+    assert_eq!(breakdown.status, 200, "{:#}", breakdown.body);
+    assert!(!breakdown.body["children"].as_array().unwrap().is_empty());
     let audit = c
         .get(
             "/v1/audit/reiterations",
@@ -913,6 +931,22 @@ async fn real_answers_conform_to_the_document() {
             422,
         ),
         (c.get("/v1/metrics", "/v1/metrics?from=soon").await, 422),
+        (
+            c.get(
+                "/v1/metrics/series",
+                "/v1/metrics/series?from=2024-01-01&to=2024-12-31&interval=week",
+            )
+            .await,
+            422,
+        ),
+        (
+            c.get(
+                "/v1/metrics/breakdown",
+                "/v1/metrics/breakdown?territory=ATLANTIS",
+            )
+            .await,
+            422,
+        ),
         (
             c.get("/v1/providers", "/v1/providers?territory=ATLANTIS")
                 .await,
