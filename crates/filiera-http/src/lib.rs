@@ -13,7 +13,7 @@
 //! - [`meta`]: territories, stages, providers, health and readiness.
 //! - [`reports`]: metrics, the reiteration audit, projection status and rebuilds.
 //! - [`telemetry`]: Prometheus metrics at `/metrics`.
-//! - [`openapi`]: the OpenAPI 3.1 document at `/openapi.json`, generated from [`api`].
+//! - [`openapi`](mod@openapi): the OpenAPI 3.1 document at `/openapi.json`, generated from [`api`].
 //! - [`server`]: the accept loop and connection limits behind [`serve`] and [`serve_with`].
 
 pub mod access;
