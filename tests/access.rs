@@ -433,7 +433,12 @@ async fn every_route_by_role_and_scope(backend: Backend) {
 
     // A scoped caller must name a territory of its own for aggregates; an unscoped one need
     // not.
-    for path in ["/v1/metrics", "/v1/audit/reiterations"] {
+    for path in [
+        "/v1/metrics",
+        "/v1/audit/reiterations",
+        "/v1/metrics/breakdown",
+        "/v1/metrics/series?from=2024-01-01",
+    ] {
         app.get_as(&Who::Operator.token(), path)
             .await
             .problem(403, "territory_out_of_scope");
