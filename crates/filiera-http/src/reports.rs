@@ -8,7 +8,7 @@ use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
 use chrono::Utc;
 use filiera_domain::metrics::series::{breakdown_queries, series_queries};
-use filiera_domain::{AuditList, MetricsBreakdown, MetricsQuery, MetricsSeries, TerritoryMetrics};
+use filiera_domain::{AuditList, MetricsBreakdown, MetricsSeries, TerritoryMetrics};
 use filiera_projections::{ProjectionStatus, RebuildStarted};
 use filiera_store::jobs::RelayStatus;
 use serde::Serialize;
@@ -89,7 +89,7 @@ pub async fn series(
     let settings = app.projections.settings();
     let mut query = params.into_query(&settings.registry, settings.threshold, Utc::now())?;
     query.territory = access::query_territory(&caller, &app.territories, query.territory)?;
-    let documents = each_metrics(&app, series_queries(&query)).await?;
+    let documents = app.projections.metrics_many(series_queries(&query)).await?;
     Ok(Json(MetricsSeries::assemble(documents)))
 }
 
@@ -124,20 +124,11 @@ pub async fn breakdown(
     let settings = app.projections.settings();
     let mut query = params.into_query(&settings.registry, settings.threshold, Utc::now())?;
     query.territory = access::query_territory(&caller, &app.territories, query.territory)?;
-    let documents = each_metrics(&app, breakdown_queries(&query, &settings.registry)).await?;
+    let documents = app
+        .projections
+        .metrics_many(breakdown_queries(&query, &settings.registry))
+        .await?;
     Ok(Json(MetricsBreakdown::assemble(query.territory, documents)))
-}
-
-/// The metrics document of each query, in order.
-async fn each_metrics(
-    app: &AppState,
-    queries: Vec<MetricsQuery>,
-) -> Result<Vec<TerritoryMetrics>, ApiError> {
-    let mut documents = Vec::with_capacity(queries.len());
-    for query in queries {
-        documents.push(app.projections.metrics(query).await?);
-    }
-    Ok(documents)
 }
 
 /// Lists the beneficiaries flagged for reiterating, with the evidence.

@@ -120,6 +120,26 @@ impl Projections {
         .await
     }
 
+    /// The metrics documents of several queries (a series' months, a breakdown's children), all
+    /// from one refresh of the cache and one snapshot of it, so that they agree with each other
+    /// whatever is written meanwhile.
+    #[tracing::instrument(name = "projections.metrics_many", level = "debug", skip_all, fields(queries = queries.len()))]
+    pub async fn metrics_many(
+        &self,
+        queries: Vec<MetricsQuery>,
+    ) -> Result<Vec<TerritoryMetrics>, ProjectionError> {
+        self.fold(move |timelines, catalogue, registry| {
+            let timelines: Vec<&Timeline> = timelines.collect();
+            queries
+                .iter()
+                .map(|query| {
+                    territory_metrics(timelines.iter().copied(), query, catalogue, registry)
+                })
+                .collect()
+        })
+        .await
+    }
+
     /// The reiteration audit list for `query`, from the cache refreshed first.
     #[tracing::instrument(name = "projections.audit", level = "debug", skip_all, fields(territory = ?query.territory))]
     pub async fn audit(&self, query: AuditQuery) -> Result<AuditList, ProjectionError> {
