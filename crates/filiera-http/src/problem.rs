@@ -139,19 +139,6 @@ impl ApiError {
     }
 }
 
-impl ApiError {
-    /// The human-readable explanation, for command-line callers of the same validation.
-    pub fn detail(&self) -> &str {
-        match self {
-            Self::Problem { detail, .. } => detail,
-            Self::Unavailable(outage) => OutageAnswer::of(*outage).cause,
-            Self::OutcomeUnknown { .. } => "the outcome of the write is unknown",
-            Self::NotReady(_) => "not ready",
-            Self::Internal(_) => "internal error",
-        }
-    }
-}
-
 impl From<PathwayError> for ApiError {
     fn from(err: PathwayError) -> Self {
         let (status, title) = match err.refusal() {
