@@ -43,8 +43,9 @@ pub use event::{
     TeamMember, Transition, snake_case,
 };
 pub use metrics::{
-    AuditList, AuditQuery, MetricsBreakdown, MetricsQuery, MetricsSeries, RecordedEvent,
-    TerritoryMetrics, Timeline, reiteration_audit, territory_metrics,
+    AuditList, AuditQuery, MetricsBreakdown, MetricsQuery, MetricsSeries, ProviderScorecard,
+    RecordedEvent, TerritoryMetrics, Timeline, provider_scorecard, reiteration_audit,
+    territory_metrics,
 };
 pub use provider::{Provider, ProviderCode, ProviderDef, ProviderRegistry};
 pub use state::{PathwayCounts, PathwayState, PathwayStatus};

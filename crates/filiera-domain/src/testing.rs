@@ -16,7 +16,9 @@
 use chrono::{DateTime, Days, NaiveDate, NaiveTime, TimeDelta, Utc};
 use proptest::prelude::*;
 
-use crate::{CloseOutcome, ExitOutcome, PathwayCommand, Referral};
+use crate::{
+    AssessmentKind, CloseOutcome, ExitOutcome, Occupability, PathwayCommand, Referral, TeamMember,
+};
 
 /// Where random beneficiaries enrol and move: leaves of the sample registry in two regions,
 /// and one province.
@@ -36,6 +38,10 @@ pub const STAGES: [&str; 4] = [
     "internship",
     "job_placement",
 ];
+
+/// The providers random stage entries name; `None` for an entry that names none.
+pub const PROVIDERS: [Option<&str>; 4] =
+    [None, Some("coop-alfa"), Some("coop-beta"), Some("enaip")];
 
 /// The first possible enrolment date; enrolments start up to 200 days later.
 const FIRST_DAY: NaiveDate = NaiveDate::from_ymd_opt(2024, 1, 1).expect("a valid date");
@@ -61,7 +67,7 @@ pub struct RandomHistory {
 /// Histories of up to `max_steps` commands after the enrolment, each at most `max_advance_days`
 /// after the one before.
 pub fn history(max_steps: usize, max_advance_days: u8) -> impl Strategy<Value = RandomHistory> {
-    let step = (0u8..16, any::<u8>(), 0..max_advance_days, 0u8..60).prop_map(
+    let step = (0u8..19, any::<u8>(), 0..max_advance_days, 0u8..60).prop_map(
         |(kind, pick, advance_days, lag_hours)| RandomStep {
             kind,
             pick,
@@ -115,7 +121,7 @@ impl RandomStep {
             0..=7 => PathwayCommand::EnterStage {
                 stage: (*pick(&STAGES, self.pick)).to_owned(),
                 on,
-                provider: None,
+                provider: pick(&PROVIDERS, self.pick / 4).map(str::to_owned),
             },
             8 | 9 => PathwayCommand::ExitStage {
                 on,
@@ -133,6 +139,21 @@ impl RandomStep {
                 outcome: *pick(&CloseOutcome::ALL, self.pick),
             },
             13 => PathwayCommand::ReopenPathway { on },
+            16..=18 => {
+                let kind = *pick(&AssessmentKind::ALL, self.pick);
+                let team = match kind {
+                    AssessmentKind::Multidisciplinary => {
+                        vec![TeamMember::SocialServices, TeamMember::EmploymentCentre]
+                    }
+                    _ => vec![*pick(&TeamMember::ALL, self.pick / 3)],
+                };
+                PathwayCommand::AssessNeeds {
+                    on,
+                    kind,
+                    occupability: *pick(&Occupability::ALL, self.pick / 12),
+                    team,
+                }
+            }
             _ => PathwayCommand::Undo {
                 reason: "random correction".to_owned(),
             },

@@ -4,7 +4,7 @@ use chrono::{DateTime, NaiveDate, Utc};
 use serde::{Deserialize, Serialize};
 
 use crate::catalogue::{StageCatalogue, StageCode};
-use crate::event::Transition;
+use crate::event::{Occupability, Transition};
 use crate::territory::{TerritoryCode, TerritoryRegistry};
 
 use super::fold::{LocalMaps, MetricsQuery, Scope};
@@ -53,6 +53,8 @@ pub struct AuditTransition {
     pub on: NaiveDate,
     /// The classification recorded with the entry.
     pub classification: Transition,
+    /// The provider the entry named, if any.
+    pub provider: Option<String>,
 }
 
 /// A flagged beneficiary. The id is the service's pseudonymous UUID, never personal data.
@@ -68,6 +70,9 @@ pub struct AuditEntry {
     pub total_reiterations: u32,
     /// The stage of the episode open at `to`, if any.
     pub current_stage: Option<StageCode>,
+    /// The occupability of the latest assessment with `on <= to`, if any: continuity of
+    /// support for people far from work is a legitimate reason to reiterate.
+    pub occupability: Option<Occupability>,
     /// Every visible stage entry with `on <= to`, in order.
     pub transitions: Vec<AuditTransition>,
 }
@@ -111,10 +116,11 @@ pub fn reiteration_audit<'a>(
                 stage,
                 on,
                 transition,
+                provider,
                 ..
             } = fact
             {
-                entered.push((stage, on, transition));
+                entered.push((stage, on, transition, provider));
             }
         });
         let Some(end) = end else { continue };
@@ -126,12 +132,15 @@ pub fn reiteration_audit<'a>(
         };
         let transitions = entered
             .iter()
-            .filter_map(|&(stage, on, classification)| {
+            .filter_map(|&(stage, on, classification, provider)| {
                 let stage = timeline.stage(stage)?.clone();
                 Some(AuditTransition {
                     stage,
                     on,
                     classification,
+                    provider: provider
+                        .and_then(|p| timeline.provider(p))
+                        .map(str::to_owned),
                 })
             })
             .collect();
@@ -143,6 +152,7 @@ pub fn reiteration_audit<'a>(
             current_stage: end
                 .episode
                 .and_then(|(stage, _)| timeline.stage(stage).cloned()),
+            occupability: end.occupability,
             transitions,
         });
     }

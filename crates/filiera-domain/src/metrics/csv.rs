@@ -10,7 +10,7 @@ use std::fmt::Write as _;
 
 use chrono::SecondsFormat;
 
-use super::fold::{Durations, TerritoryMetrics};
+use super::fold::{Durations, TerritoryMetrics, TransitionCounts};
 use super::stats::Stats;
 
 /// Renders `metrics` as CSV text (header included, `\n` line ends).
@@ -25,11 +25,7 @@ pub fn metrics_to_csv(metrics: &TerritoryMetrics) -> String {
     out.text("query.known_at", Some(&known_at));
     out.row("enrolments", metrics.enrolments);
     out.row("reopenings", metrics.reopenings);
-    let t = &metrics.transitions;
-    out.row("transitions.entry", t.entry);
-    out.row("transitions.progression", t.progression);
-    out.row("transitions.reiteration", t.reiteration);
-    out.row("transitions.regression", t.regression);
+    out.transitions("transitions", &metrics.transitions);
     for cell in &metrics.transition_matrix {
         let from = cell.from.as_ref().map_or("", |s| s.as_str());
         out.row(
@@ -57,6 +53,18 @@ pub fn metrics_to_csv(metrics: &TerritoryMetrics) -> String {
     out.row("closures.deceased", c.deceased);
     out.row("closures.other", c.other);
     out.row("corrections", metrics.corrections);
+    let a = &metrics.assessments;
+    out.row("assessments.initial", a.initial);
+    out.row("assessments.multidisciplinary", a.multidisciplinary);
+    out.row("assessments.review", a.review);
+    out.stats("time_to_assessment_days", &metrics.time_to_assessment_days);
+    out.row(
+        "spells_without_assessment",
+        metrics.spells_without_assessment,
+    );
+    for (key, t) in metrics.transitions_by_occupability.rows() {
+        out.transitions(&format!("transitions_by_occupability.{key}"), t);
+    }
     out.0
 }
 
@@ -99,6 +107,13 @@ impl Rows {
         self.float(&format!("{prefix}.mean"), stats.mean);
         self.float(&format!("{prefix}.median"), stats.median);
         self.float(&format!("{prefix}.p90"), stats.p90);
+    }
+
+    fn transitions(&mut self, prefix: &str, t: &TransitionCounts) {
+        self.row(format_args!("{prefix}.entry"), t.entry);
+        self.row(format_args!("{prefix}.progression"), t.progression);
+        self.row(format_args!("{prefix}.reiteration"), t.reiteration);
+        self.row(format_args!("{prefix}.regression"), t.regression);
     }
 
     fn durations(&mut self, prefix: &str, durations: &Durations) {

@@ -6,7 +6,7 @@ use chrono::{DateTime, NaiveDate, Utc};
 use serde::{Deserialize, Serialize};
 
 use crate::catalogue::{StageCatalogue, StageCode};
-use crate::event::{CloseOutcome, Transition};
+use crate::event::{AssessmentKind, CloseOutcome, Occupability, Transition};
 use crate::territory::{TerritoryCode, TerritoryRegistry};
 
 use super::stats::{OrderedMap, Stats};
@@ -66,7 +66,7 @@ pub struct TransitionCounts {
 }
 
 impl TransitionCounts {
-    fn count(&mut self, transition: Transition) {
+    pub(crate) fn count(&mut self, transition: Transition) {
         match transition {
             Transition::Entry => self.entry += 1,
             Transition::Progression => self.progression += 1,
@@ -81,6 +81,58 @@ impl TransitionCounts {
         let denominator = self.progression + self.reiteration + self.regression;
         (denominator > 0)
             .then(|| (self.progression as f64 - self.regression as f64) / denominator as f64)
+    }
+}
+
+/// Needs assessments by kind (SPEC 2.5).
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
+pub struct AssessmentCounts {
+    pub initial: u64,
+    pub multidisciplinary: u64,
+    pub review: u64,
+}
+
+impl AssessmentCounts {
+    fn count(&mut self, kind: AssessmentKind) {
+        match kind {
+            AssessmentKind::Initial => self.initial += 1,
+            AssessmentKind::Multidisciplinary => self.multidisciplinary += 1,
+            AssessmentKind::Review => self.review += 1,
+        }
+    }
+}
+
+/// The entries of `transitions` by the occupability of the latest assessment before each.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
+pub struct TransitionsByOccupability {
+    pub low: TransitionCounts,
+    pub medium: TransitionCounts,
+    pub high: TransitionCounts,
+    /// Entries with no assessment before them.
+    pub unassessed: TransitionCounts,
+}
+
+impl TransitionsByOccupability {
+    fn count(&mut self, occupability: Option<Occupability>, transition: Transition) {
+        let row = match occupability {
+            Some(Occupability::Low) => &mut self.low,
+            Some(Occupability::Medium) => &mut self.medium,
+            Some(Occupability::High) => &mut self.high,
+            None => &mut self.unassessed,
+        };
+        row.count(transition);
+    }
+
+    /// The rows with their keys, in document order.
+    pub fn rows(&self) -> [(&'static str, &TransitionCounts); 4] {
+        [
+            ("low", &self.low),
+            ("medium", &self.medium),
+            ("high", &self.high),
+            ("unassessed", &self.unassessed),
+        ]
     }
 }
 
@@ -210,6 +262,13 @@ pub struct TerritoryMetrics {
     pub active_at_end: OrderedMap<u64>,
     pub closures: Closures,
     pub corrections: u64,
+    pub assessments: AssessmentCounts,
+    /// Spells started in the period with a `multidisciplinary` assessment by `to`: days from
+    /// the start to the first one.
+    pub time_to_assessment_days: Stats,
+    /// Spells started in the period with no `multidisciplinary` assessment by `to`.
+    pub spells_without_assessment: u64,
+    pub transitions_by_occupability: TransitionsByOccupability,
 }
 
 /// Folds `timelines` into the metrics document of SPEC 3 for `query`.
@@ -246,6 +305,13 @@ pub struct TerritoryMetrics {
 ///   when `count` is 0 and percentiles interpolated at rank `p·(n−1)` (numpy's default).
 /// - Stages recorded in events but no longer in the catalogue count in `transitions` and the
 ///   matrix, but have no key in `time_in_stage_days` or `active_at_end`.
+/// - `assessments`: `NeedsAssessed` with `on` in the period, by kind, attributed at itself.
+/// - `time_to_assessment_days` and `spells_without_assessment` split the spells counted in
+///   `enrolments + reopenings` (started in the period, attributed at their start): those with a
+///   `multidisciplinary` assessment in the same spell by `to` (stats of first one − start) and
+///   the others.
+/// - `transitions_by_occupability`: the entries of `transitions`, by the occupability of the
+///   latest visible assessment before each in stream order, in any spell (`unassessed` if none).
 pub fn territory_metrics<'a>(
     timelines: impl IntoIterator<Item = &'a Timeline>,
     query: &MetricsQuery,
@@ -361,7 +427,7 @@ impl LocalMaps {
 
     /// The catalogue position of stage `id`, if the catalogue has it.
     #[inline]
-    fn catalogue_stage(&self, id: LocalId) -> Option<usize> {
+    pub(crate) fn catalogue_stage(&self, id: LocalId) -> Option<usize> {
         self.stage.get(usize::from(id)).copied().flatten()
     }
 }
@@ -387,6 +453,9 @@ struct Accumulator {
     waiting: u64,
     closures: Closures,
     corrections: u64,
+    assessments: AssessmentCounts,
+    time_to_assessment: Vec<u32>,
+    by_occupability: TransitionsByOccupability,
 }
 
 impl Accumulator {
@@ -409,6 +478,9 @@ impl Accumulator {
             waiting: 0,
             closures: Closures::default(),
             corrections: 0,
+            assessments: AssessmentCounts::default(),
+            time_to_assessment: Vec::new(),
+            by_occupability: TransitionsByOccupability::default(),
         }
     }
 
@@ -439,9 +511,12 @@ impl Accumulator {
                 stage,
                 from_stage,
                 transition,
+                occupability,
+                ..
             } => {
                 if self.in_period(on) && local.in_scope(territory) {
                     self.transitions.count(transition);
+                    self.by_occupability.count(occupability, transition);
                     self.count_cell(from_stage, stage, local, timeline);
                 }
             }
@@ -450,6 +525,7 @@ impl Accumulator {
                 entered_on,
                 territory,
                 stage,
+                ..
             } => {
                 if self.in_period(on)
                     && local.in_scope(territory)
@@ -475,6 +551,21 @@ impl Accumulator {
             } => {
                 if self.in_period(recorded_at.date_naive()) && local.in_scope(territory) {
                     self.corrections += 1;
+                }
+            }
+            Fact::Assessed {
+                on,
+                territory,
+                kind,
+                ..
+            } => {
+                if self.in_period(on) && local.in_scope(territory) {
+                    self.assessments.count(kind);
+                }
+            }
+            Fact::SpellAssessed { on, spell } => {
+                if self.in_period(spell.on) && local.in_scope(spell.territory) {
+                    self.time_to_assessment.push(days_between(spell.on, on));
                 }
             }
         }
@@ -582,6 +673,10 @@ impl Accumulator {
             .map(|(stage, &n)| (stage.code.to_string(), n))
             .chain([(WAITING.to_owned(), self.waiting)])
             .collect();
+        let time_to_assessment_days = Stats::from_days(&mut self.time_to_assessment);
+        // Every spell started in the period and in scope is an enrolment or a reopening.
+        let spells_without_assessment =
+            (self.enrolments + self.reopenings).saturating_sub(time_to_assessment_days.count);
         TerritoryMetrics {
             query: query.echo(),
             enrolments: self.enrolments,
@@ -602,6 +697,10 @@ impl Accumulator {
             active_at_end: OrderedMap(active_at_end),
             closures: self.closures,
             corrections: self.corrections,
+            assessments: self.assessments,
+            time_to_assessment_days,
+            spells_without_assessment,
+            transitions_by_occupability: self.by_occupability,
         }
     }
 }

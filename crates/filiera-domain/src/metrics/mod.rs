@@ -12,6 +12,7 @@
 //! - [`fold`]: [`MetricsQuery`], [`TerritoryMetrics`] and [`territory_metrics`].
 //! - [`audit`]: [`AuditQuery`], [`AuditList`] and [`reiteration_audit`].
 //! - [`stats`]: [`Stats`] (count, mean, median, p90) and [`OrderedMap`].
+//! - [`scorecard`]: [`ProviderScorecard`] and [`provider_scorecard`] (SPEC 3.1).
 //! - [`series`]: [`MetricsSeries`] and [`MetricsBreakdown`] (SPEC 3.2), split into one
 //!   [`MetricsQuery`] per month or child.
 //! - [`csv`]: [`metrics_to_csv`], the flat rendering for `filiera report --format csv`.
@@ -19,6 +20,7 @@
 pub mod audit;
 pub mod csv;
 pub mod fold;
+pub mod scorecard;
 pub mod series;
 pub mod stats;
 pub mod timeline;
@@ -32,8 +34,13 @@ pub use audit::{
 };
 pub use csv::metrics_to_csv;
 pub use fold::{
-    Closures, Durations, MetricsQuery, QueryEcho, ReiterationDistribution, ReiterationSummary,
-    TerritoryMetrics, TransitionCell, TransitionCounts, WAITING, territory_metrics,
+    AssessmentCounts, Closures, Durations, MetricsQuery, QueryEcho, ReiterationDistribution,
+    ReiterationSummary, TerritoryMetrics, TransitionCell, TransitionCounts,
+    TransitionsByOccupability, WAITING, territory_metrics,
+};
+pub use scorecard::{
+    ExitCounts, OccupabilityChange, PLACEMENT_WINDOW_DAYS, ProviderScore, ProviderScorecard,
+    provider_scorecard, scorecard_to_csv,
 };
 pub use series::{
     BreakdownChild, MAX_SERIES_POINTS, MetricsBreakdown, MetricsSeries, SeriesPoint,

@@ -32,7 +32,9 @@ use chrono::{DateTime, NaiveDate, Utc};
 use serde::{Deserialize, Serialize};
 
 use crate::catalogue::StageCode;
-use crate::event::{CloseOutcome, ExitOutcome, PathwayEvent, Transition};
+use crate::event::{
+    AssessmentKind, CloseOutcome, ExitOutcome, Occupability, PathwayEvent, Transition,
+};
 use crate::territory::TerritoryCode;
 
 /// One stored event of a beneficiary's stream, as the store gives it back.
@@ -45,8 +47,8 @@ pub struct RecordedEvent {
     pub event: PathwayEvent,
 }
 
-/// An index into one timeline's own table of codes ([`Timeline::territories`] or
-/// [`Timeline::stages`]). A stream names few distinct codes, so two bytes are plenty.
+/// An index into one timeline's own table of codes ([`Timeline::territories`],
+/// [`Timeline::stages`] or [`Timeline::providers`]). A stream names few distinct codes, so two bytes are plenty.
 pub type LocalId = u16;
 
 /// The [`LocalId`] meaning "no territory" (only for malformed streams that do not start with
@@ -65,6 +67,10 @@ pub enum EntryKind {
         #[serde(default, skip_serializing_if = "Option::is_none")]
         from_stage: Option<LocalId>,
         transition: Transition,
+        /// The provider running the episode, [`NO_ID`] when the entry named none (not an
+        /// `Option`, which would make every entry 8 bytes larger).
+        #[serde(default = "no_id", skip_serializing_if = "is_no_id")]
+        provider: LocalId,
     },
     /// The open episode ends.
     StageExited {
@@ -79,6 +85,11 @@ pub enum EntryKind {
     PathwayReopened,
     /// An undo; the events it voided carry its `recorded_at` as their `voided_at`.
     CommandUndone,
+    /// A needs assessment (the team is not needed by any metric).
+    NeedsAssessed {
+        kind: AssessmentKind,
+        occupability: Occupability,
+    },
 }
 
 /// One event of the stream, digested at apply time.
@@ -117,11 +128,20 @@ pub struct Timeline {
     territories: Vec<TerritoryCode>,
     /// Stage codes named by this stream; entries refer to them by [`LocalId`].
     stages: Vec<StageCode>,
+    /// Provider codes named by this stream's stage entries; entries refer to them by
+    /// [`LocalId`].
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    providers: Vec<String>,
     /// Every event, voided or not, in sequence order.
     entries: Vec<TimelineEntry>,
 }
 
 impl Timeline {
+    /// The version of what a timeline digests. A read model built by an older version lacks
+    /// facts this one reads (format 1 left needs assessments and providers out), so the
+    /// projection rebuilds a generation whose format is older than this one.
+    pub const FORMAT: u32 = 2;
+
     /// An empty timeline for one beneficiary.
     pub fn new(beneficiary_id: impl Into<String>) -> Self {
         Self {
@@ -162,6 +182,16 @@ impl Timeline {
         &self.stages
     }
 
+    /// The provider codes that entries' [`LocalId`]s index.
+    pub fn providers(&self) -> &[String] {
+        &self.providers
+    }
+
+    /// The provider code of a [`LocalId`], if any.
+    pub fn provider(&self, id: LocalId) -> Option<&str> {
+        self.providers.get(usize::from(id)).map(String::as_str)
+    }
+
     /// The territory code of a [`LocalId`], if any.
     pub fn territory(&self, id: LocalId) -> Option<&TerritoryCode> {
         self.territories.get(usize::from(id))
@@ -198,14 +228,19 @@ impl Timeline {
                 stage,
                 from_stage,
                 transition,
+                provider,
                 ..
             } => {
                 let stage = intern(&mut self.stages, stage);
                 let from_stage = from_stage.as_ref().map(|s| intern(&mut self.stages, s));
+                let provider = provider
+                    .as_ref()
+                    .map_or(NO_ID, |p| intern(&mut self.providers, p));
                 let kind = EntryKind::StageEntered {
                     stage,
                     from_stage,
                     transition: *transition,
+                    provider,
                 };
                 (before, kind)
             }
@@ -242,9 +277,15 @@ impl Timeline {
             }
             // Not a pathway fact: an erasure changes no metric.
             PathwayEvent::PersonalDataErased { .. } => return false,
-            // No metric reads needs assessments yet: the timeline leaves them out, so every
-            // metric is what it was without them (an undo of one still counts a correction).
-            PathwayEvent::NeedsAssessed { .. } => return false,
+            PathwayEvent::NeedsAssessed {
+                kind, occupability, ..
+            } => {
+                let kind = EntryKind::NeedsAssessed {
+                    kind: *kind,
+                    occupability: *occupability,
+                };
+                (before, kind)
+            }
         };
         self.entries.push(TimelineEntry {
             sequence: recorded.sequence,
@@ -271,6 +312,14 @@ impl Timeline {
             .next()
             .unwrap_or(NO_ID)
     }
+}
+
+fn no_id() -> LocalId {
+    NO_ID
+}
+
+fn is_no_id(id: &LocalId) -> bool {
+    *id == NO_ID
 }
 
 /// The id of `code` in `table`, adding it if new.

@@ -4,7 +4,7 @@
 
 use chrono::{DateTime, NaiveDate, Utc};
 
-use crate::event::{CloseOutcome, Transition};
+use crate::event::{AssessmentKind, CloseOutcome, ExitOutcome, Occupability, Transition};
 
 use super::timeline::{EntryKind, LocalId, NO_ID, Timeline};
 
@@ -31,6 +31,9 @@ pub(crate) enum Fact {
         stage: LocalId,
         from_stage: Option<LocalId>,
         transition: Transition,
+        provider: Option<LocalId>,
+        /// The occupability of the latest assessment before the entry, in any spell.
+        occupability: Option<Occupability>,
     },
     /// An episode ends on `on`; attributed at its `StageEntered`.
     EpisodeClosed {
@@ -38,7 +41,18 @@ pub(crate) enum Fact {
         entered_on: NaiveDate,
         territory: LocalId,
         stage: LocalId,
+        outcome: ExitOutcome,
     },
+    /// A needs assessment, attributed at itself.
+    Assessed {
+        on: NaiveDate,
+        territory: LocalId,
+        kind: AssessmentKind,
+        occupability: Occupability,
+    },
+    /// The first `multidisciplinary` assessment of the open spell; attributed at the spell's
+    /// start, like the spell.
+    SpellAssessed { on: NaiveDate, spell: Opened },
     /// A spell ends on `on`; attributed at its start.
     SpellClosed {
         on: NaiveDate,
@@ -75,6 +89,8 @@ pub(crate) struct EndState {
     pub total_reiterations: u32,
     /// Reiterations since the most recent progression (or the first entry) up to `to`.
     pub stalled_reiterations: u32,
+    /// The occupability of the latest assessment up to `to`, in any spell.
+    pub occupability: Option<Occupability>,
 }
 
 /// Walks `timeline` as known at `horizon.known_at`, reporting facts with `on <= to` (and every
@@ -113,7 +129,10 @@ pub(crate) fn walk(
         entered_any: false,
         total_reiterations: 0,
         stalled_reiterations: 0,
+        occupability: None,
     };
+    // Whether the open spell has had its first multidisciplinary assessment.
+    let mut spell_assessed = false;
     for entry in entries {
         // Recorded after `known_at`: unknown. Not a `break`, so that a clock step back
         // between writers cannot hide later entries.
@@ -140,6 +159,7 @@ pub(crate) fn walk(
                     on,
                     territory: entry.territory,
                 });
+                spell_assessed = false;
                 on_fact(Fact::SpellStarted {
                     on,
                     territory: entry.territory,
@@ -150,6 +170,7 @@ pub(crate) fn walk(
                 stage,
                 from_stage,
                 transition,
+                provider,
             } => {
                 end.entered_any = true;
                 match transition {
@@ -173,16 +194,35 @@ pub(crate) fn walk(
                     stage,
                     from_stage,
                     transition,
+                    provider: (provider != NO_ID).then_some(provider),
+                    occupability: end.occupability,
                 });
             }
-            EntryKind::StageExited { .. } => {
+            EntryKind::StageExited { outcome, .. } => {
                 if let Some((stage, opened)) = end.episode.take() {
                     on_fact(Fact::EpisodeClosed {
                         on,
                         entered_on: opened.on,
                         territory: opened.territory,
                         stage,
+                        outcome,
                     });
+                }
+            }
+            EntryKind::NeedsAssessed { kind, occupability } => {
+                end.occupability = Some(occupability);
+                on_fact(Fact::Assessed {
+                    on,
+                    territory: entry.territory,
+                    kind,
+                    occupability,
+                });
+                if kind == AssessmentKind::Multidisciplinary
+                    && !spell_assessed
+                    && let Some(spell) = end.spell
+                {
+                    spell_assessed = true;
+                    on_fact(Fact::SpellAssessed { on, spell });
                 }
             }
             EntryKind::TerritoryChanged { to } => end.territory = to,

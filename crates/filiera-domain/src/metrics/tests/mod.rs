@@ -1,6 +1,7 @@
 //! Tests of the metric fold: hand-computed scenarios, a naive oracle, and properties over
 //! histories produced by the real aggregate.
 
+mod assessments;
 mod oracle;
 mod properties;
 mod scenarios;
@@ -166,11 +167,16 @@ impl Driver {
     }
 
     pub fn enter(self, stage: &str, on: &str) -> Self {
+        self.enter_with(stage, on, None)
+    }
+
+    /// A stage entry run by `provider`.
+    pub fn enter_with(self, stage: &str, on: &str, provider: Option<&str>) -> Self {
         let on = d(on);
         let command = PathwayCommand::EnterStage {
             stage: stage.to_owned(),
             on,
-            provider: None,
+            provider: provider.map(str::to_owned),
         };
         self.run(Some(on), command)
     }
@@ -199,13 +205,26 @@ impl Driver {
         self.run(Some(on), PathwayCommand::ReopenPathway { on })
     }
 
+    /// An `initial` assessment by the employment centre.
     pub fn assess(self, on: &str, occupability: Occupability) -> Self {
+        self.assess_as(on, AssessmentKind::Initial, occupability)
+    }
+
+    /// An assessment of `kind`; a `multidisciplinary` one by social services and the
+    /// employment centre, the others by the employment centre alone.
+    pub fn assess_as(self, on: &str, kind: AssessmentKind, occupability: Occupability) -> Self {
         let on = d(on);
+        let team = match kind {
+            AssessmentKind::Multidisciplinary => {
+                vec![TeamMember::SocialServices, TeamMember::EmploymentCentre]
+            }
+            _ => vec![TeamMember::EmploymentCentre],
+        };
         let command = PathwayCommand::AssessNeeds {
             on,
-            kind: AssessmentKind::Initial,
+            kind,
             occupability,
-            team: vec![TeamMember::EmploymentCentre],
+            team,
         };
         self.run(Some(on), command)
     }
@@ -247,7 +266,11 @@ pub(super) fn metrics(timelines: &[Timeline], query: &MetricsQuery) -> Territory
 
 /// The expected document, starting from all zeros and nulls, written by hand (not through the
 /// types under test) and patched field by field.
-pub(super) struct Expect(pub Value);
+///
+/// Unless a test sets them, the assessment fields follow from the rest of the expected document
+/// as for a history without assessments: every spell started in the period is one
+/// `spells_without_assessment`, and every transition is `unassessed`.
+pub(super) struct Expect(pub Value, std::collections::BTreeSet<String>);
 
 impl Expect {
     pub fn zero(query: &MetricsQuery, catalogue: &StageCatalogue) -> Self {
@@ -262,7 +285,7 @@ impl Expect {
             active.insert(s.code.to_string(), json!(0));
         }
         active.insert("waiting".to_owned(), json!(0));
-        Self(json!({
+        Self::new(json!({
             "query": {
                 "territory": query.territory.as_ref().map(|t| t.as_str()),
                 "from": query.from.to_string(),
@@ -284,11 +307,26 @@ impl Expect {
             "active_at_end": active,
             "closures": {"employed": 0, "dropped_out": 0, "moved_away": 0, "deceased": 0, "other": 0},
             "corrections": 0,
+            "assessments": {"initial": 0, "multidisciplinary": 0, "review": 0},
+            "time_to_assessment_days": {"count": 0, "mean": null, "median": null, "p90": null},
+            "spells_without_assessment": 0,
+            "transitions_by_occupability": {
+                "low": {"entry": 0, "progression": 0, "reiteration": 0, "regression": 0},
+                "medium": {"entry": 0, "progression": 0, "reiteration": 0, "regression": 0},
+                "high": {"entry": 0, "progression": 0, "reiteration": 0, "regression": 0},
+                "unassessed": {"entry": 0, "progression": 0, "reiteration": 0, "regression": 0},
+            },
         }))
+    }
+
+    fn new(document: Value) -> Self {
+        Self(document, Default::default())
     }
 
     /// Sets the value at a `/`-separated path (no leading slash).
     pub fn set(mut self, path: &str, value: impl Into<Value>) -> Self {
+        let field = path.split('/').next().unwrap_or(path);
+        self.1.insert(field.to_owned());
         let slot = self
             .0
             .pointer_mut(&format!("/{path}"))
@@ -334,13 +372,31 @@ impl Expect {
         )
     }
 
+    /// The document with the assessment fields a test left alone derived (see the type docs).
+    fn completed(&self) -> Value {
+        let mut document = self.0.clone();
+        let count = |key: &str| document[key].as_u64().expect("a count");
+        if !self.1.contains("spells_without_assessment") {
+            let assessed = document["time_to_assessment_days"]["count"]
+                .as_u64()
+                .unwrap_or(0);
+            let without = count("enrolments") + count("reopenings") - assessed;
+            document["spells_without_assessment"] = json!(without);
+        }
+        if !self.1.contains("transitions_by_occupability") {
+            document["transitions_by_occupability"]["unassessed"] = document["transitions"].clone();
+        }
+        document
+    }
+
     #[track_caller]
     pub fn check(&self, actual: &TerritoryMetrics) {
         let actual = serde_json::to_value(actual).expect("metrics serialize");
-        if let Err(at) = same(&self.0, &actual, String::new()) {
+        let expected = self.completed();
+        if let Err(at) = same(&expected, &actual, String::new()) {
             panic!(
                 "metrics differ at {at}\nexpected: {}\nactual:   {}",
-                serde_json::to_string_pretty(&self.0).unwrap(),
+                serde_json::to_string_pretty(&expected).unwrap(),
                 serde_json::to_string_pretty(&actual).unwrap()
             );
         }

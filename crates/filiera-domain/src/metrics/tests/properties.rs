@@ -6,13 +6,16 @@ use chrono::{DateTime, Days, TimeDelta, Utc};
 use proptest::prelude::*;
 
 use crate::catalogue::{StageCatalogue, StageCode};
-use crate::event::{AssessmentKind, Occupability, PathwayEvent, TeamMember, Transition};
+use crate::event::{AssessmentKind, Occupability, PathwayEvent, Transition};
 use crate::state::PathwayStatus;
 use crate::territory::TerritoryRegistry;
 use crate::testing::{RandomHistory, TERRITORIES, history};
 
-use super::super::{AuditQuery, RecordedEvent, Timeline, reiteration_audit, territory_metrics};
-use super::oracle::oracle;
+use super::super::{
+    AuditQuery, RecordedEvent, Timeline, TransitionCounts, provider_scorecard, reiteration_audit,
+    territory_metrics,
+};
+use super::oracle::{oracle, scorecard_oracle};
 use super::*;
 
 const SCOPES: [Option<&str>; 7] = [
@@ -123,6 +126,21 @@ fn check_invariants(m: &TerritoryMetrics) {
         .map(|b| b.1)
         .sum();
     assert!(m.reiteration.flagged <= spread);
+    let by_occupability = m.transitions_by_occupability.rows().iter().fold(
+        TransitionCounts::default(),
+        |mut sum, (_, row)| {
+            sum.entry += row.entry;
+            sum.progression += row.progression;
+            sum.reiteration += row.reiteration;
+            sum.regression += row.regression;
+            sum
+        },
+    );
+    assert_eq!(&by_occupability, t);
+    assert_eq!(
+        m.time_to_assessment_days.count + m.spells_without_assessment,
+        m.enrolments + m.reopenings
+    );
     if let Some(index) = m.progressivity_index {
         assert!((-1.0..=1.0).contains(&index));
     }
@@ -244,43 +262,35 @@ proptest! {
         }
     }
 
-    /// A needs assessment changes no metric and no audit yet: the metric fold leaves it out.
+    /// The provider scorecard equals the literal reading of SPEC 3.1, and its counts agree
+    /// with each other.
     #[test]
-    fn assessments_change_no_metric(
-        histories in prop::collection::vec(history(30, 12), 1..5),
-        specs in prop::collection::vec(query_spec(), 1..4),
+    fn scorecard_equals_the_oracle(
+        histories in prop::collection::vec(history(30, 40), 1..6),
+        specs in prop::collection::vec(query_spec(), 1..6),
     ) {
-        let plain = drive_all(&histories);
-        let mut assessed = drive_all(&histories);
-        for driver in &mut assessed {
-            let after = driver.events.last().map(|e| e.recorded_at).unwrap_or_default();
-            let Some(on) = driver.pathway().state().latest_on else { continue };
-            // Refused when the pathway is closed or voided, like a client's mistake.
-            let _refused_or_written = driver.try_command(
-                after + TimeDelta::minutes(1),
-                PathwayCommand::AssessNeeds {
-                    on,
-                    kind: AssessmentKind::Multidisciplinary,
-                    occupability: Occupability::Low,
-                    team: vec![TeamMember::SocialServices, TeamMember::EmploymentCentre],
-                },
-            );
-        }
+        let drivers = drive_all(&histories);
+        let streams: Vec<Vec<RecordedEvent>> = drivers.iter().map(|d| d.events.clone()).collect();
+        let timelines: Vec<Timeline> = drivers.iter().map(Driver::timeline).collect();
         let catalogue = training_catalogue();
         let registry = TerritoryRegistry::sample();
-        let plain: Vec<Timeline> = plain.iter().map(Driver::timeline).collect();
-        let assessed: Vec<Timeline> = assessed.iter().map(Driver::timeline).collect();
         for spec in &specs {
             let q = spec.query();
-            prop_assert_eq!(
-                territory_metrics(&plain, &q, &catalogue, &registry),
-                territory_metrics(&assessed, &q, &catalogue, &registry)
-            );
-            let audit = AuditQuery::from(&q);
-            prop_assert_eq!(
-                serde_json::to_value(reiteration_audit(&plain, &audit, &catalogue, &registry)).unwrap(),
-                serde_json::to_value(reiteration_audit(&assessed, &audit, &catalogue, &registry)).unwrap()
-            );
+            let actual = provider_scorecard(&timelines, &q, &catalogue, &registry);
+            let expected = scorecard_oracle(&streams, &q, &catalogue, &registry);
+            let (a, e) = (serde_json::to_value(&actual).unwrap(), serde_json::to_value(&expected).unwrap());
+            if let Err(at) = same(&e, &a, String::new()) {
+                prop_assert!(false, "{q:?}: {at}\nexpected {e}\nactual {a}");
+            }
+            for p in &actual.providers {
+                let t = &p.transitions;
+                prop_assert_eq!(p.episodes, t.entry + t.progression + t.reiteration + t.regression);
+                let exited = p.exits.total();
+                prop_assert_eq!(p.time_in_stage_days.count, exited);
+                prop_assert!(p.placements_within_180_days <= exited);
+                let c = &p.occupability_change;
+                prop_assert_eq!(c.improved + c.unchanged + c.worsened + c.unknown, exited);
+            }
         }
     }
 
@@ -288,7 +298,7 @@ proptest! {
     /// outside the catalogue, no enrolment first) must not make the fold panic.
     #[test]
     fn arbitrary_streams_never_panic(
-        raw in prop::collection::vec((0u8..7, any::<u8>(), 0u16..400, 0u32..2000), 0..40),
+        raw in prop::collection::vec((0u8..8, any::<u8>(), 0u16..400, 0u32..2000), 0..40),
         specs in prop::collection::vec(query_spec(), 1..4),
     ) {
         let stage_of = |pick: u8| StageCode::parse(["socio_occupational", "internship", "elsewhere"][usize::from(pick) % 3]).unwrap();
@@ -304,12 +314,18 @@ proptest! {
                     on,
                     from_stage: (pick % 2 == 0).then(|| stage_of(pick / 2)),
                     transition: [Transition::Entry, Transition::Progression, Transition::Reiteration, Transition::Regression][usize::from(*pick) % 4],
-                    provider: None,
+                    provider: (pick % 3 == 0).then(|| format!("p{}", pick % 5)),
                 },
                 2 => PathwayEvent::StageExited { stage: stage_of(*pick), on, outcome: ExitOutcome::Completed },
                 3 => PathwayEvent::TerritoryChanged { from: territory.clone(), to: territory, on },
                 4 => PathwayEvent::PathwayClosed { on, outcome: CloseOutcome::ALL[usize::from(*pick) % 5] },
                 5 => PathwayEvent::PathwayReopened { on },
+                6 => PathwayEvent::NeedsAssessed {
+                    on,
+                    kind: AssessmentKind::ALL[usize::from(*pick) % 3],
+                    occupability: Occupability::ALL[usize::from(*pick / 3) % 3],
+                    team: Vec::new(),
+                },
                 _ => PathwayEvent::CommandUndone {
                     on,
                     undone_sequences: vec![u64::from(*pick) % 50, i as u64],
@@ -325,6 +341,7 @@ proptest! {
                 let m = territory_metrics(&timelines, &q, &catalogue, &TerritoryRegistry::sample());
                 let _ = m.to_csv();
                 let _ = reiteration_audit(&timelines, &AuditQuery::from(&q), &catalogue, &TerritoryRegistry::sample());
+                let _ = provider_scorecard(&timelines, &q, &catalogue, &TerritoryRegistry::sample()).to_csv();
             }
         }
     }

