@@ -269,6 +269,7 @@ fn expect(who: Who, method: &Method, template: &str, inside: bool) -> Expect {
         "/v1/metrics"
         | "/v1/metrics/series"
         | "/v1/metrics/breakdown"
+        | "/v1/providers/scorecard"
         | "/v1/audit/reiterations" => match who {
             Who::Subscriber => role_refused,
             w if w.covers(inside) => Status(200),
@@ -321,7 +322,10 @@ async fn prepare(
     // Covered by the operator and the subscriber (`LOM-BG`) and the scoped evaluator (`LOM`).
     let region = if territory == IN { "LOM-BG" } else { "PIE" };
     let query = match template {
-        "/v1/metrics" | "/v1/metrics/series" | "/v1/metrics/breakdown" => {
+        "/v1/metrics"
+        | "/v1/metrics/series"
+        | "/v1/metrics/breakdown"
+        | "/v1/providers/scorecard" => {
             format!("?territory={region}&from=2024-01-01&to=2024-12-31")
         }
         "/v1/audit/reiterations" => format!("?territory={region}&to=2024-12-31"),
@@ -429,7 +433,7 @@ async fn every_route_by_role_and_scope(backend: Backend) {
             }
         }
     }
-    assert!(checked >= 21 * 10, "{checked}");
+    assert!(checked >= 22 * 10, "{checked}");
 
     // A scoped caller must name a territory of its own for aggregates; an unscoped one need
     // not.
@@ -437,6 +441,7 @@ async fn every_route_by_role_and_scope(backend: Backend) {
         "/v1/metrics",
         "/v1/audit/reiterations",
         "/v1/metrics/breakdown",
+        "/v1/providers/scorecard",
         "/v1/metrics/series?from=2024-01-01",
     ] {
         app.get_as(&Who::Operator.token(), path)

@@ -11,5 +11,6 @@ mod openapi;
 mod people;
 mod providers;
 mod read_api;
+mod scorecard;
 mod series;
 mod write_api;

@@ -73,6 +73,7 @@ pub const RULES: &[(&str, &str, Access)] = &[
     ("GET", "/v1/metrics", READER),
     ("GET", "/v1/metrics/series", READER),
     ("GET", "/v1/metrics/breakdown", READER),
+    ("GET", "/v1/providers/scorecard", READER),
     ("GET", "/v1/audit/reiterations", READER),
     ("GET", "/v1/events", SUBSCRIBER),
     ("GET", STREAM_ROUTE, SUBSCRIBER),

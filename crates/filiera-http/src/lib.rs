@@ -152,6 +152,7 @@ pub fn api() -> OpenApiRouter<AppState> {
         .routes(routes!(reports::metrics))
         .routes(routes!(reports::series))
         .routes(routes!(reports::breakdown))
+        .routes(routes!(reports::scorecard))
         .routes(routes!(reports::audit))
         .routes(routes!(reports::projections))
         .routes(routes!(reports::rebuild))

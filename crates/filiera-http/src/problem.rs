@@ -51,6 +51,8 @@ pub enum ApiError {
     },
     /// `/readyz`: the store cannot commit now: 503 with `Retry-After` and the reason.
     NotReady(filiera_store::NotReady),
+    /// A query on a read model that an upgrade is rebuilding: 503 with `Retry-After`.
+    Upgrading(String),
     /// Something failed on our side; the cause is logged, never shown.
     Internal(String),
 }
@@ -194,6 +196,7 @@ impl From<ProjectionError> for ApiError {
                 err.to_string(),
                 None,
             ),
+            ProjectionError::Outdated { .. } => ApiError::Upgrading(err.to_string()),
             _ => match err {
                 ProjectionError::Store(err) => err.into(),
                 ProjectionError::Database(err) => filiera_store::StoreError::Database(err).into(),
@@ -374,6 +377,13 @@ impl IntoResponse for ApiError {
                     Some(not_ready.outage),
                 )
             }
+            Self::Upgrading(detail) => unavailable(
+                StatusCode::SERVICE_UNAVAILABLE,
+                "projection_upgrading",
+                "Read model rebuilding after an upgrade",
+                detail,
+                None,
+            ),
             Self::Internal(cause) => {
                 tracing::error!(error = %cause, "request failed");
                 let mut problem =

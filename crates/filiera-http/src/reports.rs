@@ -1,5 +1,5 @@
 //! The read side over HTTP: `GET /v1/metrics`, `GET /v1/metrics/series`,
-//! `GET /v1/metrics/breakdown`, `GET /v1/audit/reiterations`,
+//! `GET /v1/metrics/breakdown`, `GET /v1/providers/scorecard`, `GET /v1/audit/reiterations`,
 //! `GET /v1/projections` and `POST /v1/projections/{name}/rebuild`.
 
 use axum::Json;
@@ -7,8 +7,9 @@ use axum::extract::{RawQuery, State};
 use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
 use chrono::Utc;
-use filiera_domain::metrics::series::{breakdown_queries, series_queries};
-use filiera_domain::{AuditList, MetricsBreakdown, MetricsSeries, TerritoryMetrics};
+use filiera_domain::{
+    AuditList, MetricsBreakdown, MetricsSeries, ProviderScorecard, TerritoryMetrics,
+};
 use filiera_projections::{ProjectionStatus, RebuildStarted};
 use filiera_store::jobs::RelayStatus;
 use serde::Serialize;
@@ -89,8 +90,7 @@ pub async fn series(
     let settings = app.projections.settings();
     let mut query = params.into_query(&settings.registry, settings.threshold, Utc::now())?;
     query.territory = access::query_territory(&caller, &app.territories, query.territory)?;
-    let documents = app.projections.metrics_many(series_queries(&query)).await?;
-    Ok(Json(MetricsSeries::assemble(documents)))
+    Ok(Json(app.projections.series(&query).await?))
 }
 
 /// Computes the metrics document of each direct child of a territory (SPEC 3.2).
@@ -124,11 +124,43 @@ pub async fn breakdown(
     let settings = app.projections.settings();
     let mut query = params.into_query(&settings.registry, settings.threshold, Utc::now())?;
     query.territory = access::query_territory(&caller, &app.territories, query.territory)?;
-    let documents = app
-        .projections
-        .metrics_many(breakdown_queries(&query, &settings.registry))
-        .await?;
-    Ok(Json(MetricsBreakdown::assemble(query.territory, documents)))
+    Ok(Json(app.projections.breakdown(&query).await?))
+}
+
+/// Computes the provider scorecard (SPEC 3.1).
+///
+/// One item per provider code with an episode in scope by `to`, sorted by code: its episodes,
+/// their classification, exits, time in stage, placements within 180 days of an exit and how
+/// occupability changed across the episode. Same query as `GET /v1/metrics`; the same document
+/// as the offline `filiera report --providers`.
+#[utoipa::path(
+    get,
+    path = "/v1/providers/scorecard",
+    tag = TAG,
+    operation_id = "provider_scorecard",
+    params(MetricsParams),
+    responses(
+        (
+            status = 200,
+            description = "The scorecard, the query echoed.",
+            body = ProviderScorecard
+        ),
+        (status = 422, response = UnprocessableEntity),
+        (status = 500, response = InternalError),
+        (status = 503, response = ServiceUnavailable),
+    )
+)]
+#[tracing::instrument(skip_all)]
+pub async fn scorecard(
+    State(app): State<AppState>,
+    RawQuery(query): RawQuery,
+    caller: Caller,
+) -> Result<Json<ProviderScorecard>, ApiError> {
+    let params: MetricsParams = parse_query(query.as_deref())?;
+    let settings = app.projections.settings();
+    let mut query = params.into_query(&settings.registry, settings.threshold, Utc::now())?;
+    query.territory = access::query_territory(&caller, &app.territories, query.territory)?;
+    Ok(Json(app.projections.scorecard(query).await?))
 }
 
 /// Lists the beneficiaries flagged for reiterating, with the evidence.

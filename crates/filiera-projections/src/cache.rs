@@ -30,6 +30,8 @@ pub(crate) struct CacheState {
     pub(crate) generation: Option<i64>,
     /// That generation's checkpoint as of the last fetch.
     pub(crate) position: i64,
+    /// That generation's timeline format.
+    pub(crate) format: i64,
     pub(crate) timelines: HashMap<String, Timeline>,
 }
 
@@ -83,6 +85,7 @@ impl TimelineCache {
             Fetched::Rows {
                 generation,
                 position,
+                format,
                 rows,
             } => {
                 let parsed = parse(rows).await?;
@@ -91,15 +94,20 @@ impl TimelineCache {
                     state.timelines.extend(parsed);
                     state.position = state.position.max(position);
                 } else {
-                    self.install(generation, position, parsed.into_iter().collect())
-                        .await;
+                    let loaded = Loaded {
+                        generation,
+                        position,
+                        format,
+                        timelines: parsed.into_iter().collect(),
+                    };
+                    self.install(loaded).await;
                 }
             }
             Fetched::NothingActive => {}
             Fetched::GenerationChanged => match freshness {
                 Freshness::Current => {
-                    let (generation, position, timelines) = self.load_full().await?;
-                    self.install(generation, position, timelines).await;
+                    let loaded = self.load_full().await?;
+                    self.install(loaded).await;
                 }
                 Freshness::Incremental => self.reload_in_background(),
             },
@@ -116,9 +124,10 @@ impl TimelineCache {
         let cache = Arc::clone(self);
         tokio::spawn(async move {
             match cache.load_full().await {
-                Ok((generation, position, timelines)) => {
+                Ok(loaded) => {
+                    let (generation, position) = (loaded.generation, loaded.position);
                     let _one_at_a_time = cache.refresh.lock().await;
-                    cache.install(generation, position, timelines).await;
+                    cache.install(loaded).await;
                     tracing::info!(
                         projection = cache.projection,
                         generation,
@@ -137,27 +146,34 @@ impl TimelineCache {
     }
 
     /// A full load of the active generation.
-    async fn load_full(&self) -> Result<(i64, i64, HashMap<String, Timeline>), ProjectionError> {
+    async fn load_full(&self) -> Result<Loaded, ProjectionError> {
         match self.model.fetch(self.projection, None).await? {
             Fetched::Rows {
                 generation,
                 position,
+                format,
                 rows,
-            } => Ok((
+            } => Ok(Loaded {
                 generation,
                 position,
-                parse(rows).await?.into_iter().collect(),
-            )),
-            Fetched::NothingActive | Fetched::GenerationChanged => Ok((0, 0, HashMap::new())),
+                format,
+                timelines: parse(rows).await?.into_iter().collect(),
+            }),
+            Fetched::NothingActive | Fetched::GenerationChanged => Ok(Loaded {
+                generation: 0,
+                position: 0,
+                format: crate::read_model::FORMAT,
+                timelines: HashMap::new(),
+            }),
         }
     }
 
     /// Replaces the map if the new one is fresher; the old one is dropped outside the lock.
-    async fn install(&self, generation: i64, position: i64, timelines: HashMap<String, Timeline>) {
+    async fn install(&self, loaded: Loaded) {
         let mut state = self.state.write().await;
         let fresher = match state.generation {
             None => true,
-            Some(current) => (generation, position) > (current, state.position),
+            Some(current) => (loaded.generation, loaded.position) > (current, state.position),
         };
         if !fresher {
             return;
@@ -165,9 +181,10 @@ impl TimelineCache {
         let old = std::mem::replace(
             &mut *state,
             CacheState {
-                generation: Some(generation),
-                position,
-                timelines,
+                generation: Some(loaded.generation),
+                position: loaded.position,
+                format: loaded.format,
+                timelines: loaded.timelines,
             },
         );
         drop(state);
@@ -185,11 +202,26 @@ impl TimelineCache {
         Ok(tokio::task::spawn_blocking(move || f(&state.blocking_read())).await?)
     }
 
+    /// Whether the loaded generation was built by an older timeline format.
+    pub(crate) async fn is_outdated(&self) -> Option<(i64, i64)> {
+        let state = self.state.read().await;
+        let generation = state.generation?;
+        (state.format < crate::read_model::FORMAT).then_some((generation, state.format))
+    }
+
     /// The generation loaded and its checkpoint, for the status.
     pub(crate) async fn loaded(&self) -> (Option<i64>, i64) {
         let state = self.state.read().await;
         (state.generation, state.position)
     }
+}
+
+/// A generation loaded in full.
+struct Loaded {
+    generation: i64,
+    position: i64,
+    format: i64,
+    timelines: HashMap<String, Timeline>,
 }
 
 /// Parses timeline rows, on the blocking pool when there are many.

@@ -24,6 +24,24 @@ pub enum ProjectionError {
         /// The generation being built.
         generation: i64,
     },
+    /// The active generation was built by an older version's timeline format and is being
+    /// rebuilt; queries would miss facts it lacks (HTTP: 503, retry later).
+    #[error(
+        "projection `{name}` is being rebuilt after an upgrade: its read model (generation \
+         {generation}) was built for timeline format {format}, this version reads format \
+         {current}; queries answer again once the rebuild is swapped in (progress: \
+         GET /v1/projections)"
+    )]
+    Outdated {
+        /// The projection.
+        name: String,
+        /// The active generation.
+        generation: i64,
+        /// Its timeline format.
+        format: i64,
+        /// This build's timeline format.
+        current: i64,
+    },
     /// [`crate::Projections::wait_until_caught_up`] gave up.
     #[error("projection `{name}` did not catch up with position {target} within {timeout:?}")]
     Timeout {

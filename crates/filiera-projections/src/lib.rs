@@ -17,7 +17,7 @@
 //! - [`runner`]: [`Runner`], one batch per generation per step.
 //! - [`rebuild`]: [`rebuild_until_swapped`], `filiera rebuild` from a separate process.
 //! - [`replay`]: [`Replay`], [`replay_report`], [`replay_series`], [`replay_breakdown`],
-//!   [`replay_audit`], the offline report.
+//!   [`replay_scorecard`], [`replay_audit`], the offline report.
 //! - [`status`]: [`ProjectionStatus`] and the other documents the API serves.
 //! - [`settings`]: the tuning and configuration, [`ProjectionSettings`].
 //! - [`tables`]: [`ProjectionTables`], a projection's tables driven directly, for tools
@@ -41,7 +41,9 @@ pub mod tables;
 pub use error::ProjectionError;
 pub use projections::Projections;
 pub use rebuild::{RebuildOutcome, RebuildProgress, rebuild_until_swapped};
-pub use replay::{Replay, replay_audit, replay_breakdown, replay_report, replay_series};
+pub use replay::{
+    Replay, replay_audit, replay_breakdown, replay_report, replay_scorecard, replay_series,
+};
 pub use runner::{BatchOutcome, Runner, StepReport};
 pub use settings::ProjectionSettings;
 pub use status::{CacheStatus, ProjectionState, ProjectionStatus, RebuildStarted, RebuildStatus};

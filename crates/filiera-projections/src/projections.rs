@@ -6,9 +6,11 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
+use filiera_domain::metrics::series::{breakdown_queries, series_queries};
 use filiera_domain::{
-    AuditList, AuditQuery, MetricsQuery, StageCatalogue, TerritoryMetrics, TerritoryRegistry,
-    Timeline, reiteration_audit, territory_metrics,
+    AuditList, AuditQuery, MetricsBreakdown, MetricsQuery, MetricsSeries, ProviderScorecard,
+    StageCatalogue, TerritoryMetrics, TerritoryRegistry, Timeline, provider_scorecard,
+    reiteration_audit, territory_metrics,
 };
 use filiera_store::Store;
 use filiera_store::jobs::{
@@ -140,6 +142,38 @@ impl Projections {
         .await
     }
 
+    /// The monthly series of `query` (SPEC 3.2): every month from one snapshot of the cache.
+    pub async fn series(&self, query: &MetricsQuery) -> Result<MetricsSeries, ProjectionError> {
+        let documents = self.metrics_many(series_queries(query)).await?;
+        Ok(MetricsSeries::assemble(documents))
+    }
+
+    /// The breakdown of `query`'s territory into its direct children (SPEC 3.2): every child
+    /// from one snapshot of the cache.
+    pub async fn breakdown(
+        &self,
+        query: &MetricsQuery,
+    ) -> Result<MetricsBreakdown, ProjectionError> {
+        let queries = breakdown_queries(query, &self.shared.settings.registry);
+        let documents = self.metrics_many(queries).await?;
+        Ok(MetricsBreakdown::assemble(
+            query.territory.clone(),
+            documents,
+        ))
+    }
+
+    /// The provider scorecard for `query` (SPEC 3.1), from the cache refreshed first.
+    #[tracing::instrument(name = "projections.scorecard", level = "debug", skip_all, fields(territory = ?query.territory))]
+    pub async fn scorecard(
+        &self,
+        query: MetricsQuery,
+    ) -> Result<ProviderScorecard, ProjectionError> {
+        self.fold(move |timelines, catalogue, registry| {
+            provider_scorecard(timelines, &query, catalogue, registry)
+        })
+        .await
+    }
+
     /// The reiteration audit list for `query`, from the cache refreshed first.
     #[tracing::instrument(name = "projections.audit", level = "debug", skip_all, fields(territory = ?query.territory))]
     pub async fn audit(&self, query: AuditQuery) -> Result<AuditList, ProjectionError> {
@@ -163,6 +197,19 @@ impl Projections {
     {
         let shared = &self.shared;
         shared.cache.refresh(Freshness::Incremental).await?;
+        if shared.cache.is_outdated().await.is_some() {
+            // A rebuilt generation may have been swapped in since: load it here rather than
+            // answer from the outdated one.
+            shared.cache.refresh(Freshness::Current).await?;
+            if let Some((generation, format)) = shared.cache.is_outdated().await {
+                return Err(ProjectionError::Outdated {
+                    name: TERRITORY_METRICS.to_owned(),
+                    generation,
+                    format,
+                    current: crate::read_model::FORMAT,
+                });
+            }
+        }
         let catalogue = Arc::clone(&shared.settings.catalogue);
         let registry = Arc::clone(&shared.settings.registry);
         shared

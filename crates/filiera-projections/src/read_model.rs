@@ -40,9 +40,14 @@ const INITIALIZE: PerBackend<&str> = per_backend!("initialize.sql");
 const RETIRE: PerBackend<&str> = per_backend!("retire.sql");
 const ACTIVATE: PerBackend<&str> = per_backend!("activate.sql");
 const PURGE_RETIRED: PerBackend<&str> = per_backend!("purge_retired.sql");
+const ABANDON: PerBackend<&str> = per_backend!("abandon.sql");
 
-/// A `projection_generations` row as selected: generation, status, position, started_at.
-type GenerationRow = (i64, String, i64, DateTime<Utc>);
+/// The timeline format this build writes, as stored in `projection_generations.format`.
+pub(crate) const FORMAT: i64 = Timeline::FORMAT as i64;
+
+/// A `projection_generations` row as selected: generation, status, position, started_at,
+/// format.
+type GenerationRow = (i64, String, i64, DateTime<Utc>, i64);
 
 /// What a generation is doing.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -57,13 +62,14 @@ pub(crate) enum GenerationStatus {
 
 impl Generation {
     fn from_row(
-        (generation, status, position, started_at): GenerationRow,
+        (generation, status, position, started_at, format): GenerationRow,
     ) -> Result<Self, ProjectionError> {
         Ok(Self {
             generation,
             status: GenerationStatus::parse(&status)?,
             position,
             started_at,
+            format,
         })
     }
 }
@@ -108,6 +114,16 @@ pub(crate) struct Generation {
     /// The checkpoint: the global position of the last event applied.
     pub(crate) position: i64,
     pub(crate) started_at: DateTime<Utc>,
+    /// The timeline format its rows were built with ([`FORMAT`] for generations made by this
+    /// build).
+    pub(crate) format: i64,
+}
+
+impl Generation {
+    /// Whether its rows were built by an older timeline format than this build's.
+    pub(crate) fn is_outdated(&self) -> bool {
+        self.format < FORMAT
+    }
 }
 
 /// The generations a projection is working on.
@@ -128,6 +144,8 @@ pub(crate) enum Fetched {
     Rows {
         generation: i64,
         position: i64,
+        /// The generation's timeline format.
+        format: i64,
         rows: Vec<TimelineRow>,
     },
     /// The generation asked about is no longer active: a rebuild was swapped in.
@@ -157,6 +175,7 @@ impl ReadModel {
         on_pool!(writer, |pool| {
             sqlx::query(sql)
                 .bind(projection)
+                .bind(FORMAT)
                 .execute(pool)
                 .await
                 .map(drop)
@@ -287,6 +306,7 @@ impl ReadModel {
             let inserted: Result<i64, sqlx::Error> = on_pool!(self.database.writer(), |pool| {
                 sqlx::query_scalar(sql::ADD_BUILDING)
                     .bind(projection)
+                    .bind(FORMAT)
                     .fetch_one(pool)
                     .await
             });
@@ -303,6 +323,26 @@ impl ReadModel {
                 "could not add a building generation".into(),
             )),
         }
+    }
+
+    /// Gives up the building generation `generation` (built with an older timeline format):
+    /// retires it so that its rows are purged and a new rebuild can start.
+    pub(crate) async fn abandon(
+        &self,
+        projection: &str,
+        generation: i64,
+    ) -> Result<(), ProjectionError> {
+        let writer = self.database.writer();
+        let sql = writer.pick(&ABANDON);
+        on_pool!(writer, |pool| {
+            sqlx::query(sql)
+                .bind(projection)
+                .bind(generation)
+                .execute(pool)
+                .await?
+                .rows_affected()
+        });
+        Ok(())
     }
 
     /// Makes the building generation active and the active one retired, in one transaction,
@@ -377,7 +417,7 @@ impl ReadModel {
         };
         // Planned for each call: a generic plan cached while the table was small would keep
         // scanning it whole once it has grown.
-        let rows: Vec<(i64, i64, Option<String>, Option<String>)> =
+        let rows: Vec<(i64, i64, i64, Option<String>, Option<String>)> =
             on_pool!(self.database.reader(), |pool| {
                 sqlx::query_as(sql::FETCH)
                     .persistent(false)
@@ -387,7 +427,7 @@ impl ReadModel {
                     .fetch_all(pool)
                     .await?
             });
-        let Some(&(generation, position, _, _)) = rows.first() else {
+        let Some(&(generation, position, format, _, _)) = rows.first() else {
             return Ok(if since.is_some() {
                 Fetched::GenerationChanged
             } else {
@@ -396,11 +436,12 @@ impl ReadModel {
         };
         let rows = rows
             .into_iter()
-            .filter_map(|(_, _, id, timeline)| Some((id?, timeline?)))
+            .filter_map(|(_, _, _, id, timeline)| Some((id?, timeline?)))
             .collect();
         Ok(Fetched::Rows {
             generation,
             position,
+            format,
             rows,
         })
     }

@@ -6,9 +6,9 @@
 use std::collections::HashMap;
 
 use filiera_domain::{
-    AuditList, AuditQuery, MetricsBreakdown, MetricsQuery, MetricsSeries, RecordedEvent,
-    StageCatalogue, TerritoryMetrics, TerritoryRegistry, Timeline, reiteration_audit,
-    territory_metrics,
+    AuditList, AuditQuery, MetricsBreakdown, MetricsQuery, MetricsSeries, ProviderScorecard,
+    RecordedEvent, StageCatalogue, TerritoryMetrics, TerritoryRegistry, Timeline,
+    provider_scorecard, reiteration_audit, territory_metrics,
 };
 use filiera_store::Store;
 
@@ -65,6 +65,36 @@ impl Replay {
         territory_metrics(self.timelines.values(), query, catalogue, registry)
     }
 
+    /// The monthly series of `query` (SPEC 3.2).
+    pub fn series(
+        &self,
+        query: &MetricsQuery,
+        catalogue: &StageCatalogue,
+        registry: &TerritoryRegistry,
+    ) -> MetricsSeries {
+        MetricsSeries::monthly(query, |q| self.metrics(&q, catalogue, registry))
+    }
+
+    /// The breakdown of `query`'s territory into its direct children (SPEC 3.2).
+    pub fn breakdown(
+        &self,
+        query: &MetricsQuery,
+        catalogue: &StageCatalogue,
+        registry: &TerritoryRegistry,
+    ) -> MetricsBreakdown {
+        MetricsBreakdown::of(query, registry, |q| self.metrics(&q, catalogue, registry))
+    }
+
+    /// The provider scorecard for `query` (SPEC 3.1).
+    pub fn scorecard(
+        &self,
+        query: &MetricsQuery,
+        catalogue: &StageCatalogue,
+        registry: &TerritoryRegistry,
+    ) -> ProviderScorecard {
+        provider_scorecard(self.timelines.values(), query, catalogue, registry)
+    }
+
     /// The reiteration audit list for `query`.
     pub fn audit(
         &self,
@@ -95,9 +125,7 @@ pub async fn replay_series(
 ) -> Result<MetricsSeries, ProjectionError> {
     let replay = Replay::load(store).await?;
     let services = store.services();
-    Ok(MetricsSeries::monthly(query, |q| {
-        replay.metrics(&q, &services.catalogue, &services.territories)
-    }))
+    Ok(replay.series(query, &services.catalogue, &services.territories))
 }
 
 /// The breakdown of `query`'s territory into its direct children (SPEC 3.2), every child
@@ -108,9 +136,18 @@ pub async fn replay_breakdown(
 ) -> Result<MetricsBreakdown, ProjectionError> {
     let replay = Replay::load(store).await?;
     let services = store.services();
-    Ok(MetricsBreakdown::of(query, &services.territories, |q| {
-        replay.metrics(&q, &services.catalogue, &services.territories)
-    }))
+    Ok(replay.breakdown(query, &services.catalogue, &services.territories))
+}
+
+/// The provider scorecard for `query` (SPEC 3.1), replayed from the store's feed: the
+/// document of `GET /v1/providers/scorecard`.
+pub async fn replay_scorecard(
+    store: &Store,
+    query: &MetricsQuery,
+) -> Result<ProviderScorecard, ProjectionError> {
+    let replay = Replay::load(store).await?;
+    let services = store.services();
+    Ok(replay.scorecard(query, &services.catalogue, &services.territories))
 }
 
 /// The reiteration audit list for `query`, replayed from the store's feed.

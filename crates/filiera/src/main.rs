@@ -70,17 +70,22 @@ enum Command {
         #[arg(long)]
         known_at: Option<String>,
         /// `json` (the API document) or `csv` (one `metric,value` row per figure; with
-        /// `--series`, `from,to,metric,value`; with `--breakdown`, `territory,metric,value`).
+        /// `--series`, `from,to,metric,value`; with `--breakdown`, `territory,metric,value`;
+        /// with `--providers`, `provider,metric,value`).
         #[arg(long, value_enum, default_value_t = ReportFormat::Json)]
         format: ReportFormat,
         /// The document of `GET /v1/metrics/series` instead: one point per calendar month
         /// (`month`, the only interval) of the period, at most 120.
-        #[arg(long, value_name = "INTERVAL", conflicts_with = "breakdown")]
+        #[arg(long, value_name = "INTERVAL", conflicts_with_all = ["breakdown", "providers"])]
         series: Option<String>,
         /// The document of `GET /v1/metrics/breakdown` instead: one item per direct child of
         /// `--territory` (of the roots when omitted).
-        #[arg(long)]
+        #[arg(long, conflicts_with = "providers")]
         breakdown: bool,
+        /// The document of `GET /v1/providers/scorecard` instead: one item per provider with
+        /// an episode in scope.
+        #[arg(long)]
+        providers: bool,
         /// Output file (default: standard output).
         #[arg(long, short)]
         output: Option<PathBuf>,
@@ -247,6 +252,7 @@ async fn main() -> anyhow::Result<()> {
             output,
             series,
             breakdown,
+            providers,
         } => {
             let kind = match series {
                 Some(interval) => startup::ReportKind::Series(filiera_contract::SeriesParams {
@@ -265,6 +271,8 @@ async fn main() -> anyhow::Result<()> {
                     };
                     if breakdown {
                         startup::ReportKind::Breakdown(params)
+                    } else if providers {
+                        startup::ReportKind::Providers(params)
                     } else {
                         startup::ReportKind::Metrics(params)
                     }

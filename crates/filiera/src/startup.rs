@@ -238,12 +238,13 @@ pub async fn export(
     Ok(())
 }
 
-/// What `filiera report` prints: the document of `GET /v1/metrics`, `…/series` or
-/// `…/breakdown` for the same options.
+/// What `filiera report` prints: the document of `GET /v1/metrics`, `…/series`,
+/// `…/breakdown` or `GET /v1/providers/scorecard` for the same options.
 pub enum ReportKind {
     Metrics(filiera_contract::MetricsParams),
     Series(filiera_contract::SeriesParams),
     Breakdown(filiera_contract::BreakdownParams),
+    Providers(filiera_contract::MetricsParams),
 }
 
 /// `filiera report`
@@ -290,6 +291,20 @@ pub async fn report(
             match json {
                 true => serde_json::to_string_pretty(&breakdown)? + "\n",
                 false => metrics::breakdown_to_csv(&breakdown),
+            }
+        }
+        ReportKind::Providers(params) => {
+            let query = params
+                .into_query(registry, threshold, now)
+                .map_err(refused)?;
+            let scorecard = filiera_projections::replay_scorecard(&store, &query).await?;
+            match json {
+                true => {
+                    serde_json::to_string_pretty(&scorecard)?
+                        + "
+"
+                }
+                false => metrics::scorecard_to_csv(&scorecard),
             }
         }
     };

@@ -493,3 +493,57 @@ fn report_prints_a_monthly_series_and_a_breakdown() {
     );
     assert!(!refused.status.success());
 }
+
+#[test]
+fn report_prints_the_provider_scorecard() {
+    let dir = tempfile::tempdir().unwrap();
+    let file = dir.path().join("legacy.ndjson");
+    std::fs::write(&file, HISTORY).unwrap();
+    let imported = run(filiera(dir.path()).arg("import").arg(&file), None);
+    assert!(imported.status.success());
+    let report = |args: &[&str]| {
+        let output = run(
+            filiera(dir.path())
+                .args(["report", "--providers", "--territory", "LOM"])
+                .args(["--from", "2021-01-01", "--to", "2022-12-31"])
+                .args(["--known-at", "2100-01-01"])
+                .args(args),
+            None,
+        );
+        assert!(
+            output.status.success(),
+            "{args:?}: {}",
+            String::from_utf8_lossy(&output.stderr)
+        );
+        String::from_utf8(output.stdout).unwrap()
+    };
+    // B1's internship with Coop from 2021-09-01 ends when the pathway closes `employed` on
+    // 2022-01-10 (131 days): a placement on the day of the exit.
+    let card: Value = serde_json::from_str(&report(&[])).unwrap();
+    assert_eq!(card["query"]["territory"], "LOM");
+    let providers = card["providers"].as_array().unwrap();
+    assert_eq!(providers.len(), 1, "{card:#}");
+    let coop = &providers[0];
+    assert_eq!(coop["provider"], "Coop");
+    assert_eq!(coop["episodes"], 1);
+    assert_eq!(coop["transitions"]["progression"], 1);
+    assert_eq!(coop["exits"]["pathway_closed"], 1);
+    assert_eq!(coop["time_in_stage_days"]["median"], 131.0);
+    assert_eq!(coop["placements_within_180_days"], 1);
+    assert_eq!(coop["placement_rate"], 1.0);
+    assert_eq!(coop["occupability_change"]["unknown"], 1);
+
+    let csv = report(&["--format", "csv"]);
+    assert!(csv.starts_with("provider,metric,value\n"), "{csv}");
+    assert!(
+        csv.contains("\nCoop,placements_within_180_days,1\n"),
+        "{csv}"
+    );
+
+    // One document at a time.
+    let refused = run(
+        filiera(dir.path()).args(["report", "--providers", "--breakdown"]),
+        None,
+    );
+    assert!(!refused.status.success());
+}

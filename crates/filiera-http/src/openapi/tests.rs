@@ -112,6 +112,7 @@ fn document_is_openapi_3_1_about_filiera() {
         "/v1/metrics",
         "/v1/metrics/series",
         "/v1/metrics/breakdown",
+        "/v1/providers/scorecard",
         "/v1/audit/reiterations",
         "/v1/events",
         "/v1/events/stream",
@@ -792,6 +793,14 @@ async fn real_answers_conform_to_the_document() {
         .await;
     assert_eq!(breakdown.status, 200, "{:#}", breakdown.body);
     assert!(!breakdown.body["children"].as_array().unwrap().is_empty());
+    let scorecard = c
+        .get(
+            "/v1/providers/scorecard",
+            "/v1/providers/scorecard?territory=LOM&from=2024-01-01&to=2024-12-31",
+        )
+        .await;
+    assert_eq!(scorecard.status, 200, "{:#}", scorecard.body);
+    assert_eq!(scorecard.body["providers"][0]["provider"], "Coop");
     let audit = c
         .get(
             "/v1/audit/reiterations",
@@ -950,6 +959,14 @@ async fn real_answers_conform_to_the_document() {
         (
             c.get("/v1/providers", "/v1/providers?territory=ATLANTIS")
                 .await,
+            422,
+        ),
+        (
+            c.get(
+                "/v1/providers/scorecard",
+                "/v1/providers/scorecard?to=yesterday",
+            )
+            .await,
             422,
         ),
         (

@@ -8,9 +8,11 @@ use std::time::Duration;
 
 use anyhow::{Context as _, bail, ensure};
 use chrono::{DateTime, NaiveDate, Utc};
+use filiera_domain::metrics::series::month_count;
 use filiera_domain::{
-    AuditQuery, CloseOutcome, ExitOutcome, FixedClock, MetricsQuery, PathwayCommand,
-    PathwayServices, Referral, StageCatalogue, TerritoryCode, TerritoryRegistry, Timeline,
+    AssessmentKind, AuditQuery, CloseOutcome, ExitOutcome, FixedClock, MetricsQuery, Occupability,
+    PathwayCommand, PathwayServices, Referral, StageCatalogue, TeamMember, TerritoryCode,
+    TerritoryRegistry, Timeline,
 };
 use filiera_projections::{ProjectionSettings, Projections, Replay, TERRITORY_METRICS};
 use filiera_store::{Executed, Store, StoreOptions, on_pool};
@@ -146,6 +148,30 @@ pub fn stage(stage: &str, on: &str) -> PathwayCommand {
         stage: stage.to_owned(),
         on: date(on),
         provider: None,
+    }
+}
+
+/// A stage entry run by `provider`.
+pub fn stage_by(stage: &str, on: &str, provider: &str) -> PathwayCommand {
+    PathwayCommand::EnterStage {
+        stage: stage.to_owned(),
+        on: date(on),
+        provider: Some(provider.to_owned()),
+    }
+}
+
+/// A needs assessment.
+pub fn assess(
+    on: &str,
+    kind: AssessmentKind,
+    occupability: Occupability,
+    team: &[TeamMember],
+) -> PathwayCommand {
+    PathwayCommand::AssessNeeds {
+        on: date(on),
+        kind,
+        occupability,
+        team: team.to_vec(),
     }
 }
 
@@ -299,7 +325,9 @@ pub fn queries(instants: &[DateTime<Utc>]) -> Vec<MetricsQuery> {
     queries
 }
 
-/// Asserts that the projection answers every query exactly like the offline replay.
+/// Asserts that the projection answers every query exactly like the offline replay: the
+/// metrics document, the audit list, the provider scorecard, the breakdown and (over short
+/// periods) the monthly series.
 pub async fn assert_same_as_replay(
     projections: &Projections,
     store: &Store,
@@ -320,6 +348,23 @@ pub async fn assert_same_as_replay(
         let online = projections.audit(audit_query.clone()).await?;
         let offline = replay.audit(&audit_query, &settings.catalogue, &settings.registry);
         ensure!(online == offline, "audit lists differ for {audit_query:?}");
+        let online = projections.scorecard(query.clone()).await?;
+        let offline = replay.scorecard(query, &settings.catalogue, &settings.registry);
+        ensure!(
+            online == offline,
+            "scorecards differ for {query:?}:\nonline  {}\noffline {}",
+            serde_json::to_string(&online)?,
+            serde_json::to_string(&offline)?
+        );
+        let online = projections.breakdown(query).await?;
+        let offline = replay.breakdown(query, &settings.catalogue, &settings.registry);
+        ensure!(online == offline, "breakdowns differ for {query:?}");
+        // Series of a few months (a period from 2000 would fold hundreds of documents).
+        if month_count(query.from, query.to) <= 24 {
+            let online = projections.series(query).await?;
+            let offline = replay.series(query, &settings.catalogue, &settings.registry);
+            ensure!(online == offline, "series differ for {query:?}");
+        }
     }
     Ok(())
 }

@@ -8,6 +8,7 @@ mod live;
 mod properties;
 mod rebuild;
 mod replay;
+mod upgrade;
 mod worked_example;
 
 use exactly_once::{
@@ -18,6 +19,7 @@ use leadership::one_leader_and_a_takeover_when_it_dies;
 use live::new_events_reach_the_projection;
 use rebuild::{rebuild_from_another_process, rebuild_swaps_in_without_downtime};
 use replay::projection_equals_replay_for_hand_written_histories;
+use upgrade::an_outdated_read_model_is_rebuilt_and_refused_meanwhile;
 use worked_example::worked_example_of_the_metrics_doc;
 
 filiera_testkit::on_both_backends!(
@@ -31,4 +33,5 @@ filiera_testkit::on_both_backends!(
     rebuild_from_another_process,
     one_leader_and_a_takeover_when_it_dies,
     new_events_reach_the_projection,
+    an_outdated_read_model_is_rebuilt_and_refused_meanwhile,
 );

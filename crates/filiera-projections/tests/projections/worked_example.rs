@@ -11,8 +11,8 @@ use std::sync::Arc;
 use anyhow::{Context as _, ensure};
 use chrono::{DateTime, Utc};
 use filiera_domain::{
-    AuditQuery, CloseOutcome, ExitOutcome, PathwayCommand, PathwayServices, RecordedEvent,
-    StageCatalogue, TerritoryRegistry,
+    AssessmentKind, AuditQuery, CloseOutcome, ExitOutcome, Occupability, PathwayCommand,
+    PathwayServices, RecordedEvent, StageCatalogue, TeamMember, TerritoryRegistry,
 };
 use filiera_projections::{ProjectionSettings, Projections, Replay};
 use serde_json::{Value, json};
@@ -34,12 +34,22 @@ fn story(anna: Uuid, bruno: Uuid) -> Vec<(Uuid, PathwayCommand, DateTime<Utc>)> 
         ),
         (
             anna,
+            assess(
+                "2024-01-30",
+                AssessmentKind::Multidisciplinary,
+                Occupability::Low,
+                &[TeamMember::SocialServices, TeamMember::EmploymentCentre],
+            ),
+            at("2024-01-30T09:00:00Z"),
+        ),
+        (
+            anna,
             stage("socio_occupational", "2024-02-01"),
             at("2024-02-01T09:00:00Z"),
         ),
         (
             anna,
-            stage("internship", "2024-04-01"),
+            stage_by("internship", "2024-04-01", "coop-alfa"),
             at("2024-04-01T09:00:00Z"),
         ),
         (
@@ -49,7 +59,17 @@ fn story(anna: Uuid, bruno: Uuid) -> Vec<(Uuid, PathwayCommand, DateTime<Utc>)> 
         ),
         (
             anna,
-            stage("internship", "2024-06-15"),
+            assess(
+                "2024-06-10",
+                AssessmentKind::Review,
+                Occupability::Medium,
+                &[TeamMember::EmploymentCentre],
+            ),
+            at("2024-06-10T09:00:00Z"),
+        ),
+        (
+            anna,
+            stage_by("internship", "2024-06-15", "coop-alfa"),
             at("2024-06-15T09:00:00Z"),
         ),
         (
@@ -59,7 +79,7 @@ fn story(anna: Uuid, bruno: Uuid) -> Vec<(Uuid, PathwayCommand, DateTime<Utc>)> 
         ),
         (
             anna,
-            stage("internship", "2024-10-01"),
+            stage_by("internship", "2024-10-01", "coop-beta"),
             at("2024-10-01T09:00:00Z"),
         ),
         (
@@ -69,7 +89,7 @@ fn story(anna: Uuid, bruno: Uuid) -> Vec<(Uuid, PathwayCommand, DateTime<Utc>)> 
         ),
         (
             bruno,
-            stage("internship", "2024-03-05"),
+            stage_by("internship", "2024-03-05", "enaip"),
             at("2024-03-05T09:00:00Z"),
         ),
         (
@@ -130,6 +150,54 @@ fn after_the_undo() -> Value {
         "closures": {"employed": 1, "dropped_out": 0, "moved_away": 0, "deceased": 0,
                      "other": 0},
         "corrections": 1,
+        "assessments": {"initial": 0, "multidisciplinary": 1, "review": 1},
+        "time_to_assessment_days": stats(1, 20.0, 20.0, 20.0),
+        "spells_without_assessment": 2,
+        "transitions_by_occupability": {
+            "low": counts(1, 1, 0, 0),
+            "medium": counts(0, 0, 1, 0),
+            "high": counts(0, 0, 0, 0),
+            "unassessed": counts(1, 1, 0, 0),
+        },
+    })
+}
+
+fn counts(entry: u64, progression: u64, reiteration: u64, regression: u64) -> Value {
+    json!({"entry": entry, "progression": progression, "reiteration": reiteration,
+           "regression": regression})
+}
+
+/// The scorecard of `docs/metrics.md` for LOM-BG, 2024, known at 2025-01-01.
+fn scorecard() -> Value {
+    json!({
+        "query": {"territory": "LOM-BG", "from": "2024-01-01", "to": "2024-12-31",
+                  "known_at": "2025-01-01T00:00:00Z"},
+        "providers": [
+            {
+                "provider": "coop-alfa",
+                "episodes": 2,
+                "transitions": counts(0, 1, 1, 0),
+                "reiteration_rate": 0.5,
+                "exits": {"completed": 1, "interrupted": 0, "moved_on": 1, "pathway_closed": 0},
+                "time_in_stage_days": stats(2, 84.5, 84.5, 103.3),
+                "placements_within_180_days": 0,
+                "placement_rate": 0.0,
+                "occupability_change": {"improved": 1, "unchanged": 0, "worsened": 0,
+                                        "unknown": 1},
+            },
+            {
+                "provider": "enaip",
+                "episodes": 1,
+                "transitions": counts(1, 0, 0, 0),
+                "reiteration_rate": 0.0,
+                "exits": {"completed": 0, "interrupted": 0, "moved_on": 1, "pathway_closed": 0},
+                "time_in_stage_days": stats(1, 61.0, 61.0, 61.0),
+                "placements_within_180_days": 1,
+                "placement_rate": 1.0,
+                "occupability_change": {"improved": 0, "unchanged": 0, "worsened": 0,
+                                        "unknown": 1},
+            },
+        ],
     })
 }
 
@@ -150,6 +218,7 @@ fn before_the_undo() -> Value {
     doc["active_at_end"]["socio_occupational"] = json!(1);
     doc["active_at_end"]["waiting"] = json!(0);
     doc["corrections"] = json!(0);
+    doc["transitions_by_occupability"]["unassessed"]["regression"] = json!(1);
     doc
 }
 
@@ -180,6 +249,8 @@ pub async fn worked_example_of_the_metrics_doc(h: &Harness) -> anyhow::Result<()
     assert_json_close(&serde_json::to_value(&after)?, &after_the_undo())?;
     let before = storied.metrics(&lom_bg(at("2024-11-03T00:00:00Z")), catalogue, registry);
     assert_json_close(&serde_json::to_value(&before)?, &before_the_undo())?;
+    let card = storied.scorecard(&lom_bg(at("2025-01-01T00:00:00Z")), catalogue, registry);
+    assert_json_close(&serde_json::to_value(&card)?, &scorecard())?;
 
     // Anna reiterated twice since her progression: flagged in Lombardia (she lives in Milano
     // at the end of 2024), not in the province of Bergamo.
@@ -213,11 +284,16 @@ pub async fn worked_example_of_the_metrics_doc(h: &Harness) -> anyhow::Result<()
             "stalled_reiterations": 2,
             "total_reiterations": 2,
             "current_stage": "internship",
+            "occupability": "medium",
             "transitions": [
-                {"stage": "socio_occupational", "on": "2024-02-01", "classification": "entry"},
-                {"stage": "internship", "on": "2024-04-01", "classification": "progression"},
-                {"stage": "internship", "on": "2024-06-15", "classification": "reiteration"},
-                {"stage": "internship", "on": "2024-10-01", "classification": "reiteration"},
+                {"stage": "socio_occupational", "on": "2024-02-01", "classification": "entry",
+                 "provider": null},
+                {"stage": "internship", "on": "2024-04-01", "classification": "progression",
+                 "provider": "coop-alfa"},
+                {"stage": "internship", "on": "2024-06-15", "classification": "reiteration",
+                 "provider": "coop-alfa"},
+                {"stage": "internship", "on": "2024-10-01", "classification": "reiteration",
+                 "provider": "coop-beta"},
             ],
         }),
     )?;
@@ -239,6 +315,10 @@ pub async fn worked_example_of_the_metrics_doc(h: &Harness) -> anyhow::Result<()
         })
         .await?;
     ensure!(online_lom.beneficiaries == lom.beneficiaries);
+    let online = projections.scorecard(lom_bg(now)).await?;
+    let mut expected = scorecard();
+    expected["query"]["known_at"] = serde_json::to_value(now)?;
+    assert_json_close(&serde_json::to_value(&online)?, &expected)?;
     projections.shutdown().await;
     Ok(())
 }
