@@ -7,8 +7,9 @@ use chrono::{Days, NaiveDate, TimeDelta};
 use cqrs_es::Aggregate as _;
 use cqrs_es::event_sink::EventSink;
 use filiera_domain::{
-    CloseOutcome, ExitOutcome, FixedClock, Pathway, PathwayCommand, PathwayServices, PathwayStatus,
-    RecordedEvent, Referral, StageCatalogue, TerritoryRegistry,
+    AssessmentKind, CloseOutcome, ExitOutcome, FixedClock, Occupability, Pathway, PathwayCommand,
+    PathwayServices, PathwayStatus, RecordedEvent, Referral, StageCatalogue, TeamMember,
+    TerritoryDef, TerritoryRegistry,
 };
 use uuid::Uuid;
 
@@ -21,7 +22,8 @@ pub(crate) struct History {
 }
 
 /// Where beneficiaries are enrolled: the sample registry's ambiti (most of them in Lombardia),
-/// and a few regions without ambiti in the sample.
+/// a few regions without ambiti in the sample, and [`SYNTHETIC`], a region of
+/// [`SYNTHETIC_AMBITI`] ambiti (for breakdowns as wide as a real region's).
 const TERRITORIES: &[(&str, u32)] = &[
     ("LOM-BG-BERGAMO", 14),
     ("LOM-BG-VALLE-BREMBANA", 6),
@@ -29,23 +31,49 @@ const TERRITORIES: &[(&str, u32)] = &[
     ("LOM-LC-LECCO", 10),
     ("LOM-MI-MILANO", 25),
     ("PIE-TO-TORINO", 12),
-    ("VEN", 8),
-    ("EMR", 8),
-    ("LAZ", 6),
-    ("CAM", 6),
+    ("VEN", 4),
+    ("EMR", 4),
+    (SYNTHETIC, 20),
 ];
+
+/// The synthetic region of the benchmark registry.
+pub const SYNTHETIC: &str = "SYN";
+
+/// How many ambiti [`SYNTHETIC`] has, all direct children: `SYN-A001`…
+pub const SYNTHETIC_AMBITI: usize = 600;
+
+/// The providers stage entries name (one entry in five names none).
+const PROVIDERS: usize = 40;
 
 const STAGES: [&str; 3] = ["socio_occupational", "internship", "job_placement"];
 
-/// The default catalogue, the sample registry, and the clock of the generated histories.
+/// The default catalogue, the sample registry with the synthetic region, and the clock of the
+/// generated histories.
 pub(crate) fn bench_services() -> PathwayServices {
+    let mut defs = TerritoryRegistry::sample().definitions().to_vec();
+    defs.push(TerritoryDef {
+        code: SYNTHETIC.into(),
+        name: "Regione sintetica".into(),
+        parent: None,
+    });
+    defs.extend((1..=SYNTHETIC_AMBITI).map(|i| TerritoryDef {
+        code: ambito(i),
+        name: format!("Ambito sintetico {i}"),
+        parent: Some(SYNTHETIC.into()),
+    }));
+    let registry = TerritoryRegistry::new(defs).expect("the benchmark registry is valid");
     PathwayServices {
         clock: Arc::new(FixedClock(date("2025-06-30"))),
         ..PathwayServices::new(
             Arc::new(StageCatalogue::default_catalogue()),
-            Arc::new(TerritoryRegistry::sample()),
+            Arc::new(registry),
         )
     }
+}
+
+/// The code of the synthetic region's ambito `i` (from 1).
+fn ambito(i: usize) -> String {
+    format!("{SYNTHETIC}-A{i:03}")
 }
 
 /// Generates histories through the real aggregate until about `events` events.
@@ -71,7 +99,7 @@ async fn generate_one(rng: &mut SplitMix, services: &PathwayServices) -> History
     let target = 2 + rng.below(7) as usize;
     let territory = pick_territory(rng);
     let mut command = PathwayCommand::Enrol {
-        territory: territory.to_owned(),
+        territory,
         on: day,
         referral: Referral::SocialServices,
         support_band: None,
@@ -132,7 +160,7 @@ fn next_command(rng: &mut SplitMix, pathway: &Pathway, on: NaiveDate) -> Option<
                     PathwayCommand::EnterStage {
                         stage: STAGES[stage].to_owned(),
                         on,
-                        provider: None,
+                        provider: pick_provider(rng),
                     }
                 }
                 55..=64 if state.current_stage.is_some() => PathwayCommand::ExitStage {
@@ -144,7 +172,7 @@ fn next_command(rng: &mut SplitMix, pathway: &Pathway, on: NaiveDate) -> Option<
                     },
                 },
                 65..=72 => PathwayCommand::ChangeTerritory {
-                    territory: pick_territory(rng).to_owned(),
+                    territory: pick_territory(rng),
                     on,
                 },
                 73..=86 => PathwayCommand::ClosePathway {
@@ -154,10 +182,25 @@ fn next_command(rng: &mut SplitMix, pathway: &Pathway, on: NaiveDate) -> Option<
                 87..=92 => PathwayCommand::Undo {
                     reason: "corrected by the operator".to_owned(),
                 },
+                93..=96 => {
+                    let kind = AssessmentKind::ALL[rng.below(3) as usize];
+                    let team = match kind {
+                        AssessmentKind::Multidisciplinary => {
+                            vec![TeamMember::SocialServices, TeamMember::EmploymentCentre]
+                        }
+                        _ => vec![TeamMember::EmploymentCentre],
+                    };
+                    PathwayCommand::AssessNeeds {
+                        on,
+                        kind,
+                        occupability: Occupability::ALL[rng.below(3) as usize],
+                        team,
+                    }
+                }
                 _ => PathwayCommand::EnterStage {
                     stage: STAGES[rng.below(3) as usize].to_owned(),
                     on,
-                    provider: None,
+                    provider: pick_provider(rng),
                 },
             })
         }
@@ -165,16 +208,24 @@ fn next_command(rng: &mut SplitMix, pathway: &Pathway, on: NaiveDate) -> Option<
     }
 }
 
-fn pick_territory(rng: &mut SplitMix) -> &'static str {
+fn pick_territory(rng: &mut SplitMix) -> String {
     let total: u32 = TERRITORIES.iter().map(|(_, w)| w).sum();
     let mut roll = rng.below(u64::from(total)) as u32;
-    for (code, weight) in TERRITORIES {
-        if roll < *weight {
-            return code;
+    for &(code, weight) in TERRITORIES {
+        if roll < weight {
+            return match code {
+                SYNTHETIC => ambito(rng.below(SYNTHETIC_AMBITI as u64) as usize + 1),
+                code => code.to_owned(),
+            };
         }
         roll -= weight;
     }
-    TERRITORIES[0].0
+    TERRITORIES[0].0.to_owned()
+}
+
+fn pick_provider(rng: &mut SplitMix) -> Option<String> {
+    let pick = rng.below(PROVIDERS as u64 * 5 / 4) as usize;
+    (pick < PROVIDERS).then(|| format!("provider-{pick:02}"))
 }
 
 /// SplitMix64: small, fast, reproducible; no dependency for a benchmark.

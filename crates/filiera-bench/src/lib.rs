@@ -212,6 +212,14 @@ pub async fn bench(
         format!("{} flagged beneficiaries", list.beneficiaries.len()),
     ));
 
+    lines.extend(views_bench(
+        timelines,
+        runs,
+        &catalogue,
+        &registry,
+        &mut progress,
+    ));
+
     progress("baseline: replaying the raw events for each query");
     let (timing, _) = measure(runs.min(3), || {
         let replay = build();
@@ -295,6 +303,89 @@ pub async fn bench(
         beneficiaries,
         lines,
     })
+}
+
+/// The series, breakdown and scorecard (SPEC 3.1, 3.2) against a single metrics query, each
+/// folded in one pass, and the naive way (one fold per month or child) as their baseline.
+fn views_bench(
+    timelines: &std::collections::HashMap<String, filiera_domain::Timeline>,
+    runs: usize,
+    catalogue: &filiera_domain::StageCatalogue,
+    registry: &filiera_domain::TerritoryRegistry,
+    progress: &mut impl FnMut(&str),
+) -> Vec<BenchLine> {
+    use filiera_domain::metrics::series::{breakdown_queries, series_queries};
+    use filiera_domain::{provider_scorecard, territory_metrics_many};
+    progress("series, breakdown and scorecard");
+    let query = |territory: &str, from: &str| MetricsQuery {
+        territory: TerritoryCode::parse(territory),
+        from: date(from),
+        to: date("2025-06-30"),
+        known_at: Utc::now(),
+        threshold: 2,
+    };
+    let mut lines = Vec::new();
+    let single = |q: &MetricsQuery| {
+        measure(runs, || {
+            territory_metrics(timelines.values(), q, catalogue, registry)
+        })
+        .0
+    };
+    let many = |qs: &[MetricsQuery], runs: usize| {
+        measure(runs, || {
+            territory_metrics_many(timelines.values(), qs, catalogue, registry)
+        })
+        .0
+    };
+    let naive = |qs: &[MetricsQuery]| {
+        measure(1, || {
+            qs.iter()
+                .map(|q| territory_metrics(timelines.values(), q, catalogue, registry))
+                .count()
+        })
+        .0
+    };
+
+    let lom = query("LOM", "2023-07-01");
+    let months = series_queries(&lom);
+    let base = single(&lom);
+    lines.push(base.line(
+        "metrics, region (LOM), 24 months as one period",
+        "the budget of the two lines below: × 3".to_owned(),
+    ));
+    lines.push(many(&months, runs).line(
+        "series, region (LOM), 24 months, one pass",
+        format!("{} documents folded together", months.len()),
+    ));
+    lines.push(naive(&months).line(
+        "baseline: series, region (LOM), 24 separate folds",
+        "one fold per month (one run)".to_owned(),
+    ));
+
+    let synthetic = query(generate::SYNTHETIC, "2024-01-01");
+    let children = breakdown_queries(&synthetic, registry);
+    lines.push(single(&synthetic).line(
+        "metrics, synthetic region (SYN, 600 ambiti)",
+        "the budget of the two lines below: × 3".to_owned(),
+    ));
+    lines.push(many(&children, runs).line(
+        "breakdown, synthetic region, 600 ambiti, one pass",
+        format!("{} documents folded together", children.len()),
+    ));
+    lines.push(naive(&children).line(
+        "baseline: breakdown, synthetic region, 600 separate folds",
+        "one fold per ambito (one run)".to_owned(),
+    ));
+
+    let region = query("LOM", "2024-01-01");
+    let (timing, card) = measure(runs, || {
+        provider_scorecard(timelines.values(), &region, catalogue, registry)
+    });
+    lines.push(timing.line(
+        "provider scorecard, region (LOM)",
+        format!("{} providers", card.providers.len()),
+    ));
+    lines
 }
 
 /// A date of the generated histories and queries.

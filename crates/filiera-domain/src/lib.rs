@@ -45,7 +45,7 @@ pub use event::{
 pub use metrics::{
     AuditList, AuditQuery, MetricsBreakdown, MetricsQuery, MetricsSeries, ProviderScorecard,
     RecordedEvent, TerritoryMetrics, Timeline, provider_scorecard, reiteration_audit,
-    territory_metrics,
+    territory_metrics, territory_metrics_many,
 };
 pub use provider::{Provider, ProviderCode, ProviderDef, ProviderRegistry};
 pub use state::{PathwayCounts, PathwayState, PathwayStatus};

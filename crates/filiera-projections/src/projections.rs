@@ -10,7 +10,7 @@ use filiera_domain::metrics::series::{breakdown_queries, series_queries};
 use filiera_domain::{
     AuditList, AuditQuery, MetricsBreakdown, MetricsQuery, MetricsSeries, ProviderScorecard,
     StageCatalogue, TerritoryMetrics, TerritoryRegistry, Timeline, provider_scorecard,
-    reiteration_audit, territory_metrics,
+    reiteration_audit, territory_metrics, territory_metrics_many,
 };
 use filiera_store::Store;
 use filiera_store::jobs::{
@@ -124,20 +124,14 @@ impl Projections {
 
     /// The metrics documents of several queries (a series' months, a breakdown's children), all
     /// from one refresh of the cache and one snapshot of it, so that they agree with each other
-    /// whatever is written meanwhile.
+    /// whatever is written meanwhile, folded in one pass over the timelines.
     #[tracing::instrument(name = "projections.metrics_many", level = "debug", skip_all, fields(queries = queries.len()))]
     pub async fn metrics_many(
         &self,
         queries: Vec<MetricsQuery>,
     ) -> Result<Vec<TerritoryMetrics>, ProjectionError> {
         self.fold(move |timelines, catalogue, registry| {
-            let timelines: Vec<&Timeline> = timelines.collect();
-            queries
-                .iter()
-                .map(|query| {
-                    territory_metrics(timelines.iter().copied(), query, catalogue, registry)
-                })
-                .collect()
+            territory_metrics_many(timelines, &queries, catalogue, registry)
         })
         .await
     }

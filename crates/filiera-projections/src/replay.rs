@@ -5,10 +5,11 @@
 
 use std::collections::HashMap;
 
+use filiera_domain::metrics::series::{breakdown_queries, series_queries};
 use filiera_domain::{
     AuditList, AuditQuery, MetricsBreakdown, MetricsQuery, MetricsSeries, ProviderScorecard,
     RecordedEvent, StageCatalogue, TerritoryMetrics, TerritoryRegistry, Timeline,
-    provider_scorecard, reiteration_audit, territory_metrics,
+    provider_scorecard, reiteration_audit, territory_metrics, territory_metrics_many,
 };
 use filiera_store::Store;
 
@@ -72,7 +73,8 @@ impl Replay {
         catalogue: &StageCatalogue,
         registry: &TerritoryRegistry,
     ) -> MetricsSeries {
-        MetricsSeries::monthly(query, |q| self.metrics(&q, catalogue, registry))
+        let queries = series_queries(query);
+        MetricsSeries::assemble(self.metrics_many(&queries, catalogue, registry))
     }
 
     /// The breakdown of `query`'s territory into its direct children (SPEC 3.2).
@@ -82,7 +84,19 @@ impl Replay {
         catalogue: &StageCatalogue,
         registry: &TerritoryRegistry,
     ) -> MetricsBreakdown {
-        MetricsBreakdown::of(query, registry, |q| self.metrics(&q, catalogue, registry))
+        let queries = breakdown_queries(query, registry);
+        let documents = self.metrics_many(&queries, catalogue, registry);
+        MetricsBreakdown::assemble(query.territory.clone(), documents)
+    }
+
+    /// The documents of several queries, in one pass over the timelines.
+    pub fn metrics_many(
+        &self,
+        queries: &[MetricsQuery],
+        catalogue: &StageCatalogue,
+        registry: &TerritoryRegistry,
+    ) -> Vec<TerritoryMetrics> {
+        territory_metrics_many(self.timelines.values(), queries, catalogue, registry)
     }
 
     /// The provider scorecard for `query` (SPEC 3.1).

@@ -11,7 +11,7 @@ use crate::territory::{TerritoryCode, TerritoryRegistry};
 
 use super::stats::{OrderedMap, Stats};
 use super::timeline::{LocalId, Timeline};
-use super::walk::{EndState, Fact, Horizon, days_between, walk};
+use super::walk::{EndState, Fact, Walked, days_between, walk_horizons};
 
 /// The key of `active_at_end` for beneficiaries with an open spell and no open episode.
 pub const WAITING: &str = "waiting";
@@ -318,24 +318,194 @@ pub fn territory_metrics<'a>(
     catalogue: &StageCatalogue,
     registry: &TerritoryRegistry,
 ) -> TerritoryMetrics {
-    let scope = Scope::new(query.territory.as_ref(), registry);
+    let mut documents =
+        territory_metrics_many(timelines, std::slice::from_ref(query), catalogue, registry);
+    documents.pop().expect("one document per query")
+}
+
+/// The documents of several queries (a series' months, a breakdown's children) in one pass
+/// over the timelines, each equal to [`territory_metrics`] of its query. Queries known at the
+/// same instant share one walk of each timeline ([`walk_horizons`], one horizon per distinct
+/// `to`); each fact goes only to the queries whose scope holds its attribution territory.
+pub fn territory_metrics_many<'a>(
+    timelines: impl IntoIterator<Item = &'a Timeline>,
+    queries: &[MetricsQuery],
+    catalogue: &StageCatalogue,
+    registry: &TerritoryRegistry,
+) -> Vec<TerritoryMetrics> {
     let stages = StageIndex::new(catalogue);
-    let horizon = Horizon {
-        known_at: query.known_at,
-        to: query.to,
-    };
+    let mut accumulators: Vec<Accumulator> = queries
+        .iter()
+        .map(|query| Accumulator::new(query, stages.len()))
+        .collect();
+    let mut groups = Group::of(queries, registry);
     let mut local = LocalMaps::default();
-    let mut acc = Accumulator::new(query, stages.len());
+    let mut candidates: Vec<usize> = Vec::new();
     for timeline in timelines {
-        if !local.prepare(timeline, &scope, Some(&stages)) {
-            continue;
-        }
-        let end = walk(timeline, horizon, |fact| acc.fact(fact, &local, timeline));
-        if let Some(end) = end {
-            acc.end(&end, &local, query);
+        let mut prepared = false;
+        for group in &mut groups {
+            if !group.router.prepare(timeline) {
+                continue;
+            }
+            if !prepared {
+                local.prepare(timeline, &Scope::Everything, Some(&stages));
+                prepared = true;
+            }
+            let router = &group.router;
+            walk_horizons(timeline, group.known_at, &group.horizons, |walked| {
+                match walked {
+                    Walked::Fact(fact) => {
+                        for &q in router.queries(fact.territory()) {
+                            accumulators[q].fact(fact, &local, timeline);
+                        }
+                    }
+                    Walked::End(horizon, end) => {
+                        let at_horizon = &group.at_horizon[horizon];
+                        if at_horizon.len() <= FEW {
+                            for &q in at_horizon {
+                                let in_scope = |id| router.queries(id).contains(&q);
+                                accumulators[q].end(end, &in_scope, &local, &queries[q]);
+                            }
+                            return;
+                        }
+                        // Many queries end here (a breakdown's hundreds of children): only
+                        // those holding a territory the end state is attributed to count it.
+                        let territories = [
+                            Some(end.territory),
+                            end.spell.map(|s| s.territory),
+                            end.episode.map(|(_, e)| e.territory),
+                        ];
+                        candidates.clear();
+                        for id in territories.into_iter().flatten() {
+                            candidates.extend_from_slice(router.queries(id));
+                        }
+                        candidates.sort_unstable();
+                        candidates.dedup();
+                        for &q in &candidates {
+                            if group.horizon_of[q] != Some(horizon) {
+                                continue;
+                            }
+                            let in_scope = |id| router.queries(id).contains(&q);
+                            accumulators[q].end(end, &in_scope, &local, &queries[q]);
+                        }
+                    }
+                }
+            });
         }
     }
-    acc.finish(query, catalogue)
+    accumulators
+        .into_iter()
+        .zip(queries)
+        .map(|(acc, query)| acc.finish(query, catalogue))
+        .collect()
+}
+
+/// Up to this many queries ending at one horizon are each given the end state; beyond, only
+/// those whose scope holds one of its territories.
+const FEW: usize = 8;
+
+/// Queries known at the same instant: walked together.
+struct Group {
+    known_at: DateTime<Utc>,
+    /// The distinct `to`s of the queries, ascending.
+    horizons: Vec<NaiveDate>,
+    /// For each horizon, the queries whose `to` it is.
+    at_horizon: Vec<Vec<usize>>,
+    /// For each query (of every group), the index of its `to` among `horizons` if it belongs
+    /// to this group.
+    horizon_of: Vec<Option<usize>>,
+    router: Router,
+}
+
+impl Group {
+    fn of(queries: &[MetricsQuery], registry: &TerritoryRegistry) -> Vec<Self> {
+        let mut groups: Vec<Self> = Vec::new();
+        for (q, query) in queries.iter().enumerate() {
+            let position = groups.iter().position(|g| g.known_at == query.known_at);
+            let group = match position {
+                Some(i) => &mut groups[i],
+                None => {
+                    groups.push(Self {
+                        known_at: query.known_at,
+                        horizons: Vec::new(),
+                        at_horizon: Vec::new(),
+                        horizon_of: Vec::new(),
+                        router: Router::default(),
+                    });
+                    groups.last_mut().expect("just pushed")
+                }
+            };
+            group.router.add(q, query.territory.as_ref(), registry);
+            if let Err(i) = group.horizons.binary_search(&query.to) {
+                group.horizons.insert(i, query.to);
+            }
+        }
+        for group in &mut groups {
+            group.horizon_of = queries
+                .iter()
+                .map(|query| {
+                    (query.known_at == group.known_at)
+                        .then(|| group.horizons.binary_search(&query.to).ok())
+                        .flatten()
+                })
+                .collect();
+            group.at_horizon = vec![Vec::new(); group.horizons.len()];
+            for (q, horizon) in group.horizon_of.iter().enumerate() {
+                if let Some(h) = horizon {
+                    group.at_horizon[*h].push(q);
+                }
+            }
+        }
+        groups
+    }
+}
+
+/// Which queries of a group hold which territory in scope, resolved per timeline.
+#[derive(Default)]
+struct Router {
+    /// Queries over every territory.
+    everywhere: Vec<usize>,
+    /// For each territory code, the queries whose subtree holds it.
+    by_code: HashMap<TerritoryCode, Vec<usize>>,
+    /// For the timeline being walked: per [`LocalId`], the queries holding that territory.
+    local: Vec<Vec<usize>>,
+}
+
+impl Router {
+    fn add(&mut self, q: usize, territory: Option<&TerritoryCode>, registry: &TerritoryRegistry) {
+        match territory {
+            None => self.everywhere.push(q),
+            Some(code) => {
+                for code in registry.descendants_or_self(code) {
+                    self.by_code.entry(code).or_default().push(q);
+                }
+            }
+        }
+    }
+
+    /// Resolves `timeline`'s territories; `false` when no query holds any of them. Every fact
+    /// of a timeline, and its territory at any `to`, is attributed to one of those territories,
+    /// so such a timeline contributes nothing and need not be walked.
+    fn prepare(&mut self, timeline: &Timeline) -> bool {
+        let codes = timeline.territories();
+        self.local.resize_with(codes.len(), Vec::new);
+        let mut any = false;
+        for (slot, code) in self.local.iter_mut().zip(codes) {
+            slot.clear();
+            slot.extend_from_slice(&self.everywhere);
+            if let Some(queries) = self.by_code.get(code) {
+                slot.extend_from_slice(queries);
+            }
+            any |= !slot.is_empty();
+        }
+        any
+    }
+
+    /// The queries holding the territory `id` of the timeline being walked.
+    #[inline]
+    fn queries(&self, id: LocalId) -> &[usize] {
+        self.local.get(usize::from(id)).map_or(&[], Vec::as_slice)
+    }
 }
 
 /// The territories in scope of a query.
@@ -489,15 +659,14 @@ impl Accumulator {
         self.from <= on && on <= self.to
     }
 
+    /// Counts `fact`, whose attribution territory is in this query's scope (the router only
+    /// gives it such facts). The walk may report facts after `to` (for another query's later
+    /// horizon): every count below is of facts dated in the period, so they are left out.
     #[inline]
     fn fact(&mut self, fact: Fact, local: &LocalMaps, timeline: &Timeline) {
         match fact {
-            Fact::SpellStarted {
-                on,
-                territory,
-                reopened,
-            } => {
-                if self.in_period(on) && local.in_scope(territory) {
+            Fact::SpellStarted { on, reopened, .. } => {
+                if self.in_period(on) {
                     if reopened {
                         self.reopenings += 1;
                     } else {
@@ -507,14 +676,13 @@ impl Accumulator {
             }
             Fact::StageEntered {
                 on,
-                territory,
                 stage,
                 from_stage,
                 transition,
                 occupability,
                 ..
             } => {
-                if self.in_period(on) && local.in_scope(territory) {
+                if self.in_period(on) {
                     self.transitions.count(transition);
                     self.by_occupability.count(occupability, transition);
                     self.count_cell(from_stage, stage, local, timeline);
@@ -523,12 +691,10 @@ impl Accumulator {
             Fact::EpisodeClosed {
                 on,
                 entered_on,
-                territory,
                 stage,
                 ..
             } => {
                 if self.in_period(on)
-                    && local.in_scope(territory)
                     && let Some(i) = local.catalogue_stage(stage)
                 {
                     self.stage_closed[i].push(days_between(entered_on, on));
@@ -537,34 +703,27 @@ impl Accumulator {
             Fact::SpellClosed {
                 on,
                 started_on,
-                territory,
                 outcome,
+                ..
             } => {
-                if self.in_period(on) && local.in_scope(territory) {
+                if self.in_period(on) {
                     self.closures.add(outcome);
                     self.pathway_closed.push(days_between(started_on, on));
                 }
             }
-            Fact::Undone {
-                recorded_at,
-                territory,
-            } => {
-                if self.in_period(recorded_at.date_naive()) && local.in_scope(territory) {
+            Fact::Undone { recorded_at, .. } => {
+                if self.in_period(recorded_at.date_naive()) {
                     self.corrections += 1;
                 }
             }
-            Fact::Assessed {
-                on,
-                territory,
-                kind,
-                ..
-            } => {
-                if self.in_period(on) && local.in_scope(territory) {
+            Fact::Assessed { on, kind, .. } => {
+                if self.in_period(on) {
                     self.assessments.count(kind);
                 }
             }
             Fact::SpellAssessed { on, spell } => {
-                if self.in_period(spell.on) && local.in_scope(spell.territory) {
+                // Only an assessment by `to` counts (the walk may go past it for others).
+                if self.in_period(spell.on) && on <= self.to {
                     self.time_to_assessment.push(days_between(spell.on, on));
                 }
             }
@@ -601,19 +760,25 @@ impl Accumulator {
         }
     }
 
-    fn end(&mut self, end: &EndState, local: &LocalMaps, query: &MetricsQuery) {
+    fn end(
+        &mut self,
+        end: &EndState,
+        in_scope: &impl Fn(LocalId) -> bool,
+        local: &LocalMaps,
+        query: &MetricsQuery,
+    ) {
         if let Some(spell) = end.spell
-            && local.in_scope(spell.territory)
+            && in_scope(spell.territory)
         {
             self.pathway_open.push(days_between(spell.on, self.to));
         }
         if let Some((stage, episode)) = end.episode
             && let Some(i) = local.catalogue_stage(stage)
-            && local.in_scope(episode.territory)
+            && in_scope(episode.territory)
         {
             self.stage_open[i].push(days_between(episode.on, self.to));
         }
-        if !local.in_scope(end.territory) {
+        if !in_scope(end.territory) {
             return;
         }
         if end.entered_any {

@@ -14,7 +14,7 @@
 //! - [`stats`]: [`Stats`] (count, mean, median, p90) and [`OrderedMap`].
 //! - [`scorecard`]: [`ProviderScorecard`] and [`provider_scorecard`] (SPEC 3.1).
 //! - [`series`]: [`MetricsSeries`] and [`MetricsBreakdown`] (SPEC 3.2), split into one
-//!   [`MetricsQuery`] per month or child.
+//!   [`MetricsQuery`] per month or child, folded together by [`territory_metrics_many`].
 //! - [`csv`]: [`metrics_to_csv`], the flat rendering for `filiera report --format csv`.
 
 pub mod audit;
@@ -36,7 +36,7 @@ pub use csv::metrics_to_csv;
 pub use fold::{
     AssessmentCounts, Closures, Durations, MetricsQuery, QueryEcho, ReiterationDistribution,
     ReiterationSummary, TerritoryMetrics, TransitionCell, TransitionCounts,
-    TransitionsByOccupability, WAITING, territory_metrics,
+    TransitionsByOccupability, WAITING, territory_metrics, territory_metrics_many,
 };
 pub use scorecard::{
     ExitCounts, OccupabilityChange, PLACEMENT_WINDOW_DAYS, ProviderScore, ProviderScorecard,

@@ -1,8 +1,10 @@
 //! Series and breakdown (SPEC 3.2): the metrics document per calendar month of a period, or per
-//! direct child of a territory, computed by whatever answers one [`MetricsQuery`].
+//! direct child of a territory.
 //!
 //! The online route (over the projection's read model) and the offline `filiera report` (over a
-//! replay) both split the query here and assemble the same documents, so they cannot drift.
+//! replay) both split the query here ([`series_queries`], [`breakdown_queries`]), fold the
+//! parts in one pass ([`super::territory_metrics_many`]) and assemble the same documents, so
+//! they cannot drift.
 
 use chrono::{Datelike, Months, NaiveDate};
 use serde::{Deserialize, Serialize};
@@ -118,14 +120,6 @@ impl MetricsSeries {
                 .collect(),
         }
     }
-
-    /// The monthly series over `query`, each point computed by `metrics`.
-    pub fn monthly(
-        query: &MetricsQuery,
-        metrics: impl FnMut(MetricsQuery) -> TerritoryMetrics,
-    ) -> Self {
-        Self::assemble(series_queries(query).into_iter().map(metrics).collect())
-    }
 }
 
 impl MetricsBreakdown {
@@ -145,19 +139,6 @@ impl MetricsBreakdown {
                 })
                 .collect(),
         }
-    }
-
-    /// The breakdown of `query`'s territory, each child computed by `metrics`.
-    pub fn of(
-        query: &MetricsQuery,
-        registry: &TerritoryRegistry,
-        metrics: impl FnMut(MetricsQuery) -> TerritoryMetrics,
-    ) -> Self {
-        let documents = breakdown_queries(query, registry)
-            .into_iter()
-            .map(metrics)
-            .collect();
-        Self::assemble(query.territory.clone(), documents)
     }
 }
 

@@ -67,6 +67,32 @@ pub(crate) enum Fact {
     },
 }
 
+impl Fact {
+    /// The attribution territory of the fact.
+    #[inline]
+    pub(crate) fn territory(&self) -> LocalId {
+        match *self {
+            Self::SpellStarted { territory, .. }
+            | Self::StageEntered { territory, .. }
+            | Self::EpisodeClosed { territory, .. }
+            | Self::SpellClosed { territory, .. }
+            | Self::Undone { territory, .. }
+            | Self::Assessed { territory, .. } => territory,
+            Self::SpellAssessed { spell, .. } => spell.territory,
+        }
+    }
+}
+
+/// What a walk over several horizons reports.
+#[derive(Clone, Copy, Debug)]
+pub(crate) enum Walked<'e> {
+    /// A fact with `on` up to the last horizon (or an undo known at `known_at`).
+    Fact(Fact),
+    /// Where the beneficiary stands at horizon `index` (its `to`), reported once every fact
+    /// up to it has been.
+    End(usize, &'e EndState),
+}
+
 /// An open spell or episode: when it started and where it is attributed.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub(crate) struct Opened {
@@ -104,23 +130,49 @@ pub(crate) fn walk(
     horizon: Horizon,
     mut on_fact: impl FnMut(Fact),
 ) -> Option<EndState> {
+    let mut end = None;
+    walk_horizons(
+        timeline,
+        horizon.known_at,
+        &[horizon.to],
+        |walked| match walked {
+            Walked::Fact(fact) => on_fact(fact),
+            Walked::End(_, state) => end = Some(*state),
+        },
+    );
+    end
+}
+
+/// [`walk`] for several horizons at once (`tos`, ascending), as known at `known_at`: one pass
+/// reports every fact with `on` up to the last horizon, and the end state at each horizon as
+/// soon as the walk passes it. Sound because the visible events with `on <= to` are a prefix of
+/// the visible events (fact 2 of the timeline docs), so the state after that prefix is the
+/// state at `to`. Reports no end state when the beneficiary is not visible.
+pub(crate) fn walk_horizons(
+    timeline: &Timeline,
+    known_at: DateTime<Utc>,
+    tos: &[NaiveDate],
+    mut report: impl FnMut(Walked<'_>),
+) {
     let entries = timeline.entries();
-    let known_at = horizon.known_at;
+    let Some(&last) = tos.last() else { return };
     // The first entry is the enrolment: if it is invisible, so is the beneficiary.
-    let enrolment = entries.first()?;
+    let Some(enrolment) = entries.first() else {
+        return;
+    };
     if !enrolment.visible_at(known_at) {
         if enrolment.recorded_at <= known_at {
             // Voided: only its corrections count.
             for entry in entries {
                 if entry.kind == EntryKind::CommandUndone && entry.recorded_at <= known_at {
-                    on_fact(Fact::Undone {
+                    report(Walked::Fact(Fact::Undone {
                         recorded_at: entry.recorded_at,
                         territory: entry.territory,
-                    });
+                    }));
                 }
             }
         }
-        return None;
+        return;
     }
     let mut end = EndState {
         territory: NO_ID,
@@ -133,6 +185,8 @@ pub(crate) fn walk(
     };
     // Whether the open spell has had its first multidisciplinary assessment.
     let mut spell_assessed = false;
+    // The next horizon whose end state is still to report.
+    let mut next = 0;
     for entry in entries {
         // Recorded after `known_at`: unknown. Not a `break`, so that a clock step back
         // between writers cannot hide later entries.
@@ -140,16 +194,24 @@ pub(crate) fn walk(
             continue;
         }
         if entry.kind == EntryKind::CommandUndone {
-            on_fact(Fact::Undone {
+            report(Walked::Fact(Fact::Undone {
                 recorded_at: entry.recorded_at,
                 territory: entry.territory,
-            });
+            }));
             continue;
         }
-        if entry.voided_at.is_some_and(|v| v <= known_at) || entry.on > horizon.to {
+        if entry.voided_at.is_some_and(|v| v <= known_at) {
             continue;
         }
         let on = entry.on;
+        // Every horizon before this visible entry is passed: its state is final.
+        while next < tos.len() && tos[next] < on {
+            report(Walked::End(next, &end));
+            next += 1;
+        }
+        if on > last {
+            continue;
+        }
         match entry.kind {
             EntryKind::Enrolled | EntryKind::PathwayReopened => {
                 if entry.kind == EntryKind::Enrolled {
@@ -160,11 +222,11 @@ pub(crate) fn walk(
                     territory: entry.territory,
                 });
                 spell_assessed = false;
-                on_fact(Fact::SpellStarted {
+                report(Walked::Fact(Fact::SpellStarted {
                     on,
                     territory: entry.territory,
                     reopened: entry.kind == EntryKind::PathwayReopened,
-                });
+                }));
             }
             EntryKind::StageEntered {
                 stage,
@@ -188,7 +250,7 @@ pub(crate) fn walk(
                         territory: entry.territory,
                     },
                 ));
-                on_fact(Fact::StageEntered {
+                report(Walked::Fact(Fact::StageEntered {
                     on,
                     territory: entry.territory,
                     stage,
@@ -196,50 +258,53 @@ pub(crate) fn walk(
                     transition,
                     provider: (provider != NO_ID).then_some(provider),
                     occupability: end.occupability,
-                });
+                }));
             }
             EntryKind::StageExited { outcome, .. } => {
                 if let Some((stage, opened)) = end.episode.take() {
-                    on_fact(Fact::EpisodeClosed {
+                    report(Walked::Fact(Fact::EpisodeClosed {
                         on,
                         entered_on: opened.on,
                         territory: opened.territory,
                         stage,
                         outcome,
-                    });
+                    }));
                 }
             }
             EntryKind::NeedsAssessed { kind, occupability } => {
                 end.occupability = Some(occupability);
-                on_fact(Fact::Assessed {
+                report(Walked::Fact(Fact::Assessed {
                     on,
                     territory: entry.territory,
                     kind,
                     occupability,
-                });
+                }));
                 if kind == AssessmentKind::Multidisciplinary
                     && !spell_assessed
                     && let Some(spell) = end.spell
                 {
                     spell_assessed = true;
-                    on_fact(Fact::SpellAssessed { on, spell });
+                    report(Walked::Fact(Fact::SpellAssessed { on, spell }));
                 }
             }
             EntryKind::TerritoryChanged { to } => end.territory = to,
             EntryKind::PathwayClosed { outcome } => {
                 if let Some(opened) = end.spell.take() {
-                    on_fact(Fact::SpellClosed {
+                    report(Walked::Fact(Fact::SpellClosed {
                         on,
                         started_on: opened.on,
                         territory: opened.territory,
                         outcome,
-                    });
+                    }));
                 }
             }
             EntryKind::CommandUndone => {}
         }
     }
-    Some(end)
+    while next < tos.len() {
+        report(Walked::End(next, &end));
+        next += 1;
+    }
 }
 
 /// Whole days from `start` to `end` (never negative).

@@ -11,6 +11,8 @@ use crate::state::PathwayStatus;
 use crate::territory::TerritoryRegistry;
 use crate::testing::{RandomHistory, TERRITORIES, history};
 
+use super::super::fold::territory_metrics_many;
+use super::super::series::{breakdown_queries, series_queries};
 use super::super::{
     AuditQuery, RecordedEvent, Timeline, TransitionCounts, provider_scorecard, reiteration_audit,
     territory_metrics,
@@ -259,6 +261,32 @@ proptest! {
                 serde_json::to_value(reiteration_audit(&plain, &audit, &catalogue, &registry)).unwrap(),
                 serde_json::to_value(reiteration_audit(&erased, &audit, &catalogue, &registry)).unwrap()
             );
+        }
+    }
+
+    /// Several queries folded in one pass (shared walks, routed facts) give each the document
+    /// it gets alone: mixed scopes, periods and `known_at`, a series' months and a breakdown's
+    /// children together.
+    #[test]
+    fn many_queries_in_one_pass_equal_each_alone(
+        histories in prop::collection::vec(history(30, 12), 1..6),
+        specs in prop::collection::vec(query_spec(), 1..6),
+    ) {
+        let drivers = drive_all(&histories);
+        let timelines: Vec<Timeline> = drivers.iter().map(Driver::timeline).collect();
+        let catalogue = training_catalogue();
+        let registry = TerritoryRegistry::sample();
+        let mut queries: Vec<MetricsQuery> = specs.iter().map(QuerySpec::query).collect();
+        queries.extend(series_queries(&queries[0]));
+        queries.extend(breakdown_queries(&queries[0], &registry));
+        // The roots: more children ending together than the fold hands the end state to
+        // one by one.
+        let roots = MetricsQuery { territory: None, ..queries[0].clone() };
+        queries.extend(breakdown_queries(&roots, &registry));
+        let many = territory_metrics_many(&timelines, &queries, &catalogue, &registry);
+        prop_assert_eq!(many.len(), queries.len());
+        for (q, document) in queries.iter().zip(&many) {
+            prop_assert_eq!(document, &territory_metrics(&timelines, q, &catalogue, &registry), "{:?}", q);
         }
     }
 
