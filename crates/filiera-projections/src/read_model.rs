@@ -136,6 +136,10 @@ pub(crate) struct Generations {
 /// A timeline row as stored: beneficiary id and JSON.
 pub(crate) type TimelineRow = (String, String);
 
+/// A row of `fetch.sql`: the generation, its checkpoint and format, and a changed timeline row
+/// (null columns when none changed).
+type FetchRow = (i64, i64, i64, Option<String>, Option<String>);
+
 /// What a query cache gets from [`ReadModel::fetch`].
 #[derive(Debug)]
 pub(crate) enum Fetched {
@@ -417,16 +421,15 @@ impl ReadModel {
         };
         // Planned for each call: a generic plan cached while the table was small would keep
         // scanning it whole once it has grown.
-        let rows: Vec<(i64, i64, i64, Option<String>, Option<String>)> =
-            on_pool!(self.database.reader(), |pool| {
-                sqlx::query_as(sql::FETCH)
-                    .persistent(false)
-                    .bind(projection)
-                    .bind(generation)
-                    .bind(after)
-                    .fetch_all(pool)
-                    .await?
-            });
+        let rows: Vec<FetchRow> = on_pool!(self.database.reader(), |pool| {
+            sqlx::query_as(sql::FETCH)
+                .persistent(false)
+                .bind(projection)
+                .bind(generation)
+                .bind(after)
+                .fetch_all(pool)
+                .await?
+        });
         let Some(&(generation, position, format, _, _)) = rows.first() else {
             return Ok(if since.is_some() {
                 Fetched::GenerationChanged
