@@ -341,7 +341,7 @@ fn views_bench(
         measure(1, || {
             qs.iter()
                 .map(|q| territory_metrics(timelines.values(), q, catalogue, registry))
-                .count()
+                .collect::<Vec<_>>()
         })
         .0
     };
