@@ -232,12 +232,13 @@ async fn audit_lists_flagged_beneficiaries_with_evidence(backend: Backend) {
     assert_eq!(entry["stalled_reiterations"], 2);
     assert_eq!(entry["total_reiterations"], 2);
     assert_eq!(entry["current_stage"], "internship");
+    assert_eq!(entry["occupability"], Value::Null);
     assert_eq!(
         entry["transitions"],
         json!([
-            {"stage": "internship", "on": "2024-01-15", "classification": "entry"},
-            {"stage": "internship", "on": "2024-04-15", "classification": "reiteration"},
-            {"stage": "internship", "on": "2024-07-15", "classification": "reiteration"},
+            {"stage": "internship", "on": "2024-01-15", "classification": "entry", "provider": null},
+            {"stage": "internship", "on": "2024-04-15", "classification": "reiteration", "provider": null},
+            {"stage": "internship", "on": "2024-07-15", "classification": "reiteration", "provider": null},
         ])
     );
     // At mid-year only one reiteration had happened: nobody is flagged yet.
