@@ -208,8 +208,22 @@ impl Projections {
         let registry = Arc::clone(&shared.settings.registry);
         shared
             .cache
-            .read(move |state| f(state.timelines.values(), &catalogue, &registry))
-            .await
+            .read(move |state| {
+                // Checked again on the snapshot folded: a background reload may have installed
+                // another generation since.
+                if let Some(generation) = state.generation
+                    && state.format < crate::read_model::FORMAT
+                {
+                    return Err(ProjectionError::Outdated {
+                        name: TERRITORY_METRICS.to_owned(),
+                        generation,
+                        format: state.format,
+                        current: crate::read_model::FORMAT,
+                    });
+                }
+                Ok(f(state.timelines.values(), &catalogue, &registry))
+            })
+            .await?
     }
 
     /// Every projection's generation, checkpoint, lag and state, as seen from this process.

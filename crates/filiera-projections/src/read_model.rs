@@ -329,6 +329,46 @@ impl ReadModel {
         }
     }
 
+    /// Starts the rebuild a read model built by an older version needs: when the active
+    /// generation's timeline format is older than this build's (its timelines lack facts the
+    /// metrics now read), a new generation is built from the start of the feed. A building
+    /// generation of an older format (a rebuild begun by an older release) is given up first.
+    /// `true` when it changed anything.
+    pub(crate) async fn upgrade_outdated(
+        &self,
+        projection: &str,
+        generations: &Generations,
+    ) -> Result<bool, ProjectionError> {
+        let mut changed = false;
+        let mut building = generations.building.as_ref();
+        if let Some(outdated) = building.filter(|b| b.is_outdated()) {
+            tracing::warn!(
+                projection,
+                generation = outdated.generation,
+                format = outdated.format,
+                "giving up a rebuild begun by an older version"
+            );
+            self.abandon(projection, outdated.generation).await?;
+            building = None;
+            changed = true;
+        }
+        if let Some(active) = generations.active.as_ref().filter(|a| a.is_outdated())
+            && building.is_none()
+            && let Ok(generation) = self.start_rebuild(projection).await?
+        {
+            tracing::warn!(
+                projection,
+                active = active.generation,
+                format = active.format,
+                generation,
+                "the read model was built by an older version: rebuilding it; queries wait \
+                 for the new generation"
+            );
+            changed = true;
+        }
+        Ok(changed)
+    }
+
     /// Gives up the building generation `generation` (built with an older timeline format):
     /// retires it so that its rows are purged and a new rebuild can start.
     pub(crate) async fn abandon(

@@ -58,6 +58,9 @@ pub async fn rebuild_until_swapped(
     let name = crate::projection_name(name)?;
     let model = ReadModel::new(store);
     model.initialize(name).await?;
+    // A rebuild begun by an older release is not resumed: it is given up and started again.
+    let generations = model.generations(name).await?;
+    model.upgrade_outdated(name, &generations).await?;
     let (generation, resumed) = match model.start_rebuild(name).await? {
         Ok(generation) => (generation, false),
         Err(generation) => (generation, true),

@@ -105,10 +105,19 @@ impl Runner {
     pub async fn step(&mut self) -> Result<StepReport, ProjectionError> {
         if !self.initialized {
             self.model.initialize(self.projection).await?;
-            self.rebuild_if_outdated().await?;
             self.initialized = true;
         }
-        let generations = self.model.generations(self.projection).await?;
+        let mut generations = self.model.generations(self.projection).await?;
+        // Checked at every step, so that a generation of an older format, however it came
+        // (an older release's rebuild), is never swapped in nor left active.
+        if self
+            .model
+            .upgrade_outdated(self.projection, &generations)
+            .await?
+        {
+            self.purge_pending = true;
+            generations = self.model.generations(self.projection).await?;
+        }
         let mut report = StepReport::default();
         if let Some(active) = &generations.active {
             report.active = Some(self.batch(active).await?);
@@ -150,39 +159,6 @@ impl Runner {
             self.purge_pending = report.purged == PURGE_CHUNK as u64;
         }
         Ok(report)
-    }
-
-    /// Starts the rebuild a read model built by an older version needs: when the active
-    /// generation's timeline format is older than this build's (its timelines lack facts the
-    /// metrics now read), a new generation is built from the start of the feed. A building
-    /// generation of an older format (a rebuild interrupted by the upgrade) is given up first.
-    async fn rebuild_if_outdated(&mut self) -> Result<(), ProjectionError> {
-        let generations = self.model.generations(self.projection).await?;
-        if let Some(building) = generations.building.as_ref().filter(|b| b.is_outdated()) {
-            tracing::warn!(
-                projection = self.projection,
-                generation = building.generation,
-                format = building.format,
-                "giving up a rebuild begun by an older version"
-            );
-            self.model
-                .abandon(self.projection, building.generation)
-                .await?;
-            self.purge_pending = true;
-        }
-        if let Some(active) = generations.active.as_ref().filter(|a| a.is_outdated())
-            && let Ok(generation) = self.model.start_rebuild(self.projection).await?
-        {
-            tracing::warn!(
-                projection = self.projection,
-                active = active.generation,
-                format = active.format,
-                generation,
-                "the read model was built by an older version: rebuilding it; queries wait \
-                 for the new generation"
-            );
-        }
-        Ok(())
     }
 
     /// One batch on one generation.

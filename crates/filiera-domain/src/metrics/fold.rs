@@ -354,9 +354,11 @@ pub fn territory_metrics_many<'a>(
             let router = &group.router;
             walk_horizons(timeline, group.known_at, &group.horizons, |walked| {
                 match walked {
-                    Walked::Fact(fact) => {
+                    Walked::Fact(fact, only) => {
                         for &q in router.queries(fact.territory()) {
-                            accumulators[q].fact(fact, &local, timeline);
+                            if only.is_none_or(|horizon| group.horizon_of[q] == Some(horizon)) {
+                                accumulators[q].fact(fact, &local, timeline);
+                            }
                         }
                     }
                     Walked::End(horizon, end) => {

@@ -86,8 +86,10 @@ impl Fact {
 /// What a walk over several horizons reports.
 #[derive(Clone, Copy, Debug)]
 pub(crate) enum Walked<'e> {
-    /// A fact with `on` up to the last horizon (or an undo known at `known_at`).
-    Fact(Fact),
+    /// A fact with `on` up to the last horizon (or an undo known at `known_at`), for the
+    /// queries of every horizon, or only of horizon `Some(index)` when the stream's dates are
+    /// out of order and each horizon is walked on its own.
+    Fact(Fact, Option<usize>),
     /// Where the beneficiary stands at horizon `index` (its `to`), reported once every fact
     /// up to it has been.
     End(usize, &'e EndState),
@@ -136,7 +138,7 @@ pub(crate) fn walk(
         horizon.known_at,
         &[horizon.to],
         |walked| match walked {
-            Walked::Fact(fact) => on_fact(fact),
+            Walked::Fact(fact, _) => on_fact(fact),
             Walked::End(_, state) => end = Some(*state),
         },
     );
@@ -144,35 +146,94 @@ pub(crate) fn walk(
 }
 
 /// [`walk`] for several horizons at once (`tos`, ascending), as known at `known_at`: one pass
-/// reports every fact with `on` up to the last horizon, and the end state at each horizon as
-/// soon as the walk passes it. Sound because the visible events with `on <= to` are a prefix of
-/// the visible events (fact 2 of the timeline docs), so the state after that prefix is the
-/// state at `to`. Reports no end state when the beneficiary is not visible.
+/// reports every fact with `on` up to the last horizon, then the end state at each horizon.
+/// The state at a horizon is taken as the walk passes it, which is sound because the visible
+/// events with `on <= to` are a prefix of the visible events (fact 2 of the timeline docs). A
+/// stream that breaks that order (writers whose clocks disagree can make `recorded_at` go
+/// back) is walked once per horizon instead, each walk's facts marked for its horizon only.
+/// Reports no end state when the beneficiary is not visible.
 pub(crate) fn walk_horizons(
     timeline: &Timeline,
     known_at: DateTime<Utc>,
     tos: &[NaiveDate],
     mut report: impl FnMut(Walked<'_>),
 ) {
-    let entries = timeline.entries();
     let Some(&last) = tos.last() else { return };
-    // The first entry is the enrolment: if it is invisible, so is the beneficiary.
-    let Some(enrolment) = entries.first() else {
+    if tos.len() > 1 && !dates_in_order(timeline, known_at) {
+        for (index, &to) in tos.iter().enumerate() {
+            let mut on_fact = |fact| report(Walked::Fact(fact, Some(index)));
+            if let Some(state) = pass(timeline, known_at, to, None, &mut on_fact) {
+                report(Walked::End(index, &state));
+            }
+        }
         return;
-    };
+    }
+    let mut on_fact = |fact| report(Walked::Fact(fact, None));
+    if tos.len() == 1 {
+        // One horizon: entries after it are skipped, and the state at the end of the walk is
+        // the state at it.
+        if let Some(end) = pass(timeline, known_at, last, None, &mut on_fact) {
+            report(Walked::End(0, &end));
+        }
+        return;
+    }
+    let mut snapshots = Vec::with_capacity(tos.len());
+    if pass(
+        timeline,
+        known_at,
+        last,
+        Some((tos, &mut snapshots)),
+        &mut on_fact,
+    )
+    .is_some()
+    {
+        for (index, state) in snapshots.iter().enumerate() {
+            report(Walked::End(index, state));
+        }
+    }
+}
+
+/// Whether the effective dates of the entries visible at `known_at` never go back.
+fn dates_in_order(timeline: &Timeline, known_at: DateTime<Utc>) -> bool {
+    let mut latest = NaiveDate::MIN;
+    for entry in timeline.entries() {
+        if entry.kind == EntryKind::CommandUndone || !entry.visible_at(known_at) {
+            continue;
+        }
+        if entry.on < latest {
+            return false;
+        }
+        latest = entry.on;
+    }
+    true
+}
+
+/// One walk up to `last`: facts go to `on_fact`; with `horizons`, the state as the walk passes
+/// each horizon is pushed to the vector. Answers the state at the end; `None` when the
+/// beneficiary is not visible.
+fn pass(
+    timeline: &Timeline,
+    known_at: DateTime<Utc>,
+    last: NaiveDate,
+    mut horizons: Option<(&[NaiveDate], &mut Vec<EndState>)>,
+    on_fact: &mut impl FnMut(Fact),
+) -> Option<EndState> {
+    let entries = timeline.entries();
+    // The first entry is the enrolment: if it is invisible, so is the beneficiary.
+    let enrolment = entries.first()?;
     if !enrolment.visible_at(known_at) {
         if enrolment.recorded_at <= known_at {
             // Voided: only its corrections count.
             for entry in entries {
                 if entry.kind == EntryKind::CommandUndone && entry.recorded_at <= known_at {
-                    report(Walked::Fact(Fact::Undone {
+                    on_fact(Fact::Undone {
                         recorded_at: entry.recorded_at,
                         territory: entry.territory,
-                    }));
+                    });
                 }
             }
         }
-        return;
+        return None;
     }
     let mut end = EndState {
         territory: NO_ID,
@@ -185,8 +246,6 @@ pub(crate) fn walk_horizons(
     };
     // Whether the open spell has had its first multidisciplinary assessment.
     let mut spell_assessed = false;
-    // The next horizon whose end state is still to report.
-    let mut next = 0;
     for entry in entries {
         // Recorded after `known_at`: unknown. Not a `break`, so that a clock step back
         // between writers cannot hide later entries.
@@ -194,20 +253,23 @@ pub(crate) fn walk_horizons(
             continue;
         }
         if entry.kind == EntryKind::CommandUndone {
-            report(Walked::Fact(Fact::Undone {
+            on_fact(Fact::Undone {
                 recorded_at: entry.recorded_at,
                 territory: entry.territory,
-            }));
+            });
             continue;
         }
         if entry.voided_at.is_some_and(|v| v <= known_at) {
             continue;
         }
         let on = entry.on;
-        // Every horizon before this visible entry is passed: its state is final.
-        while next < tos.len() && tos[next] < on {
-            report(Walked::End(next, &end));
-            next += 1;
+        if let Some((tos, snapshots)) = horizons.as_mut() {
+            // Every horizon before this visible entry is passed: its state is final.
+            while let Some(&to) = tos.get(snapshots.len())
+                && to < on
+            {
+                snapshots.push(end);
+            }
         }
         if on > last {
             continue;
@@ -222,11 +284,11 @@ pub(crate) fn walk_horizons(
                     territory: entry.territory,
                 });
                 spell_assessed = false;
-                report(Walked::Fact(Fact::SpellStarted {
+                on_fact(Fact::SpellStarted {
                     on,
                     territory: entry.territory,
                     reopened: entry.kind == EntryKind::PathwayReopened,
-                }));
+                });
             }
             EntryKind::StageEntered {
                 stage,
@@ -250,7 +312,7 @@ pub(crate) fn walk_horizons(
                         territory: entry.territory,
                     },
                 ));
-                report(Walked::Fact(Fact::StageEntered {
+                on_fact(Fact::StageEntered {
                     on,
                     territory: entry.territory,
                     stage,
@@ -258,53 +320,55 @@ pub(crate) fn walk_horizons(
                     transition,
                     provider: (provider != NO_ID).then_some(provider),
                     occupability: end.occupability,
-                }));
+                });
             }
             EntryKind::StageExited { outcome, .. } => {
                 if let Some((stage, opened)) = end.episode.take() {
-                    report(Walked::Fact(Fact::EpisodeClosed {
+                    on_fact(Fact::EpisodeClosed {
                         on,
                         entered_on: opened.on,
                         territory: opened.territory,
                         stage,
                         outcome,
-                    }));
+                    });
                 }
             }
             EntryKind::NeedsAssessed { kind, occupability } => {
                 end.occupability = Some(occupability);
-                report(Walked::Fact(Fact::Assessed {
+                on_fact(Fact::Assessed {
                     on,
                     territory: entry.territory,
                     kind,
                     occupability,
-                }));
+                });
                 if kind == AssessmentKind::Multidisciplinary
                     && !spell_assessed
                     && let Some(spell) = end.spell
                 {
                     spell_assessed = true;
-                    report(Walked::Fact(Fact::SpellAssessed { on, spell }));
+                    on_fact(Fact::SpellAssessed { on, spell });
                 }
             }
             EntryKind::TerritoryChanged { to } => end.territory = to,
             EntryKind::PathwayClosed { outcome } => {
                 if let Some(opened) = end.spell.take() {
-                    report(Walked::Fact(Fact::SpellClosed {
+                    on_fact(Fact::SpellClosed {
                         on,
                         started_on: opened.on,
                         territory: opened.territory,
                         outcome,
-                    }));
+                    });
                 }
             }
             EntryKind::CommandUndone => {}
         }
     }
-    while next < tos.len() {
-        report(Walked::End(next, &end));
-        next += 1;
+    if let Some((tos, snapshots)) = horizons {
+        while snapshots.len() < tos.len() {
+            snapshots.push(end);
+        }
     }
+    Some(end)
 }
 
 /// Whole days from `start` to `end` (never negative).

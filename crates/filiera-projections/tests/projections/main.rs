@@ -19,7 +19,10 @@ use leadership::one_leader_and_a_takeover_when_it_dies;
 use live::new_events_reach_the_projection;
 use rebuild::{rebuild_from_another_process, rebuild_swaps_in_without_downtime};
 use replay::projection_equals_replay_for_hand_written_histories;
-use upgrade::an_outdated_read_model_is_rebuilt_and_refused_meanwhile;
+use upgrade::{
+    an_older_release_rebuild_is_started_again,
+    an_outdated_read_model_is_rebuilt_and_refused_meanwhile,
+};
 use worked_example::worked_example_of_the_metrics_doc;
 
 filiera_testkit::on_both_backends!(
@@ -34,4 +37,5 @@ filiera_testkit::on_both_backends!(
     one_leader_and_a_takeover_when_it_dies,
     new_events_reach_the_projection,
     an_outdated_read_model_is_rebuilt_and_refused_meanwhile,
+    an_older_release_rebuild_is_started_again,
 );

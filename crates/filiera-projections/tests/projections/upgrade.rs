@@ -117,3 +117,61 @@ pub async fn an_outdated_read_model_is_rebuilt_and_refused_meanwhile(
     upgraded.shutdown().await;
     Ok(())
 }
+
+/// A rebuild an older release began and did not finish is not resumed by `filiera rebuild`
+/// (its rows lack what this version reads): it is given up and a rebuild of this version's
+/// format runs and is swapped in.
+pub async fn an_older_release_rebuild_is_started_again(h: &Harness) -> anyhow::Result<()> {
+    let store = &h.store;
+    write(
+        store,
+        vec![
+            enrol("LOM-LC-LECCO", "2025-01-10"),
+            assess(
+                "2025-01-20",
+                AssessmentKind::Initial,
+                Occupability::High,
+                &[TeamMember::EmploymentCentre],
+            ),
+        ],
+    )
+    .await?;
+    let settings = settings(store, 5);
+    let projections = Projections::start(store.clone(), settings.clone()).await?;
+    projections.wait_until_caught_up(PATIENCE).await?;
+    projections.shutdown().await;
+    // An older release began a rebuild (generation 2, format 1) and stopped half-way.
+    on_pool!(store.database().writer(), |pool| {
+        sqlx::query(
+            "INSERT INTO projection_generations (projection, generation, status, position, format) \
+             VALUES ($1, 2, 'building', 1, 1)",
+        )
+        .bind(TERRITORY_METRICS)
+        .execute(pool)
+        .await?;
+    });
+
+    let outcome =
+        filiera_projections::rebuild_until_swapped(store, &settings, TERRITORY_METRICS, |_| {})
+            .await?;
+    ensure!(outcome.generation == 3 && !outcome.resumed, "{outcome:?}");
+    let rows: Vec<(i64, String, i64)> = on_pool!(store.database().reader(), |pool| {
+        sqlx::query_as(
+            "SELECT generation, status, format FROM projection_generations \
+             WHERE projection = $1 ORDER BY generation",
+        )
+        .bind(TERRITORY_METRICS)
+        .fetch_all(pool)
+        .await?
+    });
+    ensure!(
+        rows == [
+            (1, "retired".to_owned(), 2),
+            (2, "retired".to_owned(), 1),
+            (3, "active".to_owned(), 2)
+        ],
+        "{rows:?}"
+    );
+    assert_rows_match_replay(store, 3).await?;
+    Ok(())
+}
