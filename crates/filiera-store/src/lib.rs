@@ -40,12 +40,15 @@
 //! - [`model`]: what callers pass and get back: [`CommandContext`], [`IdempotencyKey`],
 //!   [`Executed`], [`Rejection`], [`StoredEvent`].
 //! - [`metadata`]: the keys of the metadata stored with every event.
+//! - `batch`: [`Store::execute_batch`], many commands decided in memory and written in one
+//!   transaction (`filiera import`).
 //! - [`error`]: [`StoreError`], a failed database, migration or unreadable row.
 //! - [`lease`]: [`Leadership`], one runner per job across processes.
 //! - [`jobs`]: [`jobs::spawn_leader_job`], the one runner of leader-only background jobs.
 //! - `sqlite`, `postgres`: backend-specific connection set-up (pools, pragmas, LISTEN).
 //! - `rows`: decoding stored rows into [`StoredEvent`]s, through the domain's upcasters.
 
+mod batch;
 mod bulk;
 pub mod database;
 pub mod error;
@@ -58,6 +61,7 @@ mod rows;
 mod sqlite;
 pub mod store;
 
+pub use batch::{BatchCommand, BatchOutcome, BoundKey};
 pub use database::{Database, Migrations, PerBackend, Pool};
 pub use error::{Outage, StoreError, error_chain};
 pub use lease::Leadership;

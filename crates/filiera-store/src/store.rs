@@ -385,6 +385,11 @@ impl Store {
         Ok(())
     }
 
+    /// The domain's upcasters, for rows decoded elsewhere in the crate.
+    pub(crate) fn upcasters(&self) -> &[Box<dyn EventUpcaster>] {
+        &self.inner.upcasters
+    }
+
     /// A receiver of the highest position known to be committed, bumped after each local
     /// commit and, with PostgreSQL, on notifications from other processes. Only a hint to
     /// re-read the feed sooner: readers must still poll.
@@ -882,6 +887,12 @@ fn store_error(error: AggregateError<PathwayError>) -> StoreError {
         }
         AggregateError::UserError(error) => StoreError::EventStore(Box::new(error)),
     }
+}
+
+/// Raises `store`'s wake-up hint to `position` if it is higher (after a write made elsewhere in
+/// the crate).
+pub(crate) fn bump_wakeups(store: &Store, position: i64) {
+    bump(&store.inner.wake, position);
 }
 
 /// Raises the wake-up hint to `position` if it is higher.

@@ -10,7 +10,7 @@ use filiera_contract::{
     UndoBody,
 };
 use filiera_domain::PathwayCommand;
-use filiera_store::{CommandContext, IdempotencyKey, Rejection, Store};
+use filiera_store::{BatchCommand, BatchOutcome, CommandContext, IdempotencyKey, Rejection, Store};
 use serde::Deserialize;
 use uuid::Uuid;
 
@@ -58,88 +58,219 @@ pub struct ImportSummary {
     pub beneficiaries: usize,
 }
 
+/// Lines decided and written together (one transaction, one position lock).
+const BATCH_LINES: usize = 2_000;
+
 /// Imports NDJSON commands. Each command carries the idempotency key
 /// `import:<batch>:<ref>:<n>` (its n-th command for that reference), so running the same file
 /// again writes nothing new and maps every reference to the same beneficiary.
+///
+/// Lines are executed in batches ([`Store::execute_batch`]): every line is decided by the
+/// aggregate with the same rules as over HTTP, a batch's accepted commands are written in one
+/// transaction, and a refused line writes nothing. Without `keep_going` the import stops at the
+/// first refused line, after writing the lines before it.
 pub async fn import(
     store: &Store,
     input: impl BufRead,
     batch: &str,
     keep_going: bool,
-    mut report: impl Write,
+    report: impl Write,
 ) -> anyhow::Result<ImportSummary> {
-    let mut ids: HashMap<String, Uuid> = HashMap::new();
-    let mut counts: HashMap<String, usize> = HashMap::new();
-    let mut refused_enrolments: HashSet<String> = HashSet::new();
-    let mut summary = ImportSummary::default();
+    let mut import = Import {
+        store,
+        batch,
+        keep_going,
+        report,
+        ids: HashMap::new(),
+        counts: HashMap::new(),
+        refused_enrolments: HashSet::new(),
+        pending: Vec::new(),
+        summary: ImportSummary::default(),
+    };
     for (index, line) in input.lines().enumerate() {
         let number = index + 1;
         let line = line.with_context(|| format!("cannot read line {number}"))?;
         if line.trim().is_empty() {
             continue;
         }
-        let (reference, command) = match parse_line(&line) {
+        let parsed = parse_line(&line);
+        let (reference, command) = match parsed {
             Ok(parsed) => parsed,
-            Err(err) => bail!("line {number}: {err}"),
+            Err(err) => {
+                import.flush().await?;
+                bail!("line {number}: {err}");
+            }
         };
-        let n = counts.entry(reference.clone()).or_default();
-        *n += 1;
-        if refused_enrolments.contains(&reference) {
-            // Its enrolment was refused (with --keep-going): so is everything after it.
-            summary.refused += 1;
-            writeln!(
-                report,
-                "line {number} (beneficiary `{reference}`): skipped, its enrolment was refused"
-            )?;
-            continue;
+        // A reference enrolled earlier in the pending batch: whether that enrolment stands
+        // decides what this line means, so the batch is written first.
+        if import
+            .pending
+            .iter()
+            .any(|p| p.reference == reference && p.enrols)
+        {
+            import.flush().await?;
         }
-        let beneficiary = match (&command, ids.get(&reference)) {
-            (PathwayCommand::Enrol { .. }, None) => Uuid::new_v4(),
-            (PathwayCommand::Enrol { .. }, Some(_)) => {
-                bail!("line {number}: beneficiary `{reference}` is enrolled twice in this file")
-            }
-            (_, Some(id)) => *id,
-            (_, None) => bail!(
-                "line {number}: beneficiary `{reference}` has no earlier `enrol` line in this file"
-            ),
-        };
-        let ctx = CommandContext {
-            principal: "import".into(),
-            idempotency: Some(IdempotencyKey::for_request(
-                format!("import:{batch}:{reference}:{n}"),
-                &[line.trim().as_bytes()],
-            )),
-        };
-        match store.execute(beneficiary, command, ctx).await? {
-            Ok(executed) => {
-                ids.insert(reference, executed.beneficiary);
-                if executed.replayed {
-                    summary.replayed += 1;
-                } else {
-                    summary.applied += 1;
-                }
-            }
-            Err(rejection) => {
-                let why = match rejection {
-                    Rejection::Refused(err) => format!("{} ({})", refusal_detail(&err), err.code()),
-                    Rejection::Conflict => "another writer changed this beneficiary".into(),
-                    Rejection::IdempotencyKeyReused => format!(
-                        "this line differs from the one imported earlier in batch `{batch}`"
-                    ),
-                };
-                if !keep_going {
-                    bail!("line {number} (beneficiary `{reference}`): {why}");
-                }
-                if !ids.contains_key(&reference) {
-                    refused_enrolments.insert(reference.clone());
-                }
-                summary.refused += 1;
-                writeln!(report, "line {number} (beneficiary `{reference}`): {why}")?;
-            }
+        import.add(number, reference, command, &line).await?;
+        if import.pending.len() >= BATCH_LINES {
+            import.flush().await?;
         }
     }
-    summary.beneficiaries = ids.len();
-    Ok(summary)
+    import.flush().await?;
+    import.summary.beneficiaries = import.ids.len();
+    Ok(import.summary)
+}
+
+/// An import under way.
+struct Import<'s, W> {
+    store: &'s Store,
+    batch: &'s str,
+    keep_going: bool,
+    report: W,
+    /// The beneficiary of each reference (tentative for enrolments of the pending batch).
+    ids: HashMap<String, Uuid>,
+    /// Commands seen per reference, for the idempotency keys.
+    counts: HashMap<String, usize>,
+    /// References whose enrolment was refused (with `keep_going`).
+    refused_enrolments: HashSet<String>,
+    /// Lines parsed and not yet executed.
+    pending: Vec<PendingLine>,
+    summary: ImportSummary,
+}
+
+/// A parsed line waiting for its batch.
+struct PendingLine {
+    number: usize,
+    reference: String,
+    enrols: bool,
+    command: PathwayCommand,
+    key: IdempotencyKey,
+}
+
+impl<W: Write> Import<'_, W> {
+    /// Queues one line.
+    async fn add(
+        &mut self,
+        number: usize,
+        reference: String,
+        command: PathwayCommand,
+        line: &str,
+    ) -> anyhow::Result<()> {
+        let n = self.counts.entry(reference.clone()).or_default();
+        *n += 1;
+        let key = IdempotencyKey::for_request(
+            format!("import:{}:{reference}:{n}", self.batch),
+            &[line.trim().as_bytes()],
+        );
+        if self.refused_enrolments.contains(&reference) {
+            // Its enrolment was refused (with --keep-going): so is everything after it.
+            self.summary.refused += 1;
+            writeln!(
+                self.report,
+                "line {number} (beneficiary `{reference}`): skipped, its enrolment was refused"
+            )?;
+            return Ok(());
+        }
+        let enrols = matches!(command, PathwayCommand::Enrol { .. });
+        match (enrols, self.ids.contains_key(&reference)) {
+            (true, true) => {
+                self.flush().await?;
+                bail!("line {number}: beneficiary `{reference}` is enrolled twice in this file")
+            }
+            (false, false) => {
+                self.flush().await?;
+                bail!(
+                    "line {number}: beneficiary `{reference}` has no earlier `enrol` line in this \
+                     file"
+                )
+            }
+            _ => {}
+        }
+        if enrols {
+            // A new id, unless a run of this batch already stored the enrolment.
+            let bound = self
+                .store
+                .bound_keys(std::slice::from_ref(&key.key))
+                .await?;
+            let id = bound
+                .get(&key.key)
+                .map_or_else(Uuid::new_v4, |b| b.beneficiary);
+            self.ids.insert(reference.clone(), id);
+        }
+        self.pending.push(PendingLine {
+            number,
+            reference,
+            enrols,
+            command,
+            key,
+        });
+        Ok(())
+    }
+
+    /// Executes the pending lines as one batch and reports what happened to each.
+    async fn flush(&mut self) -> anyhow::Result<()> {
+        if self.pending.is_empty() {
+            return Ok(());
+        }
+        let pending = std::mem::take(&mut self.pending);
+        let commands = pending
+            .iter()
+            .map(|p| BatchCommand {
+                beneficiary: self.ids[&p.reference],
+                command: p.command.clone(),
+                ctx: CommandContext {
+                    principal: "import".into(),
+                    idempotency: Some(p.key.clone()),
+                },
+            })
+            .collect();
+        let outcomes = self.store.execute_batch(commands, !self.keep_going).await?;
+        for (line, outcome) in pending.into_iter().zip(outcomes) {
+            let PendingLine {
+                number, reference, ..
+            } = line;
+            if self.refused_enrolments.contains(&reference) {
+                self.summary.refused += 1;
+                writeln!(
+                    self.report,
+                    "line {number} (beneficiary `{reference}`): skipped, its enrolment was refused"
+                )?;
+                continue;
+            }
+            let rejection = match outcome {
+                BatchOutcome::Applied { .. } => {
+                    self.summary.applied += 1;
+                    continue;
+                }
+                BatchOutcome::Replayed { .. } => {
+                    self.summary.replayed += 1;
+                    continue;
+                }
+                BatchOutcome::Skipped => continue,
+                BatchOutcome::Refused(rejection) => rejection,
+            };
+            let why = match rejection {
+                Rejection::Refused(err) => format!("{} ({})", refusal_detail(&err), err.code()),
+                Rejection::Conflict => "another writer changed this beneficiary".into(),
+                Rejection::IdempotencyKeyReused => format!(
+                    "this line differs from the one imported earlier in batch `{}`",
+                    self.batch
+                ),
+            };
+            if !self.keep_going {
+                bail!("line {number} (beneficiary `{reference}`): {why}");
+            }
+            if line.enrols {
+                self.ids.remove(&reference);
+                self.refused_enrolments.insert(reference.clone());
+            }
+            self.summary.refused += 1;
+            writeln!(
+                self.report,
+                "line {number} (beneficiary `{reference}`): {why}"
+            )?;
+        }
+        Ok(())
+    }
 }
 
 fn parse_line(line: &str) -> anyhow::Result<(String, PathwayCommand)> {
