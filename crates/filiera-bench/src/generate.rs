@@ -1,5 +1,10 @@
-//! The generated histories: random but realistic, written by the real aggregate, and the same
-//! for the same seed.
+//! The generated histories behind `filiera generate` and the benchmark: random but realistic,
+//! decided by the real aggregate (so every command is accepted), and the same for the same seed.
+//!
+//! A history is an enrolment in one of the [`Territories`], then mostly forward moves through
+//! the catalogue's levels with reiterations and regressions, exits, transfers, needs
+//! assessments, closures with every outcome, reopenings and undos, days to weeks apart, from
+//! 2021 to mid-2025.
 
 use std::sync::Arc;
 
@@ -9,16 +14,57 @@ use cqrs_es::event_sink::EventSink;
 use filiera_domain::{
     AssessmentKind, CloseOutcome, ExitOutcome, FixedClock, Occupability, Pathway, PathwayCommand,
     PathwayServices, PathwayStatus, RecordedEvent, Referral, StageCatalogue, TeamMember,
-    TerritoryDef, TerritoryRegistry,
+    TerritoryCode, TerritoryDef, TerritoryRegistry,
 };
 use uuid::Uuid;
 
 use crate::date;
 
 /// One generated beneficiary.
-pub(crate) struct History {
-    pub(crate) id: String,
-    pub(crate) events: Vec<RecordedEvent>,
+#[derive(Clone, Debug)]
+pub struct History {
+    /// Its id (a UUID, from the seed).
+    pub id: String,
+    /// The commands the aggregate accepted, in order.
+    pub commands: Vec<PathwayCommand>,
+    /// The events they wrote, stamped with recording times that follow the effective dates.
+    pub events: Vec<RecordedEvent>,
+}
+
+/// Where generated beneficiaries enrol and move.
+#[derive(Clone, Debug)]
+pub enum Territories {
+    /// The benchmark's mix: the sample registry's ambiti (most of them in Lombardia), a few
+    /// regions, and the synthetic region of [`SYNTHETIC_AMBITI`] ambiti ([`bench_services`]).
+    Bench,
+    /// These codes, uniformly (a configuration's leaves).
+    Uniform(Vec<String>),
+}
+
+impl Territories {
+    /// The territories of `registry` that have no children, uniformly.
+    pub fn leaves_of(registry: &TerritoryRegistry) -> Self {
+        let leaves = registry
+            .definitions()
+            .iter()
+            .filter(|def| {
+                TerritoryCode::parse(&def.code)
+                    .is_some_and(|code| registry.children(Some(&code)).is_empty())
+            })
+            .map(|def| def.code.clone())
+            .collect();
+        Self::Uniform(leaves)
+    }
+
+    fn pick(&self, rng: &mut SplitMix) -> String {
+        match self {
+            Self::Bench => pick_territory(rng),
+            Self::Uniform(codes) if !codes.is_empty() => {
+                codes[rng.below(codes.len() as u64) as usize].clone()
+            }
+            Self::Uniform(_) => TERRITORIES[0].0.to_owned(),
+        }
+    }
 }
 
 /// Where beneficiaries are enrolled: the sample registry's ambiti (most of them in Lombardia),
@@ -45,11 +91,9 @@ pub const SYNTHETIC_AMBITI: usize = 600;
 /// The providers stage entries name (one entry in five names none).
 const PROVIDERS: usize = 40;
 
-const STAGES: [&str; 3] = ["socio_occupational", "internship", "job_placement"];
-
 /// The default catalogue, the sample registry with the synthetic region, and the clock of the
 /// generated histories.
-pub(crate) fn bench_services() -> PathwayServices {
+pub fn bench_services() -> PathwayServices {
     let mut defs = TerritoryRegistry::sample().definitions().to_vec();
     defs.push(TerritoryDef {
         code: SYNTHETIC.into(),
@@ -76,28 +120,53 @@ fn ambito(i: usize) -> String {
     format!("{SYNTHETIC}-A{i:03}")
 }
 
-/// Generates histories through the real aggregate until about `events` events.
-pub(crate) async fn generate(events: usize, seed: u64, services: &PathwayServices) -> Vec<History> {
+/// Generates histories through the real aggregate until about `events` events (whole
+/// histories: the last may go a little over), deciding with `services` (their catalogue's
+/// stages, their clock) and enrolling in `territories`.
+pub async fn generate(
+    events: usize,
+    seed: u64,
+    services: &PathwayServices,
+    territories: &Territories,
+) -> Vec<History> {
     let mut rng = SplitMix(seed);
+    let ladder = Ladder::of(&services.catalogue);
     let mut histories = Vec::with_capacity(events / 5 + 1);
     let mut total = 0;
     while total < events {
-        let history = generate_one(&mut rng, services).await;
+        let history = generate_one(&mut rng, services, territories, &ladder).await;
         total += history.events.len();
         histories.push(history);
     }
     histories
 }
 
-async fn generate_one(rng: &mut SplitMix, services: &PathwayServices) -> History {
+/// The catalogue's stage codes ordered by level: "forward" is further along.
+struct Ladder(Vec<String>);
+
+impl Ladder {
+    fn of(catalogue: &StageCatalogue) -> Self {
+        let mut stages = catalogue.stages().to_vec();
+        stages.sort_by_key(|s| s.level);
+        Self(stages.into_iter().map(|s| s.code.to_string()).collect())
+    }
+}
+
+async fn generate_one(
+    rng: &mut SplitMix,
+    services: &PathwayServices,
+    territories: &Territories,
+    ladder: &Ladder,
+) -> History {
     let id = Uuid::from_u64_pair(rng.next(), rng.next()).to_string();
     let last_day = date("2025-06-30");
     let mut day = date("2021-01-04") + Days::new(rng.below(1_600));
     let mut at = day.and_hms_opt(8, 0, 0).expect("a time").and_utc();
     let mut pathway = Pathway::default();
     let mut events: Vec<RecordedEvent> = Vec::new();
+    let mut commands = Vec::new();
     let target = 2 + rng.below(7) as usize;
-    let territory = pick_territory(rng);
+    let territory = territories.pick(rng);
     let mut command = PathwayCommand::Enrol {
         territory,
         on: day,
@@ -107,9 +176,13 @@ async fn generate_one(rng: &mut SplitMix, services: &PathwayServices) -> History
     for _ in 0..40 {
         let before = pathway.version();
         let sink = EventSink::default();
-        let accepted = pathway.handle(command, services, &sink).await.is_ok();
+        let accepted = pathway
+            .handle(command.clone(), services, &sink)
+            .await
+            .is_ok();
         let written = sink.collect().await;
         if accepted {
+            commands.push(command);
             at = at.max(day.and_hms_opt(9, 0, 0).expect("a time").and_utc())
                 + TimeDelta::minutes(rng.below(480) as i64 + 1);
             for (sequence, event) in (before + 1..).zip(written) {
@@ -127,17 +200,29 @@ async fn generate_one(rng: &mut SplitMix, services: &PathwayServices) -> History
         if day > last_day {
             break;
         }
-        let Some(next) = next_command(rng, &pathway, day) else {
+        let Some(next) = next_command(rng, &pathway, day, territories, ladder) else {
             break;
         };
         command = next;
     }
-    History { id, events }
+    History {
+        id,
+        commands,
+        events,
+    }
 }
 
 /// A plausible next command for the pathway's state.
-fn next_command(rng: &mut SplitMix, pathway: &Pathway, on: NaiveDate) -> Option<PathwayCommand> {
+fn next_command(
+    rng: &mut SplitMix,
+    pathway: &Pathway,
+    on: NaiveDate,
+    territories: &Territories,
+    ladder: &Ladder,
+) -> Option<PathwayCommand> {
     let state = pathway.state();
+    let stages = &ladder.0;
+    let top = stages.len().saturating_sub(1);
     match state.status {
         PathwayStatus::Closed => {
             (rng.below(100) < 30).then_some(PathwayCommand::ReopenPathway { on })
@@ -150,15 +235,15 @@ fn next_command(rng: &mut SplitMix, pathway: &Pathway, on: NaiveDate) -> Option<
                     let current = state
                         .last_stage
                         .as_ref()
-                        .and_then(|s| STAGES.iter().position(|c| *c == s.as_str()));
+                        .and_then(|s| stages.iter().position(|c| c == s.as_str()));
                     let stage = match (current, rng.below(100)) {
-                        (None, _) => rng.below(2) as usize,
-                        (Some(i), 0..=49) => (i + 1).min(2),
+                        (None, _) => (rng.below(2) as usize).min(top),
+                        (Some(i), 0..=49) => (i + 1).min(top),
                         (Some(i), 50..=79) => i,
-                        (Some(_), _) => rng.below(3) as usize,
+                        (Some(_), _) => rng.below(stages.len() as u64) as usize,
                     };
                     PathwayCommand::EnterStage {
-                        stage: STAGES[stage].to_owned(),
+                        stage: stages.get(stage)?.clone(),
                         on,
                         provider: pick_provider(rng),
                     }
@@ -172,7 +257,7 @@ fn next_command(rng: &mut SplitMix, pathway: &Pathway, on: NaiveDate) -> Option<
                     },
                 },
                 65..=72 => PathwayCommand::ChangeTerritory {
-                    territory: pick_territory(rng),
+                    territory: territories.pick(rng),
                     on,
                 },
                 73..=86 => PathwayCommand::ClosePathway {
@@ -198,7 +283,7 @@ fn next_command(rng: &mut SplitMix, pathway: &Pathway, on: NaiveDate) -> Option<
                     }
                 }
                 _ => PathwayCommand::EnterStage {
-                    stage: STAGES[rng.below(3) as usize].to_owned(),
+                    stage: stages.get(rng.below(stages.len() as u64) as usize)?.clone(),
                     on,
                     provider: pick_provider(rng),
                 },
@@ -254,8 +339,8 @@ mod tests {
     #[tokio::test]
     async fn generated_histories_are_varied_and_reproducible() {
         let services = bench_services();
-        let a = generate(5_000, 7, &services).await;
-        let b = generate(5_000, 7, &services).await;
+        let a = generate(5_000, 7, &services, &Territories::Bench).await;
+        let b = generate(5_000, 7, &services, &Territories::Bench).await;
         assert_eq!(a.len(), b.len());
         assert!(
             a.iter()

@@ -21,14 +21,14 @@
 //!
 //! # Layout
 //! - this file: [`BenchOptions`], [`bench`] and the in-memory figures, [`BenchReport`].
-//! - `generate`: the generated histories, reproducible from a seed.
+//! - [`generate`]: the generated histories, reproducible from a seed (also `filiera generate`).
 //! - `stores`: the figures on real stores (writes, catch-up, replay, cache load), on a
 //!   temporary SQLite file and on scratch PostgreSQL databases (from `filiera-testkit`).
 //! - `report`: timing, the machine, and the Markdown report.
 //! - `error`: [`BenchError`].
 
 mod error;
-mod generate;
+pub mod generate;
 mod report;
 mod stores;
 
@@ -44,7 +44,7 @@ use serde::Serialize;
 
 pub use error::BenchError;
 
-use generate::{bench_services, generate};
+use generate::{Territories, bench_services, generate};
 use report::{approx_heap_bytes, measure, per_second};
 use stores::{connect, scratch_database, store_bench, write_bench};
 
@@ -137,7 +137,7 @@ pub async fn bench(
 
     progress(&format!("generating about {} events", options.events));
     let started = Instant::now();
-    let histories = generate(options.events, options.seed, &services).await;
+    let histories = generate(options.events, options.seed, &services, &Territories::Bench).await;
     let events: usize = histories.iter().map(|h| h.events.len()).sum();
     let beneficiaries = histories.len();
     progress(&format!(

@@ -173,6 +173,22 @@ enum Command {
         #[arg(long, short)]
         output: Option<PathBuf>,
     },
+    /// Generate realistic histories as an import file (NDJSON, the format `import` reads):
+    /// enrolments in the configured territories (those without children), moves through the
+    /// configured stages with progressions, reiterations and regressions, assessments,
+    /// transfers, closures, reopenings and undos, each command decided by the pathway rules.
+    /// The same seed gives the same file. Reads no database.
+    Generate {
+        /// About this many events (whole histories: a little over).
+        #[arg(long, default_value_t = 100_000)]
+        events: usize,
+        /// Seed of the generator.
+        #[arg(long, default_value_t = 1)]
+        seed: u64,
+        /// Output file (default: standard output).
+        #[arg(long, short)]
+        output: Option<PathBuf>,
+    },
 }
 
 #[derive(Debug, Subcommand)]
@@ -243,6 +259,11 @@ async fn main() -> anyhow::Result<()> {
             keep_going,
         } => startup::import(settings, &file, batch, keep_going).await,
         Command::Export { after, output } => startup::export(settings, after, output).await,
+        Command::Generate {
+            events,
+            seed,
+            output,
+        } => startup::generate(settings, events, seed, output).await,
         Command::Report {
             territory,
             from,

@@ -219,6 +219,36 @@ pub async fn import(
     Ok(())
 }
 
+/// `filiera generate`
+pub async fn generate(
+    settings: Settings,
+    events: usize,
+    seed: u64,
+    output: Option<std::path::PathBuf>,
+) -> anyhow::Result<()> {
+    use filiera_bench::generate::{Territories, generate};
+    let services = settings.services()?;
+    let territories = Territories::leaves_of(&services.territories);
+    let histories = generate(events, seed, &services, &territories).await;
+    let lines = match output {
+        Some(path) => {
+            let file = std::fs::File::create(&path)
+                .with_context(|| format!("cannot create {}", path.display()))?;
+            crate::transfer::write_generated(&histories, std::io::BufWriter::new(file))?
+        }
+        None => crate::transfer::write_generated(&histories, std::io::stdout().lock())?,
+    };
+    let generated: usize = histories.iter().map(|h| h.events.len()).sum();
+    tracing::info!(
+        lines,
+        events = generated,
+        beneficiaries = histories.len(),
+        seed,
+        "generated"
+    );
+    Ok(())
+}
+
 /// `filiera export`
 pub async fn export(
     settings: Settings,

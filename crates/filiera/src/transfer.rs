@@ -273,6 +273,72 @@ impl<W: Write> Import<'_, W> {
     }
 }
 
+/// The import line of `command` for the file's reference `reference`: what [`parse_line`]
+/// reads back as the same command. `None` for a command that is not imported (the erasure
+/// record).
+pub fn import_line(reference: &str, command: &PathwayCommand) -> Option<serde_json::Value> {
+    use serde_json::json;
+    let mut line = match command {
+        PathwayCommand::Enrol {
+            territory,
+            on,
+            referral,
+            support_band,
+        } => json!({"command": "enrol", "territory": territory, "on": on,
+                    "referral": referral, "support_band": support_band}),
+        PathwayCommand::EnterStage {
+            stage,
+            on,
+            provider,
+        } => json!({"command": "stage", "stage": stage, "on": on, "provider": provider}),
+        PathwayCommand::ExitStage { on, outcome } => {
+            json!({"command": "exit", "on": on, "outcome": outcome})
+        }
+        PathwayCommand::ChangeTerritory { territory, on } => {
+            json!({"command": "territory", "territory": territory, "on": on})
+        }
+        PathwayCommand::ClosePathway { on, outcome } => {
+            json!({"command": "close", "on": on, "outcome": outcome})
+        }
+        PathwayCommand::ReopenPathway { on } => json!({"command": "reopen", "on": on}),
+        PathwayCommand::AssessNeeds {
+            on,
+            kind,
+            occupability,
+            team,
+        } => json!({"command": "assess", "on": on, "kind": kind,
+                    "occupability": occupability, "team": team}),
+        PathwayCommand::Undo { reason } => json!({"command": "undo", "reason": reason}),
+        PathwayCommand::RecordErasure => return None,
+    };
+    let object = line.as_object_mut()?;
+    // Optional members are left out rather than written as null.
+    object.retain(|_, value| !value.is_null());
+    object.insert("beneficiary".into(), reference.into());
+    Some(line)
+}
+
+/// `filiera generate`: writes `histories` as import lines, one beneficiary after the other,
+/// references `G1`, `G2`… Returns how many lines were written.
+pub fn write_generated(
+    histories: &[filiera_bench::generate::History],
+    mut out: impl Write,
+) -> anyhow::Result<usize> {
+    let mut written = 0;
+    for (n, history) in histories.iter().enumerate() {
+        let reference = format!("G{}", n + 1);
+        for command in &history.commands {
+            if let Some(line) = import_line(&reference, command) {
+                serde_json::to_writer(&mut out, &line)?;
+                out.write_all(b"\n")?;
+                written += 1;
+            }
+        }
+    }
+    out.flush()?;
+    Ok(written)
+}
+
 fn parse_line(line: &str) -> anyhow::Result<(String, PathwayCommand)> {
     let mut value: serde_json::Value = serde_json::from_str(line).context("not a JSON document")?;
     let object = value
@@ -315,4 +381,71 @@ pub async fn export(store: &Store, after: i64, mut out: impl Write) -> anyhow::R
     }
     out.flush()?;
     Ok(written)
+}
+
+#[cfg(test)]
+mod tests {
+    use filiera_domain::{
+        AssessmentKind, CloseOutcome, ExitOutcome, Occupability, Referral, SupportBand, TeamMember,
+    };
+
+    use super::*;
+
+    #[test]
+    fn every_imported_command_reads_back_from_its_line() {
+        let on = "2024-03-01".parse().unwrap();
+        let commands = [
+            PathwayCommand::Enrol {
+                territory: "LOM-BG-BERGAMO".into(),
+                on,
+                referral: Referral::ThirdSector,
+                support_band: Some(SupportBand::HighSupport),
+            },
+            PathwayCommand::Enrol {
+                territory: "LOM-LC-LECCO".into(),
+                on,
+                referral: Referral::SelfReferral,
+                support_band: None,
+            },
+            PathwayCommand::EnterStage {
+                stage: "internship".into(),
+                on,
+                provider: Some("coop, \"alfa\"".into()),
+            },
+            PathwayCommand::EnterStage {
+                stage: "internship".into(),
+                on,
+                provider: None,
+            },
+            PathwayCommand::ExitStage {
+                on,
+                outcome: ExitOutcome::Interrupted,
+            },
+            PathwayCommand::ChangeTerritory {
+                territory: "PIE-TO-TORINO".into(),
+                on,
+            },
+            PathwayCommand::ClosePathway {
+                on,
+                outcome: CloseOutcome::MovedAway,
+            },
+            PathwayCommand::ReopenPathway { on },
+            PathwayCommand::AssessNeeds {
+                on,
+                kind: AssessmentKind::Multidisciplinary,
+                occupability: Occupability::Medium,
+                team: vec![TeamMember::SocialServices, TeamMember::HealthService],
+            },
+            PathwayCommand::Undo {
+                reason: "typed twice".into(),
+            },
+        ];
+        for command in commands {
+            let line = import_line("R-7", &command).expect("an importable command");
+            let (reference, parsed) = parse_line(&line.to_string()).expect("it parses back");
+            assert_eq!(reference, "R-7");
+            assert_eq!(parsed, command, "{line}");
+        }
+        assert!(import_line("R", &PathwayCommand::RecordErasure).is_none());
+    }
 }
