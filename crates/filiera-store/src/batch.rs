@@ -47,6 +47,9 @@ pub enum BatchOutcome {
     Skipped,
 }
 
+/// Rows per multi-row `INSERT` on SQLite (7 parameters each, well under SQLite's limit).
+const SQLITE_ROWS_PER_INSERT: usize = 500;
+
 /// A bound idempotency key as the batch needs it.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct BoundKey {
@@ -346,22 +349,25 @@ impl Store {
                 .await?;
             }
             Pool::Sqlite(write) => {
+                // Multi-row inserts: one statement per chunk instead of one per row (each
+                // statement is a round trip to SQLite's worker thread).
                 let mut tx = write.begin().await?;
-                for i in 0..rows.len() {
-                    sqlx::query(
+                for start in (0..rows.len()).step_by(SQLITE_ROWS_PER_INSERT) {
+                    let end = (start + SQLITE_ROWS_PER_INSERT).min(rows.len());
+                    let mut insert = sqlx::QueryBuilder::<sqlx::Sqlite>::new(
                         "INSERT INTO events (aggregate_type, aggregate_id, sequence, event_type, \
-                                             event_version, payload, metadata) \
-                         VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7)",
-                    )
-                    .bind(Pathway::TYPE)
-                    .bind(&ids[i])
-                    .bind(sequences[i])
-                    .bind(&types[i])
-                    .bind(&versions[i])
-                    .bind(&payloads[i])
-                    .bind(metadata[i])
-                    .execute(&mut *tx)
-                    .await?;
+                                             event_version, payload, metadata) ",
+                    );
+                    insert.push_values(start..end, |mut row, i| {
+                        row.push_bind(Pathway::TYPE)
+                            .push_bind(&ids[i])
+                            .push_bind(sequences[i])
+                            .push_bind(&types[i])
+                            .push_bind(&versions[i])
+                            .push_bind(&payloads[i])
+                            .push_bind(metadata[i]);
+                    });
+                    insert.build().execute(&mut *tx).await?;
                 }
                 tx.commit().await?;
             }

@@ -101,12 +101,14 @@ pub async fn import(
                 bail!("line {number}: {err}");
             }
         };
-        // A reference enrolled earlier in the pending batch: whether that enrolment stands
-        // decides what this line means, so the batch is written first.
-        if import
-            .pending
-            .iter()
-            .any(|p| p.reference == reference && p.enrols)
+        // A second enrolment of a reference enrolled in the pending batch: whether the first
+        // one stands decides what this line means (enrolled twice, or skipped), so the batch
+        // is written first.
+        if matches!(command, PathwayCommand::Enrol { .. })
+            && import
+                .pending
+                .iter()
+                .any(|p| p.enrols && p.reference == reference)
         {
             import.flush().await?;
         }
@@ -186,15 +188,9 @@ impl<W: Write> Import<'_, W> {
             _ => {}
         }
         if enrols {
-            // A new id, unless a run of this batch already stored the enrolment.
-            let bound = self
-                .store
-                .bound_keys(std::slice::from_ref(&key.key))
-                .await?;
-            let id = bound
-                .get(&key.key)
-                .map_or_else(Uuid::new_v4, |b| b.beneficiary);
-            self.ids.insert(reference.clone(), id);
+            // A new id; replaced at the flush by the stored one if a run of this batch
+            // already stored the enrolment.
+            self.ids.insert(reference.clone(), Uuid::new_v4());
         }
         self.pending.push(PendingLine {
             number,
@@ -212,6 +208,19 @@ impl<W: Write> Import<'_, W> {
             return Ok(());
         }
         let pending = std::mem::take(&mut self.pending);
+        // Enrolments stored by an earlier run of this batch keep their beneficiary: one
+        // lookup for the whole batch.
+        let enrolment_keys: Vec<String> = pending
+            .iter()
+            .filter(|p| p.enrols)
+            .map(|p| p.key.key.clone())
+            .collect();
+        let bound = self.store.bound_keys(&enrolment_keys).await?;
+        for line in pending.iter().filter(|p| p.enrols) {
+            if let Some(stored) = bound.get(&line.key.key) {
+                self.ids.insert(line.reference.clone(), stored.beneficiary);
+            }
+        }
         let commands = pending
             .iter()
             .map(|p| BatchCommand {
