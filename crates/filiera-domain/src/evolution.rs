@@ -180,6 +180,38 @@ impl EventUpcaster for Unreadable {
     }
 }
 
+/// [`decode`] from the payload's JSON text. A payload no upcaster changes (the form this build
+/// writes) is deserialized straight from the text, without building a `Value` first: the feed
+/// readers (replay, projection catch-up, export) decode every event this way.
+pub fn decode_text(
+    upcasters: &[Box<dyn EventUpcaster>],
+    event_type: &str,
+    event_version: &str,
+    payload: &str,
+) -> Result<PathwayEvent, DecodeError> {
+    let malformed = |source| DecodeError::Malformed {
+        event_type: event_type.to_owned(),
+        version: event_version.to_owned(),
+        source,
+    };
+    if upcasters
+        .iter()
+        .any(|u| u.can_upcast(event_type, event_version))
+    {
+        let value = serde_json::from_str(payload).map_err(malformed)?;
+        return decode(upcasters, event_type, event_version, value);
+    }
+    check_readable(event_type, event_version)?;
+    let event: PathwayEvent = serde_json::from_str(payload).map_err(malformed)?;
+    if event.name() != event_type {
+        return Err(DecodeError::WrongType {
+            event_type: event_type.to_owned(),
+            found: event.name(),
+        });
+    }
+    Ok(event)
+}
+
 /// Decodes a stored event as cqrs-es does when it loads a stream: refuses what this build does
 /// not read, applies `upcasters` (those of [`upcasters`]) in order, then deserializes.
 pub fn decode(

@@ -225,6 +225,25 @@ impl Store {
         }
     }
 
+    /// Refreshes the planner's statistics of the events and idempotency tables after a bulk
+    /// load (PostgreSQL's `ANALYZE`; SQLite's `PRAGMA optimize`). Until autovacuum gets to it,
+    /// a freshly loaded table looks tiny to PostgreSQL's planner, which then reads the feed by
+    /// sorting the whole table on every page instead of walking the position index: the
+    /// offline replay right after a 100,000-event import took 2.4 s instead of 0.9 s.
+    pub async fn analyze(&self) -> Result<(), StoreError> {
+        match self.database().writer() {
+            Pool::Postgres(pool) => {
+                sqlx::query("ANALYZE events, idempotency_keys")
+                    .execute(pool)
+                    .await?;
+            }
+            Pool::Sqlite(write) => {
+                sqlx::query("PRAGMA optimize").execute(write).await?;
+            }
+        }
+        Ok(())
+    }
+
     /// The fallback of a batch that lost a race: [`Store::execute`] for each command.
     async fn execute_one_by_one(
         &self,

@@ -4,16 +4,17 @@
 use chrono::{DateTime, Utc};
 use cqrs_es::persist::EventUpcaster;
 use filiera_domain::evolution;
-use serde_json::Value;
 use uuid::Uuid;
 
 use crate::StoreError;
 use crate::metadata;
 use crate::model::StoredEvent;
 
-/// The columns every event query selects, in the order [`raw_event!`] reads them.
-pub(crate) const EVENT_COLUMNS: &str =
-    "aggregate_id, sequence, event_type, event_version, payload, metadata, position, recorded_at";
+/// The columns every event query selects, in the order [`raw_event!`] reads them. Payload and
+/// metadata are read as JSON text (PostgreSQL stores `jsonb`), decoded without an intermediate
+/// `serde_json::Value` where possible.
+pub(crate) const EVENT_COLUMNS: &str = "aggregate_id, sequence, event_type, event_version, \
+     CAST(payload AS text) AS payload, CAST(metadata AS text) AS metadata, position, recorded_at";
 
 /// A row of `events` as stored, before its payload and metadata are interpreted.
 pub(crate) struct RawEvent {
@@ -21,8 +22,8 @@ pub(crate) struct RawEvent {
     pub(crate) sequence: i64,
     pub(crate) event_type: String,
     pub(crate) event_version: String,
-    pub(crate) payload: Value,
-    pub(crate) metadata: Value,
+    pub(crate) payload: String,
+    pub(crate) metadata: String,
     pub(crate) position: i64,
     pub(crate) recorded_at: DateTime<Utc>,
 }
@@ -61,31 +62,46 @@ impl RawEvent {
         })?;
         let sequence = u64::try_from(self.sequence)
             .map_err(|_| StoreError::Corrupt(format!("negative sequence {}", self.sequence)))?;
-        let event = evolution::decode(
+        let event = evolution::decode_text(
             upcasters,
             &self.event_type,
             &self.event_version,
-            self.payload,
+            &self.payload,
         )
         .map_err(|e| StoreError::Corrupt(format!("event {}:{sequence}: {e}", self.aggregate_id)))?;
-        let text = |key: &str| {
-            self.metadata
-                .get(key)
-                .and_then(Value::as_str)
-                .map(str::to_owned)
-        };
+        let metadata: FeedMetadata = serde_json::from_str(&self.metadata).map_err(|e| {
+            StoreError::Corrupt(format!(
+                "metadata of event {}:{sequence}: {e}",
+                self.aggregate_id
+            ))
+        })?;
         Ok(StoredEvent {
             position: self.position,
             beneficiary_id,
             sequence,
-            territory: text(metadata::TERRITORY),
-            principal: text(metadata::PRINCIPAL),
+            territory: metadata.territory,
+            principal: metadata.principal,
             event,
             recorded_at: self.recorded_at,
             voided: false,
         })
     }
 }
+
+/// The members of an event's metadata the feed reads (the others are skipped unparsed).
+#[derive(serde::Deserialize)]
+struct FeedMetadata {
+    #[serde(rename = "territory", default)]
+    territory: Option<String>,
+    #[serde(rename = "principal", default)]
+    principal: Option<String>,
+}
+
+// The names above are the metadata keys.
+const _: () = {
+    assert!(matches!(metadata::TERRITORY.as_bytes(), b"territory"));
+    assert!(matches!(metadata::PRINCIPAL.as_bytes(), b"principal"));
+};
 
 /// A row of `idempotency_keys`.
 pub(crate) struct KeyRow {

@@ -118,6 +118,11 @@ pub async fn import(
         }
     }
     import.flush().await?;
+    if import.summary.applied > 0 {
+        // What was just loaded must look as big as it is to the planner of the next queries
+        // (the replay of `filiera report`, a projection catching up).
+        store.analyze().await?;
+    }
     import.summary.beneficiaries = import.ids.len();
     Ok(import.summary)
 }
