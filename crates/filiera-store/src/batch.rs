@@ -21,8 +21,8 @@ use cqrs_es::{Aggregate as _, DomainEvent as _};
 use filiera_domain::{Pathway, PathwayCommand, PathwayEvent};
 use uuid::Uuid;
 
-use crate::metadata;
 use crate::rows::{EVENT_COLUMNS, key_row, raw_event};
+use crate::store::command_metadata;
 use crate::{CommandContext, Pool, Rejection, Store, StoreError};
 
 /// One command of a batch.
@@ -60,11 +60,11 @@ pub struct BoundKey {
 }
 
 /// An event row to write: stream, sequence, event, metadata (JSON text).
-struct Row {
-    beneficiary: Uuid,
-    sequence: u64,
-    event: PathwayEvent,
-    metadata: String,
+pub(crate) struct Row {
+    pub(crate) beneficiary: Uuid,
+    pub(crate) sequence: u64,
+    pub(crate) event: PathwayEvent,
+    pub(crate) metadata: String,
 }
 
 impl Store {
@@ -179,21 +179,7 @@ impl Store {
             }
             let events = sink.collect().await;
             let territory = decided.state().territory.clone().or(territory_before);
-            let mut md = HashMap::from([
-                (metadata::COMMAND_ID.to_owned(), Uuid::new_v4().to_string()),
-                (metadata::PRINCIPAL.to_owned(), ctx.principal.clone()),
-                (metadata::COMMAND.to_owned(), command.name().to_owned()),
-            ]);
-            if let Some(territory) = territory {
-                md.insert(
-                    metadata::TERRITORY.to_owned(),
-                    territory.as_str().to_owned(),
-                );
-            }
-            if let Some(key) = &ctx.idempotency {
-                md.insert(metadata::IDEMPOTENCY_KEY.to_owned(), key.key.clone());
-                md.insert(metadata::REQUEST_HASH.to_owned(), key.request_hash.clone());
-            }
+            let md = command_metadata(command.name(), territory.as_ref(), ctx);
             let md = serde_json::to_string(&md)
                 .map_err(|e| StoreError::Corrupt(format!("metadata cannot be encoded: {e}")))?;
             outcomes.push(BatchOutcome::Applied {
@@ -323,9 +309,10 @@ impl Store {
         Ok(streams)
     }
 
-    /// Writes `rows` in one transaction: one statement on PostgreSQL, prepared single-row
-    /// inserts on SQLite's write connection.
-    async fn write_rows(&self, rows: &[Row]) -> Result<(), StoreError> {
+    /// Writes `rows` in one transaction: one statement on PostgreSQL, multi-row inserts on
+    /// SQLite's write connection. The store's triggers assign positions and `recorded_at` and
+    /// bind idempotency keys as for any other write.
+    pub(crate) async fn write_rows(&self, rows: &[Row]) -> Result<(), StoreError> {
         let mut ids = Vec::with_capacity(rows.len());
         let mut sequences = Vec::with_capacity(rows.len());
         let mut types = Vec::with_capacity(rows.len());

@@ -3,13 +3,13 @@
 
 use std::collections::HashMap;
 
-use cqrs_es::{Aggregate as _, DomainEvent as _};
-use filiera_domain::{Pathway, PathwayEvent};
+use filiera_domain::PathwayEvent;
 use uuid::Uuid;
 
+use crate::batch::Row;
 use crate::{Pool, Store, StoreError};
 
-/// Events written per statement (PostgreSQL) or per transaction (SQLite).
+/// Events written per transaction.
 const CHUNK: usize = 5_000;
 
 impl Store {
@@ -19,9 +19,7 @@ impl Store {
     /// other write. No aggregate is loaded and nothing is checked: a sequence already taken in
     /// its stream fails the chunk holding it (earlier chunks stay written).
     ///
-    /// Written in chunks of 5,000 events: one `INSERT … SELECT FROM UNNEST(…)` per chunk on
-    /// PostgreSQL, one transaction of single-row inserts per chunk on SQLite (through the
-    /// write connection).
+    /// Written in chunks of 5,000 events, one transaction each (see `Store::write_rows`).
     pub async fn append_recorded(
         &self,
         rows: &[(Uuid, u64, &PathwayEvent)],
@@ -29,67 +27,17 @@ impl Store {
     ) -> Result<(), StoreError> {
         let metadata = serde_json::to_string(metadata)
             .map_err(|e| StoreError::Corrupt(format!("metadata cannot be encoded: {e}")))?;
-        let database = self.database();
         for chunk in rows.chunks(CHUNK) {
-            let mut ids = Vec::with_capacity(chunk.len());
-            let mut sequences = Vec::with_capacity(chunk.len());
-            let mut types = Vec::with_capacity(chunk.len());
-            let mut versions = Vec::with_capacity(chunk.len());
-            let mut payloads = Vec::with_capacity(chunk.len());
-            for (id, sequence, event) in chunk {
-                ids.push(id.to_string());
-                sequences.push(i64::try_from(*sequence).map_err(|_| {
-                    StoreError::Corrupt(format!("sequence {sequence} is out of range"))
-                })?);
-                types.push(event.event_type());
-                versions.push(event.event_version());
-                payloads.push(serde_json::to_string(event).map_err(|e| {
-                    StoreError::Corrupt(format!("an event cannot be encoded: {e}"))
-                })?);
-            }
-            match database.writer() {
-                Pool::Postgres(pool) => {
-                    sqlx::query(
-                        "INSERT INTO events (aggregate_type, aggregate_id, sequence, event_type, \
-                                             event_version, payload, metadata) \
-                         SELECT $1, u.id, u.sequence, u.type, u.version, u.payload::jsonb, \
-                                $7::jsonb \
-                         FROM UNNEST($2::text[], $3::bigint[], $4::text[], $5::text[], \
-                                     $6::text[]) \
-                              WITH ORDINALITY AS u (id, sequence, type, version, payload, n) \
-                         ORDER BY u.n",
-                    )
-                    .bind(Pathway::TYPE)
-                    .bind(&ids)
-                    .bind(&sequences)
-                    .bind(&types)
-                    .bind(&versions)
-                    .bind(&payloads)
-                    .bind(&metadata)
-                    .execute(pool)
-                    .await?;
-                }
-                Pool::Sqlite(write) => {
-                    let mut tx = write.begin().await?;
-                    for i in 0..chunk.len() {
-                        sqlx::query(
-                            "INSERT INTO events (aggregate_type, aggregate_id, sequence, \
-                                                 event_type, event_version, payload, metadata) \
-                             VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7)",
-                        )
-                        .bind(Pathway::TYPE)
-                        .bind(&ids[i])
-                        .bind(sequences[i])
-                        .bind(&types[i])
-                        .bind(&versions[i])
-                        .bind(&payloads[i])
-                        .bind(&metadata)
-                        .execute(&mut *tx)
-                        .await?;
-                    }
-                    tx.commit().await?;
-                }
-            }
+            let rows: Vec<Row> = chunk
+                .iter()
+                .map(|&(beneficiary, sequence, event)| Row {
+                    beneficiary,
+                    sequence,
+                    event: event.clone(),
+                    metadata: metadata.clone(),
+                })
+                .collect();
+            self.write_rows(&rows).await?;
         }
         Ok(())
     }

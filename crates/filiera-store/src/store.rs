@@ -819,10 +819,25 @@ where
     let pathway = context.aggregate.clone();
     let territory = pathway.state().territory.clone().or(territory_before);
 
+    let md = command_metadata(name, territory.as_ref(), ctx);
+    match writer.commit(events, context, md).await {
+        Ok(_) => Ok(Attempt::Committed { before, pathway }),
+        Err(error) => Ok(Attempt::CommitFailed(error)),
+    }
+}
+
+/// The metadata stored with every event of one command: a new command id, the principal, the
+/// command's name, the territory in force after it (for an undo voiding the enrolment, the one
+/// before) and the idempotency key with the request's hash, if any. Batches write the same.
+pub(crate) fn command_metadata(
+    command: &str,
+    territory: Option<&filiera_domain::TerritoryCode>,
+    ctx: &CommandContext,
+) -> HashMap<String, String> {
     let mut md = HashMap::from([
         (metadata::COMMAND_ID.to_owned(), Uuid::new_v4().to_string()),
         (metadata::PRINCIPAL.to_owned(), ctx.principal.clone()),
-        (metadata::COMMAND.to_owned(), name.to_owned()),
+        (metadata::COMMAND.to_owned(), command.to_owned()),
     ]);
     if let Some(territory) = territory {
         md.insert(
@@ -834,10 +849,7 @@ where
         md.insert(metadata::IDEMPOTENCY_KEY.to_owned(), key.key.clone());
         md.insert(metadata::REQUEST_HASH.to_owned(), key.request_hash.clone());
     }
-    match writer.commit(events, context, md).await {
-        Ok(_) => Ok(Attempt::Committed { before, pathway }),
-        Err(error) => Ok(Attempt::CommitFailed(error)),
-    }
+    md
 }
 
 /// Whether a failed commit lost a race: a primary-key conflict on the stream (reported by
