@@ -111,10 +111,7 @@ fn fuzz(backend: Backend, cases: u32) {
         .enable_all()
         .build()
         .expect("a runtime");
-    let cases = std::env::var("PROPTEST_CASES")
-        .ok()
-        .and_then(|n| n.parse().ok())
-        .unwrap_or(cases);
+    let cases = filiera_testkit::proptest_cases(cases);
     let started = Instant::now();
     let (app, operations, vocabulary) = runtime.block_on(prepare(backend));
     let statuses = std::sync::Mutex::new(BTreeMap::<u16, u32>::new());

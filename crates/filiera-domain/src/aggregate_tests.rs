@@ -1246,7 +1246,13 @@ fn team_refusals_name_the_team_field() {
 fn the_latest_assessment_sets_the_occupability() {
     let never = Pathway::from_events(&[enrolled("2024-01-10")]);
     assert_eq!(never.state().occupability, None);
-    let pathway = Pathway::from_events(&[
+    let pathway = Pathway::from_events(&assessed_twice());
+    assert_eq!(pathway.state().occupability, Some(Occupability::High));
+}
+
+/// Enrolled, assessed `low`, in an internship, then reviewed `high`.
+fn assessed_twice() -> Vec<PathwayEvent> {
+    vec![
         enrolled("2024-01-10"),
         assessed(
             "2024-01-12",
@@ -1261,28 +1267,12 @@ fn the_latest_assessment_sets_the_occupability() {
             Occupability::High,
             &[EmploymentCentre],
         ),
-    ]);
-    assert_eq!(pathway.state().occupability, Some(Occupability::High));
+    ]
 }
 
 #[test]
 fn undo_voids_an_assessment_and_the_occupability_goes_back() {
-    let history = vec![
-        enrolled("2024-01-10"),
-        assessed(
-            "2024-01-12",
-            AssessmentKind::Initial,
-            Occupability::Low,
-            &[SocialServices],
-        ),
-        entered("internship", "2024-02-01", None, Transition::Entry),
-        assessed(
-            "2024-03-01",
-            AssessmentKind::Review,
-            Occupability::High,
-            &[EmploymentCentre],
-        ),
-    ];
+    let history = assessed_twice();
     // It is its own undo group.
     given(history.clone())
         .when(undo())

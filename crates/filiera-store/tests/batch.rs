@@ -38,10 +38,7 @@ fn a_batch_equals_the_commands_one_by_one_postgres() {
 
 fn run(backend: Backend) {
     let runtime = filiera_testkit::runtime();
-    let cases = std::env::var("PROPTEST_CASES")
-        .ok()
-        .and_then(|n| n.parse().ok())
-        .unwrap_or(CASES);
+    let cases = filiera_testkit::proptest_cases(CASES);
     let config = Config {
         cases,
         failure_persistence: None,

@@ -538,6 +538,15 @@ pub fn runtime() -> tokio::runtime::Runtime {
         .expect("a tokio runtime")
 }
 
+/// The number of cases a property test over real databases runs: `default`, unless
+/// `PROPTEST_CASES` asks for another number (to explore further by hand).
+pub fn proptest_cases(default: u32) -> u32 {
+    std::env::var("PROPTEST_CASES")
+        .ok()
+        .and_then(|n| n.parse().ok())
+        .unwrap_or(default)
+}
+
 /// Generates, for each async test body `name` in scope, a module `name` with one test per
 /// backend, `name::sqlite` and `name::postgres`, each on its own [`runtime`]:
 /// - `on_both_backends!(a, b)`: each body is `async fn a(backend: Backend) -> T` with any test

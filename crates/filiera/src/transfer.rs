@@ -170,12 +170,7 @@ impl<W: Write> Import<'_, W> {
         );
         if self.refused_enrolments.contains(&reference) {
             // Its enrolment was refused (with --keep-going): so is everything after it.
-            self.summary.refused += 1;
-            writeln!(
-                self.report,
-                "line {number} (beneficiary `{reference}`): skipped, its enrolment was refused"
-            )?;
-            return Ok(());
+            return self.refused(number, &reference, SKIPPED);
         }
         let enrols = matches!(command, PathwayCommand::Enrol { .. });
         match (enrols, self.ids.contains_key(&reference)) {
@@ -243,11 +238,7 @@ impl<W: Write> Import<'_, W> {
                 number, reference, ..
             } = line;
             if self.refused_enrolments.contains(&reference) {
-                self.summary.refused += 1;
-                writeln!(
-                    self.report,
-                    "line {number} (beneficiary `{reference}`): skipped, its enrolment was refused"
-                )?;
+                self.refused(number, &reference, SKIPPED)?;
                 continue;
             }
             let rejection = match outcome {
@@ -277,15 +268,24 @@ impl<W: Write> Import<'_, W> {
                 self.ids.remove(&reference);
                 self.refused_enrolments.insert(reference.clone());
             }
-            self.summary.refused += 1;
-            writeln!(
-                self.report,
-                "line {number} (beneficiary `{reference}`): {why}"
-            )?;
+            self.refused(number, &reference, &why)?;
         }
         Ok(())
     }
+
+    /// Counts and reports a refused line (with `--keep-going`).
+    fn refused(&mut self, number: usize, reference: &str, why: &str) -> anyhow::Result<()> {
+        self.summary.refused += 1;
+        writeln!(
+            self.report,
+            "line {number} (beneficiary `{reference}`): {why}"
+        )?;
+        Ok(())
+    }
 }
+
+/// Why a line after a refused enrolment is not imported.
+const SKIPPED: &str = "skipped, its enrolment was refused";
 
 /// The import line of `command` for the file's reference `reference`: what [`parse_line`]
 /// reads back as the same command. `None` for a command that is not imported (the erasure

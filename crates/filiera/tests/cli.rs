@@ -430,26 +430,33 @@ async fn first_start_prints_how_to_get_an_administrators_token() {
     );
 }
 
-#[test]
-fn report_prints_a_monthly_series_and_a_breakdown() {
+/// A data folder into which [`HISTORY`] was imported.
+fn imported_history() -> tempfile::TempDir {
     let dir = tempfile::tempdir().unwrap();
     let file = dir.path().join("legacy.ndjson");
     std::fs::write(&file, HISTORY).unwrap();
     let imported = run(filiera(dir.path()).arg("import").arg(&file), None);
     assert!(imported.status.success());
+    dir
+}
+
+/// What `filiera report ARGS` prints over `dir`; it must succeed.
+fn report(dir: &std::path::Path, args: &[&str]) -> String {
+    let output = run(filiera(dir).arg("report").args(args), None);
+    assert!(
+        output.status.success(),
+        "{args:?}: {}",
+        String::from_utf8_lossy(&output.stderr)
+    );
+    String::from_utf8(output.stdout).unwrap()
+}
+
+#[test]
+fn report_prints_a_monthly_series_and_a_breakdown() {
+    let dir = imported_history();
     let report = |args: &[&str]| {
-        let output = run(
-            filiera(dir.path())
-                .args(["report", "--territory", "LOM", "--known-at", "2100-01-01"])
-                .args(args),
-            None,
-        );
-        assert!(
-            output.status.success(),
-            "{args:?}: {}",
-            String::from_utf8_lossy(&output.stderr)
-        );
-        String::from_utf8(output.stdout).unwrap()
+        let common = ["--territory", "LOM", "--known-at", "2100-01-01"];
+        report(dir.path(), &[&common[..], args].concat())
     };
     let period = ["--from", "2021-03-10", "--to", "2021-05-31"];
     let series: Value =
@@ -503,26 +510,20 @@ fn report_prints_a_monthly_series_and_a_breakdown() {
 
 #[test]
 fn report_prints_the_provider_scorecard() {
-    let dir = tempfile::tempdir().unwrap();
-    let file = dir.path().join("legacy.ndjson");
-    std::fs::write(&file, HISTORY).unwrap();
-    let imported = run(filiera(dir.path()).arg("import").arg(&file), None);
-    assert!(imported.status.success());
+    let dir = imported_history();
     let report = |args: &[&str]| {
-        let output = run(
-            filiera(dir.path())
-                .args(["report", "--providers", "--territory", "LOM"])
-                .args(["--from", "2021-01-01", "--to", "2022-12-31"])
-                .args(["--known-at", "2100-01-01"])
-                .args(args),
-            None,
-        );
-        assert!(
-            output.status.success(),
-            "{args:?}: {}",
-            String::from_utf8_lossy(&output.stderr)
-        );
-        String::from_utf8(output.stdout).unwrap()
+        let common = [
+            "--providers",
+            "--territory",
+            "LOM",
+            "--from",
+            "2021-01-01",
+            "--to",
+            "2022-12-31",
+            "--known-at",
+            "2100-01-01",
+        ];
+        report(dir.path(), &[&common[..], args].concat())
     };
     // B1's internship with Coop from 2021-09-01 ends when the pathway closes `employed` on
     // 2022-01-10 (131 days): a placement on the day of the exit.

@@ -137,10 +137,7 @@ fn run(backend: Backend) {
         .enable_all()
         .build()
         .expect("a runtime");
-    let cases = std::env::var("PROPTEST_CASES")
-        .ok()
-        .and_then(|n| n.parse().ok())
-        .unwrap_or(CASES);
+    let cases = filiera_testkit::proptest_cases(CASES);
     let config = Config {
         cases,
         failure_persistence: None,

@@ -101,15 +101,7 @@ pub async fn an_outdated_read_model_is_rebuilt_and_refused_meanwhile(
     upgraded.wait_until_caught_up(PATIENCE).await?;
     ensure!(upgraded.metrics(query.clone()).await? == expected);
     assert_rows_match_replay(store, 2).await?;
-    let formats: Vec<(i64, String, i64)> = on_pool!(store.database().reader(), |pool| {
-        sqlx::query_as(
-            "SELECT generation, status, format FROM projection_generations \
-             WHERE projection = $1 ORDER BY generation",
-        )
-        .bind(TERRITORY_METRICS)
-        .fetch_all(pool)
-        .await?
-    });
+    let formats = generation_formats(store).await?;
     ensure!(
         formats.last() == Some(&(2, "active".to_owned(), 2)),
         "{formats:?}"
@@ -155,15 +147,7 @@ pub async fn an_older_release_rebuild_is_started_again(h: &Harness) -> anyhow::R
         filiera_projections::rebuild_until_swapped(store, &settings, TERRITORY_METRICS, |_| {})
             .await?;
     ensure!(outcome.generation == 3 && !outcome.resumed, "{outcome:?}");
-    let rows: Vec<(i64, String, i64)> = on_pool!(store.database().reader(), |pool| {
-        sqlx::query_as(
-            "SELECT generation, status, format FROM projection_generations \
-             WHERE projection = $1 ORDER BY generation",
-        )
-        .bind(TERRITORY_METRICS)
-        .fetch_all(pool)
-        .await?
-    });
+    let rows = generation_formats(store).await?;
     ensure!(
         rows == [
             (1, "retired".to_owned(), 2),
@@ -174,4 +158,19 @@ pub async fn an_older_release_rebuild_is_started_again(h: &Harness) -> anyhow::R
     );
     assert_rows_match_replay(store, 3).await?;
     Ok(())
+}
+
+/// Every generation of the projection: number, status and timeline format.
+async fn generation_formats(
+    store: &filiera_store::Store,
+) -> anyhow::Result<Vec<(i64, String, i64)>> {
+    Ok(on_pool!(store.database().reader(), |pool| {
+        sqlx::query_as(
+            "SELECT generation, status, format FROM projection_generations \
+             WHERE projection = $1 ORDER BY generation",
+        )
+        .bind(TERRITORY_METRICS)
+        .fetch_all(pool)
+        .await?
+    }))
 }

@@ -155,6 +155,18 @@ fn check_invariants(m: &TerritoryMetrics) {
     }
 }
 
+/// `None` when the two documents are the same (numbers within 1e-9), else where they differ
+/// and both documents.
+fn difference(expected: &impl serde::Serialize, actual: &impl serde::Serialize) -> Option<String> {
+    let (e, a) = (
+        serde_json::to_value(expected).unwrap(),
+        serde_json::to_value(actual).unwrap(),
+    );
+    same(&e, &a, String::new())
+        .err()
+        .map(|at| format!("{at}\nexpected {e}\nactual {a}"))
+}
+
 proptest! {
     #![proptest_config(ProptestConfig::with_cases(300))]
 
@@ -173,9 +185,8 @@ proptest! {
             let q = spec.query();
             let actual = territory_metrics(&timelines, &q, &catalogue, &registry);
             let expected = oracle(&streams, &q, &catalogue, &registry);
-            let (a, e) = (serde_json::to_value(&actual).unwrap(), serde_json::to_value(&expected).unwrap());
-            if let Err(at) = same(&e, &a, String::new()) {
-                prop_assert!(false, "{q:?}: {at}\nexpected {e}\nactual {a}");
+            if let Some(difference) = difference(&expected, &actual) {
+                prop_assert!(false, "{q:?}: {difference}");
             }
             check_invariants(&actual);
 
@@ -306,9 +317,8 @@ proptest! {
             let q = spec.query();
             let actual = provider_scorecard(&timelines, &q, &catalogue, &registry);
             let expected = scorecard_oracle(&streams, &q, &catalogue, &registry);
-            let (a, e) = (serde_json::to_value(&actual).unwrap(), serde_json::to_value(&expected).unwrap());
-            if let Err(at) = same(&e, &a, String::new()) {
-                prop_assert!(false, "{q:?}: {at}\nexpected {e}\nactual {a}");
+            if let Some(difference) = difference(&expected, &actual) {
+                prop_assert!(false, "{q:?}: {difference}");
             }
             for p in &actual.providers {
                 let t = &p.transitions;
