@@ -88,7 +88,7 @@ pub const SYNTHETIC: &str = "SYN";
 /// How many ambiti [`SYNTHETIC`] has, all direct children: `SYN-A001`…
 pub const SYNTHETIC_AMBITI: usize = 600;
 
-/// The providers stage entries name (one entry in five names none).
+/// The providers stage entries name without a registry (one entry in five names none).
 const PROVIDERS: usize = 40;
 
 /// The default catalogue, the sample registry with the synthetic region, and the clock of the
@@ -130,7 +130,7 @@ pub async fn generate(
     territories: &Territories,
 ) -> Vec<History> {
     let mut rng = SplitMix(seed);
-    let ladder = Ladder::of(&services.catalogue);
+    let ladder = Ladder::of(services);
     let mut histories = Vec::with_capacity(events / 5 + 1);
     let mut total = 0;
     while total < events {
@@ -141,14 +141,38 @@ pub async fn generate(
     histories
 }
 
-/// The catalogue's stage codes ordered by level: "forward" is further along.
-struct Ladder(Vec<String>);
+/// What stage entries may name: the catalogue's stage codes ordered by level ("forward" is
+/// further along), and the providers — the registry's codes when one is configured (entries
+/// naming others would be refused), else [`PROVIDERS`] made-up names.
+struct Ladder {
+    stages: Vec<String>,
+    providers: Vec<String>,
+}
 
 impl Ladder {
-    fn of(catalogue: &StageCatalogue) -> Self {
-        let mut stages = catalogue.stages().to_vec();
+    fn of(services: &PathwayServices) -> Self {
+        let mut stages = services.catalogue.stages().to_vec();
         stages.sort_by_key(|s| s.level);
-        Self(stages.into_iter().map(|s| s.code.to_string()).collect())
+        let mut providers: Vec<String> = services
+            .providers
+            .providers()
+            .map(|p| p.code.as_str().to_owned())
+            .collect();
+        if providers.is_empty() {
+            providers = (0..PROVIDERS).map(|i| format!("provider-{i:02}")).collect();
+        }
+        providers.sort();
+        Self {
+            stages: stages.into_iter().map(|s| s.code.to_string()).collect(),
+            providers,
+        }
+    }
+
+    /// A provider, or none one time in five.
+    fn provider(&self, rng: &mut SplitMix) -> Option<String> {
+        let count = self.providers.len() as u64;
+        let pick = rng.below(count * 5 / 4 + 1) as usize;
+        self.providers.get(pick).cloned()
     }
 }
 
@@ -221,7 +245,7 @@ fn next_command(
     ladder: &Ladder,
 ) -> Option<PathwayCommand> {
     let state = pathway.state();
-    let stages = &ladder.0;
+    let stages = &ladder.stages;
     let top = stages.len().saturating_sub(1);
     match state.status {
         PathwayStatus::Closed => {
@@ -245,7 +269,7 @@ fn next_command(
                     PathwayCommand::EnterStage {
                         stage: stages.get(stage)?.clone(),
                         on,
-                        provider: pick_provider(rng),
+                        provider: ladder.provider(rng),
                     }
                 }
                 55..=64 if state.current_stage.is_some() => PathwayCommand::ExitStage {
@@ -285,7 +309,7 @@ fn next_command(
                 _ => PathwayCommand::EnterStage {
                     stage: stages.get(rng.below(stages.len() as u64) as usize)?.clone(),
                     on,
-                    provider: pick_provider(rng),
+                    provider: ladder.provider(rng),
                 },
             })
         }
@@ -306,11 +330,6 @@ fn pick_territory(rng: &mut SplitMix) -> String {
         roll -= weight;
     }
     TERRITORIES[0].0.to_owned()
-}
-
-fn pick_provider(rng: &mut SplitMix) -> Option<String> {
-    let pick = rng.below(PROVIDERS as u64 * 5 / 4) as usize;
-    (pick < PROVIDERS).then(|| format!("provider-{pick:02}"))
 }
 
 /// SplitMix64: small, fast, reproducible; no dependency for a benchmark.
@@ -334,6 +353,35 @@ impl SplitMix {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// With a provider registry configured, stage entries name its codes (or none), so that
+    /// none is refused as `unknown_provider` and dropped.
+    #[tokio::test]
+    async fn stage_entries_name_the_configured_providers() {
+        let registry = TerritoryRegistry::sample();
+        let def = |code: &str| filiera_domain::ProviderDef {
+            code: code.into(),
+            name: code.into(),
+            territories: Vec::new(),
+        };
+        let providers =
+            filiera_domain::ProviderRegistry::new(vec![def("coop.alfa"), def("enaip")], &registry)
+                .unwrap();
+        let services = PathwayServices {
+            providers: Arc::new(providers),
+            ..bench_services()
+        };
+        let histories = generate(3_000, 5, &services, &Territories::leaves_of(&registry)).await;
+        let named: std::collections::BTreeSet<String> = histories
+            .iter()
+            .flat_map(|h| &h.events)
+            .filter_map(|e| match &e.event {
+                filiera_domain::PathwayEvent::StageEntered { provider, .. } => provider.clone(),
+                _ => None,
+            })
+            .collect();
+        assert_eq!(named, ["coop.alfa".to_owned(), "enaip".to_owned()].into());
+    }
 
     /// The generator writes valid, varied histories, the same for the same seed.
     #[tokio::test]
