@@ -49,7 +49,8 @@ pub struct StageBody {
     stage: String,
     /// The effective date; not before the latest recorded date, not in the future.
     on: NaiveDate,
-    /// Who provides the stage, free text.
+    /// Who runs the stage: a code of `GET /v1/providers` when the configuration lists
+    /// providers, otherwise any non-empty text.
     #[serde(default)]
     provider: Option<String>,
 }

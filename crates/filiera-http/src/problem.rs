@@ -515,8 +515,8 @@ pub mod responses {
 
     /// 422: a field, query parameter or header is missing, unknown or invalid; `field` names it
     /// (`invalid_field`, `unknown_stage`, `unknown_territory`, `unknown_provider`, `out_of_order`,
-    /// `date_in_future`, `date_too_early`, `automatic_outcome`, `same_territory`,
-    /// `idempotency_key_reused`).
+    /// `date_in_future`, `date_too_early`, `automatic_outcome`, `same_territory`, `empty_team`,
+    /// `duplicate_team_member`, `team_too_small`, `idempotency_key_reused`).
     #[derive(ToResponse)]
     #[response(content_type = "application/problem+json")]
     pub struct UnprocessableEntity(#[allow(dead_code)] Problem);
@@ -531,6 +531,7 @@ pub mod responses {
     /// storage refuses writes (`storage_failure`), or, from `/readyz`, the store cannot commit
     /// (`not_ready`, with `reason`); a write refused so stored nothing. `outcome_unknown`: the
     /// connection failed while a write committed; retry with the same `Idempotency-Key`.
+    /// `projection_upgrading`: a report while the read model is rebuilt after an upgrade.
     #[derive(ToResponse)]
     #[response(
         content_type = "application/problem+json",
