@@ -14,7 +14,7 @@ use futures::StreamExt;
 use reqwest::Method;
 use serde_json::{Value, json};
 
-use crate::helpers::{Answer, Backend, TestApp, spawn_app, test_keys, token};
+use crate::helpers::{Answer, Backend, TestApp, capture_trace_logs, spawn_app, test_keys, token};
 
 filiera_testkit::on_both_backends!(
     every_route_refuses_missing_and_bad_tokens,
@@ -564,42 +564,11 @@ async fn commands_record_the_tokens_subject(backend: Backend) {
     );
 }
 
-/// Logs written while the test runs on this thread.
-#[derive(Clone, Default)]
-struct CapturedLogs(std::sync::Arc<std::sync::Mutex<Vec<u8>>>);
-
-impl std::io::Write for CapturedLogs {
-    fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
-        self.0.lock().unwrap().extend_from_slice(buf);
-        Ok(buf.len())
-    }
-
-    fn flush(&mut self) -> std::io::Result<()> {
-        Ok(())
-    }
-}
-
-impl<'a> tracing_subscriber::fmt::MakeWriter<'a> for CapturedLogs {
-    type Writer = CapturedLogs;
-
-    fn make_writer(&'a self) -> Self::Writer {
-        self.clone()
-    }
-}
-
 /// A browser's `EventSource` sends no header: the token rides in `?access_token=` on the live
 /// stream (only there), and appears in no log line, even at the `trace` level.
-#[tokio::test(flavor = "current_thread")]
+#[tokio::test]
 async fn browsers_stream_with_an_access_token_that_is_never_logged() {
-    let logs = CapturedLogs::default();
-    let subscriber = tracing_subscriber::fmt()
-        .with_max_level(tracing::Level::TRACE)
-        .with_writer(logs.clone())
-        .with_ansi(false)
-        .finish();
-    // The app runs on this thread (a current-thread runtime), so it logs here.
-    let _guard = tracing::subscriber::set_default(subscriber);
-
+    let capture = capture_trace_logs();
     let app = spawn_app(Backend::Sqlite).await;
     let id = app.enrol(IN, "2024-01-10").await;
     app.enrol(OUT, "2024-01-10").await;
@@ -658,7 +627,7 @@ async fn browsers_stream_with_an_access_token_that_is_never_logged() {
     .await
     .problem(401, "unauthenticated");
 
-    let logs = String::from_utf8(logs.0.lock().unwrap().clone()).unwrap();
+    let logs = capture.written();
     assert!(
         logs.contains("/v1/events/stream"),
         "the capture works: {logs}"

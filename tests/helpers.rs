@@ -405,18 +405,74 @@ impl std::io::Write for SuiteLogs {
     }
 }
 
-/// Sends every log line of the process to [`SUITE_LOGS`], once (tests that capture logs of
-/// their own override it on their thread).
+/// The most detailed level the suite's subscriber writes; raised by [`capture_trace_logs`].
+static SUITE_LEVEL: std::sync::OnceLock<
+    tracing_subscriber::reload::Handle<
+        tracing_subscriber::filter::LevelFilter,
+        tracing_subscriber::Registry,
+    >,
+> = std::sync::OnceLock::new();
+
+/// Sends every log line of the process, whatever thread writes it, to [`SUITE_LOGS`], once.
+/// One global subscriber and no thread-local ones: a span of a thread-local subscriber closed on
+/// another thread (sqlx's SQLite worker) makes `tracing-subscriber` close its parent on that
+/// thread's subscriber, which panics.
 fn install_suite_log_capture() {
+    use tracing_subscriber::layer::SubscriberExt;
     static ONCE: std::sync::Once = std::sync::Once::new();
     ONCE.call_once(|| {
-        let subscriber = tracing_subscriber::fmt()
-            .with_max_level(tracing::Level::DEBUG)
-            .with_writer(|| SuiteLogs)
-            .with_ansi(false)
-            .finish();
-        let _ = tracing::subscriber::set_global_default(subscriber);
+        let (level, handle) =
+            tracing_subscriber::reload::Layer::new(tracing_subscriber::filter::LevelFilter::DEBUG);
+        let subscriber = tracing_subscriber::registry().with(level).with(
+            tracing_subscriber::fmt::layer()
+                .with_writer(|| SuiteLogs)
+                .with_ansi(false),
+        );
+        if tracing::subscriber::set_global_default(subscriber).is_ok() {
+            let _ = SUITE_LEVEL.set(handle);
+        }
     });
+}
+
+/// While it lives, the suite's logs take every level down to `trace` (of every test running
+/// meanwhile); [`TraceLogs::written`] gives what was logged since it began.
+pub struct TraceLogs {
+    from: usize,
+}
+
+static TRACE_CAPTURES: std::sync::Mutex<usize> = std::sync::Mutex::new(0);
+
+pub fn capture_trace_logs() -> TraceLogs {
+    install_suite_log_capture();
+    let mut captures = TRACE_CAPTURES.lock().unwrap();
+    *captures += 1;
+    set_suite_level(tracing_subscriber::filter::LevelFilter::TRACE);
+    TraceLogs {
+        from: SUITE_LOGS.lock().unwrap().len(),
+    }
+}
+
+fn set_suite_level(level: tracing_subscriber::filter::LevelFilter) {
+    let handle = SUITE_LEVEL
+        .get()
+        .expect("the suite's subscriber is the global one");
+    handle.modify(|filter| *filter = level).unwrap();
+}
+
+impl TraceLogs {
+    pub fn written(&self) -> String {
+        String::from_utf8_lossy(&SUITE_LOGS.lock().unwrap()[self.from..]).into_owned()
+    }
+}
+
+impl Drop for TraceLogs {
+    fn drop(&mut self) {
+        let mut captures = TRACE_CAPTURES.lock().unwrap();
+        *captures -= 1;
+        if *captures == 0 {
+            set_suite_level(tracing_subscriber::filter::LevelFilter::DEBUG);
+        }
+    }
 }
 
 /// Asserts that no fiscal code handed out by [`fresh_fiscal_code`], and none of the names the
