@@ -372,11 +372,10 @@ impl LeaderJob for RunnerJob {
         let shared = &self.shared;
         let runner = match &mut self.runner {
             Some(runner) => runner,
-            None => self.runner.insert(Runner::new(
-                &shared.store,
-                TERRITORY_METRICS,
-                shared.settings.batch_size,
-            )?),
+            None => self.runner.insert(
+                Runner::new(&shared.store, TERRITORY_METRICS, shared.settings.batch_size)?
+                    .catching_up_by(shared.settings.catch_up_batch),
+            ),
         };
         let report = runner.step().await?;
         let mut applied = shared.applied.lock().unwrap_or_else(|e| e.into_inner());

@@ -15,9 +15,6 @@ use filiera_store::Store;
 
 use crate::ProjectionError;
 
-/// Feed events read per page.
-const PAGE: u32 = 10_000;
-
 /// Every beneficiary's timeline, built from the feed.
 #[derive(Clone, Debug, Default)]
 pub struct Replay {
@@ -26,19 +23,17 @@ pub struct Replay {
 }
 
 impl Replay {
-    /// Reads the whole feed of `store`.
+    /// Reads the whole feed of `store`, in one scan ([`Store::scan_feed`]: the events are
+    /// decoded while earlier ones are applied).
     pub async fn load(store: &Store) -> Result<Self, ProjectionError> {
         let mut replay = Self::default();
-        loop {
-            let page = store.read_feed(replay.position, PAGE).await?;
-            let Some(last) = page.last().map(|e| e.position) else {
-                break;
-            };
-            for stored in page {
+        let mut scan = store.scan_feed(replay.position, u64::MAX);
+        while let Some(chunk) = scan.next_chunk().await {
+            for stored in chunk? {
+                replay.position = stored.position;
                 let (beneficiary, recorded) = stored.into_recorded();
                 replay.apply(beneficiary.to_string(), &recorded);
             }
-            replay.position = last;
         }
         Ok(replay)
     }

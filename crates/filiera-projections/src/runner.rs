@@ -78,6 +78,8 @@ pub struct Runner {
     model: ReadModel,
     projection: &'static str,
     batch_size: u32,
+    /// Feed events per batch at most when a page comes back full (see [`Runner::catching_up_by`]).
+    catch_up_batch: u32,
     /// Retired rows may be left (after a swap, or a crash before they were deleted).
     purge_pending: bool,
     /// The projection's first generation is known to exist.
@@ -93,9 +95,17 @@ impl Runner {
             model: ReadModel::new(store),
             projection: crate::projection_name(projection)?,
             batch_size: batch_size.max(1),
+            catch_up_batch: batch_size.max(1),
             purge_pending: true,
             initialized: false,
         })
+    }
+
+    /// A runner whose batches, when a page of the feed comes back full, go on reading the feed
+    /// in one scan up to `catch_up_batch` events (see [`Store::scan_feed`]).
+    pub fn catching_up_by(mut self, catch_up_batch: u32) -> Self {
+        self.catch_up_batch = catch_up_batch.max(self.batch_size);
+        self
     }
 
     /// One batch on the active generation, one on the building generation if a rebuild is
@@ -161,23 +171,45 @@ impl Runner {
         Ok(report)
     }
 
-    /// One batch on one generation.
+    /// One batch on one generation: a page of the feed and, if the page is full (the
+    /// generation is behind), a scan of up to `catch_up_batch` events in all, so that a
+    /// generation far behind (a rebuild, a start after an import) writes each timeline once per
+    /// large batch rather than once per page.
     async fn batch(&self, generation: &Generation) -> Result<BatchOutcome, ProjectionError> {
-        let events = self
+        let mut fold = Fold::new(generation.position > 0);
+        let page = self
             .store
             .read_feed(generation.position, self.batch_size)
             .await?;
+        let mut events = page.len();
+        let mut full = events >= self.batch_size as usize;
+        let mut last = page.last().map(|e| e.position);
+        fold.apply(self, generation.generation, page).await?;
+        if full && self.catch_up_batch > self.batch_size {
+            let rest = u64::from(self.catch_up_batch - self.batch_size);
+            let after = last.unwrap_or(generation.position);
+            let mut scan = self.store.scan_feed(after, rest);
+            let mut scanned = 0;
+            while let Some(chunk) = scan.next_chunk().await {
+                let chunk = chunk?;
+                scanned += chunk.len();
+                last = chunk.last().map(|e| e.position).or(last);
+                fold.apply(self, generation.generation, chunk).await?;
+            }
+            events += scanned;
+            full = scanned as u64 >= rest;
+        }
         let mut outcome = BatchOutcome {
             generation: generation.generation,
-            events: events.len(),
+            events,
             committed: true,
             position: generation.position,
-            full: events.len() >= self.batch_size as usize,
+            full,
         };
-        let Some(last) = events.last().map(|e| e.position) else {
+        let Some(last) = last else {
             return Ok(outcome);
         };
-        let rows = self.apply(generation.generation, events).await?;
+        let rows = fold.changed_rows()?;
         outcome.committed = self
             .model
             .commit_batch(
@@ -206,43 +238,73 @@ impl Runner {
         }
         Ok(outcome)
     }
+}
 
-    /// Applies `events` to the stored timelines of their beneficiaries; returns the changed
-    /// timelines as rows.
+/// The timelines a batch changes, as the batch goes.
+struct Fold {
+    /// Whether the generation may hold timelines already (its checkpoint is past 0: rows are
+    /// only ever written together with a checkpoint move).
+    stored: bool,
+    timelines: HashMap<String, (Timeline, bool)>,
+    /// Changed beneficiaries, in the order they first changed.
+    order: Vec<String>,
+}
+
+impl Fold {
+    fn new(stored: bool) -> Self {
+        Self {
+            stored,
+            timelines: HashMap::new(),
+            order: Vec::new(),
+        }
+    }
+
+    /// Applies `events` to the timelines of their beneficiaries, loading first the stored
+    /// timelines of those the batch has not seen yet (one statement).
     async fn apply(
-        &self,
+        &mut self,
+        runner: &Runner,
         generation: i64,
         events: Vec<StoredEvent>,
-    ) -> Result<Vec<(String, String)>, ProjectionError> {
-        let mut order: Vec<String> = Vec::new();
-        let mut timelines: HashMap<String, (Timeline, bool)> = HashMap::new();
-        let ids: Vec<String> = {
-            let mut seen = HashSet::new();
-            events
-                .iter()
-                .map(|e| e.beneficiary_id.to_string())
-                .filter(|id| seen.insert(id.clone()))
-                .collect()
-        };
-        let stored = self
-            .model
-            .load_timelines(self.projection, generation, &ids)
-            .await?;
-        for (id, timeline) in crate::read_model::decode(stored)? {
-            timelines.insert(id, (timeline, false));
+    ) -> Result<(), ProjectionError> {
+        if self.stored {
+            let ids: Vec<String> = {
+                let mut seen = HashSet::new();
+                events
+                    .iter()
+                    .map(|e| e.beneficiary_id.to_string())
+                    .filter(|id| !self.timelines.contains_key(id) && seen.insert(id.clone()))
+                    .collect()
+            };
+            if !ids.is_empty() {
+                let stored = runner
+                    .model
+                    .load_timelines(runner.projection, generation, &ids)
+                    .await?;
+                for (id, timeline) in crate::read_model::decode(stored)? {
+                    self.timelines.insert(id, (timeline, false));
+                }
+            }
         }
         for stored in events {
             let (beneficiary, recorded) = stored.into_recorded();
             let id = beneficiary.to_string();
-            let (timeline, changed) = timelines
+            let (timeline, changed) = self
+                .timelines
                 .entry(id.clone())
                 .or_insert_with(|| (Timeline::new(id.clone()), false));
             if timeline.apply(&recorded) && !*changed {
                 *changed = true;
-                order.push(id);
+                self.order.push(id);
             }
         }
-        order
+        Ok(())
+    }
+
+    /// The changed timelines as rows.
+    fn changed_rows(self) -> Result<Vec<(String, String)>, ProjectionError> {
+        let timelines = self.timelines;
+        self.order
             .into_iter()
             .map(|id| crate::read_model::encode(&id, &timelines[&id].0))
             .collect()

@@ -58,6 +58,7 @@ pub mod metadata;
 pub mod model;
 mod postgres;
 mod rows;
+mod scan;
 mod sqlite;
 pub mod store;
 
@@ -66,4 +67,5 @@ pub use database::{Database, Migrations, PerBackend, Pool};
 pub use error::{Outage, StoreError, error_chain};
 pub use lease::Leadership;
 pub use model::{CommandContext, Executed, IdempotencyKey, Rejection, StoredEvent};
+pub use scan::FeedScan;
 pub use store::{NotReady, Store, StoreOptions};

@@ -385,6 +385,11 @@ impl Store {
         Ok(())
     }
 
+    /// How long a statement may take before the store gives up on it.
+    pub(crate) fn query_timeout(&self) -> Duration {
+        self.inner.options.query_timeout
+    }
+
     /// The domain's upcasters, for rows decoded elsewhere in the crate.
     pub(crate) fn upcasters(&self) -> &[Box<dyn EventUpcaster>] {
         &self.inner.upcasters

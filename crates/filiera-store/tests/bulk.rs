@@ -1,4 +1,4 @@
-//! [`Store::append_recorded`] and [`Store::server_version`] against real databases, on SQLite
+//! [`Store::append_recorded`], [`Store::scan_feed`] and [`Store::server_version`] against real databases, on SQLite
 //! and on PostgreSQL.
 
 #[allow(dead_code)]
@@ -23,9 +23,9 @@ async fn append_recorded_on_postgres() -> anyhow::Result<()> {
     append_recorded_writes_in_the_given_order(&Harness::postgres().await?).await
 }
 
-/// Events decided elsewhere, more than one chunk of them, come back from the feed in the order
-/// given, with positions from the store, the metadata given and readable streams; a sequence
-/// already taken is refused.
+/// Events decided elsewhere, more than one chunk of them, come back from the feed (its pages
+/// and its scans) in the order given, with positions from the store, the metadata given and
+/// readable streams; a sequence already taken is refused.
 async fn append_recorded_writes_in_the_given_order(h: &Harness) -> anyhow::Result<()> {
     let store = &h.store;
     ensure!(!store.server_version().await?.is_empty());
@@ -98,6 +98,17 @@ async fn append_recorded_writes_in_the_given_order(h: &Harness) -> anyhow::Resul
         ensure!(stored.event == **event);
         ensure!(stored.principal.as_deref() == Some("bench"));
     }
+    // A scan of the feed (more than one chunk) gives the same events as its pages, and stops
+    // at its limit.
+    let scanned = scan(store, head, u64::MAX).await?;
+    ensure!(scanned == feed, "the scan differs from the pages");
+    let from = feed[10].position;
+    ensure!(scan(store, from, 5).await?[..] == feed[11..16]);
+    ensure!(scan(store, store.head().await?, u64::MAX).await?.is_empty());
+    let mut dropped = store.scan_feed(head, u64::MAX);
+    ensure!(dropped.next_chunk().await.context("a first chunk")??.len() > 1);
+    drop(dropped);
+
     let history = store.history(streams[7]).await?.context("a new stream")?;
     ensure!(history.iter().map(|e| &e.event).eq(&decided));
     let pathway = store.load(streams[7]).await?.context("a new pathway")?;
@@ -108,4 +119,18 @@ async fn append_recorded_writes_in_the_given_order(h: &Harness) -> anyhow::Resul
     ensure!(store.append_recorded(&again, &metadata).await.is_err());
     ensure!(store.read_feed(head, u32::MAX).await?.len() == rows.len());
     Ok(())
+}
+
+/// Every event of a scan of the feed.
+async fn scan(
+    store: &filiera_store::Store,
+    after: i64,
+    limit: u64,
+) -> anyhow::Result<Vec<StoredEvent>> {
+    let mut scan = store.scan_feed(after, limit);
+    let mut events = Vec::new();
+    while let Some(chunk) = scan.next_chunk().await {
+        events.extend(chunk?);
+    }
+    Ok(events)
 }

@@ -8,7 +8,7 @@
 use chrono::{DateTime, Days, TimeDelta, Utc};
 use filiera_domain::MetricsQuery;
 use filiera_domain::testing::{RandomHistory, history};
-use filiera_projections::Projections;
+use filiera_projections::{ProjectionSettings, Projections};
 use proptest::prelude::*;
 use proptest::test_runner::{Config, TestCaseError, TestRunner};
 use uuid::Uuid;
@@ -42,6 +42,8 @@ struct QuerySpec {
 struct Case {
     histories: Vec<RandomHistory>,
     batch_size: u32,
+    /// Extra events a batch may scan when its page is full (0: pages only).
+    catch_up: u32,
     queries: Vec<QuerySpec>,
 }
 
@@ -65,11 +67,13 @@ fn case() -> impl Strategy<Value = Case> {
     (
         prop::collection::vec(history(14, 15), 2..6),
         1u32..9,
+        prop_oneof![Just(0u32), 1u32..40],
         prop::collection::vec(query, 4),
     )
-        .prop_map(|(histories, batch_size, queries)| Case {
+        .prop_map(|(histories, batch_size, catch_up, queries)| Case {
             histories,
             batch_size,
+            catch_up,
             queries,
         })
 }
@@ -121,7 +125,11 @@ async fn check(case: Case, backend: Backend) -> anyhow::Result<()> {
     let store = &harness.store;
     let half = case.histories.len() / 2;
     let mut times = write_all(store, &case.histories[..half]).await?;
-    let projections = Projections::start(store.clone(), settings(store, case.batch_size)).await?;
+    let settings = ProjectionSettings {
+        catch_up_batch: case.batch_size + case.catch_up,
+        ..settings(store, case.batch_size)
+    };
+    let projections = Projections::start(store.clone(), settings).await?;
     times.extend(write_all(store, &case.histories[half..]).await?);
     projections.wait_until_caught_up(PATIENCE).await?;
 
