@@ -18,6 +18,12 @@ pub enum BenchError {
     /// A scratch PostgreSQL database could not be created through the admin URL.
     #[error("cannot create a scratch PostgreSQL database")]
     ScratchDatabase(#[source] Box<dyn std::error::Error + Send + Sync + 'static>),
+    /// A baseline's statement failed.
+    #[error("database error in a baseline")]
+    Database(#[from] sqlx::Error),
+    /// A request to `filiera serve` failed.
+    #[error("HTTP request to filiera serve failed")]
+    Http(#[from] reqwest::Error),
     /// A writer task panicked or was cancelled.
     #[error("benchmark task failed")]
     Task(#[from] tokio::task::JoinError),

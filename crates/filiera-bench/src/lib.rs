@@ -30,6 +30,7 @@
 mod error;
 pub mod generate;
 mod report;
+pub mod scenarios;
 mod stores;
 
 use std::sync::Arc;

@@ -138,7 +138,10 @@ enum Command {
     },
     /// Measure the read model: region-wide metrics over generated histories, the naive
     /// replay baseline, the runner's catch-up and the cache load on real stores. Prints a
-    /// Markdown report (see docs/performance.md).
+    /// Markdown report (see docs/performance.md). With --json: runs this binary's import,
+    /// report, rebuild and serve (HTTP queries and writes) on one store — PostgreSQL with
+    /// --postgres-admin-url, else SQLite — and prints one JSON document, every throughput beside
+    /// a raw baseline of the same run.
     Bench {
         /// Events generated for the in-memory measurements.
         #[arg(long, default_value_t = 1_000_000)]
@@ -161,6 +164,19 @@ enum Command {
         /// Commands written through the store for the write-path figures (0: skip).
         #[arg(long, default_value_t = 4_000)]
         write_commands: usize,
+        /// Print the scenarios (ingest, import, replay, rebuild, query, memory) as one JSON
+        /// document instead.
+        #[arg(long)]
+        json: bool,
+        /// With --json: concurrent HTTP clients of the ingest scenario.
+        #[arg(long, default_value_t = 32)]
+        clients: usize,
+        /// With --json: commands sent by the ingest scenario.
+        #[arg(long, default_value_t = 9_600)]
+        ingest_commands: usize,
+        /// With --json: timed runs of each query.
+        #[arg(long, default_value_t = 100)]
+        query_runs: usize,
     },
     /// Local administrator tool (reads the store directly, without the API's tokens and roles:
     /// the export holds every beneficiary's history). Export every event as NDJSON (the
@@ -188,6 +204,11 @@ enum Command {
         /// Output file (default: standard output).
         #[arg(long, short)]
         output: Option<PathBuf>,
+        /// Enrol in the benchmark's territories (the sample registry's, mostly Lombardia, and
+        /// a synthetic region `SYN` of 600 ambiti) rather than the configured ones; the
+        /// configuration must hold them (`filiera bench --json` writes one that does).
+        #[arg(long, hide = true)]
+        bench_territories: bool,
     },
 }
 
@@ -263,7 +284,8 @@ async fn main() -> anyhow::Result<()> {
             events,
             seed,
             output,
-        } => startup::generate(settings, events, seed, output).await,
+            bench_territories,
+        } => startup::generate(settings, events, seed, output, bench_territories).await,
         Command::Report {
             territory,
             from,
@@ -304,12 +326,39 @@ async fn main() -> anyhow::Result<()> {
         Command::Rebuild { projection } => startup::rebuild(settings, &projection).await,
         Command::Bench {
             events,
+            postgres_admin_url,
+            seed,
+            json: true,
+            clients,
+            ingest_commands,
+            query_runs,
+            ..
+        } => {
+            let options = filiera_bench::scenarios::ScenarioOptions {
+                exe: std::env::current_exe()?,
+                events,
+                seed,
+                postgres_admin_url,
+                clients,
+                ingest_commands,
+                query_runs,
+            };
+            let report = filiera_bench::scenarios::scenarios(&options, |line| {
+                tracing::info!("{line}");
+            })
+            .await?;
+            println!("{}", serde_json::to_string_pretty(&report)?);
+            Ok(())
+        }
+        Command::Bench {
+            events,
             runs,
             store_events,
             postgres_admin_url,
             no_cache_load,
             seed,
             write_commands,
+            ..
         } => {
             let options = filiera_bench::BenchOptions {
                 events,

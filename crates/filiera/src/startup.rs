@@ -225,10 +225,15 @@ pub async fn generate(
     events: usize,
     seed: u64,
     output: Option<std::path::PathBuf>,
+    bench_territories: bool,
 ) -> anyhow::Result<()> {
     use filiera_bench::generate::{Territories, generate};
     let services = settings.services()?;
-    let territories = Territories::leaves_of(&services.territories);
+    let territories = if bench_territories {
+        Territories::Bench
+    } else {
+        Territories::leaves_of(&services.territories)
+    };
     let histories = generate(events, seed, &services, &territories).await;
     let lines = match output {
         Some(path) => {

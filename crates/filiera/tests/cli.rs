@@ -555,3 +555,77 @@ fn report_prints_the_provider_scorecard() {
     );
     assert!(!refused.status.success());
 }
+
+/// `filiera bench --json` on a small history, on both stores: one document with every
+/// scenario, each throughput beside its baseline (figures are not checked, only that they were
+/// measured and agree with each other).
+#[test]
+fn bench_json_prints_every_scenario_beside_its_baseline() {
+    let admin = filiera_testkit::pg_admin_url();
+    for postgres in [false, true] {
+        let dir = tempfile::tempdir().unwrap();
+        let mut command = filiera(dir.path());
+        command.current_dir(dir.path()).args([
+            "bench",
+            "--json",
+            "--events",
+            "3000",
+            "--clients",
+            "4",
+            "--ingest-commands",
+            "24",
+            "--query-runs",
+            "3",
+        ]);
+        if postgres {
+            command.args(["--postgres-admin-url", &admin]);
+        }
+        let output = run(&mut command, None);
+        assert!(
+            output.status.success(),
+            "{}",
+            String::from_utf8_lossy(&output.stderr)
+        );
+        let report: Value = serde_json::from_slice(&output.stdout).unwrap();
+        assert_eq!(
+            report["store"],
+            if postgres { "postgres" } else { "sqlite" }
+        );
+        let events = report["events"].as_f64().unwrap();
+        assert!((3000.0..3200.0).contains(&events), "{report}");
+        let scenarios = &report["scenarios"];
+        for name in ["import", "replay", "rebuild", "ingest"] {
+            let scenario = &scenarios[name];
+            let (value, baseline, ratio) = (
+                scenario["value"].as_f64().unwrap(),
+                scenario["baseline"].as_f64().unwrap(),
+                scenario["ratio"].as_f64().unwrap(),
+            );
+            assert!(value > 0.0 && baseline > 0.0, "{name}: {scenario}");
+            assert!(
+                (ratio - value / baseline).abs() < 0.01 + ratio * 0.01,
+                "{name}: {scenario}"
+            );
+        }
+        for name in ["import", "replay", "rebuild"] {
+            assert!(scenarios[name]["peak_rss_mib"].as_f64().unwrap() > 0.0);
+        }
+        assert_eq!(scenarios["ingest"]["commands"], 24);
+        assert_eq!(scenarios["ingest"]["events"], 24, "one event per command");
+        assert_eq!(scenarios["ingest"]["clients"], 4);
+        let query = &scenarios["query"];
+        for field in [
+            "region_p50_ms",
+            "region_p99_ms",
+            "ambito_p50_ms",
+            "ambito_p99_ms",
+            "breakdown_p99_ms",
+            "series24_p99_ms",
+        ] {
+            assert!(query[field].as_f64().unwrap() > 0.0, "{field}: {query}");
+        }
+        assert!(query["region_p99_ms"].as_f64() >= query["region_p50_ms"].as_f64());
+        assert_eq!(query["breakdown_children"], 600);
+        assert!(scenarios["memory"]["peak_rss_mib"].as_f64().unwrap() > 0.0);
+    }
+}
