@@ -131,7 +131,7 @@ pub(crate) async fn store_bench(
         let mut catch_up = Vec::new();
         for run in 0..runs {
             let mut runner = Runner::new(store, TERRITORY_METRICS, settings.batch_size)?
-                .catching_up_by(settings.catch_up_batch);
+                .catching_up_by(settings.catch_up_timelines);
             if run > 0 && tables.start_rebuild().await?.is_err() {
                 return Err(BenchError::Check("a rebuild was left over".into()));
             }

@@ -374,7 +374,7 @@ impl LeaderJob for RunnerJob {
             Some(runner) => runner,
             None => self.runner.insert(
                 Runner::new(&shared.store, TERRITORY_METRICS, shared.settings.batch_size)?
-                    .catching_up_by(shared.settings.catch_up_batch),
+                    .catching_up_by(shared.settings.catch_up_timelines),
             ),
         };
         let report = runner.step().await?;

@@ -262,21 +262,18 @@ impl ReadModel {
     /// Writes a batch: moves the generation's checkpoint from `old` to `new` with a
     /// compare-and-set and upserts `rows` (stamped `updated_position = new`), in one
     /// transaction. `false` (and nothing written) when the checkpoint was not `old` any more
-    /// or the generation was retired: another runner got there first.
+    /// or the generation was retired: another runner got there first. The rows are taken
+    /// (encoded, for the runner) [`UPSERT_CHUNK`] at a time, so a large catch-up batch never
+    /// holds all of them at once.
     pub(crate) async fn commit_batch(
         &self,
         projection: &str,
         generation: i64,
         old: i64,
         new: i64,
-        rows: &[TimelineRow],
+        rows: impl IntoIterator<Item = Result<TimelineRow, ProjectionError>>,
     ) -> Result<bool, ProjectionError> {
-        let batch = Batch {
-            projection,
-            generation,
-            position: new,
-            rows,
-        };
+        let mut rows = rows.into_iter();
         on_pool!(self.database.writer(), |pool| {
             let mut tx = pool.begin().await?;
             let moved = sqlx::query(sql::MOVE_CHECKPOINT)
@@ -291,7 +288,22 @@ impl ReadModel {
                 tx.rollback().await?;
                 return Ok(false);
             }
-            batch.upsert(&mut tx).await?;
+            loop {
+                let chunk = rows
+                    .by_ref()
+                    .take(UPSERT_CHUNK)
+                    .collect::<Result<Vec<_>, _>>()?;
+                if chunk.is_empty() {
+                    break;
+                }
+                let batch = Batch {
+                    projection,
+                    generation,
+                    position: new,
+                    rows: &chunk,
+                };
+                batch.upsert(&mut tx).await?;
+            }
             tx.commit().await?;
         });
         Ok(true)
@@ -489,6 +501,9 @@ impl ReadModel {
         })
     }
 }
+
+/// Timelines upserted per statement.
+const UPSERT_CHUNK: usize = 10_000;
 
 /// The timelines a batch writes, stamped with its new checkpoint.
 struct Batch<'a> {

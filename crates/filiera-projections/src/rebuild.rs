@@ -84,8 +84,8 @@ pub async fn rebuild_until_swapped(
             continue;
         };
         outcome.built_here = true;
-        let mut runner =
-            Runner::new(store, name, settings.batch_size)?.catching_up_by(settings.catch_up_batch);
+        let mut runner = Runner::new(store, name, settings.batch_size)?
+            .catching_up_by(settings.catch_up_timelines);
         let mut checked = Instant::now();
         let result = loop {
             if checked.elapsed() >= settings.leadership_check {

@@ -21,7 +21,7 @@ use crate::ProjectionError;
 use crate::read_model::{Generation, ReadModel};
 
 /// Retired rows deleted per statement after a swap.
-const PURGE_CHUNK: i64 = 5_000;
+const PURGE_CHUNK: i64 = 50_000;
 
 /// What one batch on one generation did.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -78,8 +78,9 @@ pub struct Runner {
     model: ReadModel,
     projection: &'static str,
     batch_size: u32,
-    /// Feed events per batch at most when a page comes back full (see [`Runner::catching_up_by`]).
-    catch_up_batch: u32,
+    /// Timelines a batch may hold when it scans on after a full page (0: pages only; see
+    /// [`Runner::catching_up_by`]).
+    catch_up: usize,
     /// Retired rows may be left (after a swap, or a crash before they were deleted).
     purge_pending: bool,
     /// The projection's first generation is known to exist.
@@ -95,16 +96,17 @@ impl Runner {
             model: ReadModel::new(store),
             projection: crate::projection_name(projection)?,
             batch_size: batch_size.max(1),
-            catch_up_batch: batch_size.max(1),
+            catch_up: 0,
             purge_pending: true,
             initialized: false,
         })
     }
 
     /// A runner whose batches, when a page of the feed comes back full, go on reading the feed
-    /// in one scan up to `catch_up_batch` events (see [`Store::scan_feed`]).
-    pub fn catching_up_by(mut self, catch_up_batch: u32) -> Self {
-        self.catch_up_batch = catch_up_batch.max(self.batch_size);
+    /// in one scan ([`Store::scan_feed`]) until they hold `timelines` timelines (0: pages
+    /// only). This bounds a catch-up's memory by the timelines it holds, not by events.
+    pub fn catching_up_by(mut self, timelines: usize) -> Self {
+        self.catch_up = timelines;
         self
     }
 
@@ -172,9 +174,10 @@ impl Runner {
     }
 
     /// One batch on one generation: a page of the feed and, if the page is full (the
-    /// generation is behind), a scan of up to `catch_up_batch` events in all, so that a
-    /// generation far behind (a rebuild, a start after an import) writes each timeline once per
-    /// large batch rather than once per page.
+    /// generation is behind) and catch-up scans are on, a scan of the feed that goes on until
+    /// the batch holds `catch_up` timelines, so that a generation far behind (a rebuild, a
+    /// start after an import) writes each timeline once per large batch rather than once per
+    /// page.
     async fn batch(&self, generation: &Generation) -> Result<BatchOutcome, ProjectionError> {
         let mut fold = Fold::new(generation.position > 0);
         let page = self
@@ -185,19 +188,21 @@ impl Runner {
         let mut full = events >= self.batch_size as usize;
         let mut last = page.last().map(|e| e.position);
         fold.apply(self, generation.generation, page).await?;
-        if full && self.catch_up_batch > self.batch_size {
-            let rest = u64::from(self.catch_up_batch - self.batch_size);
+        if full && self.catch_up > 0 {
             let after = last.unwrap_or(generation.position);
-            let mut scan = self.store.scan_feed(after, rest);
-            let mut scanned = 0;
+            let mut scan = self.store.scan_feed(after, u64::MAX);
+            full = false;
             while let Some(chunk) = scan.next_chunk().await {
                 let chunk = chunk?;
-                scanned += chunk.len();
+                events += chunk.len();
                 last = chunk.last().map(|e| e.position).or(last);
                 fold.apply(self, generation.generation, chunk).await?;
+                if fold.timelines.len() >= self.catch_up {
+                    // Dropping the scan stops it; the rest is for the next batch.
+                    full = true;
+                    break;
+                }
             }
-            events += scanned;
-            full = scanned as u64 >= rest;
         }
         let mut outcome = BatchOutcome {
             generation: generation.generation,
@@ -209,7 +214,6 @@ impl Runner {
         let Some(last) = last else {
             return Ok(outcome);
         };
-        let rows = fold.changed_rows()?;
         outcome.committed = self
             .model
             .commit_batch(
@@ -217,7 +221,7 @@ impl Runner {
                 generation.generation,
                 generation.position,
                 last,
-                &rows,
+                fold.into_rows(),
             )
             .await?;
         if outcome.committed {
@@ -301,12 +305,17 @@ impl Fold {
         Ok(())
     }
 
-    /// The changed timelines as rows.
-    fn changed_rows(self) -> Result<Vec<(String, String)>, ProjectionError> {
-        let timelines = self.timelines;
-        self.order
-            .into_iter()
-            .map(|id| crate::read_model::encode(&id, &timelines[&id].0))
-            .collect()
+    /// The changed timelines as rows, encoded as they are taken (each timeline dropped once
+    /// encoded).
+    fn into_rows(self) -> impl Iterator<Item = Result<(String, String), ProjectionError>> {
+        let Self {
+            mut timelines,
+            order,
+            ..
+        } = self;
+        order.into_iter().filter_map(move |id| {
+            let (timeline, _) = timelines.remove(&id)?;
+            Some(crate::read_model::encode(&id, &timeline))
+        })
     }
 }

@@ -19,11 +19,12 @@ pub struct ProjectionSettings {
     /// Feed events per batch. Larger batches catch up faster; on SQLite each batch holds the
     /// write connection while it commits.
     pub batch_size: u32,
-    /// Feed events per batch at most when a generation is behind (a page of `batch_size` came
-    /// back full): the rest is read in one scan and every changed timeline written once per
-    /// batch. Bounds the memory of a catch-up (the timelines the batch touches) and, on SQLite,
-    /// how long its commit holds the write connection.
-    pub catch_up_batch: u32,
+    /// When a generation is behind (a page of `batch_size` came back full), its batch goes on
+    /// reading the feed in one scan until it holds this many timelines, and writes each of
+    /// them once (0: pages only). Bounds the memory of a catch-up (about 0.5 KiB per timeline,
+    /// twice that while it is written) and, on SQLite, how long its commit holds the write
+    /// connection.
+    pub catch_up_timelines: usize,
     /// How long the leader waits for a wake-up before polling the feed anyway.
     pub poll_interval: Duration,
     /// How often a process that does not lead tries to take over.
@@ -51,7 +52,7 @@ impl ProjectionSettings {
             catalogue,
             registry,
             batch_size: 2_000,
-            catch_up_batch: 250_000,
+            catch_up_timelines: 250_000,
             poll_interval: Duration::from_millis(250),
             follower_retry: Duration::from_secs(1),
             leadership_check: Duration::from_secs(1),

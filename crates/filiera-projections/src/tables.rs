@@ -133,7 +133,13 @@ impl GenerationFill {
         if !self
             .tables
             .model
-            .commit_batch(projection, self.generation, self.old, self.position, rows)
+            .commit_batch(
+                projection,
+                self.generation,
+                self.old,
+                self.position,
+                rows.iter().cloned().map(Ok),
+            )
             .await?
         {
             return Err(ProjectionError::Corrupt("lost a batch".into()));

@@ -65,6 +65,15 @@ pub struct TransitionCounts {
     pub regression: u64,
 }
 
+impl std::ops::AddAssign<&TransitionCounts> for TransitionCounts {
+    fn add_assign(&mut self, other: &TransitionCounts) {
+        self.entry += other.entry;
+        self.progression += other.progression;
+        self.reiteration += other.reiteration;
+        self.regression += other.regression;
+    }
+}
+
 impl TransitionCounts {
     pub(crate) fn count(&mut self, transition: Transition) {
         match transition {
@@ -93,6 +102,14 @@ pub struct AssessmentCounts {
     pub review: u64,
 }
 
+impl std::ops::AddAssign<&AssessmentCounts> for AssessmentCounts {
+    fn add_assign(&mut self, other: &AssessmentCounts) {
+        self.initial += other.initial;
+        self.multidisciplinary += other.multidisciplinary;
+        self.review += other.review;
+    }
+}
+
 impl AssessmentCounts {
     fn count(&mut self, kind: AssessmentKind) {
         match kind {
@@ -112,6 +129,15 @@ pub struct TransitionsByOccupability {
     pub high: TransitionCounts,
     /// Entries with no assessment before them.
     pub unassessed: TransitionCounts,
+}
+
+impl std::ops::AddAssign<&TransitionsByOccupability> for TransitionsByOccupability {
+    fn add_assign(&mut self, other: &TransitionsByOccupability) {
+        self.low += &other.low;
+        self.medium += &other.medium;
+        self.high += &other.high;
+        self.unassessed += &other.unassessed;
+    }
 }
 
 impl TransitionsByOccupability {
@@ -158,6 +184,15 @@ pub struct ReiterationDistribution {
     pub twice: u64,
     #[serde(rename = "3+")]
     pub three_or_more: u64,
+}
+
+impl std::ops::AddAssign<&ReiterationDistribution> for ReiterationDistribution {
+    fn add_assign(&mut self, other: &ReiterationDistribution) {
+        self.none += other.none;
+        self.once += other.once;
+        self.twice += other.twice;
+        self.three_or_more += other.three_or_more;
+    }
 }
 
 impl ReiterationDistribution {
@@ -208,6 +243,16 @@ pub struct Closures {
     pub moved_away: u64,
     pub deceased: u64,
     pub other: u64,
+}
+
+impl std::ops::AddAssign<&Closures> for Closures {
+    fn add_assign(&mut self, other: &Closures) {
+        self.employed += other.employed;
+        self.dropped_out += other.dropped_out;
+        self.moved_away += other.moved_away;
+        self.deceased += other.deceased;
+        self.other += other.other;
+    }
 }
 
 impl Closures {
@@ -333,7 +378,72 @@ pub fn territory_metrics_many<'a>(
     catalogue: &StageCatalogue,
     registry: &TerritoryRegistry,
 ) -> Vec<TerritoryMetrics> {
+    let timelines: Vec<&Timeline> = timelines.into_iter().collect();
+    let parts = if timelines.len() < PARALLEL_FROM {
+        1
+    } else {
+        std::thread::available_parallelism().map_or(1, |n| n.get())
+    };
+    territory_metrics_in_parts(&timelines, parts, queries, catalogue, registry)
+}
+
+/// From this many timelines on, [`territory_metrics_many`] folds them on every core.
+const PARALLEL_FROM: usize = 16_384;
+
+/// [`territory_metrics_many`] with the timelines split into `parts` folded on threads of their
+/// own, their totals added up before the statistics are taken (which sort their samples, so
+/// the documents do not depend on the split).
+#[doc(hidden)]
+pub fn territory_metrics_in_parts(
+    timelines: &[&Timeline],
+    parts: usize,
+    queries: &[MetricsQuery],
+    catalogue: &StageCatalogue,
+    registry: &TerritoryRegistry,
+) -> Vec<TerritoryMetrics> {
     let stages = StageIndex::new(catalogue);
+    let fold = |part: &[&Timeline]| fold_part(part, queries, &stages, registry);
+    let parts = parts.clamp(1, timelines.len().max(1));
+    let mut accumulators = if parts == 1 {
+        fold(timelines)
+    } else {
+        let size = timelines.len().div_ceil(parts);
+        std::thread::scope(|scope| {
+            let folds: Vec<_> = timelines
+                .chunks(size)
+                .map(|part| scope.spawn(move || fold(part)))
+                .collect();
+            let mut totals: Option<Vec<Accumulator>> = None;
+            for fold in folds {
+                let part = fold
+                    .join()
+                    .unwrap_or_else(|panic| std::panic::resume_unwind(panic));
+                match &mut totals {
+                    None => totals = Some(part),
+                    Some(totals) => {
+                        for (total, part) in totals.iter_mut().zip(part) {
+                            total.merge(part);
+                        }
+                    }
+                }
+            }
+            totals.expect("at least one part")
+        })
+    };
+    accumulators
+        .drain(..)
+        .zip(queries)
+        .map(|(acc, query)| acc.finish(query, catalogue))
+        .collect()
+}
+
+/// The running totals of every query over `timelines`.
+fn fold_part(
+    timelines: &[&Timeline],
+    queries: &[MetricsQuery],
+    stages: &StageIndex<'_>,
+    registry: &TerritoryRegistry,
+) -> Vec<Accumulator> {
     let mut accumulators: Vec<Accumulator> = queries
         .iter()
         .map(|query| Accumulator::new(query, stages.len()))
@@ -341,14 +451,14 @@ pub fn territory_metrics_many<'a>(
     let mut groups = Group::of(queries, registry);
     let mut local = LocalMaps::default();
     let mut candidates: Vec<usize> = Vec::new();
-    for timeline in timelines {
+    for &timeline in timelines {
         let mut prepared = false;
         for group in &mut groups {
             if !group.router.prepare(timeline) {
                 continue;
             }
             if !prepared {
-                local.prepare(timeline, &Scope::Everything, Some(&stages));
+                local.prepare(timeline, &Scope::Everything, Some(stages));
                 prepared = true;
             }
             let router = &group.router;
@@ -396,10 +506,6 @@ pub fn territory_metrics_many<'a>(
         }
     }
     accumulators
-        .into_iter()
-        .zip(queries)
-        .map(|(acc, query)| acc.finish(query, catalogue))
-        .collect()
 }
 
 /// Up to this many queries ending at one horizon are each given the end state; beyond, only
@@ -654,6 +760,38 @@ impl Accumulator {
             time_to_assessment: Vec::new(),
             by_occupability: TransitionsByOccupability::default(),
         }
+    }
+
+    /// Adds the totals of `other`, the same query's over other timelines.
+    fn merge(&mut self, other: Self) {
+        self.enrolments += other.enrolments;
+        self.reopenings += other.reopenings;
+        self.transitions += &other.transitions;
+        for (total, count) in self.matrix.iter_mut().zip(other.matrix) {
+            *total += count;
+        }
+        for (cell, count) in other.matrix_other {
+            *self.matrix_other.entry(cell).or_default() += count;
+        }
+        self.distribution += &other.distribution;
+        self.flagged += other.flagged;
+        self.pathway_closed.extend(other.pathway_closed);
+        self.pathway_open.extend(other.pathway_open);
+        for (total, days) in self.stage_closed.iter_mut().zip(other.stage_closed) {
+            total.extend(days);
+        }
+        for (total, days) in self.stage_open.iter_mut().zip(other.stage_open) {
+            total.extend(days);
+        }
+        for (total, count) in self.active.iter_mut().zip(other.active) {
+            *total += count;
+        }
+        self.waiting += other.waiting;
+        self.closures += &other.closures;
+        self.corrections += other.corrections;
+        self.assessments += &other.assessments;
+        self.time_to_assessment.extend(other.time_to_assessment);
+        self.by_occupability += &other.by_occupability;
     }
 
     #[inline]

@@ -48,7 +48,7 @@ pub fn settings(store: &Store, batch_size: u32) -> ProjectionSettings {
     ProjectionSettings {
         batch_size,
         // Pages only, unless a test asks for catch-up scans.
-        catch_up_batch: batch_size,
+        catch_up_timelines: 0,
         poll_interval: Duration::from_millis(50),
         follower_retry: Duration::from_millis(200),
         leadership_check: Duration::from_millis(300),

@@ -42,8 +42,8 @@ struct QuerySpec {
 struct Case {
     histories: Vec<RandomHistory>,
     batch_size: u32,
-    /// Extra events a batch may scan when its page is full (0: pages only).
-    catch_up: u32,
+    /// Timelines a batch may gather by scanning on when its page is full (0: pages only).
+    catch_up: usize,
     queries: Vec<QuerySpec>,
 }
 
@@ -67,7 +67,7 @@ fn case() -> impl Strategy<Value = Case> {
     (
         prop::collection::vec(history(14, 15), 2..6),
         1u32..9,
-        prop_oneof![Just(0u32), 1u32..40],
+        prop_oneof![Just(0usize), 1usize..6],
         prop::collection::vec(query, 4),
     )
         .prop_map(|(histories, batch_size, catch_up, queries)| Case {
@@ -126,7 +126,7 @@ async fn check(case: Case, backend: Backend) -> anyhow::Result<()> {
     let half = case.histories.len() / 2;
     let mut times = write_all(store, &case.histories[..half]).await?;
     let settings = ProjectionSettings {
-        catch_up_batch: case.batch_size + case.catch_up,
+        catch_up_timelines: case.catch_up,
         ..settings(store, case.batch_size)
     };
     let projections = Projections::start(store.clone(), settings).await?;

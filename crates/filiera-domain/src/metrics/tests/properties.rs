@@ -11,7 +11,7 @@ use crate::state::PathwayStatus;
 use crate::territory::TerritoryRegistry;
 use crate::testing::{RandomHistory, TERRITORIES, history};
 
-use super::super::fold::territory_metrics_many;
+use super::super::fold::{territory_metrics_in_parts, territory_metrics_many};
 use super::super::series::{breakdown_queries, series_queries};
 use super::super::{
     AuditQuery, RecordedEvent, Timeline, TransitionCounts, provider_scorecard, reiteration_audit,
@@ -298,6 +298,13 @@ proptest! {
         prop_assert_eq!(many.len(), queries.len());
         for (q, document) in queries.iter().zip(&many) {
             prop_assert_eq!(document, &territory_metrics(&timelines, q, &catalogue, &registry), "{:?}", q);
+        }
+        // Folded in parts on threads of their own (as over many timelines), the totals added
+        // up: the same documents, whatever the split.
+        let refs: Vec<&Timeline> = timelines.iter().collect();
+        for parts in [2, 3, refs.len() + 1] {
+            let split = territory_metrics_in_parts(&refs, parts, &queries, &catalogue, &registry);
+            prop_assert_eq!(&split, &many, "in {} parts", parts);
         }
     }
 
