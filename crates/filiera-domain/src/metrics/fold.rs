@@ -1,6 +1,8 @@
 //! The metric fold (SPEC 3): [`territory_metrics`] over many [`Timeline`]s.
 
-use std::collections::{BTreeMap, HashMap, HashSet};
+use std::collections::BTreeMap;
+
+use foldhash::{HashMap, HashSet};
 
 use chrono::{DateTime, NaiveDate, Utc};
 use serde::{Deserialize, Serialize};

@@ -1,7 +1,7 @@
 //! The provider scorecard (SPEC 3.1): [`provider_scorecard`] over many [`Timeline`]s, with the
 //! same query, visibility and attribution rules as the metrics document.
 
-use std::collections::HashMap;
+use foldhash::HashMap;
 use std::fmt::Write as _;
 
 use chrono::{Days, NaiveDate};
