@@ -40,7 +40,7 @@ use uuid::Uuid;
 use crate::postgres::{CHANNEL, POSITION_LOCK_KEY};
 use crate::rows::{EVENT_COLUMNS, key_row, raw_event};
 use crate::store::command_metadata;
-use crate::{CommandContext, Pool, Rejection, Store, StoreError};
+use crate::{CommandContext, Pool, Rejection, Store, StoreError, metadata};
 
 /// One command of a batch.
 #[derive(Debug)]
@@ -71,16 +71,14 @@ const SQLITE_ROWS_PER_INSERT: usize = 500;
 /// lock: the work of the two row triggers of the events table, done once for the statement.
 ///
 /// - `block` reserves `$8` positions (`nextval`, then `setval` to the block's end: only holders
-///   of the lock advance the sequence) and takes one `recorded_at` after the lock;
+///   of the lock advance the sequence) and takes one `recorded_at`, after the lock;
 /// - `inserted` writes the rows (`$2`…`$7`, one element per row) with positions in batch order;
-/// - `per_key` groups the written rows by idempotency key as the key trigger would bind them:
-///   the first row's stream, command and request hash, the first and last sequence. A key
-///   carried by rows of more than one command (or stream) cannot be bound;
-/// - `bound` inserts each key, or extends the range of a key its own command bound before, and
-///   touches nothing else;
+/// - `bound` binds the bindable keys (`$10`…`$15`, one element per key, see [`KeyBinding`]):
+///   inserts each, or extends the range of one its own command bound before, and touches
+///   nothing else;
 /// - `filiera_check_idempotency_keys_bound` fails the transaction with unique_violation, as
-///   the key trigger does, if any key was not bound; one `pg_notify` on `$9` carries the last
-///   position, as the position trigger's last notification would.
+///   the key trigger does, if fewer keys were bound than the batch has (`$16`); one `pg_notify`
+///   on `$9` carries the last position, as the position trigger's last notification would.
 const PG_WRITE_ROWS: &str = "\
 WITH block AS MATERIALIZED (
     SELECT setval('events_position_seq', nextval('events_position_seq') + $8::bigint - 1)
@@ -95,37 +93,21 @@ inserted AS (
     FROM block AS b,
          UNNEST($2::text[], $3::bigint[], $4::text[], $5::text[], $6::text[], $7::text[])
              WITH ORDINALITY AS u (id, sequence, type, version, payload, metadata, n)
-    ORDER BY u.n
-    RETURNING aggregate_id, sequence, metadata, position
-),
-per_key AS (
-    SELECT metadata ->> 'idempotency_key' AS key,
-           count(DISTINCT (aggregate_id, metadata ->> 'command_id')) AS commands,
-           (array_agg(aggregate_id ORDER BY position))[1] AS aggregate_id,
-           (array_agg(metadata ->> 'command_id' ORDER BY position))[1] AS command_id,
-           (array_agg(coalesce(metadata ->> 'request_hash', '') ORDER BY position))[1]
-               AS request_hash,
-           min(sequence) AS first_sequence,
-           max(sequence) AS last_sequence
-    FROM inserted
-    WHERE metadata ? 'idempotency_key'
-    GROUP BY 1
 ),
 bound AS (
     INSERT INTO idempotency_keys AS k
         (key, aggregate_id, command_id, request_hash, first_sequence, last_sequence)
-    SELECT key, aggregate_id, command_id, request_hash, first_sequence, last_sequence
-    FROM per_key
-    WHERE commands = 1
-    ORDER BY key
+    SELECT b.key, b.aggregate_id, b.command_id, b.request_hash, b.first, b.last
+    FROM UNNEST($10::text[], $11::text[], $12::text[], $13::text[], $14::bigint[],
+                $15::bigint[])
+             AS b (key, aggregate_id, command_id, request_hash, first, last)
     ON CONFLICT (key) DO UPDATE
         SET last_sequence = greatest(k.last_sequence, excluded.last_sequence)
         WHERE k.command_id = excluded.command_id
           AND k.aggregate_id = excluded.aggregate_id
     RETURNING 1
 )
-SELECT filiera_check_idempotency_keys_bound((SELECT count(*) FROM per_key),
-                                            (SELECT count(*) FROM bound)),
+SELECT filiera_check_idempotency_keys_bound($16, (SELECT count(*) FROM bound)),
        pg_notify($9, (SELECT first + $8::bigint - 1 FROM block)::text)";
 
 /// A bound idempotency key as the batch needs it.
@@ -137,12 +119,80 @@ pub struct BoundKey {
     pub request_hash: String,
 }
 
-/// An event row to write: stream, sequence, event, metadata (JSON text).
+/// An event row to write: stream, sequence, event, metadata (JSON text), and the idempotency
+/// key its metadata carries.
 pub(crate) struct Row {
     pub(crate) beneficiary: Uuid,
     pub(crate) sequence: u64,
     pub(crate) event: PathwayEvent,
     pub(crate) metadata: String,
+    pub(crate) key: Option<RowKey>,
+}
+
+/// What the key trigger reads from an event's metadata: the idempotency key, the command id
+/// and the request hash (`''` if absent, as the trigger's `coalesce`).
+#[derive(Clone, Debug)]
+pub(crate) struct RowKey {
+    key: String,
+    command_id: Option<String>,
+    request_hash: String,
+}
+
+impl RowKey {
+    /// The key of events written with `metadata`, if it carries one.
+    pub(crate) fn of(metadata: &HashMap<String, String>) -> Option<Self> {
+        Some(Self {
+            key: metadata.get(metadata::IDEMPOTENCY_KEY)?.clone(),
+            command_id: metadata.get(metadata::COMMAND_ID).cloned(),
+            request_hash: metadata
+                .get(metadata::REQUEST_HASH)
+                .cloned()
+                .unwrap_or_default(),
+        })
+    }
+}
+
+/// One idempotency key of a batch's rows, bound as the key trigger binds it row after row:
+/// to the stream, command and request hash of its first row, over the range of sequences of
+/// its rows. A key carried by rows of more than one command (or stream) is not `bindable`: the
+/// trigger would fail at the first row of the second.
+struct KeyBinding<'a> {
+    key: &'a RowKey,
+    aggregate_id: &'a str,
+    first_sequence: i64,
+    last_sequence: i64,
+    bindable: bool,
+}
+
+/// The distinct keys of `rows` (`ids` and `sequences` are theirs, encoded), in order of first
+/// appearance.
+fn key_bindings<'a>(rows: &'a [Row], ids: &'a [String], sequences: &[i64]) -> Vec<KeyBinding<'a>> {
+    let mut bindings: Vec<KeyBinding<'a>> = Vec::new();
+    let mut index: HashMap<&str, usize> = HashMap::new();
+    for ((row, id), &sequence) in rows.iter().zip(ids).zip(sequences) {
+        let Some(key) = &row.key else { continue };
+        match index.get(key.key.as_str()) {
+            None => {
+                index.insert(&key.key, bindings.len());
+                bindings.push(KeyBinding {
+                    key,
+                    aggregate_id: id,
+                    first_sequence: sequence,
+                    last_sequence: sequence,
+                    bindable: true,
+                });
+            }
+            Some(&i) => {
+                let binding = &mut bindings[i];
+                if binding.aggregate_id != id || binding.key.command_id != key.command_id {
+                    binding.bindable = false;
+                }
+                binding.first_sequence = binding.first_sequence.min(sequence);
+                binding.last_sequence = binding.last_sequence.max(sequence);
+            }
+        }
+    }
+    bindings
 }
 
 impl Store {
@@ -258,6 +308,7 @@ impl Store {
             let events = sink.collect().await;
             let territory = decided.state().territory.clone().or(territory_before);
             let md = command_metadata(command.name(), territory.as_ref(), ctx);
+            let key = RowKey::of(&md);
             let md = serde_json::to_string(&md)
                 .map_err(|e| StoreError::Corrupt(format!("metadata cannot be encoded: {e}")))?;
             outcomes.push(BatchOutcome::Applied {
@@ -269,6 +320,7 @@ impl Store {
                 sequence,
                 event,
                 metadata: md.clone(),
+                key: key.clone(),
             }));
             *pathway = decided;
         }
@@ -428,6 +480,11 @@ impl Store {
                 ))
                 .execute(&mut *tx)
                 .await?;
+                let keys = key_bindings(rows, &ids, &sequences);
+                let distinct = i64::try_from(keys.len())
+                    .map_err(|_| StoreError::Corrupt("too many keys in one batch".into()))?;
+                // Unbindable keys are left out: the check then fails the statement.
+                let keys: Vec<&KeyBinding<'_>> = keys.iter().filter(|k| k.bindable).collect();
                 sqlx::query(PG_WRITE_ROWS)
                     .bind(Pathway::TYPE)
                     .bind(&ids)
@@ -438,6 +495,21 @@ impl Store {
                     .bind(&metadata)
                     .bind(count)
                     .bind(CHANNEL)
+                    .bind(keys.iter().map(|k| k.key.key.as_str()).collect::<Vec<_>>())
+                    .bind(keys.iter().map(|k| k.aggregate_id).collect::<Vec<_>>())
+                    .bind(
+                        keys.iter()
+                            .map(|k| k.key.command_id.as_deref())
+                            .collect::<Vec<_>>(),
+                    )
+                    .bind(
+                        keys.iter()
+                            .map(|k| k.key.request_hash.as_str())
+                            .collect::<Vec<_>>(),
+                    )
+                    .bind(keys.iter().map(|k| k.first_sequence).collect::<Vec<_>>())
+                    .bind(keys.iter().map(|k| k.last_sequence).collect::<Vec<_>>())
+                    .bind(distinct)
                     .execute(&mut *tx)
                     .await?;
                 tx.commit().await?;

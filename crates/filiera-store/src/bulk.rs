@@ -6,7 +6,7 @@ use std::collections::HashMap;
 use filiera_domain::PathwayEvent;
 use uuid::Uuid;
 
-use crate::batch::Row;
+use crate::batch::{Row, RowKey};
 use crate::{Pool, Store, StoreError};
 
 /// Events written per transaction.
@@ -26,6 +26,7 @@ impl Store {
         rows: &[(Uuid, u64, &PathwayEvent)],
         metadata: &HashMap<String, String>,
     ) -> Result<(), StoreError> {
+        let key = RowKey::of(metadata);
         let metadata = serde_json::to_string(metadata)
             .map_err(|e| StoreError::Corrupt(format!("metadata cannot be encoded: {e}")))?;
         for chunk in rows.chunks(CHUNK) {
@@ -36,6 +37,7 @@ impl Store {
                     sequence,
                     event: event.clone(),
                     metadata: metadata.clone(),
+                    key: key.clone(),
                 })
                 .collect();
             self.write_rows(&rows).await?;
