@@ -5,14 +5,30 @@
 //! command. A batch instead looks up its idempotency keys and loads the streams it touches
 //! with one statement each, decides every command in memory against the stream as the earlier
 //! commands of the batch left it (the same aggregate, the same rules), and writes the events
-//! of every accepted command with one statement in one transaction, so the position lock is
-//! taken once per batch. The events carry the same metadata as [`Store::execute`] writes,
-//! idempotency keys included (bound by the same trigger), so a batch and the same commands
-//! executed one by one leave the same streams.
+//! of every accepted command in one transaction, so the position lock is taken once per batch.
+//! The events carry the same metadata as [`Store::execute`] writes, idempotency keys included,
+//! so a batch and the same commands executed one by one leave the same streams, keys and feed
+//! order.
+//!
+//! # The write
+//! On SQLite, multi-row inserts through the one write connection; the store's triggers assign
+//! positions and bind keys as for any other write.
+//!
+//! On PostgreSQL the two row triggers of the events table (the position and the key binding)
+//! would do their work, and take the advisory lock, once per row: they were most of an
+//! import's time. The batch write does that work once for the statement instead (ADR 0010):
+//! its transaction sets `filiera.batch_write` locally, for which the triggers stand aside
+//! (migration 0006), takes the position trigger's advisory lock, held to commit as ADR 0001
+//! requires, reserves a block of consecutive positions from the same sequence, inserts the
+//! rows with those positions in batch order and one `recorded_at` taken after the lock, binds
+//! every key of the batch with one upsert, and sends one notification with its last position.
+//! A key bound to another command fails the transaction with the trigger's `unique_violation`.
+//! Every other writer, [`Store::execute`] among them, still goes through the triggers.
 //!
 //! If the write loses a race (another writer committed to one of the streams, or bound one of
-//! the keys, since they were read), nothing of the batch is written and it is executed again
-//! command by command, through [`Store::execute`], which handles races.
+//! the keys, since they were read; or two commands of the batch carry one key), nothing of the
+//! batch is written and it is executed again command by command, through [`Store::execute`],
+//! which handles races.
 
 use std::collections::{HashMap, HashSet};
 
@@ -21,9 +37,10 @@ use cqrs_es::{Aggregate as _, DomainEvent as _};
 use filiera_domain::{Pathway, PathwayCommand, PathwayEvent};
 use uuid::Uuid;
 
+use crate::postgres::{CHANNEL, POSITION_LOCK_KEY};
 use crate::rows::{EVENT_COLUMNS, key_row, raw_event};
 use crate::store::command_metadata;
-use crate::{CommandContext, Pool, Rejection, Store, StoreError};
+use crate::{CommandContext, Pool, Rejection, Store, StoreError, metadata};
 
 /// One command of a batch.
 #[derive(Debug)]
@@ -50,6 +67,49 @@ pub enum BatchOutcome {
 /// Rows per multi-row `INSERT` on SQLite (7 parameters each, well under SQLite's limit).
 const SQLITE_ROWS_PER_INSERT: usize = 500;
 
+/// The PostgreSQL batch write, after `SET LOCAL filiera.batch_write = 'on'` and the position
+/// lock: the work of the two row triggers of the events table, done once for the statement.
+///
+/// - `block` reserves `$8` positions (`nextval`, then `setval` to the block's end: only holders
+///   of the lock advance the sequence) and takes one `recorded_at`, after the lock;
+/// - `inserted` writes the rows (`$2`…`$7`, one element per row) with positions in batch order;
+/// - `bound` binds the bindable keys (`$10`…`$15`, one element per key, see [`KeyBinding`]):
+///   inserts each, or extends the range of one its own command bound before, and touches
+///   nothing else;
+/// - `filiera_check_idempotency_keys_bound` fails the transaction with unique_violation, as
+///   the key trigger does, if fewer keys were bound than the batch has (`$16`); one `pg_notify`
+///   on `$9` carries the last position, as the position trigger's last notification would.
+const PG_WRITE_ROWS: &str = "\
+WITH block AS MATERIALIZED (
+    SELECT setval('events_position_seq', nextval('events_position_seq') + $8::bigint - 1)
+               - $8::bigint + 1 AS first,
+           clock_timestamp() AS recorded_at
+),
+inserted AS (
+    INSERT INTO events (aggregate_type, aggregate_id, sequence, event_type, event_version,
+                        payload, metadata, position, recorded_at)
+    SELECT $1, u.id, u.sequence, u.type, u.version, u.payload::jsonb, u.metadata::jsonb,
+           b.first + u.n - 1, b.recorded_at
+    FROM block AS b,
+         UNNEST($2::text[], $3::bigint[], $4::text[], $5::text[], $6::text[], $7::text[])
+             WITH ORDINALITY AS u (id, sequence, type, version, payload, metadata, n)
+),
+bound AS (
+    INSERT INTO idempotency_keys AS k
+        (key, aggregate_id, command_id, request_hash, first_sequence, last_sequence)
+    SELECT b.key, b.aggregate_id, b.command_id, b.request_hash, b.first, b.last
+    FROM UNNEST($10::text[], $11::text[], $12::text[], $13::text[], $14::bigint[],
+                $15::bigint[])
+             AS b (key, aggregate_id, command_id, request_hash, first, last)
+    ON CONFLICT (key) DO UPDATE
+        SET last_sequence = greatest(k.last_sequence, excluded.last_sequence)
+        WHERE k.command_id = excluded.command_id
+          AND k.aggregate_id = excluded.aggregate_id
+    RETURNING 1
+)
+SELECT filiera_check_idempotency_keys_bound($16, (SELECT count(*) FROM bound)),
+       pg_notify($9, (SELECT first + $8::bigint - 1 FROM block)::text)";
+
 /// A bound idempotency key as the batch needs it.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct BoundKey {
@@ -59,12 +119,80 @@ pub struct BoundKey {
     pub request_hash: String,
 }
 
-/// An event row to write: stream, sequence, event, metadata (JSON text).
+/// An event row to write: stream, sequence, event, metadata (JSON text), and the idempotency
+/// key its metadata carries.
 pub(crate) struct Row {
     pub(crate) beneficiary: Uuid,
     pub(crate) sequence: u64,
     pub(crate) event: PathwayEvent,
     pub(crate) metadata: String,
+    pub(crate) key: Option<RowKey>,
+}
+
+/// What the key trigger reads from an event's metadata: the idempotency key, the command id
+/// and the request hash (`''` if absent, as the trigger's `coalesce`).
+#[derive(Clone, Debug)]
+pub(crate) struct RowKey {
+    key: String,
+    command_id: Option<String>,
+    request_hash: String,
+}
+
+impl RowKey {
+    /// The key of events written with `metadata`, if it carries one.
+    pub(crate) fn of(metadata: &HashMap<String, String>) -> Option<Self> {
+        Some(Self {
+            key: metadata.get(metadata::IDEMPOTENCY_KEY)?.clone(),
+            command_id: metadata.get(metadata::COMMAND_ID).cloned(),
+            request_hash: metadata
+                .get(metadata::REQUEST_HASH)
+                .cloned()
+                .unwrap_or_default(),
+        })
+    }
+}
+
+/// One idempotency key of a batch's rows, bound as the key trigger binds it row after row:
+/// to the stream, command and request hash of its first row, over the range of sequences of
+/// its rows. A key carried by rows of more than one command (or stream) is not `bindable`: the
+/// trigger would fail at the first row of the second.
+struct KeyBinding<'a> {
+    key: &'a RowKey,
+    aggregate_id: &'a str,
+    first_sequence: i64,
+    last_sequence: i64,
+    bindable: bool,
+}
+
+/// The distinct keys of `rows` (`ids` and `sequences` are theirs, encoded), in order of first
+/// appearance.
+fn key_bindings<'a>(rows: &'a [Row], ids: &'a [String], sequences: &[i64]) -> Vec<KeyBinding<'a>> {
+    let mut bindings: Vec<KeyBinding<'a>> = Vec::new();
+    let mut index: HashMap<&str, usize> = HashMap::new();
+    for ((row, id), &sequence) in rows.iter().zip(ids).zip(sequences) {
+        let Some(key) = &row.key else { continue };
+        match index.get(key.key.as_str()) {
+            None => {
+                index.insert(&key.key, bindings.len());
+                bindings.push(KeyBinding {
+                    key,
+                    aggregate_id: id,
+                    first_sequence: sequence,
+                    last_sequence: sequence,
+                    bindable: true,
+                });
+            }
+            Some(&i) => {
+                let binding = &mut bindings[i];
+                if binding.aggregate_id != id || binding.key.command_id != key.command_id {
+                    binding.bindable = false;
+                }
+                binding.first_sequence = binding.first_sequence.min(sequence);
+                binding.last_sequence = binding.last_sequence.max(sequence);
+            }
+        }
+    }
+    bindings
 }
 
 impl Store {
@@ -180,6 +308,7 @@ impl Store {
             let events = sink.collect().await;
             let territory = decided.state().territory.clone().or(territory_before);
             let md = command_metadata(command.name(), territory.as_ref(), ctx);
+            let key = RowKey::of(&md);
             let md = serde_json::to_string(&md)
                 .map_err(|e| StoreError::Corrupt(format!("metadata cannot be encoded: {e}")))?;
             outcomes.push(BatchOutcome::Applied {
@@ -191,6 +320,7 @@ impl Store {
                 sequence,
                 event,
                 metadata: md.clone(),
+                key: key.clone(),
             }));
             *pathway = decided;
         }
@@ -309,10 +439,15 @@ impl Store {
         Ok(streams)
     }
 
-    /// Writes `rows` in one transaction: one statement on PostgreSQL, multi-row inserts on
-    /// SQLite's write connection. The store's triggers assign positions and `recorded_at` and
-    /// bind idempotency keys as for any other write.
+    /// Writes `rows` in one transaction, in order: on PostgreSQL one statement that assigns
+    /// positions and `recorded_at` and binds idempotency keys for all of them, under the
+    /// position lock (see the module docs); on SQLite, multi-row inserts on the write
+    /// connection, the triggers doing that work. A key bound to another command fails it
+    /// with the error the key trigger raises (see [`is_race`]).
     pub(crate) async fn write_rows(&self, rows: &[Row]) -> Result<(), StoreError> {
+        if rows.is_empty() {
+            return Ok(());
+        }
         let mut ids = Vec::with_capacity(rows.len());
         let mut sequences = Vec::with_capacity(rows.len());
         let mut types = Vec::with_capacity(rows.len());
@@ -334,25 +469,50 @@ impl Store {
         }
         match self.database().writer() {
             Pool::Postgres(pool) => {
-                sqlx::query(
-                    "INSERT INTO events (aggregate_type, aggregate_id, sequence, event_type, \
-                                         event_version, payload, metadata) \
-                     SELECT $1, u.id, u.sequence, u.type, u.version, u.payload::jsonb, \
-                            u.metadata::jsonb \
-                     FROM UNNEST($2::text[], $3::bigint[], $4::text[], $5::text[], $6::text[], \
-                                 $7::text[]) \
-                          WITH ORDINALITY AS u (id, sequence, type, version, payload, metadata, n) \
-                     ORDER BY u.n",
-                )
-                .bind(Pathway::TYPE)
-                .bind(&ids)
-                .bind(&sequences)
-                .bind(&types)
-                .bind(&versions)
-                .bind(&payloads)
-                .bind(&metadata)
-                .execute(pool)
+                let count = i64::try_from(rows.len())
+                    .map_err(|_| StoreError::Corrupt("too many rows in one batch".into()))?;
+                let mut tx = pool.begin().await?;
+                // The row triggers stand aside (migration 0006) for this transaction, which
+                // does their work below; the lock is the position trigger's, held to commit.
+                sqlx::raw_sql(&format!(
+                    "SET LOCAL filiera.batch_write = 'on'; \
+                     SELECT pg_advisory_xact_lock({POSITION_LOCK_KEY})"
+                ))
+                .execute(&mut *tx)
                 .await?;
+                let keys = key_bindings(rows, &ids, &sequences);
+                let distinct = i64::try_from(keys.len())
+                    .map_err(|_| StoreError::Corrupt("too many keys in one batch".into()))?;
+                // Unbindable keys are left out: the check then fails the statement.
+                let keys: Vec<&KeyBinding<'_>> = keys.iter().filter(|k| k.bindable).collect();
+                sqlx::query(PG_WRITE_ROWS)
+                    .bind(Pathway::TYPE)
+                    .bind(&ids)
+                    .bind(&sequences)
+                    .bind(&types)
+                    .bind(&versions)
+                    .bind(&payloads)
+                    .bind(&metadata)
+                    .bind(count)
+                    .bind(CHANNEL)
+                    .bind(keys.iter().map(|k| k.key.key.as_str()).collect::<Vec<_>>())
+                    .bind(keys.iter().map(|k| k.aggregate_id).collect::<Vec<_>>())
+                    .bind(
+                        keys.iter()
+                            .map(|k| k.key.command_id.as_deref())
+                            .collect::<Vec<_>>(),
+                    )
+                    .bind(
+                        keys.iter()
+                            .map(|k| k.key.request_hash.as_str())
+                            .collect::<Vec<_>>(),
+                    )
+                    .bind(keys.iter().map(|k| k.first_sequence).collect::<Vec<_>>())
+                    .bind(keys.iter().map(|k| k.last_sequence).collect::<Vec<_>>())
+                    .bind(distinct)
+                    .execute(&mut *tx)
+                    .await?;
+                tx.commit().await?;
             }
             Pool::Sqlite(write) => {
                 // Multi-row inserts: one statement per chunk instead of one per row (each
@@ -388,12 +548,14 @@ fn json_list(items: &[String]) -> Result<String, StoreError> {
 }
 
 /// Whether a failed batch write lost a race: a stream's primary key (another writer's event at
-/// the same sequence) or the idempotency trigger (a key bound meanwhile).
+/// the same sequence) or a key bound to another command (meanwhile, or by another command of
+/// the batch).
 fn is_race(error: &StoreError) -> bool {
     let StoreError::Database(sqlx::Error::Database(db)) = error else {
         return false;
     };
-    // PostgreSQL: unique_violation (the primary key, or the trigger's key insert). SQLite:
+    // PostgreSQL: unique_violation (the primary key, or `filiera_check_idempotency_keys_bound`
+    // after the batch's key upsert, as the key trigger raises it for single writes). SQLite:
     // SQLITE_CONSTRAINT_PRIMARYKEY (1555) or the trigger's RAISE(ABORT) (1811).
     matches!(
         db.code().as_deref(),

@@ -6,7 +6,7 @@ use std::collections::HashMap;
 use filiera_domain::PathwayEvent;
 use uuid::Uuid;
 
-use crate::batch::Row;
+use crate::batch::{Row, RowKey};
 use crate::{Pool, Store, StoreError};
 
 /// Events written per transaction.
@@ -15,9 +15,10 @@ const CHUNK: usize = 5_000;
 impl Store {
     /// Appends events that were already decided (generated histories, not commands), in the
     /// order given: each row is `(stream, sequence in that stream, event)`, and every event
-    /// gets `metadata`. The store's triggers assign positions and `recorded_at` as for any
-    /// other write. No aggregate is loaded and nothing is checked: a sequence already taken in
-    /// its stream fails the chunk holding it (earlier chunks stay written).
+    /// gets `metadata`. Positions and `recorded_at` are assigned, and any idempotency key in
+    /// `metadata` bound, as for a batch of commands (`Store::write_rows`). No aggregate is
+    /// loaded and nothing is checked: a sequence already taken in its stream fails the chunk
+    /// holding it (earlier chunks stay written).
     ///
     /// Written in chunks of 5,000 events, one transaction each (see `Store::write_rows`).
     pub async fn append_recorded(
@@ -25,6 +26,7 @@ impl Store {
         rows: &[(Uuid, u64, &PathwayEvent)],
         metadata: &HashMap<String, String>,
     ) -> Result<(), StoreError> {
+        let key = RowKey::of(metadata);
         let metadata = serde_json::to_string(metadata)
             .map_err(|e| StoreError::Corrupt(format!("metadata cannot be encoded: {e}")))?;
         for chunk in rows.chunks(CHUNK) {
@@ -35,6 +37,7 @@ impl Store {
                     sequence,
                     event: event.clone(),
                     metadata: metadata.clone(),
+                    key: key.clone(),
                 })
                 .collect();
             self.write_rows(&rows).await?;

@@ -17,7 +17,9 @@
 //!   the position from a sequence and stamps `recorded_at`. The lock is held to commit, so
 //!   event writers are serialised from their first insert to their commit (other readers and
 //!   writers of other tables are not). Aborted transactions leave gaps. The trigger also
-//!   `pg_notify`s `filiera_events`, which [`Store::wakeups`] turns into a hint.
+//!   `pg_notify`s `filiera_events`, which [`Store::wakeups`] turns into a hint. A batch write
+//!   ([`Store::execute_batch`]) does the trigger's work itself, once per statement, under the
+//!   same lock (ADR 0010); the triggers stand aside for its transaction only.
 //! - SQLite: all writes go through one connection; an AFTER INSERT trigger sets the position
 //!   to one more than the highest so far.
 //!
@@ -25,7 +27,8 @@
 //! The metadata of each command (see [`metadata`]) may carry the client's idempotency key. A
 //! trigger binds the key to the first command that writes it, in the same transaction as its
 //! events; another command writing the same key aborts, and [`Store::execute`] then answers
-//! with the first execution. Refused commands bind nothing.
+//! with the first execution. A batch write on PostgreSQL binds its keys with one statement
+//! instead, and aborts the same way. Refused commands bind nothing.
 //!
 //! # Stored forms
 //! Rows keep the form and version they were written in. Every read turns them into today's

@@ -11,8 +11,13 @@ use tokio::task::JoinHandle;
 use crate::StoreError;
 use crate::store::{StoreOptions, bump};
 
-/// The channel the position trigger notifies, with the new position as payload.
+/// The channel the position trigger notifies, with the new position as payload (the batch
+/// write: once, with its last position).
 pub(crate) const CHANNEL: &str = "filiera_events";
+
+/// The position lock: the transaction-scoped advisory lock the position trigger takes, and the
+/// batch write takes itself (migrations 0001 and 0006). 'filiera' read as a big-endian integer.
+pub(crate) const POSITION_LOCK_KEY: i64 = 28_826_361_970_127_457;
 
 /// SQLSTATE `unique_violation`: a primary-key conflict, or the idempotency trigger.
 pub(crate) const UNIQUE_VIOLATION: &str = "23505";
