@@ -808,78 +808,56 @@ impl RawStore {
             String,
         );
         let clients = clients.max(1);
+        // Each client inserts every `clients`-th row, one statement (and transaction) a row.
+        macro_rules! insert_concurrently {
+            ($pool:expr, $insert:expr) => {{
+                let rows: Vec<Row> = sqlx::query_as(&select).bind(after).fetch_all($pool).await?;
+                let started = Instant::now();
+                let tasks: Vec<_> = (0..clients)
+                    .map(|client| {
+                        let mine: Vec<Row> =
+                            rows.iter().skip(client).step_by(clients).cloned().collect();
+                        let pool = $pool.clone();
+                        tokio::spawn(async move {
+                            for row in mine {
+                                sqlx::query($insert)
+                                    .bind(row.0)
+                                    .bind(row.1)
+                                    .bind(row.2)
+                                    .bind(row.3)
+                                    .bind(row.4)
+                                    .bind(row.5)
+                                    .bind(row.6)
+                                    .bind(row.7)
+                                    .bind(row.8)
+                                    .execute(&pool)
+                                    .await?;
+                            }
+                            Ok::<_, sqlx::Error>(())
+                        })
+                    })
+                    .collect();
+                for task in tasks {
+                    task.await??;
+                }
+                (rows.len(), started.elapsed())
+            }};
+        }
         let (count, elapsed) = match self {
-            Self::Postgres(pool) => {
-                let rows: Vec<Row> = sqlx::query_as(&select).bind(after).fetch_all(pool).await?;
-                let insert = format!(
-                    "INSERT INTO bench_insert ({COLUMNS}) \
-                     VALUES ($1, $2, $3, $4, $5, $6::jsonb, $7::jsonb, $8, $9::timestamptz)"
-                );
-                let started = Instant::now();
-                let tasks: Vec<_> = (0..clients)
-                    .map(|client| {
-                        let mine: Vec<Row> =
-                            rows.iter().skip(client).step_by(clients).cloned().collect();
-                        let (pool, insert) = (pool.clone(), insert.clone());
-                        tokio::spawn(async move {
-                            for row in mine {
-                                sqlx::query(&insert)
-                                    .bind(row.0)
-                                    .bind(row.1)
-                                    .bind(row.2)
-                                    .bind(row.3)
-                                    .bind(row.4)
-                                    .bind(row.5)
-                                    .bind(row.6)
-                                    .bind(row.7)
-                                    .bind(row.8)
-                                    .execute(&pool)
-                                    .await?;
-                            }
-                            Ok::<_, sqlx::Error>(())
-                        })
-                    })
-                    .collect();
-                for task in tasks {
-                    task.await??;
-                }
-                (rows.len(), started.elapsed())
-            }
-            Self::Sqlite(pool) => {
-                let rows: Vec<Row> = sqlx::query_as(&select).bind(after).fetch_all(pool).await?;
-                let insert = format!(
-                    "INSERT INTO bench_insert ({COLUMNS}) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9)"
-                );
-                let started = Instant::now();
-                let tasks: Vec<_> = (0..clients)
-                    .map(|client| {
-                        let mine: Vec<Row> =
-                            rows.iter().skip(client).step_by(clients).cloned().collect();
-                        let (pool, insert) = (pool.clone(), insert.clone());
-                        tokio::spawn(async move {
-                            for row in mine {
-                                sqlx::query(&insert)
-                                    .bind(row.0)
-                                    .bind(row.1)
-                                    .bind(row.2)
-                                    .bind(row.3)
-                                    .bind(row.4)
-                                    .bind(row.5)
-                                    .bind(row.6)
-                                    .bind(row.7)
-                                    .bind(row.8)
-                                    .execute(&pool)
-                                    .await?;
-                            }
-                            Ok::<_, sqlx::Error>(())
-                        })
-                    })
-                    .collect();
-                for task in tasks {
-                    task.await??;
-                }
-                (rows.len(), started.elapsed())
-            }
+            Self::Postgres(pool) => insert_concurrently!(
+                pool,
+                "INSERT INTO bench_insert (aggregate_type, aggregate_id, sequence, event_type, \
+                                           event_version, payload, metadata, position, \
+                                           recorded_at) \
+                 VALUES ($1, $2, $3, $4, $5, $6::jsonb, $7::jsonb, $8, $9::timestamptz)"
+            ),
+            Self::Sqlite(pool) => insert_concurrently!(
+                pool,
+                "INSERT INTO bench_insert (aggregate_type, aggregate_id, sequence, event_type, \
+                                           event_version, payload, metadata, position, \
+                                           recorded_at) \
+                 VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9)"
+            ),
         };
         self.drop_table("bench_insert").await?;
         Ok((count, elapsed))

@@ -16,7 +16,7 @@ use filiera_domain::Pathway;
 use futures::StreamExt as _;
 use tokio::sync::mpsc;
 
-use crate::rows::{EVENT_COLUMNS, raw_event};
+use crate::rows::raw_event;
 use crate::{Pool, Store, StoreError, StoredEvent};
 
 /// Events per chunk handed to the caller.
@@ -66,10 +66,7 @@ impl Store {
         limit: i64,
         sender: &mpsc::Sender<Result<Vec<StoredEvent>, StoreError>>,
     ) -> Result<(), StoreError> {
-        let sql = format!(
-            "SELECT {EVENT_COLUMNS} FROM events \
-             WHERE aggregate_type = $1 AND position > $2 ORDER BY position LIMIT $3"
-        );
+        let sql = crate::rows::feed_page_sql(self.is_sqlite());
         let database = self.database();
         let timeout = self.query_timeout();
         let aggregate_type = Pathway::TYPE;

@@ -385,6 +385,11 @@ impl Store {
         Ok(())
     }
 
+    /// Whether the store is the embedded SQLite (some statements differ, see `rows`).
+    pub(crate) fn is_sqlite(&self) -> bool {
+        matches!(self.inner.backend, Backend::Sqlite { .. })
+    }
+
     /// How long a statement may take before the store gives up on it.
     pub(crate) fn query_timeout(&self) -> Duration {
         self.inner.options.query_timeout
@@ -602,7 +607,11 @@ impl Store {
     }
 
     async fn count_after_unbounded(&self, after: i64) -> Result<u64, StoreError> {
-        let sql = "SELECT count(*) FROM events WHERE aggregate_type = $1 AND position > $2";
+        let sql = format!(
+            "SELECT count(*) FROM events WHERE {} AND position > $2",
+            crate::rows::feed_type_condition(self.is_sqlite())
+        );
+        let sql = sql.as_str();
         let count = on_read_pool!(&self.inner.backend, |pool| {
             sqlx::query_scalar::<_, i64>(sql)
                 // A plan cached while the table was small would keep scanning it whole.
@@ -628,10 +637,7 @@ impl Store {
         after: i64,
         limit: u32,
     ) -> Result<Vec<StoredEvent>, StoreError> {
-        let sql = format!(
-            "SELECT {EVENT_COLUMNS} FROM events \
-             WHERE aggregate_type = $1 AND position > $2 ORDER BY position LIMIT $3"
-        );
+        let sql = crate::rows::feed_page_sql(self.is_sqlite());
         let rows = on_read_pool!(&self.inner.backend, |pool| {
             sqlx::query(&sql)
                 .bind(Pathway::TYPE)
@@ -654,9 +660,9 @@ impl Store {
     }
 
     async fn head_unbounded(&self) -> Result<i64, StoreError> {
-        let sql = "SELECT coalesce(max(position), 0) FROM events WHERE aggregate_type = $1";
+        let sql = crate::rows::feed_head_sql(self.is_sqlite());
         let head = on_read_pool!(&self.inner.backend, |pool| {
-            sqlx::query_scalar::<_, i64>(sql)
+            sqlx::query_scalar::<_, i64>(&sql)
                 .bind(Pathway::TYPE)
                 .fetch_one(pool)
                 .await?
