@@ -734,8 +734,12 @@ impl RawStore {
     async fn drop_table(&self, table: &str) -> Result<(), BenchError> {
         let sql = format!("DROP TABLE {table}");
         match self {
-            Self::Postgres(pool) => drop(pool.execute(sql.as_str()).await?),
-            Self::Sqlite(pool) => drop(pool.execute(sql.as_str()).await?),
+            Self::Postgres(pool) => {
+                pool.execute(sql.as_str()).await?;
+            }
+            Self::Sqlite(pool) => {
+                pool.execute(sql.as_str()).await?;
+            }
         }
         Ok(())
     }
@@ -790,12 +794,10 @@ impl RawStore {
         clients: usize,
     ) -> Result<(usize, Duration), BenchError> {
         self.copy_table("bench_insert").await?;
-        let select = format!(
-            "SELECT aggregate_type, aggregate_id, sequence, event_type, event_version, \
-                    CAST(payload AS text), CAST(metadata AS text), position, \
-                    CAST(recorded_at AS text) \
-             FROM events WHERE position > $1 ORDER BY position"
-        );
+        let select = "SELECT aggregate_type, aggregate_id, sequence, event_type, event_version, \
+                             CAST(payload AS text), CAST(metadata AS text), position, \
+                             CAST(recorded_at AS text) \
+                      FROM events WHERE position > $1 ORDER BY position";
         type Row = (
             String,
             String,
@@ -811,7 +813,7 @@ impl RawStore {
         // Each client inserts every `clients`-th row, one statement (and transaction) a row.
         macro_rules! insert_concurrently {
             ($pool:expr, $insert:expr) => {{
-                let rows: Vec<Row> = sqlx::query_as(&select).bind(after).fetch_all($pool).await?;
+                let rows: Vec<Row> = sqlx::query_as(select).bind(after).fetch_all($pool).await?;
                 let started = Instant::now();
                 let tasks: Vec<_> = (0..clients)
                     .map(|client| {
