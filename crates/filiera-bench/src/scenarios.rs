@@ -688,11 +688,7 @@ impl RawStore {
                 {
                     let mut out = tokio::io::BufWriter::new(tokio::fs::File::create(&file).await?);
                     let mut conn = pool.acquire().await?;
-                    let mut rows = conn
-                        .copy_out_raw(&format!(
-                            "COPY (SELECT {COLUMNS} FROM events ORDER BY position) TO STDOUT"
-                        ))
-                        .await?;
+                    let mut rows = conn.copy_out_raw(&copy_out_events()).await?;
                     while let Some(bytes) = rows.next().await {
                         tokio::io::AsyncWriteExt::write_all(&mut out, &bytes?).await?;
                     }
@@ -762,11 +758,7 @@ impl RawStore {
         match self {
             Self::Postgres(pool) => {
                 let mut conn = pool.acquire().await?;
-                let mut rows = conn
-                    .copy_out_raw(&format!(
-                        "COPY (SELECT {COLUMNS} FROM events ORDER BY position) TO STDOUT"
-                    ))
-                    .await?;
+                let mut rows = conn.copy_out_raw(&copy_out_events()).await?;
                 while let Some(bytes) = rows.next().await {
                     count += bytecount_lines(&bytes?);
                 }
@@ -864,6 +856,11 @@ impl RawStore {
         self.drop_table("bench_insert").await?;
         Ok((count, elapsed))
     }
+}
+
+/// Every row of `events` in position order, as `COPY` text.
+fn copy_out_events() -> String {
+    format!("COPY (SELECT {COLUMNS} FROM events ORDER BY position) TO STDOUT")
 }
 
 /// Rows in a chunk of `COPY` text output.

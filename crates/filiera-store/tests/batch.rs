@@ -759,31 +759,7 @@ async fn batches_and_single_commands_interleave_in_commit_order(
         );
     }
 
-    let reader = async {
-        let mut checkpoint = 0;
-        let mut seen: Vec<(Uuid, u64)> = Vec::new();
-        let mut wakeups = store.wakeups();
-        loop {
-            let finished = done.load(Ordering::SeqCst) == SINGLE_WRITERS + BATCH_WRITERS;
-            let page = store.read_feed(checkpoint, 7).await?;
-            for event in &page {
-                ensure!(
-                    event.position > checkpoint,
-                    "position went back from {checkpoint} to {}",
-                    event.position
-                );
-                checkpoint = event.position;
-                seen.push((event.beneficiary_id, event.sequence));
-            }
-            if page.is_empty() {
-                if finished {
-                    break;
-                }
-                let _ = tokio::time::timeout(Duration::from_millis(20), wakeups.changed()).await;
-            }
-        }
-        anyhow::Ok(seen)
-    };
+    let reader = common::tail_feed(store, &done, SINGLE_WRITERS + BATCH_WRITERS);
     let (_, seen) = tokio::time::timeout(
         Duration::from_secs(60),
         futures::future::try_join(futures::future::try_join_all(writers), reader),

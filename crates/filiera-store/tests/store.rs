@@ -572,32 +572,7 @@ async fn feed_reader_never_skips_concurrent_commits(h: &Harness) -> anyhow::Resu
 
     let reader = {
         let (store, done) = (store.clone(), done.clone());
-        tokio::spawn(async move {
-            let mut checkpoint = 0;
-            let mut seen: Vec<(Uuid, u64)> = Vec::new();
-            let mut wakeups = store.wakeups();
-            loop {
-                let finished = done.load(std::sync::atomic::Ordering::SeqCst) == WRITERS;
-                let page = store.read_feed(checkpoint, 7).await?;
-                for event in &page {
-                    ensure!(
-                        event.position > checkpoint,
-                        "position went back from {checkpoint} to {}",
-                        event.position
-                    );
-                    checkpoint = event.position;
-                    seen.push((event.beneficiary_id, event.sequence));
-                }
-                if page.is_empty() {
-                    if finished {
-                        break;
-                    }
-                    let _ =
-                        tokio::time::timeout(Duration::from_millis(20), wakeups.changed()).await;
-                }
-            }
-            anyhow::Ok(seen)
-        })
+        tokio::spawn(async move { common::tail_feed(&store, &done, WRITERS).await })
     };
 
     for writer in writers {

@@ -163,3 +163,35 @@ impl Gate {
         Ok(())
     }
 }
+
+/// Reads the feed in pages of 7 as writers add to it, until `done` counts `writers` finished
+/// writers and the feed is drained; fails if a position ever goes back. Returns every
+/// `(stream, sequence)` read, in feed order.
+pub async fn tail_feed(
+    store: &Store,
+    done: &std::sync::atomic::AtomicUsize,
+    writers: usize,
+) -> anyhow::Result<Vec<(uuid::Uuid, u64)>> {
+    let mut checkpoint = 0;
+    let mut seen = Vec::new();
+    let mut wakeups = store.wakeups();
+    loop {
+        let finished = done.load(std::sync::atomic::Ordering::SeqCst) == writers;
+        let page = store.read_feed(checkpoint, 7).await?;
+        for event in &page {
+            anyhow::ensure!(
+                event.position > checkpoint,
+                "position went back from {checkpoint} to {}",
+                event.position
+            );
+            checkpoint = event.position;
+            seen.push((event.beneficiary_id, event.sequence));
+        }
+        if page.is_empty() {
+            if finished {
+                return Ok(seen);
+            }
+            let _ = tokio::time::timeout(Duration::from_millis(20), wakeups.changed()).await;
+        }
+    }
+}
