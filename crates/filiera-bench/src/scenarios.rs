@@ -302,7 +302,7 @@ impl Filiera {
     fn new(options: &ScenarioOptions, dir: &Path, url: &str) -> Result<Self, BenchError> {
         let config = dir.join("filiera.toml");
         std::fs::write(&config, bench_configuration())?;
-        let listen = format!("127.0.0.1:{}", free_port()?);
+        let listen = format!("127.0.0.1:{}", filiera_testkit::free_port());
         let secret = format!(
             "{}{}",
             uuid::Uuid::new_v4().simple(),
@@ -897,12 +897,6 @@ fn peak_rss_mib(pid: Option<u32>) -> f64 {
                 .and_then(|kb| kb.trim().trim_end_matches("kB").trim().parse::<f64>().ok())
         })
         .map_or(0.0, |kb| round(kb / 1024.0))
-}
-
-fn free_port() -> Result<u16, BenchError> {
-    Ok(std::net::TcpListener::bind("127.0.0.1:0")?
-        .local_addr()?
-        .port())
 }
 
 fn path_arg(path: &Path) -> String {

@@ -662,7 +662,7 @@ impl Store {
     async fn head_unbounded(&self) -> Result<i64, StoreError> {
         let sql = crate::rows::feed_head_sql(self.is_sqlite());
         let head = on_read_pool!(&self.inner.backend, |pool| {
-            sqlx::query_scalar::<_, i64>(&sql)
+            sqlx::query_scalar::<_, i64>(sql)
                 .bind(Pathway::TYPE)
                 .fetch_one(pool)
                 .await?

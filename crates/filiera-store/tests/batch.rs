@@ -7,7 +7,7 @@
 #[allow(dead_code)]
 mod common;
 
-use std::collections::{BTreeMap, BTreeSet, HashMap};
+use std::collections::HashMap;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::Duration;
 
@@ -769,24 +769,11 @@ async fn batches_and_single_commands_interleave_in_commit_order(
     let stored = feed(store).await?;
     let expected = SINGLE_WRITERS * BENEFICIARIES * 2 + BATCH_WRITERS * BATCHES * PER_BATCH * 2;
     ensure!(stored.len() == expected, "{} stored", stored.len());
-    let unique: BTreeSet<_> = seen.iter().copied().collect();
-    ensure!(unique.len() == seen.len(), "the reader saw an event twice");
-    ensure!(
-        unique
-            == stored
-                .iter()
-                .map(|e| (e.beneficiary_id, e.sequence))
-                .collect(),
-        "the reader missed events"
-    );
-    let mut last: BTreeMap<Uuid, u64> = BTreeMap::new();
-    for (id, sequence) in seen {
-        let previous = last.insert(id, sequence).unwrap_or(0);
-        ensure!(
-            sequence == previous + 1,
-            "stream {id}: {sequence} after {previous}"
-        );
-    }
+    let stored_ids: Vec<(Uuid, u64)> = stored
+        .iter()
+        .map(|e| (e.beneficiary_id, e.sequence))
+        .collect();
+    common::assert_tailed_in_order(&seen, &stored_ids)?;
     for pair in stored.windows(2) {
         ensure!(
             pair[0].recorded_at <= pair[1].recorded_at,

@@ -2,7 +2,7 @@
 
 mod common;
 
-use std::collections::{BTreeMap, BTreeSet, HashMap};
+use std::collections::{BTreeSet, HashMap};
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -592,22 +592,7 @@ async fn feed_reader_never_skips_concurrent_commits(h: &Harness) -> anyhow::Resu
         "{} stored",
         stored.len()
     );
-    let unique: BTreeSet<_> = seen.iter().copied().collect();
-    ensure!(unique.len() == seen.len(), "the reader saw an event twice");
-    ensure!(
-        unique == stored.iter().copied().collect(),
-        "the reader missed events"
-    );
-    // Per stream, the reader saw sequences in order.
-    let mut last: BTreeMap<Uuid, u64> = BTreeMap::new();
-    for (id, sequence) in seen {
-        let previous = last.insert(id, sequence).unwrap_or(0);
-        ensure!(
-            sequence == previous + 1,
-            "stream {id}: {sequence} after {previous}"
-        );
-    }
-    Ok(())
+    common::assert_tailed_in_order(&seen, &stored)
 }
 
 async fn many_concurrent_writers_all_succeed(h: &Harness) -> anyhow::Result<()> {

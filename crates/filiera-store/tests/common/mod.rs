@@ -195,3 +195,27 @@ pub async fn tail_feed(
         }
     }
 }
+
+/// What a reader tailing the feed ([`tail_feed`]) must have seen of the `stored` events:
+/// each exactly once, none missed, and each stream's sequences in order.
+pub fn assert_tailed_in_order(
+    seen: &[(uuid::Uuid, u64)],
+    stored: &[(uuid::Uuid, u64)],
+) -> anyhow::Result<()> {
+    use std::collections::{BTreeMap, BTreeSet};
+    let unique: BTreeSet<_> = seen.iter().copied().collect();
+    anyhow::ensure!(unique.len() == seen.len(), "the reader saw an event twice");
+    anyhow::ensure!(
+        unique == stored.iter().copied().collect(),
+        "the reader missed events"
+    );
+    let mut last: BTreeMap<uuid::Uuid, u64> = BTreeMap::new();
+    for &(id, sequence) in seen {
+        let previous = last.insert(id, sequence).unwrap_or(0);
+        anyhow::ensure!(
+            sequence == previous + 1,
+            "stream {id}: {sequence} after {previous}"
+        );
+    }
+    Ok(())
+}
