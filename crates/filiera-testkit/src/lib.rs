@@ -11,6 +11,9 @@
 //!   stop and restart, for outages that must not touch the shared server.
 //! - [`ChildLines`]: a spawned process whose standard output comes line by line.
 //! - [`on_both_backends!`]: one test per body and per [`Backend`].
+//! - [`python`]: the Python tools tests run as users would (PM4Py, Schemathesis).
+
+pub mod python;
 
 use std::io::{BufRead as _, BufReader};
 use std::net::TcpListener;
