@@ -85,6 +85,10 @@ pub const RULES: &[(&str, &str, Access)] = &[
     // relay instruments): open like the health checks, for scrapers (docs/security.md).
     ("GET", "/metrics", Access::Open),
     ("GET", "/openapi.json", Access::Open),
+    // The web dashboard's page and assets (crate::dashboard): static files without data; the
+    // page then calls the routes above with the signed-in user's token.
+    ("GET", crate::dashboard::INDEX_ROUTE, Access::Open),
+    ("GET", crate::dashboard::ASSET_ROUTE, Access::Open),
 ];
 
 /// The rule of `method` on `template`, if the table has one.
@@ -469,6 +473,15 @@ mod tests {
             .map(|(m, t)| (m.to_owned(), t.to_owned()))
             .collect();
         assert_eq!(rules.len(), RULES.len(), "a route is listed twice in RULES");
+        // The dashboard's routes are open static files, outside the API's document.
+        let documented: BTreeSet<(String, String)> = documented
+            .into_iter()
+            .chain(
+                crate::dashboard::ROUTES
+                    .iter()
+                    .map(|t| ("GET".to_owned(), (*t).to_owned())),
+            )
+            .collect();
         assert_eq!(
             rules, documented,
             "RULES lists a route the API does not have"
@@ -540,7 +553,15 @@ mod tests {
             .collect();
         assert_eq!(
             open,
-            ["/healthz", "/readyz", "/metrics", "/openapi.json"].into()
+            [
+                "/healthz",
+                "/readyz",
+                "/metrics",
+                "/openapi.json",
+                crate::dashboard::INDEX_ROUTE,
+                crate::dashboard::ASSET_ROUTE,
+            ]
+            .into()
         );
         // Everything under /v1 needs a token, and the administrator may call all of it.
         for (method, template, access) in RULES {

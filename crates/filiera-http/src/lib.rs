@@ -14,10 +14,13 @@
 //! - [`reports`]: metrics, the reiteration audit, projection status and rebuilds.
 //! - [`telemetry`]: Prometheus metrics at `/metrics`.
 //! - [`openapi`](mod@openapi): the OpenAPI 3.1 document at `/openapi.json`, generated from [`api`].
+//! - [`dashboard`]: the web dashboard at `/`, its assets embedded in the binary (open routes,
+//!   not in the OpenAPI document).
 //! - [`server`]: the accept loop and connection limits behind [`serve`] and [`serve_with`].
 
 pub mod access;
 pub mod beneficiaries;
+pub mod dashboard;
 pub mod extract;
 pub mod feed;
 pub mod meta;
@@ -177,6 +180,7 @@ pub fn router(state: AppState) -> Router {
     let (routes, mut doc) = api().split_for_parts();
     access::describe(&mut doc);
     routes
+        .merge(dashboard::router())
         .route_layer(axum::middleware::from_fn_with_state(
             state.clone(),
             access::authorise,
