@@ -60,12 +60,15 @@ function queryLine(context, query, echo) {
 
 /** A chart with its data table in a disclosure below it; `caption: false` when the panel's
  * title already says what it is. */
-function chartBlock(label, table, drawer, { tall = false, caption = true } = {}) {
+function chartBlock(label, table, drawer, { tall = false, caption = true, rows = 0 } = {}) {
   const canvas = charts.canvas(label);
+  const box = h('div', { class: `chart-box${tall ? ' tall' : ''}` }, canvas);
+  // A horizontal bar chart of many rows grows with them (CSSOM, allowed by the CSP).
+  if (rows > 8) box.style.height = `${Math.min(1400, 80 + rows * 26)}px`;
   const block = h('figure', { class: 'chart-block' },
     caption ? h('figcaption', { class: 'chart-caption' }, label) : null,
-    h('div', { class: `chart-box${tall ? ' tall' : ''}` }, canvas),
-    h('details', { class: 'data-table' }, h('summary', {}, t('data.table')), table));
+    box,
+    table ? h('details', { class: 'data-table' }, h('summary', {}, t('data.table')), table) : null);
   return { block, draw: () => drawer(canvas) };
 }
 
@@ -296,12 +299,13 @@ export async function breakdown(body, query, context, signal) {
     num('corrections', t('metric.corrections'), (m) => m.corrections),
   ];
   const labels = children.map((c) => territoryName(context, c.territory));
-  const chart = chartBlock(t('breakdown.chart'), h('p', { class: 'hint' }, t('breakdown.caption', { territory: territoryName(context, result.territory) })),
+  // The sortable table above is this chart's data table.
+  const chart = chartBlock(t('breakdown.chart'), null,
     (canvas) => charts.bars(canvas, labels, [
       { label: t('metric.enrolments'), data: children.map((c) => c.metrics.enrolments), colour: charts.COLOURS.primary },
       { label: t('metric.active'), data: children.map((c) => sum(c.metrics.active_at_end)), colour: '#7fa7d0' },
       { label: t('metric.flagged'), data: children.map((c) => c.metrics.reiteration.flagged), colour: charts.COLOURS.regression },
-    ], { horizontal: children.length > 6 }), { tall: children.length > 6 });
+    ], { horizontal: children.length > 6 }), { tall: children.length > 6, caption: false, rows: children.length > 6 ? children.length : 0 });
   body.replaceChildren(
     queryLine(context, query, children[0]?.metrics.query),
     panel(t('breakdown.title'), { class: 'wide', id: 'breakdown-table' },
@@ -340,9 +344,9 @@ export async function providers(body, query, context, signal) {
     num('worsened', t('providers.worsened'), (p) => p.occupability_change.worsened, fmt.int, 'occupability_change.worsened'),
   ];
   const labels = items.map((p) => context.providers.get(p.provider) ?? p.provider);
-  const chart = chartBlock(t('transitions.title'), h('p', { class: 'hint' }, t('providers.caption')),
+  const chart = chartBlock(t('transitions.title'), null,
     (canvas) => charts.bars(canvas, labels, KINDS.map((k) => ({ label: t(`transition.${k}`), data: items.map((p) => p.transitions[k]), colour: charts.COLOURS[k] })),
-      { stacked: true, horizontal: true }), { tall: items.length > 5 });
+      { stacked: true, horizontal: true }), { tall: items.length > 5, caption: false, rows: items.length });
   body.replaceChildren(
     queryLine(context, query, result.query),
     panel(t('providers.title'), { class: 'wide', id: 'scorecard-table' },

@@ -86,7 +86,10 @@ pub fn router() -> Router<AppState> {
 }
 
 async fn index(headers: HeaderMap) -> Response {
-    serve(find("index.html").expect("index.html is embedded"), &headers)
+    serve(
+        find("index.html").expect("index.html is embedded"),
+        &headers,
+    )
 }
 
 async fn asset(Path(path): Path<String>, headers: HeaderMap) -> Response {
@@ -136,7 +139,10 @@ fn serve(asset: &'static Asset, request: &HeaderMap) -> Response {
         StatusCode::NOT_MODIFIED.into_response()
     } else {
         (
-            [(header::CONTENT_TYPE, HeaderValue::from_static(asset.content_type))],
+            [(
+                header::CONTENT_TYPE,
+                HeaderValue::from_static(asset.content_type),
+            )],
             asset.body,
         )
             .into_response()
@@ -192,7 +198,10 @@ mod tests {
                     assert!(find(name).is_some(), "{} names {name}", asset.path);
                 }
             }
-            for line in text.lines().filter(|l| l.trim_start().starts_with("import ")) {
+            for line in text
+                .lines()
+                .filter(|l| l.trim_start().starts_with("import "))
+            {
                 if let Some(start) = line.find("'./") {
                     let rest = &line[start + 3..];
                     let name = &rest[..rest.find('\'').unwrap()];
@@ -228,7 +237,10 @@ mod tests {
         let record = std::str::from_utf8(find("vendor/VENDORED.md").unwrap().body).unwrap();
         let mut checked = 0;
         for line in record.lines().filter(|l| l.starts_with("| `")) {
-            let cells: Vec<&str> = line.split('|').map(|c| c.trim().trim_matches('`')).collect();
+            let cells: Vec<&str> = line
+                .split('|')
+                .map(|c| c.trim().trim_matches('`'))
+                .collect();
             let (file, digest) = (cells[1], cells[5]);
             let asset = find(&format!("vendor/{file}")).expect("a recorded file is embedded");
             assert_eq!(hex::encode(Sha256::digest(asset.body)), digest, "{file}");

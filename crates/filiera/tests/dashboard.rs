@@ -160,7 +160,10 @@ async fn figures(client: &Client) -> Vec<Figure> {
         .expect("a list")
         .iter()
         .map(|f| Figure {
-            source: f["source"].as_str().expect("every figure has a source").into(),
+            source: f["source"]
+                .as_str()
+                .expect("every figure has a source")
+                .into(),
             metric: f["metric"].as_str().unwrap().into(),
             value: serde_json::from_str(f["value"].as_str().unwrap()).expect("JSON data-value"),
             text: f["text"].as_str().unwrap().into(),
@@ -179,7 +182,11 @@ fn resolve(document: &Value, path: &str) -> Value {
             (Value::Array(items), "#") => json!(items.len()),
             (Value::Array(items), cell) if cell.contains('>') => {
                 let (from, to) = cell.split_once('>').unwrap();
-                let from = if from == "entry" { Value::Null } else { json!(from) };
+                let from = if from == "entry" {
+                    Value::Null
+                } else {
+                    json!(from)
+                };
                 items
                     .iter()
                     .find(|c| c["from"] == from && c["to"] == to)
@@ -193,7 +200,11 @@ fn resolve(document: &Value, path: &str) -> Value {
                         .any(|field| item[*field] == key)
                 })
                 .cloned()
-                .or_else(|| key.parse::<usize>().ok().and_then(|i| items.get(i).cloned()))
+                .or_else(|| {
+                    key.parse::<usize>()
+                        .ok()
+                        .and_then(|i| items.get(i).cloned())
+                })
                 .unwrap_or_else(|| panic!("{path}: no item {key}")),
             (Value::Object(map), key) => map
                 .get(key)
@@ -247,7 +258,11 @@ fn check(figures: &[Figure], documents: &[(&str, &Value)], lang: &str) -> usize 
         if let Value::Number(n) = &expected {
             let shown = shown_number(&figure.text, lang)
                 .unwrap_or_else(|| panic!("{}: `{}` for {n}", figure.metric, figure.text));
-            let scale = if figure.text.contains('%') { 100.0 } else { 1.0 };
+            let scale = if figure.text.contains('%') {
+                100.0
+            } else {
+                1.0
+            };
             let decimals = figure
                 .text
                 .rsplit_once(if lang == "it" { ',' } else { '.' })
@@ -358,7 +373,10 @@ async fn caught_up(base: &str, token: &str) {
         if !lagging {
             return;
         }
-        assert!(Instant::now() < deadline, "projections never caught up: {status}");
+        assert!(
+            Instant::now() < deadline,
+            "projections never caught up: {status}"
+        );
         tokio::time::sleep(Duration::from_millis(200)).await;
     }
 }
@@ -371,7 +389,9 @@ async fn the_dashboard_shows_the_apis_figures_in_a_real_browser() {
     let history = history.to_str().unwrap();
     filiera(
         dir.path(),
-        &["generate", "--events", "8000", "--seed", "11", "-o", history],
+        &[
+            "generate", "--events", "8000", "--seed", "11", "-o", history,
+        ],
     );
     filiera(dir.path(), &["import", history]);
     let mut command = common::clean_command();
@@ -420,7 +440,11 @@ async fn the_dashboard_shows_the_apis_figures_in_a_real_browser() {
         .click()
         .await
         .unwrap();
-    wait_until(&client, "document.body.dataset.rendered?.startsWith('#/overview')").await;
+    wait_until(
+        &client,
+        "document.body.dataset.rendered?.startsWith('#/overview')",
+    )
+    .await;
 
     // Overview of a region over a year, then of one of its provinces over another period.
     let region = Query {
@@ -586,7 +610,14 @@ async fn the_dashboard_shows_the_apis_figures_in_a_real_browser() {
             .as_array()
             .unwrap()
             .iter()
-            .map(|code| resolve(&breakdown, &format!("children.{}.metrics.enrolments", code.as_str().unwrap())).as_u64().unwrap())
+            .map(|code| {
+                resolve(
+                    &breakdown,
+                    &format!("children.{}.metrics.enrolments", code.as_str().unwrap()),
+                )
+                .as_u64()
+                .unwrap()
+            })
             .collect::<Vec<_>>()
     };
     assert_eq!(enrolments_in(&order().await), sorted(true));
@@ -609,7 +640,10 @@ async fn the_dashboard_shows_the_apis_figures_in_a_real_browser() {
             .map(|code| {
                 resolve(
                     &breakdown,
-                    &format!("children.{}.metrics.reiteration.flagged", code.as_str().unwrap()),
+                    &format!(
+                        "children.{}.metrics.reiteration.flagged",
+                        code.as_str().unwrap()
+                    ),
                 )
                 .as_u64()
                 .unwrap()
@@ -671,12 +705,22 @@ async fn the_dashboard_shows_the_apis_figures_in_a_real_browser() {
         let id = person["beneficiary_id"].as_str().unwrap();
         let evidence = shown
             .iter()
-            .filter(|f| f.metric.starts_with(&format!("beneficiaries.{id}.transitions.")))
+            .filter(|f| {
+                f.metric
+                    .starts_with(&format!("beneficiaries.{id}.transitions."))
+            })
             .count();
-        assert_eq!(evidence, person["transitions"].as_array().unwrap().len() * 3, "{id}");
+        assert_eq!(
+            evidence,
+            person["transitions"].as_array().unwrap().len() * 3,
+            "{id}"
+        );
     }
     client
-        .execute("document.querySelector('details.evidence').open = true;", vec![])
+        .execute(
+            "document.querySelector('details.evidence').open = true;",
+            vec![],
+        )
         .await
         .unwrap();
     screenshot(&client, "audit").await;
@@ -690,7 +734,11 @@ async fn the_dashboard_shows_the_apis_figures_in_a_real_browser() {
         .await
         .unwrap();
     wait_until(&client, "document.body.dataset.rendered === '#/feed'").await;
-    wait_until(&client, "document.querySelectorAll('#feed-rows tr').length > 0").await;
+    wait_until(
+        &client,
+        "document.querySelectorAll('#feed-rows tr').length > 0",
+    )
+    .await;
     let enrolled: Value = reqwest::Client::new()
         .post(format!("{base}/v1/beneficiaries"))
         .bearer_auth(&admin)
@@ -724,7 +772,11 @@ async fn the_dashboard_shows_the_apis_figures_in_a_real_browser() {
         "it"
     );
     let italian = figures(&client).await;
-    check(&italian, &[("metrics", &metrics), ("series", &series)], "it");
+    check(
+        &italian,
+        &[("metrics", &metrics), ("series", &series)],
+        "it",
+    );
     let fits = client
         .execute(
             "return document.documentElement.scrollWidth <= window.innerWidth;",
@@ -773,7 +825,10 @@ async fn the_dashboards_files_are_open_and_locked_down() {
         ("/", "text/html; charset=utf-8"),
         ("/assets/app.js", "text/javascript; charset=utf-8"),
         ("/assets/dashboard.css", "text/css; charset=utf-8"),
-        ("/assets/vendor/chart.umd.min.js", "text/javascript; charset=utf-8"),
+        (
+            "/assets/vendor/chart.umd.min.js",
+            "text/javascript; charset=utf-8",
+        ),
     ] {
         let response = http
             .get(format!("{}{path}", server.base))
