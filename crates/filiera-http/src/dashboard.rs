@@ -190,9 +190,7 @@ mod tests {
             }
             for (start, _) in text.match_indices("/assets/") {
                 let rest = &text[start + "/assets/".len()..];
-                let end = rest
-                    .find(|c: char| c == '"' || c == '\'' || c == '`')
-                    .unwrap_or(rest.len());
+                let end = rest.find(['"', '\'', '`']).unwrap_or(rest.len());
                 let name = &rest[..end];
                 if !name.is_empty() && !name.contains('$') {
                     assert!(find(name).is_some(), "{} names {name}", asset.path);
