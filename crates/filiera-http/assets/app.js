@@ -155,6 +155,12 @@ function showSignIn(message) {
       input.focus();
       return;
     }
+    // Someone else signing in starts from their own default page, not the last user's query.
+    const subject = api.claims(value).sub ?? '';
+    if (window.sessionStorage.getItem('filiera.subject') !== subject) {
+      window.history.replaceState(null, '', window.location.pathname + window.location.search);
+    }
+    window.sessionStorage.setItem('filiera.subject', subject);
     api.signIn(value);
     start();
   });

@@ -808,6 +808,87 @@ async fn the_dashboard_shows_the_apis_figures_in_a_real_browser() {
         .unwrap();
     assert!(message.contains("token"), "{message}");
 
+    // An evaluator of one province: the picker offers its territories only, the overview
+    // opens on it with the API's figures for its token, and the feed is not for this role.
+    let evaluator = common::token(Role::Evaluator, &["LOM-BG"]);
+    let field = client.find(Locator::Id("token")).await.unwrap();
+    field.clear().await.unwrap();
+    field.send_keys(&evaluator).await.unwrap();
+    client
+        .find(Locator::Id("signin-submit"))
+        .await
+        .unwrap()
+        .click()
+        .await
+        .unwrap();
+    wait_until(
+        &client,
+        "document.body.dataset.rendered?.startsWith('#/overview')",
+    )
+    .await;
+    let offered = client
+        .execute(
+            "return [...document.querySelectorAll('#f-territory option')].map((o) => o.value);",
+            vec![],
+        )
+        .await
+        .unwrap();
+    let offered: Vec<&str> = offered
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|v| v.as_str().unwrap())
+        .collect();
+    assert_eq!(offered[0], "LOM-BG", "{offered:?}");
+    assert!(
+        offered.len() > 1
+            && offered
+                .iter()
+                .all(|c| c.starts_with("LOM-BG-") || *c == "LOM-BG")
+    );
+    let chosen = client
+        .execute(
+            "return ['from', 'to'].map((n) => document.getElementById('f-' + n).value);",
+            vec![],
+        )
+        .await
+        .unwrap();
+    let scoped = Query {
+        territory: "LOM-BG",
+        from: chosen[0].as_str().unwrap(),
+        to: chosen[1].as_str().unwrap(),
+        known_at: "",
+    };
+    let metrics = api(&base, &evaluator, "/v1/metrics", &scoped.params()).await;
+    let mut series_params = scoped.params();
+    series_params.push(("interval", "month"));
+    let series = api(&base, &evaluator, "/v1/metrics/series", &series_params).await;
+    check(
+        &figures(&client).await,
+        &[("metrics", &metrics), ("series", &series)],
+        "it",
+    );
+    let routes = client
+        .execute(
+            "return [...document.querySelectorAll('#sidebar a')].map((a) => a.dataset.route);",
+            vec![],
+        )
+        .await
+        .unwrap();
+    assert_eq!(
+        routes,
+        json!(["overview", "breakdown", "providers", "audit"])
+    );
+    client
+        .execute("location.hash = '#/feed';", vec![])
+        .await
+        .unwrap();
+    rendered(&client, "#/feed").await;
+    client
+        .find(Locator::Css("[role=alert].problem"))
+        .await
+        .expect("the page says the role cannot open it");
+
     client.close().await.unwrap();
     drop(server);
 }
