@@ -264,16 +264,17 @@ impl ReadModel {
     /// transaction. `false` (and nothing written) when the checkpoint was not `old` any more
     /// or the generation was retired: another runner got there first. The rows are taken
     /// (encoded, for the runner) [`UPSERT_CHUNK`] at a time, so a large catch-up batch never
-    /// holds all of them at once.
+    /// holds all of them at once; a source may even fold them only then, inside the
+    /// transaction (a rebuild in parts: the compare-and-set then also keeps a second runner
+    /// from folding at all).
     pub(crate) async fn commit_batch(
         &self,
         projection: &str,
         generation: i64,
         old: i64,
         new: i64,
-        rows: impl IntoIterator<Item = Result<TimelineRow, ProjectionError>>,
+        mut rows: impl RowSource,
     ) -> Result<bool, ProjectionError> {
-        let mut rows = rows.into_iter();
         on_pool!(self.database.writer(), |pool| {
             let mut tx = pool.begin().await?;
             let moved = sqlx::query(sql::MOVE_CHECKPOINT)
@@ -289,10 +290,7 @@ impl ReadModel {
                 return Ok(false);
             }
             loop {
-                let chunk = rows
-                    .by_ref()
-                    .take(UPSERT_CHUNK)
-                    .collect::<Result<Vec<_>, _>>()?;
+                let chunk = rows.next_chunk(UPSERT_CHUNK).await?;
                 if chunk.is_empty() {
                     break;
                 }
@@ -504,6 +502,28 @@ impl ReadModel {
 
 /// Timelines upserted per statement.
 const UPSERT_CHUNK: usize = 10_000;
+
+/// Where the rows of a batch come from: taken a chunk at a time by
+/// [`ReadModel::commit_batch`], inside the batch's transaction, until a chunk comes back empty.
+pub(crate) trait RowSource: Send {
+    /// Up to `max` more rows; none when the source is exhausted.
+    fn next_chunk(
+        &mut self,
+        max: usize,
+    ) -> impl Future<Output = Result<Vec<TimelineRow>, ProjectionError>> + Send;
+}
+
+/// Rows already at hand (or encoded as they are taken).
+pub(crate) struct Rows<I>(pub(crate) I);
+
+impl<I> RowSource for Rows<I>
+where
+    I: Iterator<Item = Result<TimelineRow, ProjectionError>> + Send,
+{
+    async fn next_chunk(&mut self, max: usize) -> Result<Vec<TimelineRow>, ProjectionError> {
+        self.0.by_ref().take(max).collect()
+    }
+}
 
 /// The timelines a batch writes, stamped with its new checkpoint.
 struct Batch<'a> {
