@@ -7,7 +7,9 @@
 //! - [`tail`]: `tail`, following the feed over HTTP (with a bearer token) or NATS.
 //! - [`telemetry`]: the tracing subscriber.
 //! - [`transfer`]: `import` of legacy NDJSON commands and `export` of NDJSON events.
+//! - [`mining`]: `export --format ocel2|xes`, the process-mining event logs.
 
+mod mining;
 mod settings;
 mod startup;
 mod tail;
@@ -180,11 +182,29 @@ enum Command {
     },
     /// Local administrator tool (reads the store directly, without the API's tokens and roles:
     /// the export holds every beneficiary's history). Export every event as NDJSON (the
-    /// `GET /v1/events` item shape), in feed order.
+    /// `GET /v1/events` item shape), in feed order; or, with `--format ocel2` or `xes`, the
+    /// event log of a report's scope for process-mining tools (docs/process-mining.md).
     Export {
-        /// Only events after this global position.
+        /// `ndjson` (every stored event), `ocel2` (OCEL 2.0 JSON) or `xes` (IEEE 1849 XES).
+        #[arg(long, value_enum, default_value_t = mining::ExportFormat::Ndjson)]
+        format: mining::ExportFormat,
+        /// NDJSON: only events after this global position.
         #[arg(long, default_value_t = 0)]
         after: i64,
+        /// OCEL 2.0 and XES: the events attributed to this territory or its descendants
+        /// (default: everything).
+        #[arg(long)]
+        territory: Option<String>,
+        /// OCEL 2.0 and XES: first day of the period, YYYY-MM-DD (default 2000-01-01).
+        #[arg(long)]
+        from: Option<String>,
+        /// OCEL 2.0 and XES: last day of the period, YYYY-MM-DD (default today, UTC).
+        #[arg(long)]
+        to: Option<String>,
+        /// OCEL 2.0 and XES: as known at this RFC 3339 instant, or the end of this UTC day
+        /// (default now).
+        #[arg(long)]
+        known_at: Option<String>,
         /// Output file (default: standard output).
         #[arg(long, short)]
         output: Option<PathBuf>,
@@ -279,7 +299,23 @@ async fn main() -> anyhow::Result<()> {
             batch,
             keep_going,
         } => startup::import(settings, &file, batch, keep_going).await,
-        Command::Export { after, output } => startup::export(settings, after, output).await,
+        Command::Export {
+            format,
+            after,
+            territory,
+            from,
+            to,
+            known_at,
+            output,
+        } => {
+            let scope = filiera_contract::MetricsParams {
+                territory,
+                from,
+                to,
+                known_at,
+            };
+            startup::export(settings, format, after, scope, output).await
+        }
         Command::Generate {
             events,
             seed,

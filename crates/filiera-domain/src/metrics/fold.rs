@@ -632,7 +632,7 @@ impl Scope {
         }
     }
 
-    fn contains(&self, code: &TerritoryCode) -> bool {
+    pub(crate) fn contains(&self, code: &TerritoryCode) -> bool {
         match self {
             Self::Everything => true,
             Self::Subtree(set) => set.contains(code),
