@@ -22,24 +22,47 @@ use clap::{Parser, Subcommand};
 
 use crate::settings::Settings;
 
-/// filiera: the event-sourced record of labour-inclusion pathways.
+/// The command line: `about` and `long_about` are what `filiera --help` opens with.
 #[derive(Debug, Parser)]
-#[command(version, about)]
+#[command(version, about = ABOUT, long_about = LONG_ABOUT)]
 struct Cli {
-    /// TOML configuration file; `FILIERA_*` environment variables override it.
+    /// TOML configuration file; FILIERA_* environment variables override it.
     #[arg(long, global = true, env = "FILIERA_CONFIG")]
     config: Option<PathBuf>,
     #[command(subcommand)]
     command: Command,
 }
 
+/// The one-line summary of `filiera -h`.
+const ABOUT: &str = "Record labour-inclusion pathways as events and report on them by territory";
+
+/// `filiera --help`: what the tool is and the commands of a first day with it.
+const LONG_ABOUT: &str = "\
+Record labour-inclusion pathways as events and report on them by territory.
+
+filiera keeps every step of a beneficiary's pathway (enrolment, stages, exits, closure) as an
+immutable event, and answers metrics for any territory and period, as known at any moment.
+
+Everyday commands:
+  filiera serve                          run the HTTP API (embedded store in ./filiera-data)
+  filiera token issue --role evaluator   print a bearer token for the API
+  filiera report --territory LOM         print a territory's metrics (JSON or CSV), offline
+  filiera import FILE                    load legacy history (NDJSON commands)
+  filiera export --format xes            export the events for process-mining tools
+
+Run 'filiera help COMMAND' for the options of a command.";
+
 #[derive(Debug, Subcommand)]
 enum Command {
-    /// Run the HTTP API (embedded SQLite under ./filiera-data unless FILIERA_DATABASE_URL is set).
-    /// Every API call but the health checks needs a bearer token: see `filiera token issue`.
+    /// Run the HTTP API.
+    ///
+    /// The store is embedded SQLite under ./filiera-data unless FILIERA_DATABASE_URL is set
+    /// (a missing PostgreSQL database is created when the role may). Every API call but the health checks needs a bearer token: see `filiera token issue`.
     Serve,
     /// Apply the database schema and exit.
     Migrate,
+    /// Import legacy history (NDJSON commands) into the store.
+    ///
     /// Local administrator tool (works on the store directly, without the API's tokens and
     /// roles: run it only where an administrator may). Import legacy history: NDJSON, one
     /// command per line,
@@ -55,6 +78,8 @@ enum Command {
         #[arg(long)]
         keep_going: bool,
     },
+    /// Print a territory's metrics (JSON or CSV), replayed offline from the store.
+    ///
     /// Local administrator tool (reads the store directly, without the API's tokens and roles).
     /// Offline regional report: replay the store directly (no server needed) and print the
     /// metrics document of `GET /v1/metrics` for the same options.
@@ -92,6 +117,8 @@ enum Command {
         #[arg(long, short)]
         output: Option<PathBuf>,
     },
+    /// Rebuild a projection and swap it in.
+    ///
     /// Local administrator tool (works on the store directly, without the API's tokens and
     /// roles). Rebuild a projection into a new generation and swap it in; queries of running
     /// servers keep answering from the current one meanwhile.
@@ -100,7 +127,9 @@ enum Command {
         #[arg(default_value = "territory_metrics")]
         projection: String,
     },
-    /// Follow the events as they are stored, one JSON line each: over HTTP from a running
+    /// Follow the events as they are stored, one JSON line each.
+    ///
+    /// Over HTTP from a running
     /// server (server-sent events; territory includes descendants), or with `--nats` from
     /// the JetStream stream (CloudEvents; exact territory code).
     Tail {
@@ -128,16 +157,20 @@ enum Command {
         #[arg(long, env = "FILIERA_TOKEN", hide_env_values = true)]
         token: Option<String>,
     },
-    /// Bearer tokens of the API.
+    /// Issue bearer tokens for the API.
     Token {
         #[command(subcommand)]
         command: TokenCommand,
     },
+    /// Rotate the personal-data vault's master key.
+    ///
     /// The personal-data vault's master key (a local administrator tool: stop `serve` first).
     Keys {
         #[command(subcommand)]
         command: KeysCommand,
     },
+    /// Measure the read model and the binary's throughput on real stores.
+    ///
     /// Measure the read model: region-wide metrics over generated histories, the naive
     /// replay baseline, the runner's catch-up and the cache load on real stores. Prints a
     /// Markdown report (see docs/performance.md). With --json: runs this binary's import,
@@ -180,6 +213,8 @@ enum Command {
         #[arg(long, default_value_t = 100)]
         query_runs: usize,
     },
+    /// Export the events: NDJSON, or OCEL 2.0 and XES for process mining.
+    ///
     /// Local administrator tool (reads the store directly, without the API's tokens and roles:
     /// the export holds every beneficiary's history). Export every event as NDJSON (the
     /// `GET /v1/events` item shape), in feed order; or, with `--format ocel2` or `xes`, the
@@ -209,7 +244,9 @@ enum Command {
         #[arg(long, short)]
         output: Option<PathBuf>,
     },
-    /// Generate realistic histories as an import file (NDJSON, the format `import` reads):
+    /// Generate realistic histories as an import file.
+    ///
+    /// The file is NDJSON, the format `import` reads:
     /// enrolments in the configured territories (those without children), moves through the
     /// configured stages with progressions, reiterations and regressions, assessments,
     /// transfers, closures, reopenings and undos, each command decided by the pathway rules.
