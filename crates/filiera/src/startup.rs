@@ -279,6 +279,18 @@ pub async fn export(
         _ => {}
     }
     let store = open(&settings).await?;
+    let services = store.services();
+    // The scope is checked before the output file is created.
+    let query = match format {
+        ExportFormat::Ndjson => None,
+        ExportFormat::Ocel2 | ExportFormat::Xes => {
+            let threshold = settings.audit.reiteration_threshold;
+            let query = scope
+                .into_query(&services.territories, threshold, chrono::Utc::now())
+                .map_err(|refused| anyhow::anyhow!(refused.to_string()))?;
+            Some(query)
+        }
+    };
     let out: Box<dyn std::io::Write> = match output {
         Some(path) => Box::new(std::io::BufWriter::new(
             std::fs::File::create(&path)
@@ -286,14 +298,9 @@ pub async fn export(
         )),
         None => Box::new(std::io::stdout().lock()),
     };
-    let written = match format {
-        ExportFormat::Ndjson => crate::transfer::export(&store, after, out).await?,
-        ExportFormat::Ocel2 | ExportFormat::Xes => {
-            let services = store.services();
-            let threshold = settings.audit.reiteration_threshold;
-            let query = scope
-                .into_query(&services.territories, threshold, chrono::Utc::now())
-                .map_err(|refused| anyhow::anyhow!(refused.to_string()))?;
+    let written = match query {
+        None => crate::transfer::export(&store, after, out).await?,
+        Some(query) => {
             let log_scope = filiera_domain::metrics::LogScope::new(
                 query.territory.as_ref(),
                 &services.territories,

@@ -706,3 +706,26 @@ fn top_level_help_reads_like_a_tool() {
         "{short}"
     );
 }
+
+/// The scope options choose the events of the process-mining formats: the NDJSON export (every
+/// stored event) refuses them and they refuse `--after`, rather than one silently ignoring the
+/// other; a scope the report would refuse is refused the same way.
+#[test]
+fn export_refuses_options_of_another_format() {
+    let dir = tempfile::tempdir().unwrap();
+    let cases: [(&[&str], &str); 3] = [
+        (&["export", "--territory", "LOM"], "--territory"),
+        (&["export", "--format", "xes", "--after", "3"], "--after"),
+        (
+            &["export", "--format", "ocel2", "--territory", "NOWHERE"],
+            "NOWHERE",
+        ),
+    ];
+    for (args, named) in cases {
+        let output = run(filiera(dir.path()).args(args), None);
+        assert!(!output.status.success(), "{args:?}");
+        let stderr = String::from_utf8_lossy(&output.stderr);
+        assert!(stderr.contains(named), "{args:?}: {stderr}");
+        assert!(output.stdout.is_empty(), "{args:?}");
+    }
+}
