@@ -503,6 +503,10 @@ impl ReadModel {
 /// Timelines upserted per statement.
 const UPSERT_CHUNK: usize = 10_000;
 
+/// Timelines per multi-row statement on SQLite (5 parameters each, well under SQLite's limit
+/// of 32,766).
+const SQLITE_ROWS_PER_UPSERT: usize = 1_000;
+
 /// Where the rows of a batch come from: taken a chunk at a time by
 /// [`ReadModel::commit_batch`], inside the batch's transaction, until a chunk comes back empty.
 pub(crate) trait RowSource: Send {
@@ -577,21 +581,29 @@ impl UpsertTimelines for sqlx::Postgres {
 }
 
 impl UpsertTimelines for sqlx::Sqlite {
-    /// One prepared statement per row: SQLite has no arrays, and statements are cheap
-    /// in-process.
+    /// Multi-row statements of [`SQLITE_ROWS_PER_UPSERT`] rows (SQLite has no arrays): one
+    /// statement per row cost a rebuild a third of its time.
     async fn upsert(
         batch: &Batch<'_>,
         tx: &mut sqlx::Transaction<'_, Self>,
     ) -> Result<(), sqlx::Error> {
-        for (id, timeline) in batch.rows {
-            sqlx::query(include_str!("statements/sqlite/upsert_timeline.sql"))
-                .bind(batch.projection)
-                .bind(batch.generation)
-                .bind(batch.position)
-                .bind(id)
-                .bind(timeline)
-                .execute(&mut **tx)
-                .await?;
+        for rows in batch.rows.chunks(SQLITE_ROWS_PER_UPSERT) {
+            let mut statement = sqlx::QueryBuilder::<sqlx::Sqlite>::new(
+                "INSERT INTO projection_timelines \
+                 (projection, generation, beneficiary_id, timeline, updated_position) ",
+            );
+            statement.push_values(rows, |mut row, (id, timeline)| {
+                row.push_bind(batch.projection)
+                    .push_bind(batch.generation)
+                    .push_bind(id)
+                    .push_bind(timeline)
+                    .push_bind(batch.position);
+            });
+            statement.push(
+                " ON CONFLICT (projection, generation, beneficiary_id) DO UPDATE \
+                 SET timeline = excluded.timeline, updated_position = excluded.updated_position",
+            );
+            statement.build().execute(&mut **tx).await?;
         }
         Ok(())
     }
