@@ -104,7 +104,7 @@ impl CloseOutcome {
     }
 }
 
-/// What a needs assessment was (SPEC 2.5).
+/// What a needs assessment was (docs/domain.md).
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
 #[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 #[serde(rename_all = "snake_case")]
@@ -131,7 +131,7 @@ impl AssessmentKind {
     }
 }
 
-/// The occupability profile a needs assessment concludes with (SPEC 2.5).
+/// The occupability profile a needs assessment concludes with (docs/domain.md).
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
 #[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 #[serde(rename_all = "snake_case")]
@@ -155,7 +155,7 @@ impl Occupability {
     }
 }
 
-/// A service taking part in a needs assessment (SPEC 2.5).
+/// A service taking part in a needs assessment (docs/domain.md).
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
 #[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 #[serde(rename_all = "snake_case")]
@@ -187,7 +187,7 @@ impl TeamMember {
     }
 }
 
-/// The classification of a stage entry (SPEC 2.4), decided when it is recorded.
+/// The classification of a stage entry (docs/domain.md), decided when it is recorded.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
 #[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 #[serde(rename_all = "snake_case")]

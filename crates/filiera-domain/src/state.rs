@@ -62,9 +62,9 @@ pub struct PathwayState {
     pub close_outcome: Option<CloseOutcome>,
     /// Latest effective date among the non-voided events: nothing earlier may be recorded.
     pub latest_on: Option<NaiveDate>,
-    /// The occupability profile of the latest non-voided needs assessment (SPEC 2.5).
+    /// The occupability profile of the latest non-voided needs assessment (docs/domain.md).
     pub occupability: Option<Occupability>,
-    /// Reiterations since the most recent progression (SPEC 2.4).
+    /// Reiterations since the most recent progression (docs/domain.md).
     pub stalled_reiterations: u32,
     pub counts: PathwayCounts,
 }

@@ -12,7 +12,7 @@ use filiera_store::Store;
 
 use crate::ProjectionError;
 use crate::cache::{Freshness, TimelineCache};
-use crate::read_model::ReadModel;
+use crate::read_model::{ReadModel, Rows};
 
 /// One projection's read-model tables in a store's database (see the module docs).
 #[derive(Clone, Debug)]
@@ -138,7 +138,7 @@ impl GenerationFill {
                 self.generation,
                 self.old,
                 self.position,
-                rows.iter().cloned().map(Ok),
+                Rows(rows.iter().cloned().map(Ok)),
             )
             .await?
         {

@@ -27,6 +27,19 @@ pub enum StoreError {
         #[source]
         source: std::io::Error,
     },
+    /// The PostgreSQL database named by the URL does not exist and could not be created (the
+    /// role may not create databases, or the maintenance database `postgres` is out of reach).
+    #[error(
+        "the PostgreSQL database `{database}` does not exist and could not be created: create it \
+         (`createdb {database}`) or give the role the CREATEDB privilege"
+    )]
+    CannotCreateDatabase {
+        /// The database's name (never the URL, which may hold a password).
+        database: String,
+        /// Why `CREATE DATABASE` failed.
+        #[source]
+        source: sqlx::Error,
+    },
     /// The database failed or refused a query.
     #[error("database error")]
     Database(#[from] sqlx::Error),

@@ -70,5 +70,5 @@ pub use database::{Database, Migrations, PerBackend, Pool};
 pub use error::{Outage, StoreError, error_chain};
 pub use lease::Leadership;
 pub use model::{CommandContext, Executed, IdempotencyKey, Rejection, StoredEvent};
-pub use scan::FeedScan;
+pub use scan::{FeedPart, FeedScan};
 pub use store::{NotReady, Store, StoreOptions};

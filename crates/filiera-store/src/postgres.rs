@@ -4,7 +4,8 @@
 use std::time::Duration;
 
 use sqlx::PgPool;
-use sqlx::postgres::{PgListener, PgPoolOptions};
+use sqlx::migrate::MigrateDatabase as _;
+use sqlx::postgres::{PgConnectOptions, PgListener, PgPoolOptions};
 use tokio::sync::watch;
 use tokio::task::JoinHandle;
 
@@ -22,7 +23,15 @@ pub(crate) const POSITION_LOCK_KEY: i64 = 28_826_361_970_127_457;
 /// SQLSTATE `unique_violation`: a primary-key conflict, or the idempotency trigger.
 pub(crate) const UNIQUE_VIOLATION: &str = "23505";
 
-/// Connects the pool. One of its connections is kept by the LISTEN task.
+/// SQLSTATE `invalid_catalog_name`: the database named by the URL does not exist.
+const INVALID_CATALOG_NAME: &str = "3D000";
+
+/// SQLSTATE `duplicate_database`: another process created the database first.
+const DUPLICATE_DATABASE: &str = "42P04";
+
+/// Connects the pool, first creating the database if it does not exist (through the
+/// maintenance database `postgres`, with the same credentials, as `createdb` does) when the
+/// role may. One of the pool's connections is kept by the LISTEN task.
 ///
 /// Connections are tested before use (sqlx's default, kept explicit here), so those broken by
 /// a database restart are replaced instead of failing the first requests after it. A dropped
@@ -30,12 +39,46 @@ pub(crate) const UNIQUE_VIOLATION: &str = "23505";
 /// transaction state, unlike SQLite). While the database is down, an acquire fails after
 /// `options.acquire_timeout` instead of waiting for it.
 pub(crate) async fn connect(url: &str, options: &StoreOptions) -> Result<PgPool, StoreError> {
-    Ok(PgPoolOptions::new()
+    match pool(url, options).await {
+        Err(sqlx::Error::Database(error))
+            if error.code().as_deref() == Some(INVALID_CATALOG_NAME) =>
+        {
+            create_database(url).await?;
+            Ok(pool(url, options).await?)
+        }
+        connected => Ok(connected?),
+    }
+}
+
+async fn pool(url: &str, options: &StoreOptions) -> Result<PgPool, sqlx::Error> {
+    PgPoolOptions::new()
         .max_connections(options.max_connections.max(2))
         .acquire_timeout(options.acquire_timeout)
         .test_before_acquire(true)
         .connect(url)
-        .await?)
+        .await
+}
+
+/// Creates the missing database of `url`. Another process creating it meanwhile (replicas
+/// starting together) is not an error.
+async fn create_database(url: &str) -> Result<(), StoreError> {
+    let database = url
+        .parse::<PgConnectOptions>()
+        .ok()
+        .and_then(|options| options.get_database().map(str::to_owned))
+        .unwrap_or_default();
+    match sqlx::Postgres::create_database(url).await {
+        Ok(()) => {
+            tracing::info!(%database, "created the missing PostgreSQL database");
+            Ok(())
+        }
+        Err(sqlx::Error::Database(error))
+            if error.code().as_deref() == Some(DUPLICATE_DATABASE) =>
+        {
+            Ok(())
+        }
+        Err(source) => Err(StoreError::CannotCreateDatabase { database, source }),
+    }
 }
 
 /// Listens to [`CHANNEL`] until aborted, bumping `wake` with each notified position. Failures

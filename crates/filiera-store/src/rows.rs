@@ -40,6 +40,31 @@ pub(crate) fn feed_page_sql(sqlite: bool) -> String {
     )
 }
 
+/// The events of one [`crate::scan::FeedPart`] of the feed: [`EVENT_COLUMNS`] after position `$2`
+/// up to `$3`, of the streams whose bucket (the id's last two characters read as hex digits,
+/// anything else counting as `f`: 0–255) times `$4` (the parts) over 256 is `$5` (the part).
+pub(crate) fn feed_part_sql(sqlite: bool) -> String {
+    let (find, last) = if sqlite {
+        ("instr", "substr(aggregate_id, -1, 1)")
+    } else {
+        ("strpos", "right(aggregate_id, 1)")
+    };
+    let before_last = if sqlite {
+        "substr(aggregate_id, -2, 1)"
+    } else {
+        "left(right(aggregate_id, 2), 1)"
+    };
+    let digit = |c: &str| format!("(({find}('0123456789abcdef', lower({c})) + 15) % 16)");
+    format!(
+        "SELECT {EVENT_COLUMNS} FROM events \
+         WHERE {} AND position > $2 AND position <= $3 \
+         AND ({} * 16 + {}) * $4 / 256 = $5 ORDER BY position",
+        feed_type_condition(sqlite),
+        digit(before_last),
+        digit(last),
+    )
+}
+
 /// The last position of the feed, 0 if it is empty: a walk down the position index (`max()`
 /// with a condition does not take it on SQLite).
 pub(crate) fn feed_head_sql(sqlite: bool) -> &'static str {

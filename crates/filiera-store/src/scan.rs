@@ -44,15 +44,51 @@ impl Drop for FeedScan {
     }
 }
 
+/// One of `of` disjoint parts of the feed's streams, split by the last two hex digits of the
+/// beneficiary's id (random in the ids filiera assigns, so the parts are about equal): a rebuild
+/// folds the feed one part at a time, holding one part's timelines. Every stream is in exactly
+/// one part, whatever its id. At most 256 parts.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct FeedPart {
+    /// This part, `0..of`.
+    pub index: u32,
+    /// How many parts the streams are split into, `1..=256`.
+    pub of: u32,
+}
+
+impl FeedPart {
+    /// The most parts the streams can be split into.
+    pub const MAX: u32 = 256;
+}
+
+/// What a scan reads.
+enum Range {
+    /// At most this many events.
+    Limit(i64),
+    /// The events of one part up to this position.
+    Part { up_to: i64, part: FeedPart },
+}
+
 impl Store {
     /// Scans the feed after position `after`, at most `limit` events, in position order (see
     /// the module docs).
     pub fn scan_feed(&self, after: i64, limit: u64) -> FeedScan {
+        let limit = i64::try_from(limit).unwrap_or(i64::MAX);
+        self.scan(after, Range::Limit(limit))
+    }
+
+    /// Scans the events of the streams in `part`, after position `after` up to position
+    /// `up_to`, in position order. The database does the sorting out, so a part costs the
+    /// database one pass over the range and the caller only its share of the rows.
+    pub fn scan_feed_part(&self, after: i64, up_to: i64, part: FeedPart) -> FeedScan {
+        self.scan(after, Range::Part { up_to, part })
+    }
+
+    fn scan(&self, after: i64, range: Range) -> FeedScan {
         let (sender, chunks) = mpsc::channel(AHEAD);
         let store = self.clone();
-        let limit = i64::try_from(limit).unwrap_or(i64::MAX);
         let task = tokio::spawn(async move {
-            if let Err(error) = store.scan_into(after, limit, &sender).await {
+            if let Err(error) = store.scan_into(after, range, &sender).await {
                 // The caller may be gone already; then nobody needs to know.
                 let _ = sender.send(Err(error)).await;
             }
@@ -63,21 +99,28 @@ impl Store {
     async fn scan_into(
         &self,
         after: i64,
-        limit: i64,
+        range: Range,
         sender: &mpsc::Sender<Result<Vec<StoredEvent>, StoreError>>,
     ) -> Result<(), StoreError> {
-        let sql = crate::rows::feed_page_sql(self.is_sqlite());
+        let sqlite = self.is_sqlite();
+        let (sql, bound, part) = match range {
+            Range::Limit(limit) => (crate::rows::feed_page_sql(sqlite), limit, None),
+            Range::Part { up_to, part } => (crate::rows::feed_part_sql(sqlite), up_to, Some(part)),
+        };
         let database = self.database();
         let timeout = self.query_timeout();
         let aggregate_type = Pathway::TYPE;
         let mut chunk = Vec::with_capacity(CHUNK);
         macro_rules! stream_rows {
             ($pool:expr) => {{
-                let mut rows = sqlx::query(&sql)
+                let mut query = sqlx::query(&sql)
                     .bind(aggregate_type)
                     .bind(after)
-                    .bind(limit)
-                    .fetch($pool);
+                    .bind(bound);
+                if let Some(part) = part {
+                    query = query.bind(i64::from(part.of)).bind(i64::from(part.index));
+                }
+                let mut rows = query.fetch($pool);
                 loop {
                     let next = tokio::time::timeout(timeout, rows.next())
                         .await

@@ -624,6 +624,29 @@ impl Store {
         Ok(u64::try_from(count).unwrap_or(0))
     }
 
+    /// How many streams have an event at or before position `up_to`: a count of their first
+    /// events (one row per stream, no sort), to size the parts of a rebuild
+    /// ([`crate::FeedPart`]).
+    pub async fn count_streams(&self, up_to: i64) -> Result<u64, StoreError> {
+        let sql = format!(
+            "SELECT count(*) FROM events WHERE {} AND sequence = 1 AND position <= $2",
+            crate::rows::feed_type_condition(self.is_sqlite())
+        );
+        let sql = sql.as_str();
+        let count = self
+            .bounded(async {
+                Ok(on_read_pool!(&self.inner.backend, |pool| {
+                    sqlx::query_scalar::<_, i64>(sql)
+                        .bind(Pathway::TYPE)
+                        .bind(up_to)
+                        .fetch_one(pool)
+                        .await?
+                }))
+            })
+            .await?;
+        Ok(u64::try_from(count).unwrap_or(0))
+    }
+
     /// A page of the global feed: events with a position greater than `after`, in position
     /// order, at most `limit` of them. Feed order equals sequence order within a stream, and
     /// an event committed later never gets a lower position than one already read.

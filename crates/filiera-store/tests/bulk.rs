@@ -1,4 +1,5 @@
-//! [`Store::append_recorded`], [`Store::scan_feed`] and [`Store::server_version`] against real databases, on SQLite
+//! [`Store::append_recorded`], [`Store::scan_feed`] (whole and in parts), [`Store::count_streams`] and
+//! [`Store::server_version`] against real databases, on SQLite
 //! and on PostgreSQL.
 
 #[allow(dead_code)]
@@ -8,7 +9,7 @@ use std::collections::HashMap;
 
 use anyhow::{Context as _, ensure};
 use filiera_domain::{PathwayCommand, PathwayEvent, Referral};
-use filiera_store::{CommandContext, StoredEvent};
+use filiera_store::{CommandContext, FeedPart, StoredEvent};
 use uuid::Uuid;
 
 use common::Harness;
@@ -108,6 +109,41 @@ async fn append_recorded_writes_in_the_given_order(h: &Harness) -> anyhow::Resul
     let mut dropped = store.scan_feed(head, u64::MAX);
     ensure!(dropped.next_chunk().await.context("a first chunk")??.len() > 1);
     drop(dropped);
+
+    // Parts of the feed: every event in exactly one of them, in position order within each,
+    // every stream whole in one part, about as many streams in each; the range is bounded.
+    ensure!(store.count_streams(store.head().await?).await? == 2_601);
+    ensure!(store.count_streams(feed[0].position).await? == 2);
+    let up_to = feed[feed.len() - 100].position;
+    let wanted: Vec<&StoredEvent> = feed.iter().filter(|e| e.position <= up_to).collect();
+    let of = 3;
+    let mut parts = Vec::new();
+    for index in 0..of {
+        let mut scan = store.scan_feed_part(head, up_to, FeedPart { index, of });
+        let mut part = Vec::new();
+        while let Some(chunk) = scan.next_chunk().await {
+            part.extend(chunk?);
+        }
+        ensure!(part.windows(2).all(|w| w[0].position < w[1].position));
+        parts.push(part);
+    }
+    let mut together: Vec<&StoredEvent> = parts.iter().flatten().collect();
+    together.sort_by_key(|e| e.position);
+    ensure!(together == wanted, "the parts together are the range");
+    let in_part = |part: &[StoredEvent]| -> std::collections::HashSet<Uuid> {
+        part.iter().map(|e| e.beneficiary_id).collect()
+    };
+    let sets: Vec<_> = parts.iter().map(|p| in_part(p)).collect();
+    for (i, a) in sets.iter().enumerate() {
+        for b in &sets[i + 1..] {
+            ensure!(a.is_disjoint(b), "a stream in two parts");
+        }
+        ensure!(
+            (600..1_150).contains(&a.len()),
+            "{} streams in a part of 2,600 split in 3",
+            a.len()
+        );
+    }
 
     let history = store.history(streams[7]).await?.context("a new stream")?;
     ensure!(history.iter().map(|e| &e.event).eq(&decided));

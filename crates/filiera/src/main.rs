@@ -7,7 +7,9 @@
 //! - [`tail`]: `tail`, following the feed over HTTP (with a bearer token) or NATS.
 //! - [`telemetry`]: the tracing subscriber.
 //! - [`transfer`]: `import` of legacy NDJSON commands and `export` of NDJSON events.
+//! - [`mining`]: `export --format ocel2|xes`, the process-mining event logs.
 
+mod mining;
 mod settings;
 mod startup;
 mod tail;
@@ -20,24 +22,47 @@ use clap::{Parser, Subcommand};
 
 use crate::settings::Settings;
 
-/// filiera: the event-sourced record of labour-inclusion pathways.
+/// The command line: `about` and `long_about` are what `filiera --help` opens with.
 #[derive(Debug, Parser)]
-#[command(version, about)]
+#[command(version, about = ABOUT, long_about = LONG_ABOUT)]
 struct Cli {
-    /// TOML configuration file; `FILIERA_*` environment variables override it.
+    /// TOML configuration file; FILIERA_* environment variables override it.
     #[arg(long, global = true, env = "FILIERA_CONFIG")]
     config: Option<PathBuf>,
     #[command(subcommand)]
     command: Command,
 }
 
+/// The one-line summary of `filiera -h`.
+const ABOUT: &str = "Record labour-inclusion pathways as events and report on them by territory";
+
+/// `filiera --help`: what the tool is and the commands of a first day with it.
+const LONG_ABOUT: &str = "\
+Record labour-inclusion pathways as events and report on them by territory.
+
+filiera keeps every step of a beneficiary's pathway (enrolment, stages, exits, closure) as an
+immutable event, and answers metrics for any territory and period, as known at any moment.
+
+Everyday commands:
+  filiera serve                          run the HTTP API (embedded store in ./filiera-data)
+  filiera token issue --role evaluator   print a bearer token for the API
+  filiera report --territory LOM         print a territory's metrics (JSON or CSV), offline
+  filiera import FILE                    load legacy history (NDJSON commands)
+  filiera export --format xes            export the events for process-mining tools
+
+Run 'filiera help COMMAND' for the options of a command.";
+
 #[derive(Debug, Subcommand)]
 enum Command {
-    /// Run the HTTP API (embedded SQLite under ./filiera-data unless FILIERA_DATABASE_URL is set).
-    /// Every API call but the health checks needs a bearer token: see `filiera token issue`.
+    /// Run the HTTP API.
+    ///
+    /// The store is embedded SQLite under ./filiera-data unless FILIERA_DATABASE_URL is set
+    /// (a missing PostgreSQL database is created when the role may). Every API call but the health checks needs a bearer token: see `filiera token issue`.
     Serve,
     /// Apply the database schema and exit.
     Migrate,
+    /// Import legacy history (NDJSON commands) into the store.
+    ///
     /// Local administrator tool (works on the store directly, without the API's tokens and
     /// roles: run it only where an administrator may). Import legacy history: NDJSON, one
     /// command per line,
@@ -53,6 +78,8 @@ enum Command {
         #[arg(long)]
         keep_going: bool,
     },
+    /// Print a territory's metrics (JSON or CSV), replayed offline from the store.
+    ///
     /// Local administrator tool (reads the store directly, without the API's tokens and roles).
     /// Offline regional report: replay the store directly (no server needed) and print the
     /// metrics document of `GET /v1/metrics` for the same options.
@@ -90,6 +117,8 @@ enum Command {
         #[arg(long, short)]
         output: Option<PathBuf>,
     },
+    /// Rebuild a projection and swap it in.
+    ///
     /// Local administrator tool (works on the store directly, without the API's tokens and
     /// roles). Rebuild a projection into a new generation and swap it in; queries of running
     /// servers keep answering from the current one meanwhile.
@@ -98,7 +127,9 @@ enum Command {
         #[arg(default_value = "territory_metrics")]
         projection: String,
     },
-    /// Follow the events as they are stored, one JSON line each: over HTTP from a running
+    /// Follow the events as they are stored, one JSON line each.
+    ///
+    /// Over HTTP from a running
     /// server (server-sent events; territory includes descendants), or with `--nats` from
     /// the JetStream stream (CloudEvents; exact territory code).
     Tail {
@@ -126,16 +157,20 @@ enum Command {
         #[arg(long, env = "FILIERA_TOKEN", hide_env_values = true)]
         token: Option<String>,
     },
-    /// Bearer tokens of the API.
+    /// Issue bearer tokens for the API.
     Token {
         #[command(subcommand)]
         command: TokenCommand,
     },
+    /// Rotate the personal-data vault's master key.
+    ///
     /// The personal-data vault's master key (a local administrator tool: stop `serve` first).
     Keys {
         #[command(subcommand)]
         command: KeysCommand,
     },
+    /// Measure the read model and the binary's throughput on real stores.
+    ///
     /// Measure the read model: region-wide metrics over generated histories, the naive
     /// replay baseline, the runner's catch-up and the cache load on real stores. Prints a
     /// Markdown report (see docs/performance.md). With --json: runs this binary's import,
@@ -178,18 +213,40 @@ enum Command {
         #[arg(long, default_value_t = 100)]
         query_runs: usize,
     },
+    /// Export the events: NDJSON, or OCEL 2.0 and XES for process mining.
+    ///
     /// Local administrator tool (reads the store directly, without the API's tokens and roles:
     /// the export holds every beneficiary's history). Export every event as NDJSON (the
-    /// `GET /v1/events` item shape), in feed order.
+    /// `GET /v1/events` item shape), in feed order; or, with `--format ocel2` or `xes`, the
+    /// event log of a report's scope for process-mining tools (docs/process-mining.md).
     Export {
-        /// Only events after this global position.
+        /// `ndjson` (every stored event), `ocel2` (OCEL 2.0 JSON) or `xes` (IEEE 1849 XES).
+        #[arg(long, value_enum, default_value_t = mining::ExportFormat::Ndjson)]
+        format: mining::ExportFormat,
+        /// NDJSON: only events after this global position.
         #[arg(long, default_value_t = 0)]
         after: i64,
+        /// OCEL 2.0 and XES: the events attributed to this territory or its descendants
+        /// (default: everything).
+        #[arg(long)]
+        territory: Option<String>,
+        /// OCEL 2.0 and XES: first day of the period, YYYY-MM-DD (default 2000-01-01).
+        #[arg(long)]
+        from: Option<String>,
+        /// OCEL 2.0 and XES: last day of the period, YYYY-MM-DD (default today, UTC).
+        #[arg(long)]
+        to: Option<String>,
+        /// OCEL 2.0 and XES: as known at this RFC 3339 instant, or the end of this UTC day
+        /// (default now).
+        #[arg(long)]
+        known_at: Option<String>,
         /// Output file (default: standard output).
         #[arg(long, short)]
         output: Option<PathBuf>,
     },
-    /// Generate realistic histories as an import file (NDJSON, the format `import` reads):
+    /// Generate realistic histories as an import file.
+    ///
+    /// The file is NDJSON, the format `import` reads:
     /// enrolments in the configured territories (those without children), moves through the
     /// configured stages with progressions, reiterations and regressions, assessments,
     /// transfers, closures, reopenings and undos, each command decided by the pathway rules.
@@ -279,7 +336,23 @@ async fn main() -> anyhow::Result<()> {
             batch,
             keep_going,
         } => startup::import(settings, &file, batch, keep_going).await,
-        Command::Export { after, output } => startup::export(settings, after, output).await,
+        Command::Export {
+            format,
+            after,
+            territory,
+            from,
+            to,
+            known_at,
+            output,
+        } => {
+            let scope = filiera_contract::MetricsParams {
+                territory,
+                from,
+                to,
+                known_at,
+            };
+            startup::export(settings, format, after, scope, output).await
+        }
         Command::Generate {
             events,
             seed,

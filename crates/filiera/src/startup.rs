@@ -257,17 +257,66 @@ pub async fn generate(
 /// `filiera export`
 pub async fn export(
     settings: Settings,
+    format: crate::mining::ExportFormat,
     after: i64,
+    scope: filiera_contract::MetricsParams,
     output: Option<std::path::PathBuf>,
 ) -> anyhow::Result<()> {
+    use crate::mining::{self, ExportFormat};
+    let scoped = scope.territory.is_some()
+        || scope.from.is_some()
+        || scope.to.is_some()
+        || scope.known_at.is_some();
+    match format {
+        ExportFormat::Ndjson if scoped => anyhow::bail!(
+            "--territory, --from, --to and --known-at choose the events of `--format ocel2` \
+             or `--format xes`; the NDJSON export holds every stored event"
+        ),
+        ExportFormat::Ocel2 | ExportFormat::Xes if after != 0 => anyhow::bail!(
+            "--after applies to the NDJSON export; OCEL 2.0 and XES take a report's scope \
+             (--territory, --from, --to, --known-at)"
+        ),
+        _ => {}
+    }
     let store = open(&settings).await?;
-    let written = match output {
-        Some(path) => {
-            let file = std::fs::File::create(&path)
-                .with_context(|| format!("cannot create {}", path.display()))?;
-            crate::transfer::export(&store, after, std::io::BufWriter::new(file)).await?
+    let services = store.services();
+    // The scope is checked before the output file is created.
+    let query = match format {
+        ExportFormat::Ndjson => None,
+        ExportFormat::Ocel2 | ExportFormat::Xes => {
+            let threshold = settings.audit.reiteration_threshold;
+            let query = scope
+                .into_query(&services.territories, threshold, chrono::Utc::now())
+                .map_err(|refused| anyhow::anyhow!(refused.to_string()))?;
+            Some(query)
         }
-        None => crate::transfer::export(&store, after, std::io::stdout().lock()).await?,
+    };
+    let out: Box<dyn std::io::Write> = match output {
+        Some(path) => Box::new(std::io::BufWriter::new(
+            std::fs::File::create(&path)
+                .with_context(|| format!("cannot create {}", path.display()))?,
+        )),
+        None => Box::new(std::io::stdout().lock()),
+    };
+    let written = match query {
+        None => crate::transfer::export(&store, after, out).await?,
+        Some(query) => {
+            let log_scope = filiera_domain::metrics::LogScope::new(
+                query.territory.as_ref(),
+                &services.territories,
+            );
+            let streams = mining::Streams::load(&store).await?;
+            let written = if format == ExportFormat::Ocel2 {
+                let context = mining::ExportContext {
+                    catalogue: &services.catalogue,
+                    providers: &services.providers,
+                };
+                mining::write_ocel2(&streams, &query, &log_scope, &context, out)?
+            } else {
+                mining::write_xes(&streams, &query, &log_scope, out)?
+            };
+            written as u64
+        }
     };
     tracing::info!(events = written, "export finished");
     Ok(())

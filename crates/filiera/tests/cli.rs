@@ -629,3 +629,103 @@ fn bench_json_prints_every_scenario_beside_its_baseline() {
         assert!(scenarios["memory"]["peak_rss_mib"].as_f64().unwrap() > 0.0);
     }
 }
+
+/// The CSV report names every matrix cell of the JSON one; a first entry (`from: null`) reads
+/// `entry>` like the `transitions.entry` it is counted in, never an empty `>`.
+#[test]
+fn report_csv_names_first_entries() {
+    let dir = tempfile::tempdir().unwrap();
+    let imported = run(filiera(dir.path()).args(["import", "-"]), Some(HISTORY));
+    assert!(imported.status.success());
+    let report = |format: &str| {
+        let output = run(
+            filiera(dir.path()).args(["report", "--format", format]),
+            None,
+        );
+        assert!(
+            output.status.success(),
+            "{}",
+            String::from_utf8_lossy(&output.stderr)
+        );
+        String::from_utf8(output.stdout).unwrap()
+    };
+    let json: Value = serde_json::from_str(&report("json")).unwrap();
+    let csv = report("csv");
+    let cells = json["transition_matrix"].as_array().unwrap();
+    assert!(cells.iter().any(|c| c["from"].is_null()), "{json}");
+    let rows: Vec<&str> = csv
+        .lines()
+        .filter(|l| l.starts_with("transition_matrix."))
+        .collect();
+    assert_eq!(rows.len(), cells.len(), "{csv}");
+    for cell in cells {
+        let from = cell["from"].as_str().unwrap_or("entry");
+        let row = format!(
+            "transition_matrix.{from}>{},{}",
+            cell["to"].as_str().unwrap(),
+            cell["count"]
+        );
+        assert!(rows.contains(&row.as_str()), "{row} in {csv}");
+    }
+    assert!(!csv.contains("transition_matrix.>"), "{csv}");
+}
+
+/// `filiera --help` reads like a tool's help: what it is for, the everyday commands, each
+/// subcommand on one short line, and none of the source's doc-comment markup.
+#[test]
+fn top_level_help_reads_like_a_tool() {
+    let dir = tempfile::tempdir().unwrap();
+    let output = run(filiera(dir.path()).arg("--help"), None);
+    assert!(output.status.success());
+    let help = String::from_utf8(output.stdout).unwrap();
+    assert!(
+        help.starts_with("Record labour-inclusion pathways"),
+        "{help}"
+    );
+    assert!(help.contains("Everyday commands:"), "{help}");
+    for command in [
+        "serve", "migrate", "import", "report", "rebuild", "tail", "token", "keys", "bench",
+        "export", "generate",
+    ] {
+        let line = help
+            .lines()
+            .find(|l| {
+                l.strip_prefix("  ")
+                    .is_some_and(|l| l.starts_with(&format!("{command} ")))
+            })
+            .unwrap_or_else(|| panic!("`{command}` is listed in {help}"));
+        assert!(line.len() <= 90, "one short line: {line}");
+    }
+    for artefact in ["`", "///", "//!", "The filiera binary:", "[`"] {
+        assert!(!help.contains(artefact), "`{artefact}` in {help}");
+    }
+    let short = run(filiera(dir.path()).arg("-h"), None);
+    let short = String::from_utf8(short.stdout).unwrap();
+    assert!(
+        short.lines().next().is_some_and(|l| l.len() <= 90),
+        "{short}"
+    );
+}
+
+/// The scope options choose the events of the process-mining formats: the NDJSON export (every
+/// stored event) refuses them and they refuse `--after`, rather than one silently ignoring the
+/// other; a scope the report would refuse is refused the same way.
+#[test]
+fn export_refuses_options_of_another_format() {
+    let dir = tempfile::tempdir().unwrap();
+    let cases: [(&[&str], &str); 3] = [
+        (&["export", "--territory", "LOM"], "--territory"),
+        (&["export", "--format", "xes", "--after", "3"], "--after"),
+        (
+            &["export", "--format", "ocel2", "--territory", "NOWHERE"],
+            "NOWHERE",
+        ),
+    ];
+    for (args, named) in cases {
+        let output = run(filiera(dir.path()).args(args), None);
+        assert!(!output.status.success(), "{args:?}");
+        let stderr = String::from_utf8_lossy(&output.stderr);
+        assert!(stderr.contains(named), "{args:?}: {stderr}");
+        assert!(output.stdout.is_empty(), "{args:?}");
+    }
+}

@@ -3,8 +3,9 @@
 //! One row per metric, columns `metric,value`, dotted names following the JSON document
 //! (`transitions.progression`, `time_in_stage_days.internship.closed.median`), the query first
 //! (`query.territory`, `query.from`, `query.to`, `query.known_at`). A `null` is an empty value.
-//! Matrix cells are `transition_matrix.<from>><to>`, with an empty `<from>` for entries
-//! (`transition_matrix.>internship`); only non-zero cells appear, as in the JSON.
+//! Matrix cells are `transition_matrix.<from>><to>`; a first entry (`from: null` in the JSON,
+//! classified `entry`) reads `entry` in place of `<from>` (`transition_matrix.entry>internship`,
+//! as `transitions.entry` counts it); only non-zero cells appear, as in the JSON.
 
 use std::fmt::Write as _;
 
@@ -12,6 +13,9 @@ use chrono::SecondsFormat;
 
 use super::fold::{Durations, TerritoryMetrics, TransitionCounts};
 use super::stats::Stats;
+
+/// The `<from>` of a first entry's matrix row: its classification, as in `transitions.entry`.
+const ENTRY: &str = "entry";
 
 /// Renders `metrics` as CSV text (header included, `\n` line ends).
 pub fn metrics_to_csv(metrics: &TerritoryMetrics) -> String {
@@ -27,7 +31,7 @@ pub fn metrics_to_csv(metrics: &TerritoryMetrics) -> String {
     out.row("reopenings", metrics.reopenings);
     out.transitions("transitions", &metrics.transitions);
     for cell in &metrics.transition_matrix {
-        let from = cell.from.as_ref().map_or("", |s| s.as_str());
+        let from = cell.from.as_ref().map_or(ENTRY, |s| s.as_str());
         out.row(
             format_args!("transition_matrix.{from}>{}", cell.to),
             cell.count,

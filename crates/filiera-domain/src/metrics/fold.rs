@@ -95,7 +95,7 @@ impl TransitionCounts {
     }
 }
 
-/// Needs assessments by kind (SPEC 2.5).
+/// Needs assessments by kind (docs/metrics.md).
 #[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
 #[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct AssessmentCounts {
@@ -285,7 +285,7 @@ impl Closures {
     }
 }
 
-/// The metrics document of SPEC 3, fields in document order.
+/// The metrics document (docs/metrics.md), fields in document order.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 #[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct TerritoryMetrics {
@@ -632,7 +632,7 @@ impl Scope {
         }
     }
 
-    fn contains(&self, code: &TerritoryCode) -> bool {
+    pub(crate) fn contains(&self, code: &TerritoryCode) -> bool {
         match self {
             Self::Everything => true,
             Self::Subtree(set) => set.contains(code),

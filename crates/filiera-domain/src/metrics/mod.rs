@@ -16,9 +16,12 @@
 //! - [`series`]: [`MetricsSeries`] and [`MetricsBreakdown`] (SPEC 3.2), split into one
 //!   [`MetricsQuery`] per month or child, folded together by [`territory_metrics_many`].
 //! - [`csv`]: [`metrics_to_csv`], the flat rendering for `filiera report --format csv`.
+//! - [`event_log`]: [`event_log()`], a beneficiary's events as a query sees them, for the
+//!   process-mining exports.
 
 pub mod audit;
 pub mod csv;
+pub mod event_log;
 pub mod fold;
 pub mod scorecard;
 pub mod series;
@@ -33,6 +36,7 @@ pub use audit::{
     AuditEntry, AuditList, AuditQuery, AuditQueryEcho, AuditTransition, reiteration_audit,
 };
 pub use csv::metrics_to_csv;
+pub use event_log::{Activity, LogScope, LoggedEvent, event_log};
 pub use fold::{
     AssessmentCounts, Closures, Durations, MetricsQuery, QueryEcho, ReiterationDistribution,
     ReiterationSummary, TerritoryMetrics, TransitionCell, TransitionCounts,

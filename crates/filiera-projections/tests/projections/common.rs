@@ -78,6 +78,14 @@ impl Harness {
         }
     }
 
+    /// The backend the harness's store is on.
+    pub fn backend(&self) -> Backend {
+        match self.guard {
+            Guard::Dir(_) => Backend::Sqlite,
+            Guard::Pg(_) => Backend::Postgres,
+        }
+    }
+
     /// A store on a new SQLite file.
     pub async fn sqlite() -> anyhow::Result<Self> {
         let dir = tempfile::tempdir()?;

@@ -12,6 +12,7 @@ mod upgrade;
 mod worked_example;
 
 use exactly_once::{
+    a_generation_larger_than_a_catch_up_batch_is_built_once,
     applies_every_event_once_across_a_restart, competing_runners_never_apply_a_batch_twice,
     crashes_at_any_point_lose_and_repeat_nothing,
 };
@@ -30,6 +31,7 @@ filiera_testkit::on_both_backends!(
     applies_every_event_once_across_a_restart,
     crashes_at_any_point_lose_and_repeat_nothing,
     competing_runners_never_apply_a_batch_twice,
+    a_generation_larger_than_a_catch_up_batch_is_built_once,
     projection_equals_replay_for_hand_written_histories,
     worked_example_of_the_metrics_doc,
     rebuild_swaps_in_without_downtime,

@@ -402,3 +402,90 @@ proptest! {
         }
     }
 }
+
+/// A matrix as `(from, to) → count`.
+type Cells = std::collections::BTreeMap<(Option<String>, String), u64>;
+
+fn matrix_cells(m: &TerritoryMetrics, with_entries: bool) -> Cells {
+    m.transition_matrix
+        .iter()
+        .filter(|c| with_entries || c.from.is_some())
+        .map(|c| {
+            let from = c.from.as_ref().map(|s| s.as_str().to_owned());
+            ((from, c.to.as_str().to_owned()), c.count)
+        })
+        .collect()
+}
+
+proptest! {
+    #![proptest_config(ProptestConfig::with_cases(200))]
+
+    /// The process-mining logs agree with the fold by construction. In any scope, the stage
+    /// entries of the logs by `(from_stage, stage)` are the transition matrix and their
+    /// enrolments, reopenings, transitions and assessments are the document's. Over every
+    /// territory from 2000-01-01, the stage entries of each log, taken in order, directly
+    /// follow each other as the matrix without its `entry` rows counts them, and each log's
+    /// dates never go back.
+    #[test]
+    fn event_logs_agree_with_the_fold(
+        histories in prop::collection::vec(history(30, 12), 1..6),
+        specs in prop::collection::vec(query_spec(), 1..5),
+    ) {
+        use super::super::event_log::{Activity, LogScope, event_log};
+
+        let drivers = drive_all(&histories);
+        let timelines: Vec<Timeline> = drivers.iter().map(Driver::timeline).collect();
+        let catalogue = training_catalogue();
+        let registry = TerritoryRegistry::sample();
+        for spec in &specs {
+            let q = spec.query();
+            let m = territory_metrics(&timelines, &q, &catalogue, &registry);
+            let scope = LogScope::new(q.territory.as_ref(), &registry);
+            let mut cells = Cells::new();
+            let mut transitions = TransitionCounts::default();
+            let (mut enrolments, mut reopenings, mut assessments) = (0, 0, 0);
+            for timeline in &timelines {
+                for event in event_log(timeline, &q, &scope) {
+                    prop_assert!(q.from <= event.on && event.on <= q.to);
+                    match event.activity {
+                        Activity::StageEntered { stage, from_stage, transition, .. } => {
+                            let key = (from_stage.map(|s| s.as_str().to_owned()), stage.expect("a stage").as_str().to_owned());
+                            *cells.entry(key).or_default() += 1;
+                            transitions.count(transition);
+                        }
+                        Activity::Enrolled => enrolments += 1,
+                        Activity::PathwayReopened => reopenings += 1,
+                        Activity::NeedsAssessed { .. } => assessments += 1,
+                        _ => {}
+                    }
+                }
+            }
+            prop_assert_eq!(&cells, &matrix_cells(&m, true), "{:?}", q);
+            prop_assert_eq!(&transitions, &m.transitions);
+            prop_assert_eq!(enrolments, m.enrolments);
+            prop_assert_eq!(reopenings, m.reopenings);
+            let a = &m.assessments;
+            prop_assert_eq!(assessments, a.initial + a.multidisciplinary + a.review);
+
+            let whole = MetricsQuery { territory: None, from: d("2000-01-01"), ..q.clone() };
+            let everything = LogScope::new(None, &registry);
+            let mut follows = Cells::new();
+            for timeline in &timelines {
+                let log = event_log(timeline, &whole, &everything);
+                prop_assert!(log.windows(2).all(|w| w[0].sequence < w[1].sequence && w[0].on <= w[1].on));
+                let stages: Vec<String> = log
+                    .iter()
+                    .filter_map(|e| match e.activity {
+                        Activity::StageEntered { stage, .. } => stage.map(|s| s.as_str().to_owned()),
+                        _ => None,
+                    })
+                    .collect();
+                for pair in stages.windows(2) {
+                    *follows.entry((Some(pair[0].clone()), pair[1].clone())).or_default() += 1;
+                }
+            }
+            let m = territory_metrics(&timelines, &whole, &catalogue, &registry);
+            prop_assert_eq!(&follows, &matrix_cells(&m, false), "{:?}", whole);
+        }
+    }
+}

@@ -717,7 +717,7 @@ transitions.entry,1
 transitions.progression,1
 transitions.reiteration,0
 transitions.regression,0
-transition_matrix.>internship,1
+transition_matrix.entry>internship,1
 transition_matrix.socio_occupational>internship,1
 progressivity_index,1
 reiteration.distribution.0,2
