@@ -370,13 +370,13 @@ export async function audit(body, query, context, signal) {
     const base = `beneficiaries.${b.beneficiary_id}`;
     const evidence = h('details', { class: 'evidence' },
       h('summary', {}, t('audit.show', { count: b.transitions.length })),
-      h('table', { class: 'compact' },
-        h('thead', {}, h('tr', {}, [t('audit.on'), t('active.stage'), t('audit.classification'), t('audit.provider')].map((c) => h('th', { scope: 'col' }, c)))),
-        h('tbody', {}, b.transitions.map((tr, i) => h('tr', {},
-          h('td', {}, metric(`${base}.transitions.${i}.on`, tr.on, fmt.date)),
-          h('td', {}, metric(`${base}.transitions.${i}.stage`, tr.stage, (s) => stageLabel(context, s))),
-          h('td', {}, h('span', { class: `tag kind-${tr.classification}` }, metric(`${base}.transitions.${i}.classification`, tr.classification, (c) => t(`transition.${c}`)))),
-          h('td', {}, tr.provider ? (context.providers.get(tr.provider) ?? tr.provider) : t('none')))))));
+      h('ol', { class: 'moves' }, b.transitions.map((tr, i) => h('li', {},
+        metric(`${base}.transitions.${i}.on`, tr.on, fmt.date, 'span', { class: 'move-date' }),
+        ' ',
+        metric(`${base}.transitions.${i}.stage`, tr.stage, (s) => stageLabel(context, s), 'span', { class: 'move-stage' }),
+        ' ',
+        h('span', { class: `tag kind-${tr.classification}` }, metric(`${base}.transitions.${i}.classification`, tr.classification, (c) => t(`transition.${c}`))),
+        tr.provider ? h('span', { class: 'move-provider' }, ` ${t('audit.provider')}: ${context.providers.get(tr.provider) ?? tr.provider}`) : null))));
     return h('tr', { 'data-beneficiary': b.beneficiary_id },
       h('th', { scope: 'row' }, h('code', { class: 'pseudo' }, b.beneficiary_id)),
       h('td', {}, h('span', { class: 'place' }, h('span', {}, territoryName(context, b.territory)), h('span', { class: 'code' }, b.territory))),
