@@ -24,7 +24,26 @@ struct ChromeDriver {
 }
 
 impl Drop for ChromeDriver {
+    /// `GET /shutdown` quits every session's browser with chromedriver (a test that fails
+    /// before `Client::close` must not leave a Chromium behind); killed if it lingers.
     fn drop(&mut self) {
+        use std::io::{Read, Write};
+        let address = self.url.trim_start_matches("http://");
+        if let Ok(mut stream) = std::net::TcpStream::connect(address) {
+            let _ = stream.set_read_timeout(Some(Duration::from_secs(5)));
+            let _ = write!(
+                stream,
+                "GET /shutdown HTTP/1.1\r\nHost: {address}\r\nConnection: close\r\n\r\n"
+            );
+            let _ = stream.read_to_end(&mut Vec::new());
+        }
+        let deadline = Instant::now() + Duration::from_secs(5);
+        while Instant::now() < deadline {
+            if let Ok(Some(_)) = self.child.try_wait() {
+                return;
+            }
+            std::thread::sleep(Duration::from_millis(50));
+        }
         let _ = self.child.kill();
         let _ = self.child.wait();
     }
