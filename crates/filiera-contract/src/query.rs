@@ -34,15 +34,16 @@ impl QueryError {
 pub struct MetricsParams {
     /// A territory code; its descendants are included. Omitted: everything, for callers
     /// whose token covers every territory; others must name one of theirs.
+    #[cfg_attr(feature = "openapi", param(value_type = Option<crate::schema::RegisteredTerritory>))]
     pub territory: Option<String>,
     /// First day of the period (default 2000-01-01).
-    #[cfg_attr(feature = "openapi", param(value_type = Option<NaiveDate>))]
+    #[cfg_attr(feature = "openapi", param(value_type = Option<crate::schema::CalendarDate>))]
     pub from: Option<String>,
     /// Last day of the period (default today, UTC).
-    #[cfg_attr(feature = "openapi", param(value_type = Option<NaiveDate>))]
+    #[cfg_attr(feature = "openapi", param(value_type = Option<crate::schema::CalendarDate>))]
     pub to: Option<String>,
     /// RFC 3339 instant, or a date meaning the end of that UTC day (default now).
-    #[cfg_attr(feature = "openapi", param(example = "2025-03-01T12:00:00Z"))]
+    #[cfg_attr(feature = "openapi", param(value_type = Option<crate::schema::KnownAt>))]
     pub known_at: Option<String>,
 }
 
@@ -55,18 +56,22 @@ pub struct MetricsParams {
 pub struct SeriesParams {
     /// A territory code; its descendants are included. Omitted: everything, for callers
     /// whose token covers every territory; others must name one of theirs.
+    #[cfg_attr(feature = "openapi", param(value_type = Option<crate::schema::RegisteredTerritory>))]
     pub territory: Option<String>,
     /// First day of the period (default 2000-01-01); at most 120 months before `to`.
-    #[cfg_attr(feature = "openapi", param(value_type = Option<NaiveDate>))]
+    #[cfg_attr(feature = "openapi", param(value_type = Option<crate::schema::CalendarDate>))]
     pub from: Option<String>,
     /// Last day of the period (default today, UTC).
-    #[cfg_attr(feature = "openapi", param(value_type = Option<NaiveDate>))]
+    #[cfg_attr(feature = "openapi", param(value_type = Option<crate::schema::CalendarDate>))]
     pub to: Option<String>,
     /// RFC 3339 instant, or a date meaning the end of that UTC day (default now).
-    #[cfg_attr(feature = "openapi", param(example = "2025-03-01T12:00:00Z"))]
+    #[cfg_attr(feature = "openapi", param(value_type = Option<crate::schema::KnownAt>))]
     pub known_at: Option<String>,
     /// The length of each point: only `month` (the default).
-    #[cfg_attr(feature = "openapi", param(example = "month"))]
+    #[cfg_attr(
+        feature = "openapi",
+        param(value_type = Option<String>, pattern = "^month$", example = "month")
+    )]
     pub interval: Option<String>,
 }
 
@@ -82,12 +87,13 @@ pub type BreakdownParams = MetricsParams;
 pub struct AuditParams {
     /// A territory code; its descendants are included. Omitted: everything, for callers
     /// whose token covers every territory; others must name one of theirs.
+    #[cfg_attr(feature = "openapi", param(value_type = Option<crate::schema::RegisteredTerritory>))]
     pub territory: Option<String>,
     /// The day the flags are evaluated at (default today, UTC).
-    #[cfg_attr(feature = "openapi", param(value_type = Option<NaiveDate>))]
+    #[cfg_attr(feature = "openapi", param(value_type = Option<crate::schema::CalendarDate>))]
     pub to: Option<String>,
     /// RFC 3339 instant, or a date meaning the end of that UTC day (default now).
-    #[cfg_attr(feature = "openapi", param(example = "2025-03-01T12:00:00Z"))]
+    #[cfg_attr(feature = "openapi", param(value_type = Option<crate::schema::KnownAt>))]
     pub known_at: Option<String>,
 }
 

@@ -33,7 +33,7 @@ mod aggregate_tests;
 
 pub use aggregate::{
     Clock, EARLIEST_DATE, FixedClock, MAX_DAYS_AHEAD, MAX_TEXT_CHARS, Pathway, PathwayServices,
-    SystemClock,
+    SystemClock, TEXT_PATTERN,
 };
 pub use catalogue::{Stage, StageCatalogue, StageCode};
 pub use command::PathwayCommand;
