@@ -18,6 +18,7 @@ pub struct EnrolBody {
     #[cfg_attr(feature = "openapi", schema(value_type = crate::schema::RegisteredTerritory))]
     territory: String,
     /// The effective date of the enrolment; not in the future.
+    #[serde(deserialize_with = "filiera_domain::date::deserialize")]
     on: NaiveDate,
     referral: Referral,
     #[serde(default)]
@@ -48,6 +49,7 @@ pub struct StageBody {
     #[cfg_attr(feature = "openapi", schema(value_type = crate::schema::CataloguedStage))]
     stage: String,
     /// The effective date; not before the latest recorded date, not in the future.
+    #[serde(deserialize_with = "filiera_domain::date::deserialize")]
     on: NaiveDate,
     /// Who runs the stage: a code of `GET /v1/providers` when the configuration lists
     /// providers, otherwise any non-empty text.
@@ -65,6 +67,7 @@ pub struct StageBody {
 #[serde(deny_unknown_fields)]
 pub struct ExitBody {
     /// The effective date.
+    #[serde(deserialize_with = "filiera_domain::date::deserialize")]
     on: NaiveDate,
     /// `completed` or `interrupted`; `moved_on` and `pathway_closed` are written by the service
     /// itself and refused here (422 `automatic_outcome`).
@@ -81,6 +84,7 @@ pub struct TerritoryBody {
     #[cfg_attr(feature = "openapi", schema(value_type = crate::schema::RegisteredTerritory))]
     territory: String,
     /// The effective date.
+    #[serde(deserialize_with = "filiera_domain::date::deserialize")]
     on: NaiveDate,
 }
 
@@ -90,6 +94,7 @@ pub struct TerritoryBody {
 #[serde(deny_unknown_fields)]
 pub struct CloseBody {
     /// The effective date.
+    #[serde(deserialize_with = "filiera_domain::date::deserialize")]
     on: NaiveDate,
     outcome: CloseOutcome,
 }
@@ -100,6 +105,7 @@ pub struct CloseBody {
 #[serde(deny_unknown_fields)]
 pub struct ReopenBody {
     /// The effective date of the new spell.
+    #[serde(deserialize_with = "filiera_domain::date::deserialize")]
     on: NaiveDate,
 }
 
@@ -109,6 +115,7 @@ pub struct ReopenBody {
 #[serde(deny_unknown_fields)]
 pub struct AssessmentBody {
     /// The effective date; not before the latest recorded date, not in the future.
+    #[serde(deserialize_with = "filiera_domain::date::deserialize")]
     on: NaiveDate,
     /// `multidisciplinary` needs at least two services in `team`.
     kind: AssessmentKind,

@@ -2,6 +2,7 @@
 //! `filiera report` options — and its validation into the domain's queries.
 
 use chrono::{DateTime, NaiveDate, NaiveTime, Utc};
+use filiera_domain::date::{DateError, parse_date};
 use filiera_domain::metrics::MAX_SERIES_POINTS;
 use filiera_domain::metrics::series::{MONTH, month_count};
 use filiera_domain::{
@@ -200,9 +201,7 @@ fn territory(
 fn date(field: &'static str, value: Option<&str>) -> Result<Option<NaiveDate>, QueryError> {
     value
         .map(|v| {
-            NaiveDate::parse_from_str(v, "%Y-%m-%d").map_err(|_| {
-                QueryError::invalid(field, format!("`{field}` must be a YYYY-MM-DD date"))
-            })
+            parse_date(v).map_err(|err| QueryError::invalid(field, format!("`{field}`: {err}")))
         })
         .transpose()
 }
@@ -216,14 +215,22 @@ fn instant(field: &'static str, value: Option<&str>) -> Result<Option<DateTime<U
     if let Ok(instant) = DateTime::parse_from_rfc3339(value) {
         return Ok(Some(instant.with_timezone(&Utc)));
     }
-    if let Ok(day) = NaiveDate::parse_from_str(value, "%Y-%m-%d") {
-        let end = NaiveTime::from_hms_micro_opt(23, 59, 59, 999_999).expect("a valid time");
-        return Ok(Some(day.and_time(end).and_utc()));
+    match parse_date(value) {
+        Ok(day) => {
+            let end = NaiveTime::from_hms_micro_opt(23, 59, 59, 999_999).expect("a valid time");
+            Ok(Some(day.and_time(end).and_utc()))
+        }
+        Err(DateError::NotInCalendar(_)) => Err(QueryError::invalid(
+            field,
+            format!(
+                "`{field}`: `{value}` is not a calendar date (expected YYYY-MM-DD or an RFC 3339 instant)"
+            ),
+        )),
+        Err(DateError::Format(_)) => Err(QueryError::invalid(
+            field,
+            format!(
+                "`{field}` must be an RFC 3339 instant (2025-03-01T12:00:00Z) or a date YYYY-MM-DD (the end of that UTC day)"
+            ),
+        )),
     }
-    Err(QueryError::invalid(
-        field,
-        format!(
-            "`{field}` must be an RFC 3339 instant (2025-03-01T12:00:00Z) or a date (the end of that UTC day)"
-        ),
-    ))
 }

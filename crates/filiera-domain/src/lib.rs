@@ -9,6 +9,7 @@
 //! - [`evolution`]: the versions of the stored events, the upcasters from older versions, and
 //!   the decoder every reader of stored rows goes through.
 //! - [`command`]: [`PathwayCommand`], what operators ask for.
+//! - [`date`]: the one written form of a date (`YYYY-MM-DD`), with errors naming it.
 //! - [`state`]: [`PathwayState`], the fold of a stream's non-voided events.
 //! - [`aggregate`]: the [`Pathway`] aggregate (cqrs-es) enforcing the rules.
 //! - [`error`]: [`PathwayError`] (a refused command) and [`ConfigError`].
@@ -17,6 +18,7 @@
 pub mod aggregate;
 pub mod catalogue;
 pub mod command;
+pub mod date;
 pub mod error;
 pub mod event;
 pub mod evolution;

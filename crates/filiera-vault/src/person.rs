@@ -52,7 +52,11 @@ pub struct Person {
     )]
     pub family_name: String,
     /// Date of birth, if known.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[serde(
+        default,
+        skip_serializing_if = "Option::is_none",
+        deserialize_with = "filiera_domain::date::deserialize_option"
+    )]
     pub birth_date: Option<NaiveDate>,
 }
 
