@@ -145,11 +145,14 @@ async fn schemathesis_finds_no_failure_against_the_served_document() {
     let run = tokio::task::spawn_blocking({
         let base = server.base.clone();
         let junit = junit.clone();
+        let hypothesis = reports.join("hypothesis");
         move || {
             Command::new(st)
                 .current_dir(&config)
                 .env("FILIERA_BENEFICIARY", &beneficiary)
                 .env("NO_COLOR", "1")
+                // Hypothesis's own files go to the reports, not into the source tree.
+                .env("HYPOTHESIS_STORAGE_DIRECTORY", &hypothesis)
                 .arg("--config-file")
                 .arg(config.join("schemathesis.toml"))
                 .arg("run")
