@@ -155,3 +155,60 @@ async fn every_documented_route_is_served() {
         }
     }
 }
+
+/// The served document names the codes of this service's registries: the territories of
+/// `GET /v1/territories` and the stages of `GET /v1/stages`, and no others.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_served_document_lists_the_registries_codes() {
+    let app = spawn_app(Backend::Sqlite).await;
+    let doc = served_document(&app).await;
+    let codes = |schema: &str| -> BTreeSet<String> {
+        doc["components"]["schemas"][schema]["enum"]
+            .as_array()
+            .unwrap_or_else(|| panic!("{schema} has no enum"))
+            .iter()
+            .map(|c| c.as_str().unwrap().to_owned())
+            .collect()
+    };
+    fn walk(nodes: &Value, out: &mut BTreeSet<String>) {
+        for node in nodes.as_array().unwrap() {
+            out.insert(node["code"].as_str().unwrap().to_owned());
+            walk(&node["children"], out);
+        }
+    }
+    let mut territories = BTreeSet::new();
+    walk(
+        &app.get("/v1/territories").await.body["territories"],
+        &mut territories,
+    );
+    assert!(territories.len() > 5, "{territories:?}");
+    assert_eq!(codes("RegisteredTerritory"), territories);
+    let stages: BTreeSet<String> = app.get("/v1/stages").await.body["stages"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|s| s["code"].as_str().unwrap().to_owned())
+        .collect();
+    assert_eq!(codes("CataloguedStage"), stages);
+    // Without `[[providers]]`, a provider is free text.
+    let provider = &doc["components"]["schemas"]["ProviderName"];
+    assert!(provider["enum"].is_null(), "{provider}");
+    assert!(provider["pattern"].is_string(), "{provider}");
+    // Bodies and query parameters name territories through the registry's schema.
+    for (path, method) in [
+        ("/v1/beneficiaries", "post"),
+        ("/v1/metrics", "get"),
+        ("/v1/events/stream", "get"),
+    ] {
+        let operation = &doc["paths"][path][method];
+        let uses = operation
+            .to_string()
+            .contains("#/components/schemas/RegisteredTerritory")
+            || resolve(
+                &doc,
+                &operation["requestBody"]["content"]["application/json"]["schema"],
+            )["properties"]["territory"]["$ref"]
+                == "#/components/schemas/RegisteredTerritory";
+        assert!(uses, "{method} {path}");
+    }
+}

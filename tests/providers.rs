@@ -44,6 +44,16 @@ async fn codes(app: &TestApp, query: &str) -> Vec<String> {
 
 async fn providers_are_listed_by_code_and_filtered_by_territory(backend: Backend) {
     let app = spawn_app_with_providers(backend, registry()).await;
+    // The served OpenAPI document says which providers a stage entry may name.
+    let doc = app.get("/openapi.json").await.body;
+    let mut documented: Vec<String> = doc["components"]["schemas"]["ProviderName"]["enum"]
+        .as_array()
+        .expect("the providers as an enum")
+        .iter()
+        .map(|c| c.as_str().unwrap().to_owned())
+        .collect();
+    documented.sort();
+    assert_eq!(documented, codes(&app, "").await);
     let all = app.get("/v1/providers").await;
     assert_eq!(all.status, 200, "{:#}", all.body);
     assert_eq!(

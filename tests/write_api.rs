@@ -3,12 +3,13 @@
 
 use serde_json::{Value, json};
 
-use crate::helpers::{Backend, spawn_app};
+use crate::helpers::{Answer, Backend, spawn_app};
 
 filiera_testkit::on_both_backends!(
     walkthrough_records_and_classifies,
     undo_voids_the_latest_command_and_history_shows_it,
     malformed_requests_get_problem_documents,
+    dates_and_ids_are_refused_naming_the_expected_form,
     refusals_map_to_status_codes,
     retries_with_an_idempotency_key_write_nothing_new,
     concurrent_enrolments_with_one_key_make_one_beneficiary,
@@ -210,6 +211,146 @@ async fn undo_voids_the_latest_command_and_history_shows_it(backend: Backend) {
     );
 }
 
+/// Asserts a 422 `invalid_field` naming `field` whose detail says each of `says`.
+#[track_caller]
+fn assert_refused_naming(answer: &Answer, field: &str, says: &[&str]) {
+    let problem = answer.problem(422, "invalid_field");
+    assert_eq!(problem["field"], field, "{problem:#}");
+    let detail = problem["detail"].as_str().unwrap();
+    for part in says {
+        assert!(detail.contains(part), "{detail:?} does not say {part:?}");
+    }
+}
+
+/// A date in another form, or one that is no day of the calendar, is refused naming the field
+/// and the expected form, in a body and in a query alike; a malformed beneficiary id is refused
+/// naming `id` and the expected form (400), an unknown well-formed one is not found (404).
+/// Nothing is written meanwhile.
+async fn dates_and_ids_are_refused_naming_the_expected_form(backend: Backend) {
+    let app = spawn_app(backend).await;
+    let id = app.enrol("LOM-BG-BERGAMO", "2024-01-10").await;
+    let before = app.store.head().await.unwrap();
+
+    for (on, says) in [
+        (
+            "10/01/2024",
+            &["`on`", "expected a date YYYY-MM-DD", "10/01/2024"][..],
+        ),
+        ("2024-1-10", &["expected a date YYYY-MM-DD"][..]),
+        (
+            "2024-02-30",
+            &["`2024-02-30` is not a calendar date", "YYYY-MM-DD"][..],
+        ),
+    ] {
+        let answer = app
+            .post(
+                "/v1/beneficiaries",
+                json!({"territory": "LOM-BG", "on": on, "referral": "self"}),
+            )
+            .await;
+        assert_refused_naming(&answer, "on", says);
+        let answer = app
+            .post(
+                &format!("/v1/beneficiaries/{id}/stage"),
+                json!({"stage": "internship", "on": on}),
+            )
+            .await;
+        assert_refused_naming(&answer, "on", says);
+    }
+    let answer = app
+        .post(
+            "/v1/beneficiaries",
+            json!({"territory": "LOM-BG", "on": 20240110, "referral": "self"}),
+        )
+        .await;
+    assert_refused_naming(&answer, "on", &["expected a date YYYY-MM-DD"]);
+    let answer = app
+        .post(
+            "/v1/beneficiaries",
+            json!({"territory": "LOM-BG", "on": "2024-01-10", "referral": "self",
+                   "person": {"fiscal_code": "RSSMRA80A01H501U", "given_name": "Maria",
+                              "family_name": "Rossi", "birth_date": "1980-02-30"}}),
+        )
+        .await;
+    assert_refused_naming(
+        &answer,
+        "person.birth_date",
+        &["not a calendar date", "YYYY-MM-DD"],
+    );
+
+    for (query, field, says) in [
+        (
+            "from=10/01/2024",
+            "from",
+            &["`from`", "expected a date YYYY-MM-DD"][..],
+        ),
+        (
+            "to=2024-02-30",
+            "to",
+            &["`to`", "not a calendar date", "YYYY-MM-DD"][..],
+        ),
+        (
+            "known_at=2024-02-30",
+            "known_at",
+            &["not a calendar date"][..],
+        ),
+        (
+            "known_at=10/01/2024",
+            "known_at",
+            &["RFC 3339", "YYYY-MM-DD"][..],
+        ),
+    ] {
+        let answer = app.get(&format!("/v1/metrics?{query}")).await;
+        assert_refused_naming(&answer, field, says);
+    }
+    let answer = app.get("/v1/audit/reiterations?to=31/12/2024").await;
+    assert_refused_naming(&answer, "to", &["expected a date YYYY-MM-DD"]);
+
+    for malformed in ["not-a-uuid", "12345", &id[..35]] {
+        for path in [
+            format!("/v1/beneficiaries/{malformed}"),
+            format!("/v1/beneficiaries/{malformed}/history"),
+            format!("/v1/beneficiaries/{malformed}/person"),
+        ] {
+            let answer = app.get(&path).await;
+            let problem = answer.problem(400, "malformed_path");
+            assert_eq!(problem["field"], "id", "{path}");
+            assert!(
+                problem["detail"]
+                    .as_str()
+                    .unwrap()
+                    .contains("must be a UUID"),
+                "{problem:#}"
+            );
+        }
+        let answer = app
+            .post(
+                &format!("/v1/beneficiaries/{malformed}/stage"),
+                json!({"stage": "internship", "on": "2024-02-01"}),
+            )
+            .await;
+        assert_eq!(answer.problem(400, "malformed_path")["field"], "id");
+    }
+    let unknown = uuid::Uuid::new_v4();
+    for path in [
+        format!("/v1/beneficiaries/{unknown}"),
+        format!("/v1/beneficiaries/{unknown}/history"),
+    ] {
+        app.get(&path).await.problem(404, "beneficiary_not_found");
+    }
+    // The id as enrolment answered it, in upper case, is the same beneficiary.
+    let upper = app
+        .get(&format!("/v1/beneficiaries/{}", id.to_uppercase()))
+        .await;
+    assert_eq!(upper.status, 200, "{:#}", upper.body);
+    assert_eq!(upper.body["id"], id.as_str());
+    assert_eq!(
+        app.store.head().await.unwrap(),
+        before,
+        "nothing was written"
+    );
+}
+
 async fn malformed_requests_get_problem_documents(backend: Backend) {
     let app = spawn_app(backend).await;
     let before = app.store.head().await.unwrap();
@@ -263,7 +404,7 @@ async fn malformed_requests_get_problem_documents(backend: Backend) {
 
     app.get("/v1/beneficiaries/not-a-uuid")
         .await
-        .problem(404, "beneficiary_not_found");
+        .problem(400, "malformed_path");
     app.get(&format!("/v1/beneficiaries/{}", uuid::Uuid::new_v4()))
         .await
         .problem(404, "beneficiary_not_found");

@@ -15,9 +15,10 @@ use serde::Deserialize;
 #[serde(deny_unknown_fields)]
 pub struct EnrolBody {
     /// A territory code of the registry (`GET /v1/territories`).
-    #[cfg_attr(feature = "openapi", schema(example = "LOM-BG"))]
+    #[cfg_attr(feature = "openapi", schema(value_type = crate::schema::RegisteredTerritory))]
     territory: String,
     /// The effective date of the enrolment; not in the future.
+    #[serde(deserialize_with = "filiera_domain::date::deserialize")]
     on: NaiveDate,
     referral: Referral,
     #[serde(default)]
@@ -45,13 +46,18 @@ impl EnrolBody {
 #[serde(deny_unknown_fields)]
 pub struct StageBody {
     /// A stage code of the catalogue (`GET /v1/stages`).
-    #[cfg_attr(feature = "openapi", schema(example = "internship"))]
+    #[cfg_attr(feature = "openapi", schema(value_type = crate::schema::CataloguedStage))]
     stage: String,
     /// The effective date; not before the latest recorded date, not in the future.
+    #[serde(deserialize_with = "filiera_domain::date::deserialize")]
     on: NaiveDate,
     /// Who runs the stage: a code of `GET /v1/providers` when the configuration lists
     /// providers, otherwise any non-empty text.
     #[serde(default)]
+    #[cfg_attr(
+        feature = "openapi",
+        schema(value_type = Option<crate::schema::ProviderName>)
+    )]
     provider: Option<String>,
 }
 
@@ -61,9 +67,11 @@ pub struct StageBody {
 #[serde(deny_unknown_fields)]
 pub struct ExitBody {
     /// The effective date.
+    #[serde(deserialize_with = "filiera_domain::date::deserialize")]
     on: NaiveDate,
     /// `completed` or `interrupted`; `moved_on` and `pathway_closed` are written by the service
     /// itself and refused here (422 `automatic_outcome`).
+    #[cfg_attr(feature = "openapi", schema(value_type = crate::schema::ManualExitOutcome))]
     outcome: ExitOutcome,
 }
 
@@ -72,10 +80,11 @@ pub struct ExitBody {
 #[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 #[serde(deny_unknown_fields)]
 pub struct TerritoryBody {
-    /// The new territory code.
-    #[cfg_attr(feature = "openapi", schema(example = "LOM-MI"))]
+    /// The new territory code; not the one the beneficiary is in (422 `same_territory`).
+    #[cfg_attr(feature = "openapi", schema(value_type = crate::schema::RegisteredTerritory))]
     territory: String,
     /// The effective date.
+    #[serde(deserialize_with = "filiera_domain::date::deserialize")]
     on: NaiveDate,
 }
 
@@ -85,6 +94,7 @@ pub struct TerritoryBody {
 #[serde(deny_unknown_fields)]
 pub struct CloseBody {
     /// The effective date.
+    #[serde(deserialize_with = "filiera_domain::date::deserialize")]
     on: NaiveDate,
     outcome: CloseOutcome,
 }
@@ -95,6 +105,7 @@ pub struct CloseBody {
 #[serde(deny_unknown_fields)]
 pub struct ReopenBody {
     /// The effective date of the new spell.
+    #[serde(deserialize_with = "filiera_domain::date::deserialize")]
     on: NaiveDate,
 }
 
@@ -104,12 +115,14 @@ pub struct ReopenBody {
 #[serde(deny_unknown_fields)]
 pub struct AssessmentBody {
     /// The effective date; not before the latest recorded date, not in the future.
+    #[serde(deserialize_with = "filiera_domain::date::deserialize")]
     on: NaiveDate,
     /// `multidisciplinary` needs at least two services in `team`.
     kind: AssessmentKind,
     /// The occupability profile the assessment concluded with.
     occupability: Occupability,
     /// The services that took part: at least one, none twice.
+    #[cfg_attr(feature = "openapi", schema(value_type = crate::schema::Team))]
     team: Vec<TeamMember>,
 }
 
@@ -120,6 +133,7 @@ pub struct AssessmentBody {
 #[serde(deny_unknown_fields)]
 pub struct UndoBody {
     /// Why, for the audit trail.
+    #[cfg_attr(feature = "openapi", schema(value_type = crate::schema::Text))]
     reason: String,
 }
 

@@ -8,7 +8,9 @@
 //! - [`query`]: [`MetricsParams`], [`SeriesParams`], [`BreakdownParams`] and [`AuditParams`],
 //!   the report query as `GET /v1/metrics…` and `filiera report` take it, validated into the domain's queries with a
 //!   [`QueryError`] naming the parameter;
-//! - [`refusal`]: [`refusal_detail`], the explanation of a refused command.
+//! - [`refusal`]: [`refusal_detail`], the explanation of a refused command;
+//! - `schema` (feature `openapi`): the JSON Schemas of the shared values (codes, texts,
+//!   dates), each with every constraint the service checks.
 //!
 //! No I/O, no HTTP: adapters map [`QueryError`] to their own errors (a problem document, a
 //! command-line message).
@@ -17,6 +19,8 @@ pub mod commands;
 pub mod feed;
 pub mod query;
 pub mod refusal;
+#[cfg(feature = "openapi")]
+pub mod schema;
 
 pub use commands::{
     AssessmentBody, CloseBody, EnrolBody, ExitBody, ReopenBody, StageBody, TerritoryBody, UndoBody,

@@ -2,6 +2,7 @@
 //! `filiera report` options — and its validation into the domain's queries.
 
 use chrono::{DateTime, NaiveDate, NaiveTime, Utc};
+use filiera_domain::date::{DateError, parse_date};
 use filiera_domain::metrics::MAX_SERIES_POINTS;
 use filiera_domain::metrics::series::{MONTH, month_count};
 use filiera_domain::{
@@ -34,15 +35,16 @@ impl QueryError {
 pub struct MetricsParams {
     /// A territory code; its descendants are included. Omitted: everything, for callers
     /// whose token covers every territory; others must name one of theirs.
+    #[cfg_attr(feature = "openapi", param(value_type = Option<crate::schema::RegisteredTerritory>))]
     pub territory: Option<String>,
     /// First day of the period (default 2000-01-01).
-    #[cfg_attr(feature = "openapi", param(value_type = Option<NaiveDate>))]
+    #[cfg_attr(feature = "openapi", param(value_type = Option<crate::schema::CalendarDate>))]
     pub from: Option<String>,
     /// Last day of the period (default today, UTC).
-    #[cfg_attr(feature = "openapi", param(value_type = Option<NaiveDate>))]
+    #[cfg_attr(feature = "openapi", param(value_type = Option<crate::schema::CalendarDate>))]
     pub to: Option<String>,
     /// RFC 3339 instant, or a date meaning the end of that UTC day (default now).
-    #[cfg_attr(feature = "openapi", param(example = "2025-03-01T12:00:00Z"))]
+    #[cfg_attr(feature = "openapi", param(value_type = Option<crate::schema::KnownAt>))]
     pub known_at: Option<String>,
 }
 
@@ -55,18 +57,22 @@ pub struct MetricsParams {
 pub struct SeriesParams {
     /// A territory code; its descendants are included. Omitted: everything, for callers
     /// whose token covers every territory; others must name one of theirs.
+    #[cfg_attr(feature = "openapi", param(value_type = Option<crate::schema::RegisteredTerritory>))]
     pub territory: Option<String>,
     /// First day of the period (default 2000-01-01); at most 120 months before `to`.
-    #[cfg_attr(feature = "openapi", param(value_type = Option<NaiveDate>))]
+    #[cfg_attr(feature = "openapi", param(value_type = Option<crate::schema::CalendarDate>))]
     pub from: Option<String>,
     /// Last day of the period (default today, UTC).
-    #[cfg_attr(feature = "openapi", param(value_type = Option<NaiveDate>))]
+    #[cfg_attr(feature = "openapi", param(value_type = Option<crate::schema::CalendarDate>))]
     pub to: Option<String>,
     /// RFC 3339 instant, or a date meaning the end of that UTC day (default now).
-    #[cfg_attr(feature = "openapi", param(example = "2025-03-01T12:00:00Z"))]
+    #[cfg_attr(feature = "openapi", param(value_type = Option<crate::schema::KnownAt>))]
     pub known_at: Option<String>,
     /// The length of each point: only `month` (the default).
-    #[cfg_attr(feature = "openapi", param(example = "month"))]
+    #[cfg_attr(
+        feature = "openapi",
+        param(value_type = Option<String>, pattern = "^month$", example = "month")
+    )]
     pub interval: Option<String>,
 }
 
@@ -82,12 +88,13 @@ pub type BreakdownParams = MetricsParams;
 pub struct AuditParams {
     /// A territory code; its descendants are included. Omitted: everything, for callers
     /// whose token covers every territory; others must name one of theirs.
+    #[cfg_attr(feature = "openapi", param(value_type = Option<crate::schema::RegisteredTerritory>))]
     pub territory: Option<String>,
     /// The day the flags are evaluated at (default today, UTC).
-    #[cfg_attr(feature = "openapi", param(value_type = Option<NaiveDate>))]
+    #[cfg_attr(feature = "openapi", param(value_type = Option<crate::schema::CalendarDate>))]
     pub to: Option<String>,
     /// RFC 3339 instant, or a date meaning the end of that UTC day (default now).
-    #[cfg_attr(feature = "openapi", param(example = "2025-03-01T12:00:00Z"))]
+    #[cfg_attr(feature = "openapi", param(value_type = Option<crate::schema::KnownAt>))]
     pub known_at: Option<String>,
 }
 
@@ -194,9 +201,7 @@ fn territory(
 fn date(field: &'static str, value: Option<&str>) -> Result<Option<NaiveDate>, QueryError> {
     value
         .map(|v| {
-            NaiveDate::parse_from_str(v, "%Y-%m-%d").map_err(|_| {
-                QueryError::invalid(field, format!("`{field}` must be a YYYY-MM-DD date"))
-            })
+            parse_date(v).map_err(|err| QueryError::invalid(field, format!("`{field}`: {err}")))
         })
         .transpose()
 }
@@ -210,14 +215,22 @@ fn instant(field: &'static str, value: Option<&str>) -> Result<Option<DateTime<U
     if let Ok(instant) = DateTime::parse_from_rfc3339(value) {
         return Ok(Some(instant.with_timezone(&Utc)));
     }
-    if let Ok(day) = NaiveDate::parse_from_str(value, "%Y-%m-%d") {
-        let end = NaiveTime::from_hms_micro_opt(23, 59, 59, 999_999).expect("a valid time");
-        return Ok(Some(day.and_time(end).and_utc()));
+    match parse_date(value) {
+        Ok(day) => {
+            let end = NaiveTime::from_hms_micro_opt(23, 59, 59, 999_999).expect("a valid time");
+            Ok(Some(day.and_time(end).and_utc()))
+        }
+        Err(DateError::NotInCalendar(_)) => Err(QueryError::invalid(
+            field,
+            format!(
+                "`{field}`: `{value}` is not a calendar date (expected YYYY-MM-DD or an RFC 3339 instant)"
+            ),
+        )),
+        Err(DateError::Format(_)) => Err(QueryError::invalid(
+            field,
+            format!(
+                "`{field}` must be an RFC 3339 instant (2025-03-01T12:00:00Z) or a date YYYY-MM-DD (the end of that UTC day)"
+            ),
+        )),
     }
-    Err(QueryError::invalid(
-        field,
-        format!(
-            "`{field}` must be an RFC 3339 instant (2025-03-01T12:00:00Z) or a date (the end of that UTC day)"
-        ),
-    ))
 }

@@ -33,6 +33,16 @@ pub const MAX_DAYS_AHEAD: Days = Days::new(1);
 /// Longest free text (provider, undo reason) accepted, in characters.
 pub const MAX_TEXT_CHARS: usize = 500;
 
+/// A JSON Schema `pattern` (ECMA-262, Python `re` and Rust `regex` alike: `\u` escapes only)
+/// matching exactly the texts the free-text rule accepts, length aside: not only white space
+/// (Rust's `char::is_whitespace`), no control character (Unicode `Cc`). The OpenAPI document
+/// puts it on every free text, with `maxLength` beside it.
+pub const TEXT_PATTERN: &str = concat!(
+    r"^[^\u0000-\u001f\u007f-\u009f]*",
+    r"[^\u0000-\u0020\u007f-\u00a0\u1680\u2000-\u200a\u2028\u2029\u202f\u205f\u3000]",
+    r"[^\u0000-\u001f\u007f-\u009f]*$"
+);
+
 /// What a refusal says of a text longer than [`MAX_TEXT_CHARS`] (a test checks they agree).
 pub(crate) const TEXT_TOO_LONG: &str = "must be at most 500 characters";
 

@@ -9,6 +9,7 @@
 //! - [`evolution`]: the versions of the stored events, the upcasters from older versions, and
 //!   the decoder every reader of stored rows goes through.
 //! - [`command`]: [`PathwayCommand`], what operators ask for.
+//! - [`date`]: the one written form of a date (`YYYY-MM-DD`), with errors naming it.
 //! - [`state`]: [`PathwayState`], the fold of a stream's non-voided events.
 //! - [`aggregate`]: the [`Pathway`] aggregate (cqrs-es) enforcing the rules.
 //! - [`error`]: [`PathwayError`] (a refused command) and [`ConfigError`].
@@ -17,6 +18,7 @@
 pub mod aggregate;
 pub mod catalogue;
 pub mod command;
+pub mod date;
 pub mod error;
 pub mod event;
 pub mod evolution;
@@ -33,7 +35,7 @@ mod aggregate_tests;
 
 pub use aggregate::{
     Clock, EARLIEST_DATE, FixedClock, MAX_DAYS_AHEAD, MAX_TEXT_CHARS, Pathway, PathwayServices,
-    SystemClock,
+    SystemClock, TEXT_PATTERN,
 };
 pub use catalogue::{Stage, StageCatalogue, StageCode};
 pub use command::PathwayCommand;

@@ -352,7 +352,8 @@ simple_command!(
 #[derive(utoipa::IntoParams)]
 #[into_params(parameter_in = Path)]
 pub struct BeneficiaryIdParam {
-    /// The beneficiary's id. Anything that is not a UUID names no beneficiary (404).
+    /// The beneficiary's id, a UUID. A malformed one is refused (400 `malformed_path`, `field`
+    /// `id`); a well-formed one that names no beneficiary in the caller's scope is 404.
     pub id: Uuid,
 }
 
@@ -383,6 +384,7 @@ pub struct IdempotencyParam {
     params(BeneficiaryIdParam),
     responses(
         (status = 200, description = "The state.", body = BeneficiaryView),
+        (status = 400, response = BadRequest),
         (status = 404, response = NotFound),
         (status = 500, response = InternalError),
         (status = 503, response = ServiceUnavailable),
@@ -423,6 +425,7 @@ pub struct HistoryPage {
     params(BeneficiaryIdParam),
     responses(
         (status = 200, description = "Every event, with `voided`.", body = HistoryPage),
+        (status = 400, response = BadRequest),
         (status = 404, response = NotFound),
         (status = 500, response = InternalError),
         (status = 503, response = ServiceUnavailable),

@@ -300,9 +300,20 @@ fn field_name(path: &str, message: &str) -> String {
     String::new()
 }
 
-/// Parses a beneficiary id from the path; anything that is not a UUID names no beneficiary.
+/// Parses the beneficiary id of the path (`{id}`): a malformed one is answered 400
+/// `malformed_path` naming `id` and the expected form, so that a client can tell a typo from a
+/// beneficiary that does not exist (404, for a well-formed id).
 pub fn beneficiary_id(raw: &str) -> Result<Uuid, ApiError> {
-    Uuid::parse_str(raw).map_err(|_| ApiError::beneficiary_not_found())
+    Uuid::parse_str(raw).map_err(|_| {
+        ApiError::problem(
+            StatusCode::BAD_REQUEST,
+            "malformed_path",
+            "Malformed path",
+            "the `id` segment of the path must be a UUID, such as \
+             `0191f2a4-6c1e-7d3a-9b2f-5e8c4d7a1b20` (the `id` answered at enrolment)",
+            Some("id".into()),
+        )
+    })
 }
 
 /// The `Idempotency-Key` header, if sent.

@@ -4,7 +4,7 @@ use axum::Json;
 use axum::extract::{RawQuery, State};
 use filiera_store::StoredEvent;
 use serde::{Deserialize, Serialize};
-use utoipa::{IntoParams, ToSchema};
+use utoipa::{IntoParams, PartialSchema, ToSchema};
 
 use crate::AppState;
 use crate::access;
@@ -141,9 +141,11 @@ struct StreamQuery {
     #[param(minimum = 0)]
     after: Option<i64>,
     /// Only events whose territory (after the event) is this one or below it.
+    #[param(value_type = Option<filiera_contract::schema::RegisteredTerritory>)]
     territory: Option<String>,
     /// Only events of this type (`StageEntered` or `stage_entered`).
     #[serde(rename = "type")]
+    #[param(value_type = Option<EventTypeFilter>)]
     event_type: Option<String>,
     /// The bearer token, for clients that cannot send an `Authorization` header (browsers'
     /// `EventSource`); accepted on this route only, never logged by the service. Prefer the
@@ -161,6 +163,80 @@ struct LastEventIdParam {
     /// after it. Sent by browsers' `EventSource` when they reconnect.
     #[param(rename = "Last-Event-ID", value_type = i64, required = false, minimum = 0)]
     last_event_id: Option<i64>,
+}
+
+/// The `type` filter of the live stream: an event name (SPEC 2.3) as written, or in
+/// snake_case, for the OpenAPI document.
+pub struct EventTypeFilter;
+
+impl utoipa::PartialSchema for EventTypeFilter {
+    fn schema() -> utoipa::openapi::RefOr<utoipa::openapi::schema::Schema> {
+        let types = filiera_domain::PathwayEvent::TYPES;
+        let names = types
+            .iter()
+            .map(|t| (*t).to_owned())
+            .chain(types.iter().map(|t| filiera_domain::snake_case(t)));
+        utoipa::openapi::ObjectBuilder::new()
+            .schema_type(utoipa::openapi::Type::String)
+            .description(Some(
+                "The name of a pathway event (SPEC 2.3), as written or in snake_case.",
+            ))
+            .enum_values(Some(names))
+            .into()
+    }
+}
+
+impl ToSchema for EventTypeFilter {}
+
+/// One server-sent event of the live stream, for the OpenAPI document: `id` is the feed
+/// position, `data` a [`FeedItem`] as JSON. OpenAPI 3.1 has a `text/event-stream` response's
+/// schema describe each event (3.2 calls it `itemSchema`), as Schemathesis reads it: an object
+/// of the event's fields, `data` a string whose `contentMediaType`/`contentSchema` say what it
+/// holds. utoipa has no `contentSchema`, so it is written as an extension member of the
+/// `data` schema (members of a schema object are plain JSON Schema keywords in 3.1).
+pub struct FeedEvent;
+
+impl utoipa::PartialSchema for FeedEvent {
+    fn schema() -> utoipa::openapi::RefOr<utoipa::openapi::schema::Schema> {
+        use utoipa::openapi::extensions::Extensions;
+        use utoipa::openapi::{ObjectBuilder, Ref, Type};
+
+        let item = serde_json::to_value(Ref::from_schema_name(FeedItem::name()))
+            .expect("a reference serialises");
+        let data = ObjectBuilder::new()
+            .schema_type(Type::String)
+            .description(Some("The event as a `FeedItem`, in JSON."))
+            .content_media_type("application/json")
+            .extensions(Some(Extensions::from_iter([("contentSchema", item)])));
+        let id = ObjectBuilder::new()
+            .schema_type(Type::String)
+            .pattern(Some("^[0-9]+$"))
+            .description(Some(
+                "The event's global position: send it back as `Last-Event-ID` to resume.",
+            ));
+        ObjectBuilder::new()
+            .schema_type(Type::Object)
+            .description(Some(
+                "One server-sent event: `id: <position>` and `data: <FeedItem JSON>`.",
+            ))
+            .property("id", id)
+            .property("data", data)
+            .required("id")
+            .required("data")
+            .into()
+    }
+}
+
+impl ToSchema for FeedEvent {
+    fn schemas(
+        schemas: &mut Vec<(
+            String,
+            utoipa::openapi::RefOr<utoipa::openapi::schema::Schema>,
+        )>,
+    ) {
+        schemas.push((FeedItem::name().into_owned(), FeedItem::schema()));
+        FeedItem::schemas(schemas);
+    }
 }
 
 /// Which events a subscriber wants.
@@ -201,9 +277,9 @@ impl FeedFilter {
         (
             status = 200,
             description = "An endless `text/event-stream`: `id: <position>` and \
-                `data: <FeedItem JSON>` per event.",
+                `data: <FeedItem JSON>` per event; the schema describes one event.",
             content_type = "text/event-stream",
-            body = String
+            body = FeedEvent
         ),
         (status = 422, response = UnprocessableEntity),
     )
@@ -236,10 +312,12 @@ pub async fn stream(
                 })?,
         ),
     };
-    let after = last_event_id.or(query.after).unwrap_or(0);
-    if after < 0 {
+    // `after` is checked even when `Last-Event-ID` takes precedence: a malformed request is
+    // refused whatever else it carries.
+    if query.after.is_some_and(|after| after < 0) {
         return Err(ApiError::invalid("after", "`after` must be 0 or more"));
     }
+    let after = last_event_id.or(query.after).unwrap_or(0);
     let mut filter = FeedFilter::default();
     let registry = &app.territories;
     if let Some(code) = &query.territory {

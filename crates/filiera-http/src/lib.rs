@@ -167,11 +167,13 @@ pub fn api() -> OpenApiRouter<AppState> {
         .routes(routes!(openapi::document))
 }
 
-/// The OpenAPI 3.1 document of [`router`], as served at `/openapi.json`, with the access
-/// rules of [`access::RULES`].
+/// The OpenAPI 3.1 document of [`router`] with the access rules of [`access::RULES`], as served
+/// at `/openapi.json` except for the registries' codes, which [`router`] adds from its
+/// configuration ([`openapi::describe_registries`]).
 pub fn openapi() -> utoipa::openapi::OpenApi {
     let mut doc = api().into_openapi();
     access::describe(&mut doc);
+    openapi::refine(&mut doc);
     doc
 }
 
@@ -179,6 +181,8 @@ pub fn openapi() -> utoipa::openapi::OpenApi {
 pub fn router(state: AppState) -> Router {
     let (routes, mut doc) = api().split_for_parts();
     access::describe(&mut doc);
+    openapi::refine(&mut doc);
+    openapi::describe_registries(&mut doc, state.store.services());
     routes
         .merge(dashboard::router())
         .route_layer(axum::middleware::from_fn_with_state(

@@ -72,6 +72,7 @@ pub struct ProvidersPage {
 pub struct ProvidersParams {
     /// A territory code: keeps the providers that list it or one of its ancestors, and those
     /// that list no territory. Omitted: every provider.
+    #[param(value_type = Option<filiera_contract::schema::RegisteredTerritory>)]
     pub territory: Option<String>,
 }
 

@@ -19,6 +19,15 @@ use crate::problem::responses::{
     BadRequest, Conflict, Gone, InsufficientStorage, InternalError, NotFound, PayloadTooLarge,
     ServiceUnavailable, UnprocessableEntity, UnsupportedMediaType,
 };
+use filiera_contract::schema::{
+    CalendarDate, CataloguedStage, KnownAt, ManualExitOutcome, ProviderName, RegisteredTerritory,
+    Team, Text,
+};
+use filiera_domain::PathwayServices;
+use utoipa::openapi::schema::Schema;
+use utoipa::openapi::{OpenApi as Document, RefOr};
+
+use crate::feed::{EventTypeFilter, FeedEvent};
 use crate::{beneficiaries, feed, meta, reports};
 
 /// The document's info, tags and shared components; [`crate::api`] adds the paths and the
@@ -62,7 +71,19 @@ use crate::{beneficiaries, feed, meta, reports};
         ),
     ),
     components(
-        schemas(Problem),
+        schemas(
+            Problem,
+            RegisteredTerritory,
+            CataloguedStage,
+            ProviderName,
+            Text,
+            CalendarDate,
+            KnownAt,
+            ManualExitOutcome,
+            Team,
+            EventTypeFilter,
+            FeedEvent
+        ),
         responses(
             BadRequest,
             NotFound,
@@ -78,6 +99,72 @@ use crate::{beneficiaries, feed, meta, reports};
     )
 )]
 pub struct ApiDoc;
+
+/// What JSON Schema says and utoipa's derives cannot: a `multidisciplinary` assessment names at
+/// least two services (`if`/`then` on `AssessmentBody`, written as members of the schema
+/// object, which are plain JSON Schema keywords in OpenAPI 3.1).
+pub fn refine(doc: &mut Document) {
+    use utoipa::openapi::extensions::Extensions;
+
+    let Some(components) = doc.components.as_mut() else {
+        return;
+    };
+    if let Some(RefOr::T(Schema::Object(body))) = components.schemas.get_mut("AssessmentBody") {
+        let conditions = Extensions::from_iter([
+            (
+                "if",
+                serde_json::json!({
+                    "properties": { "kind": { "const": "multidisciplinary" } },
+                    "required": ["kind"],
+                }),
+            ),
+            (
+                "then",
+                serde_json::json!({ "properties": { "team": { "minItems": 2 } } }),
+            ),
+        ]);
+        body.extensions
+            .get_or_insert_with(Default::default)
+            .merge(conditions);
+    }
+}
+
+/// The codes of this service's registries as `enum`s of the document's code schemas
+/// (`RegisteredTerritory`, `CataloguedStage` and, when providers are configured, `ProviderName`): only
+/// they are accepted, and they are configuration, so the served document says which they are.
+pub fn describe_registries(doc: &mut Document, services: &PathwayServices) {
+    let Some(components) = doc.components.as_mut() else {
+        return;
+    };
+    let mut territories = Vec::new();
+    let mut pending = services.territories.tree();
+    while let Some(node) = pending.pop() {
+        territories.push(node.code.as_str().to_owned());
+        pending.extend(node.children);
+    }
+    territories.sort();
+    let stages: Vec<String> = services
+        .catalogue
+        .stages()
+        .iter()
+        .map(|s| s.code.as_str().to_owned())
+        .collect();
+    let providers: Vec<String> = services
+        .providers
+        .providers()
+        .map(|p| p.code.as_str().to_owned())
+        .collect();
+    let mut enumerate = |name: &str, codes: Vec<String>| {
+        if let Some(RefOr::T(Schema::Object(object))) = components.schemas.get_mut(name) {
+            object.enum_values = Some(codes.into_iter().map(Into::into).collect());
+        }
+    };
+    enumerate("RegisteredTerritory", territories);
+    enumerate("CataloguedStage", stages);
+    if !providers.is_empty() {
+        enumerate("ProviderName", providers);
+    }
+}
 
 /// The document served at `/openapi.json`, serialised once when the router is built.
 #[derive(Clone)]

@@ -128,7 +128,13 @@ pub async fn erase_person(
 #[serde(deny_unknown_fields)]
 #[into_params(parameter_in = Query)]
 pub struct FindParams {
-    /// The fiscal code (codice fiscale), in any case, spaces ignored.
+    /// The fiscal code (codice fiscale), in any case, spaces ignored: 6 letters, 2 digits, a
+    /// month letter, 2 digits, a letter, 3 digits, a letter (digits may be the letters
+    /// `LMNPQRSTUV`).
+    // `filiera_vault::person::FISCAL_CODE_PATTERN` (a test checks they agree).
+    #[param(
+        pattern = "^[A-Za-z]{6}[0-9LMNPQRSTUVlmnpqrstuv]{2}[ABCDEHLMPRSTabcdehlmprst][0-9LMNPQRSTUVlmnpqrstuv]{2}[A-Za-z][0-9LMNPQRSTUVlmnpqrstuv]{3}[A-Za-z]$"
+    )]
     fiscal_code: String,
 }
 

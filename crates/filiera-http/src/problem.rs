@@ -477,15 +477,15 @@ pub mod responses {
 
     use super::Problem;
 
-    /// 400: the body is not JSON (`malformed_json`), a path segment is not decodable
-    /// (`malformed_path`, `field` names the parameter), or the request head is malformed
-    /// (`malformed_request`).
+    /// 400: the body is not JSON (`malformed_json`), a path segment is not decodable or, for
+    /// `{id}`, not a UUID (`malformed_path`, `field` names the parameter), or the request head
+    /// is malformed (`malformed_request`).
     #[derive(ToResponse)]
     #[response(content_type = "application/problem+json")]
     pub struct BadRequest(#[allow(dead_code)] Problem);
 
-    /// 404: no beneficiary has this id (`beneficiary_not_found`; also for an id that is not a
-    /// UUID), or no projection has this name (`unknown_projection`).
+    /// 404: no beneficiary has this id, or none in the caller's scope
+    /// (`beneficiary_not_found`), or no projection has this name (`unknown_projection`).
     #[derive(ToResponse)]
     #[response(content_type = "application/problem+json")]
     pub struct NotFound(#[allow(dead_code)] Problem);

@@ -76,6 +76,12 @@ pub struct AccessLogQuery {
     /// At most this many entries (1 to [`AccessLogQuery::MAX_LIMIT`]; `None` for
     /// [`AccessLogQuery::DEFAULT_LIMIT`]; larger values are capped).
     #[serde(default)]
+    // Any 32-bit unsigned number is accepted (and capped), so the document says that range
+    // rather than the signed one utoipa gives `u32`.
+    #[cfg_attr(
+        feature = "openapi",
+        param(value_type = Option<i64>, minimum = 0, maximum = 4294967295.0)
+    )]
     pub limit: Option<u32>,
     /// Only entries about this beneficiary.
     #[serde(default)]

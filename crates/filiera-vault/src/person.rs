@@ -20,16 +20,52 @@ const FISCAL_CODE_LEN: usize = 16;
 #[serde(deny_unknown_fields)]
 pub struct Person {
     /// The *codice fiscale*; stored normalised (upper case, no spaces).
-    #[cfg_attr(feature = "openapi", schema(example = "RSSMRA80A01H501U"))]
+    #[cfg_attr(
+        feature = "openapi",
+        schema(
+            example = "RSSMRA80A01H501U",
+            // [`FISCAL_CODE_PATTERN`] (a test checks they agree).
+            pattern = "^[A-Za-z]{6}[0-9LMNPQRSTUVlmnpqrstuv]{2}[ABCDEHLMPRSTabcdehlmprst][0-9LMNPQRSTUVlmnpqrstuv]{2}[A-Za-z][0-9LMNPQRSTUVlmnpqrstuv]{3}[A-Za-z]$"
+        )
+    )]
     pub fiscal_code: String,
     /// Given name(s), 1 to 200 characters, no control characters.
+    #[cfg_attr(
+        feature = "openapi",
+        schema(
+            min_length = 1,
+            max_length = 200,
+            // `filiera_domain::TEXT_PATTERN` (a test checks they agree).
+            pattern = r"^[^\u0000-\u001f\u007f-\u009f]*[^\u0000-\u0020\u007f-\u00a0\u1680\u2000-\u200a\u2028\u2029\u202f\u205f\u3000][^\u0000-\u001f\u007f-\u009f]*$"
+        )
+    )]
     pub given_name: String,
     /// Family name(s), 1 to 200 characters, no control characters.
+    #[cfg_attr(
+        feature = "openapi",
+        schema(
+            min_length = 1,
+            max_length = 200,
+            // `filiera_domain::TEXT_PATTERN` (a test checks they agree).
+            pattern = r"^[^\u0000-\u001f\u007f-\u009f]*[^\u0000-\u0020\u007f-\u00a0\u1680\u2000-\u200a\u2028\u2029\u202f\u205f\u3000][^\u0000-\u001f\u007f-\u009f]*$"
+        )
+    )]
     pub family_name: String,
     /// Date of birth, if known.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[serde(
+        default,
+        skip_serializing_if = "Option::is_none",
+        deserialize_with = "filiera_domain::date::deserialize_option"
+    )]
     pub birth_date: Option<NaiveDate>,
 }
+
+/// A JSON Schema `pattern` of the fiscal codes [`normalise_fiscal_code`] accepts, written in
+/// their normal form (no white space), in either case.
+pub const FISCAL_CODE_PATTERN: &str = concat!(
+    "^[A-Za-z]{6}[0-9LMNPQRSTUVlmnpqrstuv]{2}[ABCDEHLMPRSTabcdehlmprst]",
+    "[0-9LMNPQRSTUVlmnpqrstuv]{2}[A-Za-z][0-9LMNPQRSTUVlmnpqrstuv]{3}[A-Za-z]$"
+);
 
 /// Why a [`Person`] (or a fiscal code to look up) was refused; names the field, never repeats
 /// the value.
@@ -214,6 +250,19 @@ mod tests {
             r#"{"fiscal_code":"X","given_name":"a","family_name":"b","birth_date":"1980-01-01"}"#;
         let p: Person = serde_json::from_str(json).unwrap();
         assert_eq!(p.birth_date, NaiveDate::from_ymd_opt(1980, 1, 1));
+    }
+
+    /// The patterns written in the `ToSchema` derive are the ones the rest of the code names.
+    #[cfg(feature = "openapi")]
+    #[test]
+    fn the_schema_patterns_are_the_shared_ones() {
+        let schema = serde_json::to_value(<Person as utoipa::PartialSchema>::schema()).unwrap();
+        let properties = &schema["properties"];
+        assert_eq!(properties["fiscal_code"]["pattern"], FISCAL_CODE_PATTERN);
+        for name in ["given_name", "family_name"] {
+            assert_eq!(properties[name]["pattern"], filiera_domain::TEXT_PATTERN);
+            assert_eq!(properties[name]["maxLength"], MAX_NAME_CHARS);
+        }
     }
 
     #[cfg(feature = "openapi")]

@@ -374,6 +374,86 @@ fn the_schemas_refuse_what_the_api_refuses() {
         json!({"on": "2024-01-10", "kind": "initial", "occupability": "average",
                "team": ["social_services"]}),
     );
+    // Everything the server checks of a body's shape is in its schema (issue 11).
+    let enrol =
+        |territory: &str| json!({"territory": territory, "on": "2024-01-10", "referral": "self"});
+    refused("EnrolBody", enrol(""));
+    refused("EnrolBody", enrol("LOM BG"));
+    refused("EnrolBody", enrol(&"L".repeat(65)));
+    refused(
+        "EnrolBody",
+        json!({"territory": "LOM", "on": "2024-02-30", "referral": "self"}),
+    );
+    refused(
+        "EnrolBody",
+        json!({"territory": "LOM", "on": "2024-01-10", "referral": "self",
+               "person": {"fiscal_code": "RSSMRA80A01H501", "given_name": "M",
+                          "family_name": "R"}}),
+    );
+    refused(
+        "EnrolBody",
+        json!({"territory": "LOM", "on": "2024-01-10", "referral": "self",
+               "person": {"fiscal_code": "RSSMRA80A01H501U", "given_name": "  ",
+                          "family_name": "R"}}),
+    );
+    refused("StageBody", json!({"stage": "", "on": "2024-01-10"}));
+    refused(
+        "StageBody",
+        json!({"stage": "Internship", "on": "2024-01-10"}),
+    );
+    refused(
+        "StageBody",
+        json!({"stage": "internship", "on": "2024-01-10", "provider": " \t "}),
+    );
+    refused(
+        "StageBody",
+        json!({"stage": "internship", "on": "2024-01-10", "provider": "a\u{7}b"}),
+    );
+    refused(
+        "StageBody",
+        json!({"stage": "internship", "on": "2024-01-10", "provider": "x".repeat(501)}),
+    );
+    refused(
+        "ExitBody",
+        json!({"on": "2024-01-10", "outcome": "moved_on"}),
+    );
+    refused(
+        "TerritoryBody",
+        json!({"territory": "", "on": "2024-01-10"}),
+    );
+    refused("UndoBody", json!({"reason": "\u{3000}\n"}));
+    refused(
+        "AssessmentBody",
+        json!({"on": "2024-01-10", "kind": "initial",
+        "occupability": "low", "team": []}),
+    );
+    refused(
+        "AssessmentBody",
+        json!({"on": "2024-01-10", "kind": "initial",
+        "occupability": "low", "team": ["social_services", "social_services"]}),
+    );
+    refused(
+        "AssessmentBody",
+        json!({"on": "2024-01-10", "kind": "multidisciplinary",
+        "occupability": "low", "team": ["social_services"]}),
+    );
+    let accepted = |name: &str, instance: Value| {
+        assert!(
+            validator(&doc, &schema(name)).is_valid(&instance),
+            "{name} refuses {instance}"
+        );
+    };
+    accepted(
+        "AssessmentBody",
+        json!({"on": "2024-01-10", "kind": "multidisciplinary",
+        "occupability": "low", "team": ["social_services", "health_service"]}),
+    );
+    accepted(
+        "StageBody",
+        json!({"stage": "internship", "on": "2024-01-10",
+        "provider": " Coop Alfa, Bergamo "}),
+    );
+    accepted("UndoBody", json!({"reason": "recorded twice"}));
     refused("BeneficiaryView", json!({"version": 1, "status": "open"}));
     refused("FeedPage", json!({"events": "none", "next_after": 0}));
     refused(
@@ -384,6 +464,88 @@ fn the_schemas_refuse_what_the_api_refuses() {
         validator(&doc, &schema("ReopenBody")).is_valid(&json!({"on": "2024-01-10"})),
         "a valid body passes"
     );
+}
+
+/// The free-text schema and the domain's free-text rule agree: a reason the schema accepts is
+/// recorded, one it refuses is refused naming `reason`.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_text_schema_is_the_free_text_rule() {
+    let mut c = Checker::new().await;
+    let text = validator(&c.doc, &json!({"$ref": "#/components/schemas/Text"}));
+    let enrolled = c
+        .post(
+            "/v1/beneficiaries",
+            "/v1/beneficiaries",
+            json!({"territory": "LOM-BG-BERGAMO", "on": "2024-01-10", "referral": "self"}),
+        )
+        .await;
+    let id = enrolled.body["id"].as_str().unwrap().to_owned();
+    let samples = [
+        "recorded twice".to_owned(),
+        " padded ".to_owned(),
+        "".to_owned(),
+        "   ".to_owned(),
+        "\u{a0}\u{3000}\u{2028}".to_owned(),
+        "tab\tinside".to_owned(),
+        "bell\u{7}".to_owned(),
+        "c1\u{85}control".to_owned(),
+        "è già stato registrato".to_owned(),
+        "x".repeat(500),
+        "x".repeat(501),
+    ];
+    for reason in samples {
+        // One stage entry to undo for each sample.
+        let entered = c
+            .post(
+                "/v1/beneficiaries/{id}/stage",
+                &format!("/v1/beneficiaries/{id}/stage"),
+                json!({"stage": "internship", "on": "2024-02-01"}),
+            )
+            .await;
+        assert_eq!(entered.status, 200, "{:#}", entered.body);
+        let answer = c
+            .post(
+                "/v1/beneficiaries/{id}/undo",
+                &format!("/v1/beneficiaries/{id}/undo"),
+                json!({ "reason": reason }),
+            )
+            .await;
+        let valid = text.is_valid(&json!(reason));
+        if valid {
+            assert_eq!(answer.status, 200, "{reason:?}: {:#}", answer.body);
+        } else {
+            assert_eq!(answer.status, 422, "{reason:?}: {:#}", answer.body);
+            assert_eq!(answer.body["field"], "reason", "{reason:?}");
+            // Leave the entry for the next sample's undo to void.
+            let undone = c
+                .post(
+                    "/v1/beneficiaries/{id}/undo",
+                    &format!("/v1/beneficiaries/{id}/undo"),
+                    json!({ "reason": "clean up" }),
+                )
+                .await;
+            assert_eq!(undone.status, 200, "{:#}", undone.body);
+        }
+    }
+}
+
+/// The live stream's schema describes one server-sent event, its `data` a `FeedItem` in JSON
+/// (not a bare string), in the form Schemathesis and OpenAPI 3.2's `itemSchema` read.
+#[test]
+fn the_stream_schema_describes_each_event() {
+    let doc = document();
+    let ok = &doc["paths"]["/v1/events/stream"]["get"]["responses"]["200"];
+    let schema = resolve(&doc, &ok["content"]["text/event-stream"]["schema"]);
+    assert_eq!(schema["type"], "object", "{schema:#}");
+    assert_eq!(schema["required"], json!(["id", "data"]));
+    let data = &schema["properties"]["data"];
+    assert_eq!(data["type"], "string");
+    assert_eq!(data["contentMediaType"], "application/json");
+    assert_eq!(
+        data["contentSchema"]["$ref"],
+        "#/components/schemas/FeedItem"
+    );
+    assert!(doc["components"]["schemas"]["FeedItem"].is_object());
 }
 
 #[test]
@@ -875,9 +1037,18 @@ async fn real_answers_conform_to_the_document() {
         (200, "text/plain")
     );
     let served = c.get("/openapi.json", "/openapi.json").await;
+    let mut expected = crate::openapi();
+    crate::openapi::describe_registries(
+        &mut expected,
+        &PathwayServices::new(
+            Arc::new(StageCatalogue::default_catalogue()),
+            Arc::new(TerritoryRegistry::sample()),
+        ),
+    );
     assert_eq!(
-        served.body, c.doc,
-        "the served document is the generated one"
+        served.body,
+        serde_json::to_value(expected).unwrap(),
+        "the served document is the generated one, with the registries' codes"
     );
 
     // Problems, each documented for its route and conforming to `Problem`.
