@@ -16,10 +16,13 @@
 //! - [`series`]: [`MetricsSeries`] and [`MetricsBreakdown`] (SPEC 3.2), split into one
 //!   [`MetricsQuery`] per month or child, folded together by [`territory_metrics_many`].
 //! - [`csv`]: [`metrics_to_csv`], the flat rendering for `filiera report --format csv`.
+//! - [`regional`]: [`RegionalDocuments`], every document of the printable regional report
+//!   folded together by [`regional_documents`].
 
 pub mod audit;
 pub mod csv;
 pub mod fold;
+pub mod regional;
 pub mod scorecard;
 pub mod series;
 pub mod stats;
@@ -37,6 +40,9 @@ pub use fold::{
     AssessmentCounts, Closures, Durations, MetricsQuery, QueryEcho, ReiterationDistribution,
     ReiterationSummary, TerritoryMetrics, TransitionCell, TransitionCounts,
     TransitionsByOccupability, WAITING, territory_metrics, territory_metrics_many,
+};
+pub use regional::{
+    REGIONAL_SERIES_MONTHS, RegionalDocuments, regional_documents, regional_series_query,
 };
 pub use scorecard::{
     ExitCounts, OccupabilityChange, PLACEMENT_WINDOW_DAYS, ProviderScore, ProviderScorecard,
