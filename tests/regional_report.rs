@@ -68,7 +68,7 @@ async fn the_route_renders_what_the_offline_replay_renders(backend: Backend) {
         assert_eq!(content_type, "text/html; charset=utf-8");
 
         let query = MetricsQuery {
-            territory: Some("LOM".parse().unwrap()),
+            territory: filiera_domain::TerritoryCode::parse("LOM"),
             from: "2024-01-01".parse().unwrap(),
             to: "2024-06-30".parse().unwrap(),
             known_at: known_at.parse().unwrap(),

@@ -189,7 +189,7 @@ fn transitions(report: &RegionalReport<'_>, t: &Text) -> Markup {
         + m.transitions.reiteration
         + m.transitions.regression;
     html! {
-        section.keep aria-labelledby="transitions" {
+        section aria-labelledby="transitions" {
             h2 #transitions { (t.transitions) }
             div.grid2 {
                 figure {
@@ -329,7 +329,7 @@ fn reiterations(report: &RegionalReport<'_>, t: &Text) -> Markup {
         })
         .collect();
     html! {
-        section.keep aria-labelledby="reiterations" {
+        section aria-labelledby="reiterations" {
             h2 #reiterations { (t.reiterations) }
             div.grid2 {
                 div {
