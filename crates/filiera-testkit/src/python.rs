@@ -25,19 +25,10 @@ pub fn python() -> anyhow::Result<PathBuf> {
         .with_context(|| format!("reading {}", requirements.display()))?;
     if std::fs::read_to_string(&stamp).ok().as_deref() != Some(wanted.as_str()) {
         if !python.exists() {
-            run(Command::new(system_python())
-                .args(["-m", "venv"])
-                .arg(&venv))?;
+            run(Command::new(system_python()).args(["-m", "venv"]).arg(&venv))?;
         }
         run(Command::new(&python)
-            .args([
-                "-m",
-                "pip",
-                "install",
-                "--quiet",
-                "--disable-pip-version-check",
-                "-r",
-            ])
+            .args(["-m", "pip", "install", "--quiet", "--disable-pip-version-check", "-r"])
             .arg(&requirements))?;
         std::fs::write(&stamp, wanted)?;
     }
@@ -48,11 +39,7 @@ pub fn python() -> anyhow::Result<PathBuf> {
 pub fn script(name: &str) -> anyhow::Result<PathBuf> {
     let python = python()?;
     let script = python.with_file_name(name);
-    ensure!(
-        script.exists(),
-        "{} is not in the test environment",
-        script.display()
-    );
+    ensure!(script.exists(), "{} is not in the test environment", script.display());
     Ok(script)
 }
 
@@ -61,9 +48,9 @@ fn system_python() -> String {
 }
 
 fn run(command: &mut Command) -> anyhow::Result<()> {
-    let status = command.status().with_context(|| {
-        format!("running {command:?} (is Python 3 with venv and pip installed?)")
-    })?;
+    let status = command
+        .status()
+        .with_context(|| format!("running {command:?} (is Python 3 with venv and pip installed?)"))?;
     ensure!(status.success(), "{command:?} failed: {status}");
     Ok(())
 }
