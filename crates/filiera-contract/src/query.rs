@@ -144,7 +144,7 @@ pub struct RegionalReportParams {
     #[cfg_attr(feature = "openapi", param(example = "2025-03-01T12:00:00Z"))]
     pub known_at: Option<String>,
     /// The language of the labels: `it` (the default) or `en`.
-    #[cfg_attr(feature = "openapi", param(value_type = Option<ReportLang>))]
+    #[cfg_attr(feature = "openapi", param(inline))]
     pub lang: Option<ReportLang>,
 }
 

@@ -30,8 +30,12 @@ fn render(lang: ReportLang) -> String {
         known_at: "2024-04-01T00:00:00Z".parse().unwrap(),
         threshold: 2,
     };
-    let documents =
-        regional_documents(std::iter::empty::<&Timeline>(), &query, &catalogue, &registry);
+    let documents = regional_documents(
+        std::iter::empty::<&Timeline>(),
+        &query,
+        &catalogue,
+        &registry,
+    );
     render_regional(&RegionalReport {
         documents: &documents,
         data_as_of: DataAsOf {
