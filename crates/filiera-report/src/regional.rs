@@ -181,7 +181,7 @@ fn transitions(report: &RegionalReport<'_>, t: &Text) -> Markup {
             label: (*label).to_owned(),
             value: count_of(m, *kind) as f64,
             shown: int(lang, count_of(m, *kind)),
-            color: *color,
+            color,
         })
         .collect();
     let total = m.transitions.entry
@@ -541,7 +541,7 @@ fn series(report: &RegionalReport<'_>, t: &Text) -> Markup {
         .iter()
         .map(|(kind, _, label, color)| Series {
             name: (*label).to_owned(),
-            color: *color,
+            color,
             values: points
                 .iter()
                 .map(|p| Some(count_of(&p.metrics, *kind) as f64))
