@@ -270,7 +270,8 @@ fn expect(who: Who, method: &Method, template: &str, inside: bool) -> Expect {
         | "/v1/metrics/series"
         | "/v1/metrics/breakdown"
         | "/v1/providers/scorecard"
-        | "/v1/audit/reiterations" => match who {
+        | "/v1/audit/reiterations"
+        | "/v1/reports/regional" => match who {
             Who::Subscriber => role_refused,
             w if w.covers(inside) => Status(200),
             _ => Forbidden("territory_out_of_scope"),
@@ -325,7 +326,8 @@ async fn prepare(
         "/v1/metrics"
         | "/v1/metrics/series"
         | "/v1/metrics/breakdown"
-        | "/v1/providers/scorecard" => {
+        | "/v1/providers/scorecard"
+        | "/v1/reports/regional" => {
             format!("?territory={region}&from=2024-01-01&to=2024-12-31")
         }
         "/v1/audit/reiterations" => format!("?territory={region}&to=2024-12-31"),
@@ -443,6 +445,7 @@ async fn every_route_by_role_and_scope(backend: Backend) {
         "/v1/metrics/breakdown",
         "/v1/providers/scorecard",
         "/v1/metrics/series?from=2024-01-01",
+        "/v1/reports/regional",
     ] {
         app.get_as(&Who::Operator.token(), path)
             .await

@@ -11,6 +11,7 @@ mod openapi;
 mod people;
 mod providers;
 mod read_api;
+mod regional_report;
 mod scorecard;
 mod series;
 mod write_api;

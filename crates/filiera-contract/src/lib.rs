@@ -26,5 +26,8 @@ pub use commands::{
     AssessmentBody, CloseBody, EnrolBody, ExitBody, ReopenBody, StageBody, TerritoryBody, UndoBody,
 };
 pub use feed::FeedItem;
-pub use query::{AuditParams, BreakdownParams, MetricsParams, QueryError, SeriesParams};
+pub use query::{
+    AuditParams, BreakdownParams, MetricsParams, QueryError, RegionalReportParams, ReportLang,
+    SeriesParams,
+};
 pub use refusal::refusal_detail;

@@ -98,6 +98,83 @@ pub struct AuditParams {
     pub known_at: Option<String>,
 }
 
+/// The language of a rendered report: Italian (the default) or English.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
+#[serde(rename_all = "lowercase")]
+pub enum ReportLang {
+    #[default]
+    It,
+    En,
+}
+
+impl ReportLang {
+    /// The BCP 47 code, as in `<html lang>`.
+    pub fn code(self) -> &'static str {
+        match self {
+            Self::It => "it",
+            Self::En => "en",
+        }
+    }
+}
+
+impl std::str::FromStr for ReportLang {
+    type Err = String;
+
+    fn from_str(code: &str) -> Result<Self, Self::Err> {
+        match code {
+            "it" => Ok(Self::It),
+            "en" => Ok(Self::En),
+            other => Err(format!("`{other}` is not a report language: `it` or `en`")),
+        }
+    }
+}
+
+/// The query parameters of `/v1/reports/regional` (and `filiera report --format html`): those
+/// of `/v1/metrics` and the language.
+#[derive(Debug, Default, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::IntoParams))]
+#[serde(deny_unknown_fields)]
+#[cfg_attr(feature = "openapi", into_params(parameter_in = Query))]
+pub struct RegionalReportParams {
+    /// A territory code; its descendants are included and its direct children are compared.
+    /// Omitted: everything, for callers whose token covers every territory; others must name
+    /// one of theirs.
+    pub territory: Option<String>,
+    /// First day of the period (default 2000-01-01).
+    #[cfg_attr(feature = "openapi", param(value_type = Option<NaiveDate>))]
+    pub from: Option<String>,
+    /// Last day of the period (default today, UTC).
+    #[cfg_attr(feature = "openapi", param(value_type = Option<NaiveDate>))]
+    pub to: Option<String>,
+    /// RFC 3339 instant, or a date meaning the end of that UTC day (default now).
+    #[cfg_attr(feature = "openapi", param(example = "2025-03-01T12:00:00Z"))]
+    pub known_at: Option<String>,
+    /// The language of the labels: `it` (the default) or `en`.
+    #[cfg_attr(feature = "openapi", param(inline))]
+    pub lang: Option<ReportLang>,
+}
+
+impl RegionalReportParams {
+    /// Validates the parameters into the query of the report and its language; every problem
+    /// names its parameter.
+    pub fn into_query(
+        self,
+        registry: &TerritoryRegistry,
+        threshold: u32,
+        now: DateTime<Utc>,
+    ) -> Result<(MetricsQuery, ReportLang), QueryError> {
+        let query = MetricsParams {
+            territory: self.territory,
+            from: self.from,
+            to: self.to,
+            known_at: self.known_at,
+        }
+        .into_query(registry, threshold, now)?;
+        Ok((query, self.lang.unwrap_or_default()))
+    }
+}
+
 impl MetricsParams {
     /// Validates the parameters into a query; every problem names its parameter.
     pub fn into_query(

@@ -75,6 +75,7 @@ pub const RULES: &[(&str, &str, Access)] = &[
     ("GET", "/v1/metrics/breakdown", READER),
     ("GET", "/v1/providers/scorecard", READER),
     ("GET", "/v1/audit/reiterations", READER),
+    ("GET", "/v1/reports/regional", READER),
     ("GET", "/v1/events", SUBSCRIBER),
     ("GET", STREAM_ROUTE, SUBSCRIBER),
     ("GET", "/v1/projections", ADMINISTRATOR),

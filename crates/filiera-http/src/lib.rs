@@ -157,6 +157,7 @@ pub fn api() -> OpenApiRouter<AppState> {
         .routes(routes!(reports::breakdown))
         .routes(routes!(reports::scorecard))
         .routes(routes!(reports::audit))
+        .routes(routes!(reports::regional))
         .routes(routes!(reports::projections))
         .routes(routes!(reports::rebuild))
         .routes(routes!(feed::page))

@@ -1,10 +1,11 @@
 //! The read side over HTTP: `GET /v1/metrics`, `GET /v1/metrics/series`,
 //! `GET /v1/metrics/breakdown`, `GET /v1/providers/scorecard`, `GET /v1/audit/reiterations`,
-//! `GET /v1/projections` and `POST /v1/projections/{name}/rebuild`.
+//! `GET /v1/reports/regional` (the printable HTML report), `GET /v1/projections` and
+//! `POST /v1/projections/{name}/rebuild`.
 
 use axum::Json;
 use axum::extract::{RawQuery, State};
-use axum::http::StatusCode;
+use axum::http::{StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use chrono::Utc;
 use filiera_domain::{
@@ -15,7 +16,9 @@ use filiera_store::jobs::RelayStatus;
 use serde::Serialize;
 use utoipa::ToSchema;
 
-pub use filiera_contract::query::{AuditParams, BreakdownParams, MetricsParams, SeriesParams};
+pub use filiera_contract::query::{
+    AuditParams, BreakdownParams, MetricsParams, RegionalReportParams, SeriesParams,
+};
 
 use crate::AppState;
 use crate::access;
@@ -191,6 +194,59 @@ pub async fn audit(
     let mut query = params.into_query(&settings.registry, settings.threshold, Utc::now())?;
     query.territory = access::query_territory(&caller, &app.territories, query.territory)?;
     Ok(Json(app.projections.audit(query).await?))
+}
+
+/// Renders the printable regional report (HTML).
+///
+/// One self-contained HTML document (inline CSS and SVG charts, no script, print rules for
+/// A4) for the same query as `GET /v1/metrics`: the territory's headline figures, transition
+/// matrix, reiteration distribution and durations; its direct children side by side; the
+/// monthly series of the last 24 months of the period at most; the reiteration audit summary
+/// (pseudonymous ids only); and a methods box with the definitions, `known_at` and the feed
+/// position the data is as of. All from one snapshot of the read model. `lang`: `it` (the
+/// default) or `en`. The same bytes as the offline `filiera report --format html` for the
+/// same data. Print it to PDF with a headless browser (`docs/metrics.md`).
+#[utoipa::path(
+    get,
+    path = "/v1/reports/regional",
+    tag = TAG,
+    operation_id = "regional_report",
+    params(RegionalReportParams),
+    responses(
+        (
+            status = 200,
+            description = "The report, a complete HTML document.",
+            content_type = "text/html",
+            body = String
+        ),
+        (status = 422, response = UnprocessableEntity),
+        (status = 500, response = InternalError),
+        (status = 503, response = ServiceUnavailable),
+    )
+)]
+#[tracing::instrument(skip_all)]
+pub async fn regional(
+    State(app): State<AppState>,
+    RawQuery(query): RawQuery,
+    caller: Caller,
+) -> Result<Response, ApiError> {
+    let params: RegionalReportParams = parse_query(query.as_deref())?;
+    let settings = app.projections.settings();
+    let (mut query, lang) =
+        params.into_query(&settings.registry, settings.threshold, Utc::now())?;
+    query.territory = access::query_territory(&caller, &app.territories, query.territory)?;
+    let snapshot = app.projections.regional(query).await?;
+    let html = filiera_report::render_regional(&filiera_report::RegionalReport {
+        documents: &snapshot.documents,
+        data_as_of: filiera_report::DataAsOf {
+            position: snapshot.position,
+            recorded_at: snapshot.recorded_at,
+        },
+        catalogue: &settings.catalogue,
+        registry: &settings.registry,
+        lang,
+    });
+    Ok(([(header::CONTENT_TYPE, filiera_report::CONTENT_TYPE)], html).into_response())
 }
 
 /// Every projection's state, and the NATS relay's (`null` when publication is off).

@@ -18,6 +18,8 @@
 //! - [`rebuild`]: [`rebuild_until_swapped`], `filiera rebuild` from a separate process.
 //! - [`replay`]: [`Replay`], [`replay_report`], [`replay_series`], [`replay_breakdown`],
 //!   [`replay_scorecard`], [`replay_audit`], the offline report.
+//! - [`regional`]: [`RegionalSnapshot`] and [`replay_regional`], the printable regional
+//!   report's documents and the feed position they reflect.
 //! - [`status`]: [`ProjectionStatus`] and the other documents the API serves.
 //! - [`settings`]: the tuning and configuration, [`ProjectionSettings`].
 //! - [`tables`]: [`ProjectionTables`], a projection's tables driven directly, for tools
@@ -32,6 +34,7 @@ pub mod error;
 pub mod projections;
 mod read_model;
 pub mod rebuild;
+pub mod regional;
 pub mod replay;
 pub mod runner;
 pub mod settings;
@@ -41,6 +44,7 @@ pub mod tables;
 pub use error::ProjectionError;
 pub use projections::Projections;
 pub use rebuild::{RebuildOutcome, RebuildProgress, rebuild_until_swapped};
+pub use regional::{RegionalSnapshot, replay_regional};
 pub use replay::{
     Replay, replay_audit, replay_breakdown, replay_report, replay_scorecard, replay_series,
 };

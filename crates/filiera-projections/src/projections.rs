@@ -177,8 +177,39 @@ impl Projections {
         .await
     }
 
+    /// The printable regional report's documents for `query` (metrics, the series of its last
+    /// months, the breakdown, the audit list), all from one snapshot of the cache, with the
+    /// checkpoint of that snapshot.
+    #[tracing::instrument(name = "projections.regional", level = "debug", skip_all, fields(territory = ?query.territory))]
+    pub async fn regional(
+        &self,
+        query: MetricsQuery,
+    ) -> Result<crate::RegionalSnapshot, ProjectionError> {
+        let (documents, position) = self
+            .fold_at(move |timelines, catalogue, registry| {
+                filiera_domain::regional_documents(timelines, &query, catalogue, registry)
+            })
+            .await?;
+        crate::RegionalSnapshot::at(&self.shared.store, documents, position).await
+    }
+
     /// Refreshes the cache, then runs `f` over its timelines on the blocking pool.
     async fn fold<R, F>(&self, f: F) -> Result<R, ProjectionError>
+    where
+        F: FnOnce(
+                std::collections::hash_map::Values<'_, String, Timeline>,
+                &StageCatalogue,
+                &TerritoryRegistry,
+            ) -> R
+            + Send
+            + 'static,
+        R: Send + 'static,
+    {
+        Ok(self.fold_at(f).await?.0)
+    }
+
+    /// [`Self::fold`], with the checkpoint of the snapshot folded.
+    async fn fold_at<R, F>(&self, f: F) -> Result<(R, i64), ProjectionError>
     where
         F: FnOnce(
                 std::collections::hash_map::Values<'_, String, Timeline>,
@@ -221,7 +252,10 @@ impl Projections {
                         current: crate::read_model::FORMAT,
                     });
                 }
-                Ok(f(state.timelines.values(), &catalogue, &registry))
+                Ok((
+                    f(state.timelines.values(), &catalogue, &registry),
+                    state.position,
+                ))
             })
             .await?
     }

@@ -46,6 +46,11 @@ impl Replay {
             .apply(event);
     }
 
+    /// The feed position of the last event read, 0 for an empty feed.
+    pub fn position(&self) -> i64 {
+        self.position
+    }
+
     /// The timelines, by beneficiary id.
     pub fn timelines(&self) -> &HashMap<String, Timeline> {
         &self.timelines

@@ -96,11 +96,16 @@ enum Command {
         /// As known at this RFC 3339 instant, or the end of this UTC day (default now).
         #[arg(long)]
         known_at: Option<String>,
-        /// `json` (the API document) or `csv` (one `metric,value` row per figure; with
+        /// `json` (the API document), `csv` (one `metric,value` row per figure; with
         /// `--series`, `from,to,metric,value`; with `--breakdown`, `territory,metric,value`;
-        /// with `--providers`, `provider,metric,value`).
+        /// with `--providers`, `provider,metric,value`) or `html`: the printable regional
+        /// report of `GET /v1/reports/regional` (figures, children, monthly series, audit
+        /// summary, methods; one self-contained page to print to PDF).
         #[arg(long, value_enum, default_value_t = ReportFormat::Json)]
         format: ReportFormat,
+        /// The language of `--format html`: `it` (the default) or `en`.
+        #[arg(long, default_value = "it")]
+        lang: filiera_contract::ReportLang,
         /// The document of `GET /v1/metrics/series` instead: one point per calendar month
         /// (`month`, the only interval) of the period, at most 120.
         #[arg(long, value_name = "INTERVAL", conflicts_with_all = ["breakdown", "providers"])]
@@ -309,6 +314,8 @@ enum KeysCommand {
 pub enum ReportFormat {
     Json,
     Csv,
+    /// The printable regional report.
+    Html,
 }
 
 #[tokio::main]
@@ -365,12 +372,28 @@ async fn main() -> anyhow::Result<()> {
             to,
             known_at,
             format,
+            lang,
             output,
             series,
             breakdown,
             providers,
         } => {
             let kind = match series {
+                _ if format == ReportFormat::Html => {
+                    if series.is_some() || breakdown || providers {
+                        anyhow::bail!(
+                            "--format html prints the regional report, which holds the series \
+                             and the breakdown: leave out --series, --breakdown and --providers"
+                        );
+                    }
+                    startup::ReportKind::Regional(filiera_contract::RegionalReportParams {
+                        territory,
+                        from,
+                        to,
+                        known_at,
+                        lang: Some(lang),
+                    })
+                }
                 Some(interval) => startup::ReportKind::Series(filiera_contract::SeriesParams {
                     territory,
                     from,

@@ -329,6 +329,8 @@ pub enum ReportKind {
     Series(filiera_contract::SeriesParams),
     Breakdown(filiera_contract::BreakdownParams),
     Providers(filiera_contract::MetricsParams),
+    /// The printable regional report (HTML).
+    Regional(filiera_contract::RegionalReportParams),
 }
 
 /// `filiera report`
@@ -390,6 +392,22 @@ pub async fn report(
                 }
                 false => metrics::scorecard_to_csv(&scorecard),
             }
+        }
+        ReportKind::Regional(params) => {
+            let (query, lang) = params
+                .into_query(registry, threshold, now)
+                .map_err(refused)?;
+            let snapshot = filiera_projections::replay_regional(&store, &query).await?;
+            filiera_report::render_regional(&filiera_report::RegionalReport {
+                documents: &snapshot.documents,
+                data_as_of: filiera_report::DataAsOf {
+                    position: snapshot.position,
+                    recorded_at: snapshot.recorded_at,
+                },
+                catalogue: &services.catalogue,
+                registry,
+                lang,
+            })
         }
     };
     match output {

@@ -18,11 +18,14 @@
 //! - [`csv`]: [`metrics_to_csv`], the flat rendering for `filiera report --format csv`.
 //! - [`event_log`]: [`event_log()`], a beneficiary's events as a query sees them, for the
 //!   process-mining exports.
+//! - [`regional`]: [`RegionalDocuments`], every document of the printable regional report
+//!   folded together by [`regional_documents`].
 
 pub mod audit;
 pub mod csv;
 pub mod event_log;
 pub mod fold;
+pub mod regional;
 pub mod scorecard;
 pub mod series;
 pub mod stats;
@@ -41,6 +44,9 @@ pub use fold::{
     AssessmentCounts, Closures, Durations, MetricsQuery, QueryEcho, ReiterationDistribution,
     ReiterationSummary, TerritoryMetrics, TransitionCell, TransitionCounts,
     TransitionsByOccupability, WAITING, territory_metrics, territory_metrics_many,
+};
+pub use regional::{
+    REGIONAL_SERIES_MONTHS, RegionalDocuments, regional_documents, regional_series_query,
 };
 pub use scorecard::{
     ExitCounts, OccupabilityChange, PLACEMENT_WINDOW_DAYS, ProviderScore, ProviderScorecard,

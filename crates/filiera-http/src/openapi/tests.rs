@@ -114,6 +114,7 @@ fn document_is_openapi_3_1_about_filiera() {
         "/v1/metrics/breakdown",
         "/v1/providers/scorecard",
         "/v1/audit/reiterations",
+        "/v1/reports/regional",
         "/v1/events",
         "/v1/events/stream",
         "/v1/projections",
@@ -974,6 +975,22 @@ async fn real_answers_conform_to_the_document() {
         .await;
     assert_eq!(audit.status, 200, "{:#}", audit.body);
     assert_eq!(audit.body["beneficiaries"].as_array().unwrap().len(), 1);
+    let report = c
+        .get(
+            "/v1/reports/regional",
+            "/v1/reports/regional?territory=LOM&from=2024-01-01&to=2024-12-31&lang=en",
+        )
+        .await;
+    assert_eq!(
+        (report.status, report.media_type.as_str()),
+        (200, "text/html")
+    );
+    assert!(
+        report
+            .body
+            .as_str()
+            .is_some_and(|page| page.starts_with("<!DOCTYPE html>"))
+    );
     assert_eq!(
         c.get("/v1/projections", "/v1/projections").await.status,
         200
@@ -1149,6 +1166,11 @@ async fn real_answers_conform_to_the_document() {
                 "/v1/audit/reiterations?where=here",
             )
             .await,
+            422,
+        ),
+        (
+            c.get("/v1/reports/regional", "/v1/reports/regional?lang=fr")
+                .await,
             422,
         ),
         (

@@ -308,6 +308,37 @@ proptest! {
         }
     }
 
+    /// The regional report's documents, folded together, are each the document of its own
+    /// route for the same query: the metrics, the series of its last months, the breakdown
+    /// and the audit list.
+    #[test]
+    fn regional_documents_equal_each_document_alone(
+        histories in prop::collection::vec(history(30, 12), 1..6),
+        spec in query_spec(),
+    ) {
+        let drivers = drive_all(&histories);
+        let timelines: Vec<Timeline> = drivers.iter().map(Driver::timeline).collect();
+        let catalogue = training_catalogue();
+        let registry = TerritoryRegistry::sample();
+        let q = spec.query();
+        let regional = super::super::regional_documents(&timelines, &q, &catalogue, &registry);
+        prop_assert_eq!(&regional.metrics, &territory_metrics(&timelines, &q, &catalogue, &registry));
+        let months = series_queries(&super::super::regional_series_query(&q));
+        prop_assert_eq!(regional.series.points.len(), months.len());
+        for (point, month) in regional.series.points.iter().zip(&months) {
+            prop_assert_eq!(&point.metrics, &territory_metrics(&timelines, month, &catalogue, &registry));
+        }
+        let children = breakdown_queries(&q, &registry);
+        prop_assert_eq!(regional.breakdown.children.len(), children.len());
+        for (child, query) in regional.breakdown.children.iter().zip(&children) {
+            prop_assert_eq!(&child.metrics, &territory_metrics(&timelines, query, &catalogue, &registry));
+        }
+        prop_assert_eq!(
+            &regional.audit,
+            &reiteration_audit(&timelines, &AuditQuery::from(&q), &catalogue, &registry)
+        );
+    }
+
     /// The provider scorecard equals the literal reading of SPEC 3.1, and its counts agree
     /// with each other.
     #[test]
