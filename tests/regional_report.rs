@@ -38,6 +38,12 @@ async fn history(app: &TestApp) {
 
 /// The page and its content type, as the administrator.
 async fn page(app: &TestApp, query: &str) -> (u16, String, String) {
+    let (status, content_type, _, body) = page_with_policy(app, query).await;
+    (status, content_type, body)
+}
+
+/// The status, content type, Content-Security-Policy and body of a report request.
+async fn page_with_policy(app: &TestApp, query: &str) -> (u16, String, String, String) {
     let response = app
         .client
         .get(format!("{}/v1/reports/regional?{query}", app.address))
@@ -45,13 +51,16 @@ async fn page(app: &TestApp, query: &str) -> (u16, String, String) {
         .await
         .expect("request");
     let status = response.status().as_u16();
-    let content_type = response
-        .headers()
-        .get("content-type")
-        .and_then(|v| v.to_str().ok())
-        .unwrap_or("")
-        .to_owned();
-    (status, content_type, response.text().await.expect("a body"))
+    let header = |name: &str| {
+        response
+            .headers()
+            .get(name)
+            .and_then(|v| v.to_str().ok())
+            .unwrap_or("")
+            .to_owned()
+    };
+    let (content_type, policy) = (header("content-type"), header("content-security-policy"));
+    (status, content_type, policy, response.text().await.expect("a body"))
 }
 
 async fn the_route_renders_what_the_offline_replay_renders(backend: Backend) {
@@ -66,6 +75,11 @@ async fn the_route_renders_what_the_offline_replay_renders(backend: Backend) {
         .await;
         assert_eq!(status, 200, "{online}");
         assert_eq!(content_type, "text/html; charset=utf-8");
+        let (_, _, policy, _) = page_with_policy(&app, "territory=LOM").await;
+        assert!(
+            policy.starts_with("default-src 'none';") && !policy.contains("script-src"),
+            "the report page may run no script: {policy}"
+        );
 
         let query = MetricsQuery {
             territory: filiera_domain::TerritoryCode::parse("LOM"),

@@ -680,6 +680,9 @@ async fn feed_pages_in_position_order(backend: Backend) {
     let empty = app.get(&format!("/v1/events?after={}", positions[5])).await;
     assert_eq!(empty.body["events"], json!([]));
     assert_eq!(empty.body["next_after"], positions[5]);
+    // Every page names the feed's last position, whatever part of it the page holds.
+    assert_eq!(first.body["head"], positions[5]);
+    assert_eq!(empty.body["head"], positions[5]);
 
     for (query, field) in [
         ("limit=0", "limit"),

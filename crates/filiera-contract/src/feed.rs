@@ -15,7 +15,7 @@ pub struct FeedItem {
     pub beneficiary_id: Uuid,
     /// Position in the beneficiary's own stream, from 1.
     pub sequence: u64,
-    /// The event name of SPEC 2.3, e.g. `StageEntered`.
+    /// The event name (docs/domain.md), e.g. `StageEntered`.
     #[serde(rename = "type")]
     #[cfg_attr(feature = "openapi", schema(value_type = EventType))]
     pub event_type: &'static str,
@@ -65,7 +65,7 @@ impl utoipa::PartialSchema for EventType {
     fn schema() -> utoipa::openapi::RefOr<utoipa::openapi::schema::Schema> {
         utoipa::openapi::ObjectBuilder::new()
             .schema_type(utoipa::openapi::Type::String)
-            .description(Some("The name of a pathway event (SPEC 2.3)."))
+            .description(Some("The name of a pathway event (docs/domain.md)."))
             .enum_values(Some(filiera_domain::PathwayEvent::TYPES))
             .into()
     }

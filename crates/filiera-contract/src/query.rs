@@ -140,15 +140,16 @@ pub struct RegionalReportParams {
     /// A territory code; its descendants are included and its direct children are compared.
     /// Omitted: everything, for callers whose token covers every territory; others must name
     /// one of theirs.
+    #[cfg_attr(feature = "openapi", param(value_type = Option<crate::schema::RegisteredTerritory>))]
     pub territory: Option<String>,
     /// First day of the period (default 2000-01-01).
-    #[cfg_attr(feature = "openapi", param(value_type = Option<NaiveDate>))]
+    #[cfg_attr(feature = "openapi", param(value_type = Option<crate::schema::CalendarDate>))]
     pub from: Option<String>,
     /// Last day of the period (default today, UTC).
-    #[cfg_attr(feature = "openapi", param(value_type = Option<NaiveDate>))]
+    #[cfg_attr(feature = "openapi", param(value_type = Option<crate::schema::CalendarDate>))]
     pub to: Option<String>,
     /// RFC 3339 instant, or a date meaning the end of that UTC day (default now).
-    #[cfg_attr(feature = "openapi", param(example = "2025-03-01T12:00:00Z"))]
+    #[cfg_attr(feature = "openapi", param(value_type = Option<crate::schema::KnownAt>))]
     pub known_at: Option<String>,
     /// The language of the labels: `it` (the default) or `en`.
     #[cfg_attr(feature = "openapi", param(inline))]

@@ -73,8 +73,11 @@ export async function feed(body, query, context, signal) {
     received = 0;
     status.textContent = t('feed.status.connecting');
     const territory = select.value;
+    let after;
     try {
-      await api.get('/v1/events', { limit: 1 }, { signal });
+      // The last KEEP positions of the feed, then live: a large feed is not replayed.
+      const page = await api.get('/v1/events', { limit: 1 }, { signal });
+      after = Math.max(0, page.head - KEEP);
     } catch (error) {
       if (error.name === 'AbortError') return;
       if (error.status === 401) throw error;
@@ -82,7 +85,7 @@ export async function feed(body, query, context, signal) {
       status.textContent = t('feed.status.idle');
       return;
     }
-    const url = api.url('/v1/events/stream', { territory, access_token: api.token() });
+    const url = api.url('/v1/events/stream', { territory, after, access_token: api.token() });
     source = new EventSource(url);
     source.addEventListener('open', () => {
       status.textContent = t('feed.status.live', { count: fmt.int(received) });

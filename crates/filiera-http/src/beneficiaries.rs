@@ -51,7 +51,7 @@ impl BeneficiaryView {
 /// The answer to a stage entry: its classification and the state after it.
 #[derive(Debug, Serialize, ToSchema)]
 pub struct StageAnswer {
-    /// How the entry was classified (SPEC 2.4).
+    /// How the entry was classified (docs/domain.md).
     pub transition: Option<filiera_domain::Transition>,
     /// The stage of the previous entry, `null` for the first one.
     pub from_stage: Option<filiera_domain::StageCode>,
@@ -186,7 +186,7 @@ async fn store_person(
 /// Enters a stage.
 ///
 /// An open episode is closed first as `moved_on`; the entry is classified against the previous
-/// stage entry (SPEC 2.4) and the classification is answered with the state.
+/// stage entry (docs/domain.md) and the classification is answered with the state.
 #[utoipa::path(
     post,
     path = "/v1/beneficiaries/{id}/stage",
@@ -333,7 +333,7 @@ simple_command!(
     reopen, ReopenBody, "/v1/beneficiaries/{id}/reopen"
 );
 simple_command!(
-    /// Records a needs assessment (SPEC 2.5).
+    /// Records a needs assessment (docs/domain.md).
     ///
     /// Needs an open spell. `team` names each service that took part once; a
     /// `multidisciplinary` assessment needs at least two (422 `empty_team`,

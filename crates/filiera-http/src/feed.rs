@@ -26,6 +26,10 @@ pub struct FeedPage {
     pub events: Vec<FeedItem>,
     /// Pass this as `after` to get the next page (equal to `after` when the page is empty).
     pub next_after: i64,
+    /// The last position of the feed when the page was read (0 if it is empty): a reader that
+    /// wants only what comes next, or only the last few events (the dashboard's live view),
+    /// starts from here rather than replaying the whole feed.
+    pub head: i64,
 }
 
 #[derive(Debug, Deserialize, IntoParams)]
@@ -43,7 +47,7 @@ struct FeedQuery {
 
 /// Reads a page of the global feed.
 ///
-/// Events in feed order (SPEC 4.2): a reader that passes `next_after` back as `after` never
+/// Events in feed order (docs/events.md): a reader that passes `next_after` back as `after` never
 /// skips an event, even one committed later with a lower position. A subscriber reads only
 /// the items whose territory (after the event) is one of its territories or below; its page
 /// may then hold fewer than `limit` items, even none, while `next_after` moves on: the end of
@@ -87,9 +91,11 @@ pub async fn page(
         }
         filiera_auth::Scope::Within(scope) => scoped_page(&app, after, limit, &scope).await?,
     };
+    let head = app.store.head().await?;
     Ok(Json(FeedPage {
         events: events.iter().map(FeedItem::from_stored).collect(),
         next_after,
+        head: head.max(next_after),
     }))
 }
 
@@ -165,7 +171,7 @@ struct LastEventIdParam {
     last_event_id: Option<i64>,
 }
 
-/// The `type` filter of the live stream: an event name (SPEC 2.3) as written, or in
+/// The `type` filter of the live stream: an event name (docs/domain.md) as written, or in
 /// snake_case, for the OpenAPI document.
 pub struct EventTypeFilter;
 
@@ -179,7 +185,7 @@ impl utoipa::PartialSchema for EventTypeFilter {
         utoipa::openapi::ObjectBuilder::new()
             .schema_type(utoipa::openapi::Type::String)
             .description(Some(
-                "The name of a pathway event (SPEC 2.3), as written or in snake_case.",
+                "The name of a pathway event (docs/domain.md), as written or in snake_case.",
             ))
             .enum_values(Some(names))
             .into()

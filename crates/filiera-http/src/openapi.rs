@@ -55,7 +55,7 @@ use crate::{beneficiaries, feed, meta, reports};
         ),
         (
             name = feed::TAG,
-            description = "The global event feed (SPEC 4.2), a page at a time or live."
+            description = "The global event feed (docs/events.md), a page at a time or live."
         ),
         (
             name = reports::TAG,
@@ -182,7 +182,7 @@ impl OpenApiJson {
 
 /// This OpenAPI 3.1 document.
 ///
-/// Open to everyone, like the health checks (SPEC 5.1).
+/// Open to everyone, like the health checks (docs/security.md).
 #[utoipa::path(
     get,
     path = "/openapi.json",

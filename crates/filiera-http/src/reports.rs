@@ -31,7 +31,7 @@ use crate::problem::responses::{
 /// The OpenAPI tag of these routes.
 pub const TAG: &str = "reports";
 
-/// Computes the metrics document (SPEC 3).
+/// Computes the metrics document (docs/metrics.md).
 ///
 /// Over the territory's subtree and the period `from`..=`to`, as known at `known_at`; the query
 /// is echoed at the top. The same document as the offline `filiera report`.
@@ -65,7 +65,7 @@ pub async fn metrics(
     Ok(Json(app.projections.metrics(query).await?))
 }
 
-/// Computes the metrics document per calendar month of the period (SPEC 3.2).
+/// Computes the metrics document per calendar month of the period (docs/metrics.md).
 ///
 /// One point per month meeting `from`..=`to`, clipped to it, each the document of
 /// `GET /v1/metrics` for that part (same territory and `known_at`). More than 120 months: 422
@@ -96,7 +96,7 @@ pub async fn series(
     Ok(Json(app.projections.series(&query).await?))
 }
 
-/// Computes the metrics document of each direct child of a territory (SPEC 3.2).
+/// Computes the metrics document of each direct child of a territory (docs/metrics.md).
 ///
 /// The children of `territory` in the registry (of the roots when omitted, for callers whose
 /// token covers every territory), each with the document of `GET /v1/metrics` for it.
@@ -130,7 +130,7 @@ pub async fn breakdown(
     Ok(Json(app.projections.breakdown(&query).await?))
 }
 
-/// Computes the provider scorecard (SPEC 3.1).
+/// Computes the provider scorecard (docs/metrics.md).
 ///
 /// One item per provider code with an episode in scope by `to`, sorted by code: its episodes,
 /// their classification, exits, time in stage, placements within 180 days of an exit and how
@@ -246,8 +246,21 @@ pub async fn regional(
         registry: &settings.registry,
         lang,
     });
-    Ok(([(header::CONTENT_TYPE, filiera_report::CONTENT_TYPE)], html).into_response())
+    Ok((
+        [
+            (header::CONTENT_TYPE, filiera_report::CONTENT_TYPE),
+            // A page of data on the API's origin runs nothing and loads nothing: its CSS is
+            // inline and its charts are inline SVG.
+            (header::CONTENT_SECURITY_POLICY, REPORT_CSP),
+        ],
+        html,
+    )
+        .into_response())
 }
+
+/// The regional report's Content-Security-Policy: no script, no fetch, no external resource.
+const REPORT_CSP: &str = "default-src 'none'; style-src 'unsafe-inline'; img-src data:; \
+     frame-ancestors 'none'; base-uri 'none'; form-action 'none'";
 
 /// Every projection's state, and the NATS relay's (`null` when publication is off).
 #[derive(Debug, Serialize, ToSchema)]

@@ -234,7 +234,7 @@ pub fn stacked_columns(
     frame(caption, width, height, body)
 }
 
-/// Lines, one per series, over the x labels, from 0 (or the lowest value, if negative) up.
+/// Lines, one per series, over the x labels, from 0 up (the values drawn are counts).
 pub fn lines(
     caption: Caption<'_>,
     labels: &[String],

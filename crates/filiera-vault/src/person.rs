@@ -13,7 +13,7 @@ pub const MAX_NAME_CHARS: usize = 200;
 /// Characters in an Italian fiscal code (*codice fiscale*) of a person.
 const FISCAL_CODE_LEN: usize = 16;
 
-/// Who a beneficiary is (SPEC 5.2). Stored only encrypted, in the vault; never in an event, a
+/// Who a beneficiary is (docs/security.md). Stored only encrypted, in the vault; never in an event, a
 /// log line or a metric. `Debug` redacts every field; the strings are wiped when dropped.
 #[derive(Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]

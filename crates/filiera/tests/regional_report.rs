@@ -82,7 +82,8 @@ async fn online(dir: &Path, from: &str, to: &str) -> Online {
     let deadline = Instant::now() + Duration::from_secs(60);
     loop {
         let status = common::get(&client, format!("{}/v1/projections", server.base)).await;
-        if status["projections"][0]["lag"] == 0 {
+        let projections = status["projections"].as_array().cloned().unwrap_or_default();
+        if !projections.is_empty() && projections.iter().all(|p| p["lag"] == 0) {
             break;
         }
         assert!(Instant::now() < deadline, "never caught up: {status:#}");
@@ -441,8 +442,11 @@ fn screenshots_dir() -> PathBuf {
 /// Prints `html` to `pdf` with headless Chromium (Debian's `chromium`, installed by `.ci/run`).
 fn print_to_pdf(html: &Path, pdf: &Path) {
     let profile = tempfile::tempdir().unwrap();
-    let output = Command::new("chromium")
+    // `timeout` (coreutils): a browser that hangs fails the test instead of stalling the suite.
+    let output = Command::new("timeout")
         .args([
+            "120",
+            "chromium",
             "--headless",
             "--no-sandbox",
             "--disable-gpu",

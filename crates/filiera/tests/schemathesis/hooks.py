@@ -50,6 +50,7 @@ BUSINESS_RULES = {
     "metrics_series": PERIOD_IN_ORDER,
     "metrics_breakdown": PERIOD_IN_ORDER,
     "provider_scorecard": PERIOD_IN_ORDER,
+    "regional_report": PERIOD_IN_ORDER,
 }
 
 # What Schemathesis's own `positive_data_acceptance` accepts besides 2xx and 3xx.
