@@ -60,7 +60,12 @@ async fn page_with_policy(app: &TestApp, query: &str) -> (u16, String, String, S
             .to_owned()
     };
     let (content_type, policy) = (header("content-type"), header("content-security-policy"));
-    (status, content_type, policy, response.text().await.expect("a body"))
+    (
+        status,
+        content_type,
+        policy,
+        response.text().await.expect("a body"),
+    )
 }
 
 async fn the_route_renders_what_the_offline_replay_renders(backend: Backend) {

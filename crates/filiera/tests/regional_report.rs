@@ -82,7 +82,10 @@ async fn online(dir: &Path, from: &str, to: &str) -> Online {
     let deadline = Instant::now() + Duration::from_secs(60);
     loop {
         let status = common::get(&client, format!("{}/v1/projections", server.base)).await;
-        let projections = status["projections"].as_array().cloned().unwrap_or_default();
+        let projections = status["projections"]
+            .as_array()
+            .cloned()
+            .unwrap_or_default();
         if !projections.is_empty() && projections.iter().all(|p| p["lag"] == 0) {
             break;
         }
