@@ -339,6 +339,30 @@ impl Query<'_> {
 }
 
 /// Chooses the query in the page's filter form and submits it.
+/// Types `token` into the sign-in form and sends it.
+async fn submit_token(client: &Client, token: &str) {
+    let field = client.find(Locator::Id("token")).await.unwrap();
+    field.clear().await.unwrap();
+    field.send_keys(token).await.unwrap();
+    client
+        .find(Locator::Id("signin-submit"))
+        .await
+        .unwrap()
+        .click()
+        .await
+        .unwrap();
+}
+
+/// Signs in with `token` and waits for the overview it opens on.
+async fn sign_in(client: &Client, token: &str) {
+    submit_token(client, token).await;
+    wait_until(
+        client,
+        "document.body.dataset.rendered?.startsWith('#/overview')",
+    )
+    .await;
+}
+
 async fn choose(client: &Client, query: &Query<'_>) {
     client
         .find(Locator::Id("f-territory"))
@@ -435,35 +459,14 @@ async fn the_dashboard_shows_the_apis_figures_in_a_real_browser() {
         "en"
     );
     screenshot(&client, "signin").await;
-    let token_field = client.find(Locator::Id("token")).await.unwrap();
-    token_field.send_keys("not a token").await.unwrap();
-    client
-        .find(Locator::Id("signin-submit"))
-        .await
-        .unwrap()
-        .click()
-        .await
-        .unwrap();
+    submit_token(&client, "not a token").await;
     wait_until(
         &client,
         "!document.getElementById('signin-error').hidden && \
          document.getElementById('token').getAttribute('aria-invalid') === 'true'",
     )
     .await;
-    token_field.clear().await.unwrap();
-    token_field.send_keys(&admin).await.unwrap();
-    client
-        .find(Locator::Id("signin-submit"))
-        .await
-        .unwrap()
-        .click()
-        .await
-        .unwrap();
-    wait_until(
-        &client,
-        "document.body.dataset.rendered?.startsWith('#/overview')",
-    )
-    .await;
+    sign_in(&client, &admin).await;
 
     // Overview of a region over a year, then of one of its provinces over another period.
     let region = Query {
@@ -830,21 +833,7 @@ async fn the_dashboard_shows_the_apis_figures_in_a_real_browser() {
     // An evaluator of one province: the picker offers its territories only, the overview
     // opens on it with the API's figures for its token, and the feed is not for this role.
     let evaluator = common::token(Role::Evaluator, &["LOM-BG"]);
-    let field = client.find(Locator::Id("token")).await.unwrap();
-    field.clear().await.unwrap();
-    field.send_keys(&evaluator).await.unwrap();
-    client
-        .find(Locator::Id("signin-submit"))
-        .await
-        .unwrap()
-        .click()
-        .await
-        .unwrap();
-    wait_until(
-        &client,
-        "document.body.dataset.rendered?.startsWith('#/overview')",
-    )
-    .await;
+    sign_in(&client, &evaluator).await;
     let offered = client
         .execute(
             "return [...document.querySelectorAll('#f-territory option')].map((o) => o.value);",
