@@ -70,21 +70,32 @@ pub fn load_or_generate(
     getrandom::fill(&mut bytes).map_err(|e| io::Error::other(e.to_string()))?;
     let text = STANDARD.encode(bytes);
     bytes.fill(0);
-    let created = fs::OpenOptions::new()
-        .write(true)
-        .create_new(true)
-        .mode(0o600)
-        .open(&path);
+    // Written whole to a temporary file, then hard-linked into place (which fails if the
+    // file exists): a process starting at the same moment never reads a half-written secret.
+    let mut tag = [0u8; 8];
+    getrandom::fill(&mut tag).map_err(|e| io::Error::other(e.to_string()))?;
+    let temporary = data_dir.join(format!(
+        ".{SECRET_FILE}.{}.{}",
+        std::process::id(),
+        u64::from_le_bytes(tag)
+    ));
+    let created = (|| {
+        let mut file = fs::OpenOptions::new()
+            .write(true)
+            .create_new(true)
+            .mode(0o600)
+            .open(&temporary)?;
+        file.write_all(text.as_bytes())?;
+        file.write_all(b"\n")?;
+        file.sync_all()?;
+        fs::hard_link(&temporary, &path)
+    })();
+    let _ = fs::remove_file(&temporary);
     match created {
-        Ok(mut file) => {
-            file.write_all(text.as_bytes())?;
-            file.write_all(b"\n")?;
-            file.sync_all()?;
-            Ok((
-                AuthSecret(SecretString::from(text)),
-                SecretSource::Generated(path),
-            ))
-        }
+        Ok(()) => Ok((
+            AuthSecret(SecretString::from(text)),
+            SecretSource::Generated(path),
+        )),
         // Another process generated it first: use theirs.
         Err(err) if err.kind() == io::ErrorKind::AlreadyExists => {
             Ok((read(&path)?, SecretSource::File(path)))
@@ -156,6 +167,34 @@ mod tests {
         // Another data folder gets another secret.
         let (other, _) = load_or_generate(None, &dir.path().join("other")).unwrap();
         assert_ne!(other.expose_bytes(), first.expose_bytes());
+    }
+
+    /// Processes starting together on one data folder all get the one secret, never a file
+    /// still being written, and no temporary file is left behind.
+    #[test]
+    fn concurrent_first_starts_share_one_whole_secret() {
+        for _ in 0..20 {
+            let dir = tempfile::tempdir().unwrap();
+            let data = dir.path().join("data");
+            let secrets: Vec<String> = std::thread::scope(|scope| {
+                let starts: Vec<_> = (0..8)
+                    .map(|_| scope.spawn(|| load_or_generate(None, &data)))
+                    .collect();
+                starts
+                    .into_iter()
+                    .map(|start| {
+                        let (secret, _) = start.join().unwrap().unwrap();
+                        secret.0.expose_secret().to_owned()
+                    })
+                    .collect()
+            });
+            assert!(secrets.windows(2).all(|w| w[0] == w[1]));
+            let files: Vec<_> = std::fs::read_dir(&data)
+                .unwrap()
+                .map(|e| e.unwrap().file_name())
+                .collect();
+            assert_eq!(files, [SECRET_FILE], "no temporary file is left behind");
+        }
     }
 
     #[test]

@@ -130,30 +130,45 @@ impl MasterKey {
     /// Writes the key's base64 form to a new file `path` with mode 0600 (parent folders are
     /// created), synced to disk; fails if the file exists. For rotation: write the new key
     /// beside the old one before rotating, so that neither can be lost halfway.
+    ///
+    /// The file appears whole or not at all: the key is written and synced to a temporary file
+    /// in the same folder, which is then hard-linked to `path` (which fails if `path` exists).
+    /// A process starting at the same moment (two replicas on one data folder, a first start
+    /// racing `filiera token issue`) therefore never reads a file still being written.
     pub fn write_new(&self, path: &Path) -> Result<(), KeyError> {
         let io = |source| KeyError::Io {
             path: path.to_owned(),
             source,
         };
-        if let Some(folder) = path.parent().filter(|p| !p.as_os_str().is_empty()) {
-            std::fs::create_dir_all(folder).map_err(io)?;
-        }
-        let mut file = std::fs::OpenOptions::new()
-            .write(true)
-            .create_new(true)
-            .mode(0o600)
-            .open(path)
+        let folder = path
+            .parent()
+            .filter(|p| !p.as_os_str().is_empty())
+            .unwrap_or(Path::new("."));
+        std::fs::create_dir_all(folder).map_err(io)?;
+        let name = path.file_name().unwrap_or_default().to_string_lossy();
+        let temporary = folder.join(format!(
+            ".{name}.{}.{}",
+            std::process::id(),
+            crypto::hex(&SecretKey::random().expose()[..8])
+        ));
+        let written = (|| {
+            let mut file = std::fs::OpenOptions::new()
+                .write(true)
+                .create_new(true)
+                .mode(0o600)
+                .open(&temporary)?;
+            let mut text = self.to_base64();
+            text.push('\n');
+            file.write_all(text.as_bytes())?;
+            file.sync_all()?;
+            std::fs::hard_link(&temporary, path)
+        })();
+        let _ = std::fs::remove_file(&temporary);
+        written.map_err(io)?;
+        // Make the new directory entry durable too.
+        std::fs::File::open(folder)
+            .and_then(|dir| dir.sync_all())
             .map_err(io)?;
-        let mut text = self.to_base64();
-        text.push('\n');
-        file.write_all(text.as_bytes()).map_err(io)?;
-        file.sync_all().map_err(io)?;
-        if let Some(folder) = path.parent().filter(|p| !p.as_os_str().is_empty()) {
-            // Make the new directory entry durable too.
-            std::fs::File::open(folder)
-                .and_then(|dir| dir.sync_all())
-                .map_err(io)?;
-        }
         Ok(())
     }
 
@@ -180,6 +195,32 @@ impl fmt::Debug for MasterKey {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// Processes starting together on one data folder (two replicas, or `serve` and another
+    /// command) all get the one key, never a file still being written: each writer's file
+    /// appears whole.
+    #[test]
+    fn concurrent_first_starts_share_one_whole_key() {
+        for _ in 0..20 {
+            let dir = tempfile::tempdir().unwrap();
+            let path = dir.path().join("data").join("master.key");
+            let keys: Vec<String> = std::thread::scope(|scope| {
+                let starts: Vec<_> = (0..8)
+                    .map(|_| scope.spawn(|| MasterKey::load_or_generate(&path)))
+                    .collect();
+                starts
+                    .into_iter()
+                    .map(|start| start.join().unwrap().unwrap().fingerprint())
+                    .collect()
+            });
+            assert!(keys.windows(2).all(|w| w[0] == w[1]), "{keys:?}");
+            let files: Vec<_> = std::fs::read_dir(path.parent().unwrap())
+                .unwrap()
+                .map(|e| e.unwrap().file_name())
+                .collect();
+            assert_eq!(files, ["master.key"], "no temporary file is left behind");
+        }
+    }
 
     #[test]
     fn base64_round_trip_and_refusals() {
