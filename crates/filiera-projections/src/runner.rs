@@ -267,6 +267,9 @@ impl Runner {
             return Ok(None);
         }
         let head = self.store.head().await?;
+        if head == 0 {
+            return Ok(None);
+        }
         let streams = self.store.count_streams(head).await?;
         let holds = self.catch_up as u64;
         if streams <= holds {

@@ -52,6 +52,40 @@ Everyday commands:
 
 Run 'filiera help COMMAND' for the options of a command.";
 
+/// The scope of an offline report or event log: the query of `GET /v1/metrics`.
+#[derive(Debug, clap::Args)]
+struct Scope {
+    /// Territory code (descendants included); omitted: everything.
+    #[arg(long)]
+    territory: Option<String>,
+    /// First day of the period, YYYY-MM-DD (default 2000-01-01).
+    #[arg(long)]
+    from: Option<String>,
+    /// Last day of the period, YYYY-MM-DD (default today, UTC).
+    #[arg(long)]
+    to: Option<String>,
+    /// As known at this RFC 3339 instant, or the end of this UTC day (default now).
+    #[arg(long)]
+    known_at: Option<String>,
+}
+
+impl From<Scope> for filiera_contract::MetricsParams {
+    fn from(scope: Scope) -> Self {
+        let Scope {
+            territory,
+            from,
+            to,
+            known_at,
+        } = scope;
+        Self {
+            territory,
+            from,
+            to,
+            known_at,
+        }
+    }
+}
+
 #[derive(Debug, Subcommand)]
 enum Command {
     /// Run the HTTP API.
@@ -84,18 +118,8 @@ enum Command {
     /// Offline regional report: replay the store directly (no server needed) and print the
     /// metrics document of `GET /v1/metrics` for the same options.
     Report {
-        /// Territory code (descendants included); omitted: everything.
-        #[arg(long)]
-        territory: Option<String>,
-        /// First day of the period, YYYY-MM-DD (default 2000-01-01).
-        #[arg(long)]
-        from: Option<String>,
-        /// Last day of the period, YYYY-MM-DD (default today, UTC).
-        #[arg(long)]
-        to: Option<String>,
-        /// As known at this RFC 3339 instant, or the end of this UTC day (default now).
-        #[arg(long)]
-        known_at: Option<String>,
+        #[command(flatten)]
+        scope: Scope,
         /// `json` (the API document), `csv` (one `metric,value` row per figure; with
         /// `--series`, `from,to,metric,value`; with `--breakdown`, `territory,metric,value`;
         /// with `--providers`, `provider,metric,value`) or `html`: the printable regional
@@ -231,20 +255,9 @@ enum Command {
         /// NDJSON: only events after this global position.
         #[arg(long, default_value_t = 0)]
         after: i64,
-        /// OCEL 2.0 and XES: the events attributed to this territory or its descendants
-        /// (default: everything).
-        #[arg(long)]
-        territory: Option<String>,
-        /// OCEL 2.0 and XES: first day of the period, YYYY-MM-DD (default 2000-01-01).
-        #[arg(long)]
-        from: Option<String>,
-        /// OCEL 2.0 and XES: last day of the period, YYYY-MM-DD (default today, UTC).
-        #[arg(long)]
-        to: Option<String>,
-        /// OCEL 2.0 and XES: as known at this RFC 3339 instant, or the end of this UTC day
-        /// (default now).
-        #[arg(long)]
-        known_at: Option<String>,
+        /// OCEL 2.0 and XES only: the scope of the event log, as for `report`.
+        #[command(flatten)]
+        scope: Scope,
         /// Output file (default: standard output).
         #[arg(long, short)]
         output: Option<PathBuf>,
@@ -346,20 +359,9 @@ async fn main() -> anyhow::Result<()> {
         Command::Export {
             format,
             after,
-            territory,
-            from,
-            to,
-            known_at,
+            scope,
             output,
-        } => {
-            let scope = filiera_contract::MetricsParams {
-                territory,
-                from,
-                to,
-                known_at,
-            };
-            startup::export(settings, format, after, scope, output).await
-        }
+        } => startup::export(settings, format, after, scope.into(), output).await,
         Command::Generate {
             events,
             seed,
@@ -367,10 +369,7 @@ async fn main() -> anyhow::Result<()> {
             bench_territories,
         } => startup::generate(settings, events, seed, output, bench_territories).await,
         Command::Report {
-            territory,
-            from,
-            to,
-            known_at,
+            scope,
             format,
             lang,
             output,
@@ -386,6 +385,12 @@ async fn main() -> anyhow::Result<()> {
                              and the breakdown: leave out --series, --breakdown and --providers"
                         );
                     }
+                    let Scope {
+                        territory,
+                        from,
+                        to,
+                        known_at,
+                    } = scope;
                     startup::ReportKind::Regional(filiera_contract::RegionalReportParams {
                         territory,
                         from,
@@ -394,20 +399,23 @@ async fn main() -> anyhow::Result<()> {
                         lang: Some(lang),
                     })
                 }
-                Some(interval) => startup::ReportKind::Series(filiera_contract::SeriesParams {
-                    territory,
-                    from,
-                    to,
-                    known_at,
-                    interval: Some(interval),
-                }),
-                None => {
-                    let params = filiera_contract::MetricsParams {
+                Some(interval) => {
+                    let Scope {
                         territory,
                         from,
                         to,
                         known_at,
-                    };
+                    } = scope;
+                    startup::ReportKind::Series(filiera_contract::SeriesParams {
+                        territory,
+                        from,
+                        to,
+                        known_at,
+                        interval: Some(interval),
+                    })
+                }
+                None => {
+                    let params = filiera_contract::MetricsParams::from(scope);
                     if breakdown {
                         startup::ReportKind::Breakdown(params)
                     } else if providers {

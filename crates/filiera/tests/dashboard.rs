@@ -339,6 +339,15 @@ impl Query<'_> {
 }
 
 /// Chooses the query in the page's filter form and submits it.
+/// The API's documents behind the overview of `query`: the metrics and the monthly series.
+async fn overview_documents(base: &str, token: &str, query: &Query<'_>) -> (Value, Value) {
+    let metrics = api(base, token, "/v1/metrics", &query.params()).await;
+    let mut series_params = query.params();
+    series_params.push(("interval", "month"));
+    let series = api(base, token, "/v1/metrics/series", &series_params).await;
+    (metrics, series)
+}
+
 /// Types `token` into the sign-in form and sends it.
 async fn submit_token(client: &Client, token: &str) {
     let field = client.find(Locator::Id("token")).await.unwrap();
@@ -477,10 +486,7 @@ async fn the_dashboard_shows_the_apis_figures_in_a_real_browser() {
     };
     choose(&client, &region).await;
     rendered(&client, &region.hash("overview")).await;
-    let metrics = api(&base, &admin, "/v1/metrics", &region.params()).await;
-    let mut series_params = region.params();
-    series_params.push(("interval", "month"));
-    let series = api(&base, &admin, "/v1/metrics/series", &series_params).await;
+    let (metrics, series) = overview_documents(&base, &admin, &region).await;
     let before = figures(&client).await;
     let checked = check(&before, &[("metrics", &metrics), ("series", &series)], "en");
     assert!(checked > 60, "the overview shows {checked} figures");
@@ -526,10 +532,7 @@ async fn the_dashboard_shows_the_apis_figures_in_a_real_browser() {
     };
     choose(&client, &province).await;
     rendered(&client, &province.hash("overview")).await;
-    let metrics_after = api(&base, &admin, "/v1/metrics", &province.params()).await;
-    let mut series_params = province.params();
-    series_params.push(("interval", "month"));
-    let series_after = api(&base, &admin, "/v1/metrics/series", &series_params).await;
+    let (metrics_after, series_after) = overview_documents(&base, &admin, &province).await;
     assert_ne!(
         metrics["enrolments"], metrics_after["enrolments"],
         "the two queries differ, so the switch is seen"
@@ -867,10 +870,7 @@ async fn the_dashboard_shows_the_apis_figures_in_a_real_browser() {
         to: chosen[1].as_str().unwrap(),
         known_at: "",
     };
-    let metrics = api(&base, &evaluator, "/v1/metrics", &scoped.params()).await;
-    let mut series_params = scoped.params();
-    series_params.push(("interval", "month"));
-    let series = api(&base, &evaluator, "/v1/metrics/series", &series_params).await;
+    let (metrics, series) = overview_documents(&base, &evaluator, &scoped).await;
     check(
         &figures(&client).await,
         &[("metrics", &metrics), ("series", &series)],
