@@ -30,6 +30,7 @@ pub mod problem;
 pub mod reports;
 pub mod server;
 pub mod telemetry;
+mod trace;
 
 use std::future::Future;
 use std::sync::Arc;
@@ -205,13 +206,8 @@ pub fn router(state: AppState) -> Router {
             ))
         }))
         .layer(
-            TraceLayer::new_for_http().make_span_with(|request: &Request<_>| {
-                tracing::info_span!(
-                    "request",
-                    method = %request.method(),
-                    path = %request.uri().path(),
-                )
-            }),
+            TraceLayer::new_for_http()
+                .make_span_with(|request: &Request<_>| trace::request_span(request)),
         )
         .with_state(state)
 }

@@ -23,6 +23,9 @@ struct Extensions {
     /// on 503 and 507 answers.
     #[serde(skip_serializing_if = "Option::is_none")]
     reason: Option<&'static str>,
+    /// The W3C trace id of the request, as in the server's logs and traces.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    trace_id: Option<String>,
 }
 
 /// Seconds a client is told to wait (`Retry-After`) before retrying after an outage.
@@ -335,6 +338,7 @@ impl IntoResponse for ApiError {
                         code,
                         field,
                         reason: None,
+                        trace_id: crate::trace::current_trace_id(),
                     })
                     .into_response()
             }
@@ -385,7 +389,9 @@ impl IntoResponse for ApiError {
                 None,
             ),
             Self::Internal(cause) => {
-                tracing::error!(error = %cause, "request failed");
+                let trace_id = crate::trace::current_trace_id();
+                // The trace id is named here too: at FILIERA_LOG=warn the line has no span.
+                tracing::error!(error = %cause, trace_id = trace_id.as_deref().map(tracing::field::display), "request failed");
                 let mut problem =
                     ProblemDetails::from_status_code(StatusCode::INTERNAL_SERVER_ERROR);
                 problem.r#type = "/problems/internal_error"
@@ -399,6 +405,7 @@ impl IntoResponse for ApiError {
                         code: "internal_error",
                         field: None,
                         reason: None,
+                        trace_id,
                     })
                     .into_response()
             }
@@ -426,6 +433,7 @@ fn unavailable(
             code,
             field: None,
             reason: outage.map(Outage::as_str),
+            trace_id: crate::trace::current_trace_id(),
         })
         .into_response();
     response.headers_mut().insert(
@@ -468,6 +476,11 @@ pub struct Problem {
     /// `database_unavailable`).
     #[schema(value_type = String, required = false)]
     pub reason: Option<String>,
+    /// The W3C trace id of the request (32 lowercase hex digits): the caller's, when it sent a
+    /// `traceparent` header, or a new one. The server's log lines and exported traces of the
+    /// request carry the same id: quote it when reporting a problem.
+    #[schema(value_type = String, required = false, pattern = "^[0-9a-f]{32}$")]
+    pub trace_id: Option<String>,
 }
 
 /// Reusable problem answers for the OpenAPI document, one per status; each describes the codes

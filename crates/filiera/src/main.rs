@@ -335,7 +335,7 @@ pub enum ReportFormat {
 async fn main() -> anyhow::Result<()> {
     let cli = Cli::parse();
     let settings = Settings::load(cli.config.as_deref())?;
-    telemetry::init(&settings.log)?;
+    let _telemetry = telemetry::init(&settings.log, settings.otlp_endpoint.as_deref())?;
     match cli.command {
         Command::Serve => startup::serve(settings, cli.config.as_deref()).await,
         Command::Token {

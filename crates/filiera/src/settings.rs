@@ -20,7 +20,7 @@ use secrecy::{ExposeSecret, SecretString};
 use serde::{Deserialize, Serialize};
 
 /// Environment variables read as top-level settings (`FILIERA_LISTEN` → `listen`, …).
-const ENV_KEYS: [&str; 7] = [
+const ENV_KEYS: [&str; 8] = [
     "listen",
     "database_url",
     "nats_url",
@@ -28,6 +28,7 @@ const ENV_KEYS: [&str; 7] = [
     "log",
     "auth_secret",
     "master_key",
+    "otlp_endpoint",
 ];
 
 /// The `FILIERA_*` settings of the process environment, as strings (never type-guessed:
@@ -61,6 +62,11 @@ pub struct Settings {
     pub data_dir: PathBuf,
     /// `tracing` filter, e.g. `info` or `filiera=debug,sqlx=warn`.
     pub log: String,
+    /// Base URL of an OpenTelemetry collector's OTLP/HTTP receiver, e.g.
+    /// `http://otel-collector:4318`; set to export the spans (to `…/v1/traces`). Unset: no
+    /// export, though logs and problem documents still carry trace ids.
+    #[serde(default)]
+    pub otlp_endpoint: Option<String>,
     /// The secret signing the API's bearer tokens (at least 32 bytes); unset means the
     /// `auth-secret` file of `data_dir`, generated owner-only on first use. Every replica and
     /// `filiera token issue` must see the same one.
