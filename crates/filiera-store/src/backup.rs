@@ -10,13 +10,13 @@
 //! (`pg_dump`, base backups with WAL archiving); [`BackupError::NotEmbedded`] says so.
 
 use std::path::{Path, PathBuf};
-use std::str::FromStr as _;
 
+use cqrs_es::Aggregate as _;
 use filiera_domain::Pathway;
 use sqlx::Connection as _;
 use sqlx::sqlite::{SqliteConnectOptions, SqliteConnection};
 
-use crate::{Store, StoreError};
+use crate::Store;
 
 /// What a finished copy holds.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -67,9 +67,6 @@ pub enum BackupError {
         /// What `PRAGMA integrity_check` reported (at most a few lines).
         problems: Vec<String>,
     },
-    /// The store failed.
-    #[error(transparent)]
-    Store(#[from] StoreError),
 }
 
 impl Store {
@@ -109,8 +106,7 @@ async fn verify(path: &Path) -> Result<BackupSummary, BackupError> {
         path: path.to_owned(),
         source,
     };
-    let options = SqliteConnectOptions::from_str("sqlite://")
-        .map_err(failed)?
+    let options = SqliteConnectOptions::new()
         .filename(path)
         .create_if_missing(false)
         .read_only(true);
