@@ -60,7 +60,9 @@ pub fn cloud_event_type(event: &PathwayEvent) -> String {
 
 /// The CloudEvents `time` of a stored event: its `recorded_at`, RFC 3339 UTC.
 pub fn event_time(event: &StoredEvent) -> String {
-    event.recorded_at.to_rfc3339_opts(SecondsFormat::AutoSi, true)
+    event
+        .recorded_at
+        .to_rfc3339_opts(SecondsFormat::AutoSi, true)
 }
 
 /// The CloudEvents 1.0 structured JSON document of a stored event (SPEC 4.3). `data` holds the

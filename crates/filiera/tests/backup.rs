@@ -205,7 +205,10 @@ async fn write_history(
 async fn wait_sent(sent: &AtomicUsize, n: usize) {
     let deadline = Instant::now() + Duration::from_secs(60);
     while sent.load(Ordering::Acquire) < n {
-        assert!(Instant::now() < deadline, "the writer never sent {n} commands");
+        assert!(
+            Instant::now() < deadline,
+            "the writer never sent {n} commands"
+        );
         tokio::time::sleep(Duration::from_millis(20)).await;
     }
 }
@@ -262,14 +265,25 @@ async fn assert_restored_at(
         "the original must have written after the backup for this test to mean anything"
     );
     assert_eq!(
-        restored_feed.last().map(|e| e["position"].as_i64().unwrap()),
+        restored_feed
+            .last()
+            .map(|e| e["position"].as_i64().unwrap()),
         Some(position),
         "the restored feed ends at the backup's position"
     );
-    assert!(restored_feed == prefix, "the restored feed is the original's prefix");
+    assert!(
+        restored_feed == prefix,
+        "the restored feed is the original's prefix"
+    );
 
     // The events after `position` were all recorded later than the one at `position`.
-    let at = |e: &Value| e["recorded_at"].as_str().unwrap().parse::<DateTime<Utc>>().unwrap();
+    let at = |e: &Value| {
+        e["recorded_at"]
+            .as_str()
+            .unwrap()
+            .parse::<DateTime<Utc>>()
+            .unwrap()
+    };
     let known_at = prefix.last().unwrap()["recorded_at"]
         .as_str()
         .unwrap()
@@ -302,7 +316,10 @@ async fn assert_restored_at(
     .await;
     assert_ne!(online["query"]["known_at"], expected["query"]["known_at"]);
     online["query"]["known_at"] = expected["query"]["known_at"].clone();
-    assert_eq!(online, expected, "the restored copy knows nothing after the backup");
+    assert_eq!(
+        online, expected,
+        "the restored copy knows nothing after the backup"
+    );
     let mut breakdown = options.clone();
     breakdown.push("--breakdown");
     assert_eq!(
@@ -320,7 +337,11 @@ async fn assert_restored_at(
             .find(|e| e["beneficiary_id"] == id.as_str())
             .map(|e| e["position"].as_i64().unwrap())
             .expect("an enrolment");
-        let read = get(original_client, format!("{original}/v1/beneficiaries/{id}/person")).await;
+        let read = get(
+            original_client,
+            format!("{original}/v1/beneficiaries/{id}/person"),
+        )
+        .await;
         assert_eq!(&read, person);
         let response = restored_client
             .get(format!("{restored}/v1/beneficiaries/{id}/person"))
@@ -409,7 +430,10 @@ async fn an_online_backup_restores_the_store_as_it_was_at_its_position() {
         before <= position && position <= after && before < after,
         "writes went on during the backup: {before} <= {position} <= {after}"
     );
-    assert_eq!(printed["files"], json!(["filiera.db", "master.key", "auth-secret"]));
+    assert_eq!(
+        printed["files"],
+        json!(["filiera.db", "master.key", "auth-secret"])
+    );
     assert_eq!(printed["backup"], backup.display().to_string());
     // More writes after the backup, which the copy must not hold.
     let sent_then = sent.load(Ordering::Acquire);
@@ -443,9 +467,11 @@ async fn an_online_backup_restores_the_store_as_it_was_at_its_position() {
     assert_eq!(names, ["auth-secret", "filiera.db", "master.key"]);
     assert_eq!(integrity_check(&backup.join("filiera.db")).await, ["ok"]);
     assert!(
-        std::fs::read_dir(dir.path())
+        std::fs::read_dir(dir.path()).unwrap().all(|e| !e
             .unwrap()
-            .all(|e| !e.unwrap().file_name().to_string_lossy().contains("partial")),
+            .file_name()
+            .to_string_lossy()
+            .contains("partial")),
         "no staging folder is left behind"
     );
 
@@ -506,13 +532,19 @@ async fn backup_refuses_what_it_cannot_copy_safely() {
     assert!(!output.status.success());
     let stderr = String::from_utf8_lossy(&output.stderr);
     assert!(stderr.contains("is not empty"), "{stderr}");
-    assert_eq!(std::fs::read_to_string(occupied.join("keep.txt")).unwrap(), "mine");
+    assert_eq!(
+        std::fs::read_to_string(occupied.join("keep.txt")).unwrap(),
+        "mine"
+    );
     // An empty folder is fine; the master key configured elsewhere is not in the backup,
     // which says so.
     let empty = dir.path().join("empty");
     std::fs::create_dir(&empty).unwrap();
     let output = embedded(&data)
-        .env("FILIERA_MASTER_KEY", "AAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAA=")
+        .env(
+            "FILIERA_MASTER_KEY",
+            "AAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAA=",
+        )
         .arg("backup")
         .arg(&empty)
         .output()
@@ -532,13 +564,18 @@ async fn backup_refuses_what_it_cannot_copy_safely() {
         .unwrap();
     assert!(!output.status.success());
     let stderr = String::from_utf8_lossy(&output.stderr);
-    assert!(stderr.contains("pg_dump") && stderr.contains("WAL archiving"), "{stderr}");
+    assert!(
+        stderr.contains("pg_dump") && stderr.contains("WAL archiving"),
+        "{stderr}"
+    );
     assert!(!dir.path().join("b2").exists());
 }
 
 /// Runs a PostgreSQL client program (`pg_dump`, `pg_restore`) to success.
 fn pg_tool(command: &mut Command) {
-    let output = command.output().expect("the PostgreSQL client tools are installed");
+    let output = command
+        .output()
+        .expect("the PostgreSQL client tools are installed");
     assert!(
         output.status.success(),
         "{command:?}: {}",
@@ -685,7 +722,10 @@ async fn relay_caught_up(client: &reqwest::Client, base: &str) -> Value {
         if relay["leading"] == true && relay["lag"] == 0 && relay["last_error"].is_null() {
             return relay;
         }
-        assert!(Instant::now() < deadline, "the relay never caught up: {relay}");
+        assert!(
+            Instant::now() < deadline,
+            "the relay never caught up: {relay}"
+        );
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
 }
@@ -724,10 +764,8 @@ async fn the_relay_after_a_restore_publishes_nothing_twice_and_refuses_an_older_
     let server = serve(embedded(&original), &client, &log).await;
     enrol(&client, &server.base, 3).await;
     let backup = dir.path().join("backup");
-    let printed: Value = serde_json::from_str(&run(embedded(&original)
-        .arg("backup")
-        .arg(&backup)))
-    .unwrap();
+    let printed: Value =
+        serde_json::from_str(&run(embedded(&original).arg("backup").arg(&backup))).unwrap();
     assert_eq!(printed["position"], 7);
     stop(server).await;
     // The original publishes 5..7 before it is lost: the stream is ahead of the backup's
@@ -771,7 +809,10 @@ async fn the_relay_after_a_restore_publishes_nothing_twice_and_refuses_an_older_
         {
             break relay;
         }
-        assert!(Instant::now() < deadline, "the relay never refused: {relay}");
+        assert!(
+            Instant::now() < deadline,
+            "the relay never refused: {relay}"
+        );
         tokio::time::sleep(Duration::from_millis(100)).await;
     };
     assert_eq!(refused["position"], 4, "{refused}");
@@ -792,7 +833,10 @@ async fn the_relay_after_a_restore_publishes_nothing_twice_and_refuses_an_older_
         if relay["publish_errors_total"].as_u64().unwrap() >= errors + 2 {
             break relay;
         }
-        assert!(Instant::now() < deadline, "the relay stopped retrying: {relay}");
+        assert!(
+            Instant::now() < deadline,
+            "the relay stopped retrying: {relay}"
+        );
         tokio::time::sleep(Duration::from_millis(100)).await;
     };
     assert_eq!(refused["published_total"], 0, "{refused}");
@@ -802,7 +846,11 @@ async fn the_relay_after_a_restore_publishes_nothing_twice_and_refuses_an_older_
             .is_some_and(|e| e.contains("restored from an older backup")),
         "{refused}"
     );
-    assert_eq!(stream_contents(&nats).await, published, "the stream is untouched");
+    assert_eq!(
+        stream_contents(&nats).await,
+        published,
+        "the stream is untouched"
+    );
     let logged = std::fs::read_to_string(&older_log).unwrap();
     assert!(
         logged.contains("ERROR") && logged.contains("the NATS relay publishes nothing"),
