@@ -98,7 +98,7 @@ enum Command {
     Serve,
     /// Apply the database schema and exit.
     Migrate,
-    /// Copy the embedded store, while it runs, into a new folder usable as a data folder.
+    /// Copy the embedded store, while it runs, into a new data folder.
     ///
     /// Local administrator tool. DEST (a new or empty folder) receives a consistent copy of
     /// `filiera.db` (events, vault, read model, checkpoints, as of one moment) and the data
