@@ -58,6 +58,13 @@ pub fn cloud_event_type(event: &PathwayEvent) -> String {
     format!("{TYPE_PREFIX}.{}.v1", event_type_token(event))
 }
 
+/// The CloudEvents `time` of a stored event: its `recorded_at`, RFC 3339 UTC.
+pub fn event_time(event: &StoredEvent) -> String {
+    event
+        .recorded_at
+        .to_rfc3339_opts(SecondsFormat::AutoSi, true)
+}
+
 /// The CloudEvents 1.0 structured JSON document of a stored event (SPEC 4.3). `data` holds the
 /// event's fields plus `territory` (after the event), `sequence` and `position`.
 pub fn cloud_event(event: &StoredEvent, source: &str) -> Value {
@@ -77,7 +84,7 @@ pub fn cloud_event(event: &StoredEvent, source: &str) -> Value {
         "source": source,
         "type": cloud_event_type(&event.event),
         "subject": event.beneficiary_id.to_string(),
-        "time": event.recorded_at.to_rfc3339_opts(SecondsFormat::AutoSi, true),
+        "time": event_time(event),
         "datacontenttype": "application/json",
         "data": data,
     })
@@ -104,6 +111,9 @@ pub struct PublishedEvent {
     pub id: String,
     /// `data.position`: the event's global position.
     pub position: i64,
+    /// The CloudEvents `time` (the event's `recorded_at`), to tell this event from another
+    /// one that a store restored from an older backup recorded under the same id since.
+    pub time: Option<String>,
 }
 
 /// Reads the id and position back from a message body; `None` if it is not a filiera
@@ -119,6 +129,7 @@ pub fn parse_published(body: &[u8]) -> Option<PublishedEvent> {
     Some(PublishedEvent {
         id: document["id"].as_str()?.to_owned(),
         position: document["data"]["position"].as_i64()?,
+        time: document["time"].as_str().map(str::to_owned),
     })
 }
 
@@ -212,7 +223,8 @@ mod tests {
             parse_published(&body),
             Some(PublishedEvent {
                 id: message_id(&event),
-                position: 42
+                position: 42,
+                time: Some("2025-03-01T09:30:12.345Z".to_owned()),
             })
         );
         assert_eq!(parse_published(b"{\"type\":\"other\"}"), None);

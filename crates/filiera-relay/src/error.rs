@@ -38,11 +38,13 @@ pub enum RelayError {
     },
     /// The stream's last message does not match the event at its position in this store's
     /// feed: the stream was filled from another database (or the database was restored from
-    /// an older backup). The relay refuses to guess where to continue; an operator has to
-    /// delete or purge the stream, or point the relay at another one.
+    /// an older backup and recorded other events since). The relay refuses to guess where to
+    /// continue; an operator has to delete or purge the stream, or point the relay at another
+    /// one.
     #[error(
         "stream {stream} holds message `{id}` at position {position}, which is not this store's \
-         event there ({found}): the stream was filled from another database"
+         event there ({found}): the stream was filled from another database, or this store was \
+         restored from an older backup"
     )]
     ForeignStream {
         /// The stream.
@@ -53,6 +55,25 @@ pub enum RelayError {
         position: i64,
         /// What the feed has at that position.
         found: String,
+    },
+    /// The stream holds events up to `position`, but this store's feed ends at `head`: the
+    /// store was restored from a backup older than the stream (or is another, younger
+    /// database). Publishing would put new events under positions the stream already holds,
+    /// so the relay publishes nothing until an operator decides (docs/operations.md, "Backup
+    /// and restore").
+    #[error(
+        "stream {stream} already holds events up to position {position}, but this store's feed \
+         ends at position {head}: the store was restored from a backup older than the stream \
+         (or is another database); nothing is published until the stream is purged or replaced \
+         (docs/operations.md, \"Backup and restore\")"
+    )]
+    StoreBehindStream {
+        /// The stream.
+        stream: String,
+        /// The position of the stream's last message.
+        position: i64,
+        /// This store's feed head.
+        head: i64,
     },
     /// The stream's last message is not a filiera CloudEvent: something else publishes on
     /// `filiera.events.>`.

@@ -25,7 +25,7 @@ use filiera_store::{Store, StoredEvent};
 use tokio::sync::watch;
 
 use crate::checkpoint::Checkpoints;
-use crate::envelope::message_id;
+use crate::envelope::{PublishedEvent, event_time, message_id};
 use crate::metrics::RelayMetrics;
 use crate::publisher::Publisher;
 use crate::{RelayError, RelaySettings};
@@ -287,17 +287,34 @@ async fn synchronise(shared: &Shared, publisher: &Publisher) -> Result<Cursor, R
             .read_feed(last.position.saturating_sub(1), 1)
             .await?;
         match found.first() {
-            Some(event) if event.position == last.position && message_id(event) == last.id => {}
+            Some(event) if is_published_as(event, last) => {}
             other => {
-                return Err(RelayError::ForeignStream {
-                    stream: shared.settings.stream.name.clone(),
-                    id: last.id.clone(),
-                    position: last.position,
-                    found: other.map_or_else(
-                        || "nothing".to_owned(),
-                        |e| format!("`{}` at position {}", message_id(e), e.position),
-                    ),
-                });
+                let stream = shared.settings.stream.name.clone();
+                let head = shared.store.head().await?;
+                let error = if head < last.position {
+                    RelayError::StoreBehindStream {
+                        stream,
+                        position: last.position,
+                        head,
+                    }
+                } else {
+                    RelayError::ForeignStream {
+                        stream,
+                        id: last.id.clone(),
+                        position: last.position,
+                        found: other.map_or_else(
+                            || "nothing".to_owned(),
+                            |e| format!("`{}` at position {}", message_id(e), e.position),
+                        ),
+                    }
+                };
+                // Not a passing outage: nothing is published until an operator acts.
+                tracing::error!(
+                    error = %error,
+                    "the NATS relay publishes nothing: the stream does not continue this \
+                     store's feed (see docs/operations.md, \"Backup and restore\")"
+                );
+                return Err(error);
             }
         }
         if last.position > checkpoint {
@@ -328,6 +345,19 @@ async fn synchronise(shared: &Shared, publisher: &Publisher) -> Result<Cursor, R
         position,
         last_sequence: tail.last_sequence,
     })
+}
+
+/// Whether the stream message `published` carries `event`: the same position, id and
+/// recording time. The time tells the event apart from another one recorded under the same id
+/// and position by a store restored from an older backup (a beneficiary's next event, at the
+/// next position: both can repeat after a restore).
+fn is_published_as(event: &StoredEvent, published: &PublishedEvent) -> bool {
+    event.position == published.position
+        && message_id(event) == published.id
+        && published
+            .time
+            .as_ref()
+            .is_none_or(|time| *time == event_time(event))
 }
 
 /// Publishes one batch after `cursor` and checkpoints its acknowledged prefix. (The runner

@@ -308,6 +308,54 @@ async fn refuses_a_stream_filled_from_another_database() -> anyhow::Result<()> {
     Ok(())
 }
 
+/// A store restored from a backup older than the stream may record, at the very position
+/// of a lost event, the same beneficiary's next event: the same message id at the same
+/// position. Its recording time tells it apart, and the relay refuses rather than take the
+/// stream for its own (it would then publish every later event under positions whose
+/// messages are the lost events).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn refuses_a_restored_store_whose_new_event_repeats_a_lost_ones_id() -> anyhow::Result<()> {
+    init_tracing();
+    let nats = NatsServer::start().await?;
+    let original = Harness::sqlite().await?;
+    let id = enrol(&original.store, "LOM-BG-BERGAMO").await?;
+    let dir = tempfile::tempdir()?;
+    let copy = dir.path().join("filiera.db");
+    assert_eq!(original.store.backup_into(&copy).await?.position, 1);
+    enter(&original.store, id, "socio_occupational", 5).await?;
+    let relay = start(&original.store, relay_settings(&nats)).await?;
+    caught_up(&relay, &original.store, &nats).await?;
+    relay.shutdown().await;
+
+    let url = format!("sqlite://{}", copy.display());
+    let restored = Store::connect(&url, services()).await?;
+    enter(&restored, id, "internship", 9).await?;
+    let lost = feed(&original.store).await?;
+    let again = feed(&restored).await?;
+    assert_eq!(
+        (again[1].position, again[1].sequence),
+        (lost[1].position, lost[1].sequence)
+    );
+    assert_ne!(again[1].recorded_at, lost[1].recorded_at);
+    let relay = start(&restored, relay_settings(&nats)).await?;
+    eventually(CATCH_UP, "the relay to refuse the stream", || async {
+        let status = relay.status().await?;
+        Ok(status
+            .last_error
+            .is_some_and(|e| e.contains("not this store's event there")))
+    })
+    .await?;
+    let status = relay.status().await?;
+    assert_eq!(
+        (status.published_total, status.position),
+        (0, 0),
+        "{status:?}"
+    );
+    assert_eq!(stream_len(&nats.url()).await?, 2);
+    relay.shutdown().await;
+    Ok(())
+}
+
 /// Even two relays publishing the same feed to the same stream at the same time (which
 /// leadership normally prevents: here they have different checkpoints, hence different
 /// leadership jobs) cannot duplicate or reorder: message ids, the expected-last-sequence

@@ -39,6 +39,7 @@
 //! # Layout
 //! - [`store`]: [`Store`], connecting, migrating, executing commands and reading streams and
 //!   the feed.
+//! - [`backup`]: [`Store::backup_into`], a consistent online copy of the embedded database.
 //! - [`database`]: [`Database`], the handle crates owning tables of their own get.
 //! - [`model`]: what callers pass and get back: [`CommandContext`], [`IdempotencyKey`],
 //!   [`Executed`], [`Rejection`], [`StoredEvent`].
@@ -51,6 +52,7 @@
 //! - `sqlite`, `postgres`: backend-specific connection set-up (pools, pragmas, LISTEN).
 //! - `rows`: decoding stored rows into [`StoredEvent`]s, through the domain's upcasters.
 
+pub mod backup;
 mod batch;
 mod bulk;
 pub mod database;
@@ -65,6 +67,7 @@ mod scan;
 mod sqlite;
 pub mod store;
 
+pub use backup::{BackupError, BackupSummary};
 pub use batch::{BatchCommand, BatchOutcome, BoundKey};
 pub use database::{Database, Migrations, PerBackend, Pool};
 pub use error::{Outage, StoreError, error_chain};

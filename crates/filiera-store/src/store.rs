@@ -244,6 +244,14 @@ impl Store {
         Ok(())
     }
 
+    /// The read pool of an embedded store; `None` on PostgreSQL (for [`Store::backup_into`]).
+    pub(crate) fn sqlite_read_pool(&self) -> Option<&sqlx::SqlitePool> {
+        match &self.inner.backend {
+            Backend::Sqlite { read, .. } => Some(read),
+            Backend::Postgres { .. } => None,
+        }
+    }
+
     /// `"sqlite"` or `"postgres"`.
     pub fn backend_name(&self) -> &'static str {
         self.inner.backend.name()

@@ -2,6 +2,7 @@
 //! and configuration and hands over to the subcommand; wiring lives in [`startup`].
 //!
 //! # Layout
+//! - [`backup`]: `backup`, a consistent copy of the embedded store as a data folder.
 //! - [`settings`]: the typed configuration (file, then `FILIERA_*` environment).
 //! - [`startup`]: builds the store and the HTTP app from settings; runs `serve`.
 //! - [`tail`]: `tail`, following the feed over HTTP (with a bearer token) or NATS.
@@ -9,6 +10,7 @@
 //! - [`transfer`]: `import` of legacy NDJSON commands and `export` of NDJSON events.
 //! - [`mining`]: `export --format ocel2|xes`, the process-mining event logs.
 
+mod backup;
 mod mining;
 mod settings;
 mod startup;
@@ -49,6 +51,7 @@ Everyday commands:
   filiera report --territory LOM         print a territory's metrics (JSON or CSV), offline
   filiera import FILE                    load legacy history (NDJSON commands)
   filiera export --format xes            export the events for process-mining tools
+  filiera backup DEST                    copy the embedded store (and its keys) while it runs
 
 Run 'filiera help COMMAND' for the options of a command.";
 
@@ -95,6 +98,17 @@ enum Command {
     Serve,
     /// Apply the database schema and exit.
     Migrate,
+    /// Copy the embedded store, while it runs, into a new data folder.
+    ///
+    /// Local administrator tool. DEST (a new or empty folder) receives a consistent copy of
+    /// `filiera.db` (events, vault, read model, checkpoints, as of one moment) and the data
+    /// folder's `master.key` and `auth-secret`, all owner-only. Prints the feed position the
+    /// copy holds. To restore, stop `serve` and point FILIERA_DATA_DIR at the backup folder
+    /// (or a copy of it). PostgreSQL stores are backed up with pg_dump or a base backup.
+    Backup {
+        /// The backup folder to create.
+        dest: PathBuf,
+    },
     /// Import legacy history (NDJSON commands) into the store.
     ///
     /// Local administrator tool (works on the store directly, without the API's tokens and
@@ -348,6 +362,7 @@ async fn main() -> anyhow::Result<()> {
                 },
         } => startup::issue_token(&settings, role, &territories, subject, ttl),
         Command::Migrate => startup::migrate(settings).await,
+        Command::Backup { dest } => backup::backup(settings, &dest).await,
         Command::Keys {
             command: KeysCommand::Rotate { new_key_file },
         } => startup::rotate_master_key(settings, new_key_file.as_deref()).await,

@@ -685,7 +685,7 @@ fn top_level_help_reads_like_a_tool() {
     assert!(help.contains("Everyday commands:"), "{help}");
     for command in [
         "serve", "migrate", "import", "report", "rebuild", "tail", "token", "keys", "bench",
-        "export", "generate",
+        "export", "generate", "backup",
     ] {
         let line = help
             .lines()
