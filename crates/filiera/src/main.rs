@@ -3,12 +3,14 @@
 //!
 //! # Layout
 //! - [`settings`]: the typed configuration (file, then `FILIERA_*` environment).
+//! - [`check`]: `check-config`, validating a configuration and printing it, secrets redacted.
 //! - [`startup`]: builds the store and the HTTP app from settings; runs `serve`.
 //! - [`tail`]: `tail`, following the feed over HTTP (with a bearer token) or NATS.
 //! - [`telemetry`]: the tracing subscriber.
 //! - [`transfer`]: `import` of legacy NDJSON commands and `export` of NDJSON events.
 //! - [`mining`]: `export --format ocel2|xes`, the process-mining event logs.
 
+mod check;
 mod mining;
 mod settings;
 mod startup;
@@ -49,6 +51,7 @@ Everyday commands:
   filiera report --territory LOM         print a territory's metrics (JSON or CSV), offline
   filiera import FILE                    load legacy history (NDJSON commands)
   filiera export --format xes            export the events for process-mining tools
+  filiera check-config                   validate the configuration, print it (secrets hidden)
 
 Run 'filiera help COMMAND' for the options of a command.";
 
@@ -95,6 +98,21 @@ enum Command {
     Serve,
     /// Apply the database schema and exit.
     Migrate,
+    /// Validate the configuration and print what `serve` would run with, secrets redacted.
+    ///
+    /// Reads the --config file and the FILIERA_* environment exactly as `serve` does, checks
+    /// every value (addresses, durations, the stage catalogue, the territory and provider
+    /// registries, the token secret's length, the master key, the database and NATS URLs, the
+    /// log filter) and prints every setting, the store, and whether the NATS relay runs; the
+    /// database and NATS passwords, the token secret and the master key are never shown.
+    /// Exits non-zero naming the setting at fault, or naming any FILIERA_* variable that
+    /// filiera does not read (a typo such as FILIERA_DATABSE_URL, which `serve` would ignore).
+    /// Connects to nothing and writes nothing.
+    CheckConfig {
+        /// Print the report as one JSON document.
+        #[arg(long)]
+        json: bool,
+    },
     /// Import legacy history (NDJSON commands) into the store.
     ///
     /// Local administrator tool (works on the store directly, without the API's tokens and
@@ -334,9 +352,16 @@ pub enum ReportFormat {
 #[tokio::main]
 async fn main() -> anyhow::Result<()> {
     let cli = Cli::parse();
+    if let Command::CheckConfig { json } = cli.command {
+        return check::run(cli.config.as_deref(), json);
+    }
     let settings = Settings::load(cli.config.as_deref())?;
     telemetry::init(&settings.log)?;
+    for unknown in settings::unknown_environment() {
+        tracing::warn!("{unknown}: ignored (see `filiera check-config`)");
+    }
     match cli.command {
+        Command::CheckConfig { .. } => unreachable!("handled before the settings are loaded"),
         Command::Serve => startup::serve(settings, cli.config.as_deref()).await,
         Command::Token {
             command:
