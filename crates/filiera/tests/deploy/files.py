@@ -5,13 +5,19 @@ Usage: python files.py DEPLOY_DIR KUBERNETES_VERSION MANIFEST...
 Prints one JSON document: every YAML file under DEPLOY_DIR parsed (anchors and merge keys
 resolved, as Docker Compose and Kubernetes read them), and the result of validating each
 MANIFEST against the Kubernetes schemas of KUBERNETES_VERSION (kubernetes-validate, offline,
-strict: an unknown field is an error).
+strict: an unknown field is an error), and the compose file against the Compose
+Specification's JSON Schema.
+
+compose-spec.json beside this file is the Compose Specification's schema, copied unchanged from
+github.com/compose-spec/compose-spec (schema/compose-spec.json, commit 170098ba07d9, Apache
+License 2.0).
 """
 
 import json
 import pathlib
 import sys
 
+import jsonschema
 import kubernetes_validate
 import yaml
 
@@ -37,6 +43,11 @@ def main():
                     errors.append(f"{resource}: {error.path}: {error.message}")
                 except Exception as error:  # noqa: BLE001 (an unknown kind or version)
                     errors.append(f"{resource}: {error}")
+    schema = json.loads((pathlib.Path(__file__).parent / "compose-spec.json").read_text())
+    compose = documents["compose/compose.yaml"][0]
+    for error in jsonschema.Draft7Validator(schema).iter_errors(compose):
+        path = ".".join(str(part) for part in error.absolute_path)
+        errors.append(f"compose/compose.yaml: {path}: {error.message}")
     json.dump({"documents": documents, "validated": validated, "errors": errors}, sys.stdout)
 
 
