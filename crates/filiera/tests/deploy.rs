@@ -445,16 +445,17 @@ fn compose_sets_only_settings_filiera_reads() {
             report["store"]["url"],
             "postgres://filiera:***@postgres:5432/filiera"
         );
-        assert_eq!(
-            report["nats_relay"]["url"],
-            "nats://filiera-relay:***@nats-1:4222,nats://nats-2:4222,nats://nats-3:4222"
-        );
+        assert_eq!(report["nats_relay"]["url"], "nats://filiera-relay:***@nats:4222");
         assert_eq!(report["listen"], "0.0.0.0:8080");
         assert_no_secret(&report, &values);
-        // The relay and the proxy talk to the services the file defines.
-        for host in ["postgres", "nats-1", "nats-2", "nats-3"] {
-            assert!(services.contains_key(host));
-        }
+    }
+    // `nats`, the relay's address, is every node's name on the network filiera shares with them.
+    for node in ["nats-1", "nats-2", "nats-3"] {
+        assert_eq!(
+            services[node]["networks"]["backend"]["aliases"],
+            serde_json::json!(["nats"]),
+            "{node}"
+        );
     }
     // Caddy proxies to both replicas' listen port; Prometheus scrapes both.
     let caddyfile = read("compose/Caddyfile");
@@ -670,21 +671,13 @@ impl NatsCluster {
             .collect()
     }
 
-    /// Every node's address, with `user`'s password on the first, as `FILIERA_NATS_URL` takes
-    /// them.
-    fn url(&self, user: &str, password_variable: &str) -> String {
-        self.client_ports
-            .iter()
-            .enumerate()
-            .map(|(n, port)| match n {
-                0 => format!(
-                    "nats://{user}:{}@127.0.0.1:{port}",
-                    self.passwords[password_variable]
-                ),
-                _ => format!("nats://127.0.0.1:{port}"),
-            })
-            .collect::<Vec<_>>()
-            .join(",")
+    /// `user`'s URL of node `node`, as the deployments give `FILIERA_NATS_URL`: one address,
+    /// the client learning the others from the cluster.
+    fn url(&self, node: usize, user: &str, password_variable: &str) -> String {
+        format!(
+            "nats://{user}:{}@127.0.0.1:{}",
+            self.passwords[password_variable], self.client_ports[node]
+        )
     }
 
     async fn admin(&self) -> anyhow::Result<async_nats::Client> {
@@ -819,7 +812,8 @@ async fn the_nats_cluster_takes_the_stream_and_the_dashboard_queries_real_metric
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
 
-    // filiera relays into it with the relay user, over every node's address.
+    // filiera relays into it with the relay user, through nats-3 (any node serves the stream,
+    // wherever its leader is), as the deployments do: one address.
     let client = common::client();
     let data_dir = tempfile::tempdir()?;
     let mut command = common::clean_command();
@@ -827,7 +821,7 @@ async fn the_nats_cluster_takes_the_stream_and_the_dashboard_queries_real_metric
         .env("FILIERA_DATA_DIR", data_dir.path())
         .env(
             "FILIERA_NATS_URL",
-            cluster.url("filiera-relay", "FILIERA_RELAY_NATS_PASSWORD"),
+            cluster.url(2, "filiera-relay", "FILIERA_RELAY_NATS_PASSWORD"),
         );
     let server = common::start_with(command, &client).await;
     for territory in ["LOM-BG-BERGAMO", "LOM-BG-VALLE-BREMBANA", "LOM-BG-BERGAMO"] {
