@@ -321,7 +321,10 @@ impl fmt::Display for ConfigReport {
         let row = |f: &mut fmt::Formatter<'_>, key: &str, value: &dyn fmt::Display| {
             writeln!(f, "{key:<30} {value}")
         };
-        writeln!(f, "The configuration is valid. filiera serve would run with:")?;
+        writeln!(
+            f,
+            "The configuration is valid. filiera serve would run with:"
+        )?;
         writeln!(f)?;
         row(
             f,
@@ -353,10 +356,22 @@ impl fmt::Display for ConfigReport {
             "audit.reiteration_threshold",
             &self.reiteration_threshold,
         )?;
-        row(f, "database.acquire_timeout", &self.database.acquire_timeout)?;
+        row(
+            f,
+            "database.acquire_timeout",
+            &self.database.acquire_timeout,
+        )?;
         row(f, "database.query_timeout", &self.database.query_timeout)?;
-        row(f, "database.max_connections", &self.database.max_connections)?;
-        row(f, "http.header_read_timeout", &self.http.header_read_timeout)?;
+        row(
+            f,
+            "database.max_connections",
+            &self.database.max_connections,
+        )?;
+        row(
+            f,
+            "http.header_read_timeout",
+            &self.http.header_read_timeout,
+        )?;
         row(f, "http.body_timeout", &self.http.body_timeout)?;
         row(f, "http.keep_alive_timeout", &self.http.keep_alive_timeout)?;
         row(f, "http.write_timeout", &self.http.write_timeout)?;
@@ -409,7 +424,8 @@ mod tests {
 
     #[test]
     fn nats_passwords_and_tokens_are_redacted() {
-        let url = secret("nats://filiera-relay:pw1@nats-1:4222, nats://filiera-relay:pw1@nats-2:4222");
+        let url =
+            secret("nats://filiera-relay:pw1@nats-1:4222, nats://filiera-relay:pw1@nats-2:4222");
         assert_eq!(
             redact_nats_url(&url).unwrap(),
             "nats://filiera-relay:***@nats-1:4222,nats://filiera-relay:***@nats-2:4222"

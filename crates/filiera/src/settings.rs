@@ -706,6 +706,38 @@ mod tests {
     }
 
     #[test]
+    fn unknown_variables_are_named_with_the_closest_setting() {
+        let unknown = unknown_variables([
+            "FILIERA_DATABSE_URL",
+            "FILIERA_LISTEN",
+            "FILIERA_CONFIG",
+            "FILIERA_TOKEN",
+            "FILIERA_HTTP_MAX_CONNECTIONS",
+            "FILIERA_TEST_PG_URL",
+            "PATH",
+            "FILIERA_DATABSE_URL",
+        ]);
+        assert_eq!(
+            unknown,
+            [
+                UnknownVariable {
+                    name: "FILIERA_DATABSE_URL".to_owned(),
+                    did_you_mean: Some("FILIERA_DATABASE_URL".to_owned()),
+                },
+                UnknownVariable {
+                    name: "FILIERA_HTTP_MAX_CONNECTIONS".to_owned(),
+                    did_you_mean: None,
+                },
+            ]
+        );
+        let known = known_variables();
+        for key in ENV_KEYS {
+            assert!(known.contains(&format!("FILIERA_{}", key.to_ascii_uppercase())));
+        }
+        assert!(unknown[1].to_string().contains("FILIERA_MASTER_KEY"));
+    }
+
+    #[test]
     fn bad_configuration_is_explained() {
         figment::Jail::expect_with(|jail| {
             jail.create_file("bad.toml", "listen = \"nowhere\"\n")?;

@@ -122,12 +122,19 @@ fn a_valid_configuration_is_printed_without_its_secrets() {
 fn the_defaults_are_the_embedded_store_without_relay() {
     let dir = tempfile::tempdir().unwrap();
     let data_dir = dir.path().join("data");
-    let output = check_config(&[("FILIERA_DATA_DIR", data_dir.to_str().unwrap())], &[], &[]);
+    let output = check_config(
+        &[("FILIERA_DATA_DIR", data_dir.to_str().unwrap())],
+        &[],
+        &[],
+    );
     let stdout = text(&output.stdout);
     assert!(output.status.success(), "{}", text(&output.stderr));
     assert!(stdout.contains("sqlite (embedded) sqlite://"), "{stdout}");
     assert!(stdout.contains("off (no nats_url)"), "{stdout}");
-    assert!(stdout.contains("configuration file             none"), "{stdout}");
+    assert!(
+        stdout.contains("configuration file             none"),
+        "{stdout}"
+    );
     assert!(
         stdout.contains("(generated on first start if missing)"),
         "{stdout}"
@@ -145,8 +152,16 @@ fn an_invalid_value_is_named() {
     };
     for (env, file, complaint) in [
         (vec![], Some("[http]\nbody_timeout = 30\n"), "body_timeout"),
-        (vec![], Some("[audit]\nreiteration_treshold = 3\n"), "reiteration_treshold"),
-        (vec![("FILIERA_LISTEN", "8080")], None, "listen address `8080`"),
+        (
+            vec![],
+            Some("[audit]\nreiteration_treshold = 3\n"),
+            "reiteration_treshold",
+        ),
+        (
+            vec![("FILIERA_LISTEN", "8080")],
+            None,
+            "listen address `8080`",
+        ),
         (
             vec![("FILIERA_AUTH_SECRET", "short")],
             None,
@@ -238,7 +253,9 @@ fn other_commands_warn_about_unknown_variables() {
     assert!(output.status.success(), "{}", text(&output.stderr));
     let stderr = text(&output.stderr);
     assert!(
-        stderr.contains("FILIERA_MASTR_KEY is not a filiera setting (did you mean FILIERA_MASTER_KEY?)"),
+        stderr.contains(
+            "FILIERA_MASTR_KEY is not a filiera setting (did you mean FILIERA_MASTER_KEY?)"
+        ),
         "{stderr}"
     );
 }

@@ -222,7 +222,12 @@ fn kubernetes_manifests_pass_the_schemas_and_fit_together() {
     let resources = kustomization_resources();
     let files = Files::load(&resources);
     assert!(files.errors.is_empty(), "{:#?}", files.errors);
-    assert_eq!(files.validated.len(), resources.len(), "{:?}", files.validated);
+    assert_eq!(
+        files.validated.len(),
+        resources.len(),
+        "{:?}",
+        files.validated
+    );
 
     // Every manifest of the folder is in the kustomization, and what it generates from exists.
     let kustomization = files.one("kubernetes/kustomization.yaml");
@@ -238,18 +243,28 @@ fn kubernetes_manifests_pass_the_schemas_and_fit_together() {
         .filter(|path| path.starts_with("kubernetes/") && !path.ends_with("kustomization.yaml"))
         .cloned()
         .collect();
-    assert_eq!(listed, manifests, "manifests missing from kustomization.yaml");
+    assert_eq!(
+        listed, manifests,
+        "manifests missing from kustomization.yaml"
+    );
     let config_map = &kustomization["configMapGenerator"][0];
     assert_eq!(config_map["name"], "filiera-config");
     assert_eq!(config_map["files"], serde_json::json!(["filiera.toml"]));
     let secret = &kustomization["secretGenerator"][0];
     assert_eq!(secret["name"], "filiera-secrets");
     assert_eq!(secret["envs"], serde_json::json!(["secrets.env"]));
-    assert!(deploy_dir().join("kubernetes/secrets.env.example").is_file());
+    assert!(
+        deploy_dir()
+            .join("kubernetes/secrets.env.example")
+            .is_file()
+    );
 
     let deployment = files.one("kubernetes/deployment.yaml");
     let labels = &deployment["spec"]["selector"]["matchLabels"];
-    assert_eq!(deployment["spec"]["template"]["metadata"]["labels"], *labels);
+    assert_eq!(
+        deployment["spec"]["template"]["metadata"]["labels"],
+        *labels
+    );
     assert_eq!(deployment["spec"]["replicas"], 2);
     for (file, selector) in [
         ("kubernetes/service.yaml", &["spec", "selector"][..]),
@@ -445,7 +460,10 @@ fn compose_sets_only_settings_filiera_reads() {
             report["store"]["url"],
             "postgres://filiera:***@postgres:5432/filiera"
         );
-        assert_eq!(report["nats_relay"]["url"], "nats://filiera-relay:***@nats:4222");
+        assert_eq!(
+            report["nats_relay"]["url"],
+            "nats://filiera-relay:***@nats:4222"
+        );
         assert_eq!(report["listen"], "0.0.0.0:8080");
         assert_no_secret(&report, &values);
     }
@@ -469,16 +487,16 @@ fn compose_sets_only_settings_filiera_reads() {
     );
     // Grafana: the datasource the dashboard names is provisioned, and the dashboards folder is
     // the one compose mounts.
-    let datasource = &files.one("compose/grafana/provisioning/datasources/prometheus.yaml")
-        ["datasources"][0];
+    let datasource =
+        &files.one("compose/grafana/provisioning/datasources/prometheus.yaml")["datasources"][0];
     let dashboard = read_json("compose/grafana/dashboards/filiera.json");
     for panel in dashboard["panels"].as_array().unwrap() {
         if panel["type"] != "row" {
             assert_eq!(panel["datasource"]["uid"], datasource["uid"], "{panel}");
         }
     }
-    let provider = &files.one("compose/grafana/provisioning/dashboards/filiera.yaml")
-        ["providers"][0];
+    let provider =
+        &files.one("compose/grafana/provisioning/dashboards/filiera.yaml")["providers"][0];
     let grafana_volumes = services["grafana"]["volumes"].to_string();
     assert!(grafana_volumes.contains(&format!(
         "./grafana/dashboards:{}:ro",
@@ -545,7 +563,10 @@ fn every_filiera_variable_named_in_deploy_is_one_filiera_reads() {
         .unwrap();
     let stderr = String::from_utf8_lossy(&output.stderr);
     unknown.retain(|(_, name)| stderr.contains(&format!("{name} is not a filiera setting")));
-    assert!(unknown.is_empty(), "unknown variables in deploy/: {unknown:?}");
+    assert!(
+        unknown.is_empty(),
+        "unknown variables in deploy/: {unknown:?}"
+    );
     assert!(output.status.success(), "{stderr}");
     for expected in [
         "FILIERA_DATABASE_URL",
@@ -616,7 +637,10 @@ impl NatsCluster {
             config = replace_once(
                 &config,
                 "store_dir: \"/data\"",
-                &format!("store_dir: \"{}\"", dir.path().join(format!("js{node}")).display()),
+                &format!(
+                    "store_dir: \"{}\"",
+                    dir.path().join(format!("js{node}")).display()
+                ),
             );
             config = replace_once(
                 &config,
@@ -788,7 +812,10 @@ async fn the_nats_cluster_takes_the_stream_and_the_dashboard_queries_real_metric
         match answer {
             Ok(answer) if answer.get("error").is_none() => break answer,
             other if Instant::now() >= deadline => {
-                bail!("the cluster never took the stream: {other:?}\n{}", cluster.logs())
+                bail!(
+                    "the cluster never took the stream: {other:?}\n{}",
+                    cluster.logs()
+                )
             }
             _ => tokio::time::sleep(Duration::from_millis(250)).await,
         }
@@ -817,12 +844,10 @@ async fn the_nats_cluster_takes_the_stream_and_the_dashboard_queries_real_metric
     let client = common::client();
     let data_dir = tempfile::tempdir()?;
     let mut command = common::clean_command();
-    command
-        .env("FILIERA_DATA_DIR", data_dir.path())
-        .env(
-            "FILIERA_NATS_URL",
-            cluster.url(2, "filiera-relay", "FILIERA_RELAY_NATS_PASSWORD"),
-        );
+    command.env("FILIERA_DATA_DIR", data_dir.path()).env(
+        "FILIERA_NATS_URL",
+        cluster.url(2, "filiera-relay", "FILIERA_RELAY_NATS_PASSWORD"),
+    );
     let server = common::start_with(command, &client).await;
     for territory in ["LOM-BG-BERGAMO", "LOM-BG-VALLE-BREMBANA", "LOM-BG-BERGAMO"] {
         let key = uuid::Uuid::new_v4().to_string();
@@ -895,8 +920,7 @@ async fn the_nats_cluster_takes_the_stream_and_the_dashboard_queries_real_metric
             .await?
             .text()
             .await?;
-        if text.contains("filiera_relay_leader 1") && text.contains("filiera_relay_lag_events 0")
-        {
+        if text.contains("filiera_relay_leader 1") && text.contains("filiera_relay_lag_events 0") {
             break text;
         }
         ensure!(
@@ -926,7 +950,10 @@ async fn the_nats_cluster_takes_the_stream_and_the_dashboard_queries_real_metric
         queried.extend(metric_names(str_of(&rule["expr"], "expr")));
     }
     let missing: Vec<_> = queried.difference(&exported).collect();
-    assert!(missing.is_empty(), "not exported: {missing:?}\n{exported:?}");
+    assert!(
+        missing.is_empty(),
+        "not exported: {missing:?}\n{exported:?}"
+    );
     // Everything the issue asks the dashboard to show is there.
     for wanted in [
         "filiera_http_requests_total",
@@ -938,7 +965,10 @@ async fn the_nats_cluster_takes_the_stream_and_the_dashboard_queries_real_metric
         "filiera_relay_leader",
         "filiera_relay_publish_errors_total",
     ] {
-        assert!(queried.contains(wanted), "the dashboard never shows {wanted}");
+        assert!(
+            queried.contains(wanted),
+            "the dashboard never shows {wanted}"
+        );
     }
     // The projection of this replica leads (it is alone) and is caught up.
     assert!(exported.contains("filiera_projection_leader"));
