@@ -98,16 +98,16 @@ enum Command {
     Serve,
     /// Apply the database schema and exit.
     Migrate,
-    /// Validate the configuration and print what `serve` would run with, secrets redacted.
+    /// Validate the configuration and show it, secrets hidden.
     ///
     /// Reads the --config file and the FILIERA_* environment exactly as `serve` does, checks
     /// every value (addresses, durations, the stage catalogue, the territory and provider
     /// registries, the token secret's length, the master key, the database and NATS URLs, the
-    /// log filter) and prints every setting, the store, and whether the NATS relay runs; the
-    /// database and NATS passwords, the token secret and the master key are never shown.
-    /// Exits non-zero naming the setting at fault, or naming any FILIERA_* variable that
-    /// filiera does not read (a typo such as FILIERA_DATABSE_URL, which `serve` would ignore).
-    /// Connects to nothing and writes nothing.
+    /// log filter) and prints what `serve` would run with: every setting, the store, and
+    /// whether the NATS relay runs; the database and NATS passwords, the token secret and the
+    /// master key are never shown. Exits non-zero naming the setting at fault, or naming any
+    /// FILIERA_* variable that filiera does not read (a typo such as FILIERA_DATABSE_URL, which
+    /// `serve` ignores with a warning). Connects to nothing and writes nothing.
     CheckConfig {
         /// Print the report as one JSON document.
         #[arg(long)]
