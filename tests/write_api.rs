@@ -754,4 +754,26 @@ async fn territories_stages_and_health(backend: Backend) {
     assert!(!text.contains(&id), "{text}");
     assert!(!text.contains("ZZZ1"), "{text}");
     assert!(text.contains(r#"method="other""#), "{text}");
+    // Latency by route template: the one GET of the beneficiary is one observation.
+    assert!(
+        text.contains(
+            r#"filiera_http_request_duration_seconds_count{method="GET",route="/v1/beneficiaries/{id}"} 1"#
+        ),
+        "{text}"
+    );
+    assert!(
+        text.contains(r#"filiera_http_request_duration_seconds_bucket{method="GET",route="/v1/beneficiaries/{id}",le="10"} 1"#),
+        "{text}"
+    );
+    // The projection's checkpoint, lag and leadership, read at the scrape.
+    for series in [
+        "filiera_projection_position",
+        "filiera_projection_lag_events",
+        "filiera_projection_leader",
+    ] {
+        assert!(
+            text.contains(&format!(r#"{series}{{projection="territory_metrics"}} "#)),
+            "{series}: {text}"
+        );
+    }
 }

@@ -4,6 +4,7 @@
 //! # Layout
 //! - [`backup`]: `backup`, a consistent copy of the embedded store as a data folder.
 //! - [`settings`]: the typed configuration (file, then `FILIERA_*` environment).
+//! - [`check`]: `check-config`, validating a configuration and printing it, secrets redacted.
 //! - [`startup`]: builds the store and the HTTP app from settings; runs `serve`.
 //! - [`tail`]: `tail`, following the feed over HTTP (with a bearer token) or NATS.
 //! - [`telemetry`]: the tracing subscriber.
@@ -11,6 +12,7 @@
 //! - [`mining`]: `export --format ocel2|xes`, the process-mining event logs.
 
 mod backup;
+mod check;
 mod mining;
 mod settings;
 mod startup;
@@ -52,6 +54,7 @@ Everyday commands:
   filiera import FILE                    load legacy history (NDJSON commands)
   filiera export --format xes            export the events for process-mining tools
   filiera backup DEST                    copy the embedded store (and its keys) while it runs
+  filiera check-config                   validate the configuration, print it (secrets hidden)
 
 Run 'filiera help COMMAND' for the options of a command.";
 
@@ -108,6 +111,21 @@ enum Command {
     Backup {
         /// The backup folder to create.
         dest: PathBuf,
+    },
+    /// Validate the configuration and show it, secrets hidden.
+    ///
+    /// Reads the --config file and the FILIERA_* environment exactly as `serve` does, checks
+    /// every value (addresses, durations, the stage catalogue, the territory and provider
+    /// registries, the token secret's length, the master key, the database and NATS URLs, the
+    /// log filter) and prints what `serve` would run with: every setting, the store, and
+    /// whether the NATS relay runs; the database and NATS passwords, the token secret and the
+    /// master key are never shown. Exits non-zero naming the setting at fault, or naming any
+    /// FILIERA_* variable that filiera does not read (a typo such as FILIERA_DATABSE_URL, which
+    /// `serve` ignores with a warning). Connects to nothing and writes nothing.
+    CheckConfig {
+        /// Print the report as one JSON document.
+        #[arg(long)]
+        json: bool,
     },
     /// Import legacy history (NDJSON commands) into the store.
     ///
@@ -348,9 +366,16 @@ pub enum ReportFormat {
 #[tokio::main]
 async fn main() -> anyhow::Result<()> {
     let cli = Cli::parse();
+    if let Command::CheckConfig { json } = cli.command {
+        return check::run(cli.config.as_deref(), json);
+    }
     let settings = Settings::load(cli.config.as_deref())?;
     let _telemetry = telemetry::init(&settings.log, settings.otlp_endpoint.as_deref())?;
+    for unknown in settings::unknown_environment() {
+        tracing::warn!("{unknown}: ignored (see `filiera check-config`)");
+    }
     match cli.command {
+        Command::CheckConfig { .. } => unreachable!("handled before the settings are loaded"),
         Command::Serve => startup::serve(settings, cli.config.as_deref()).await,
         Command::Token {
             command:

@@ -44,6 +44,89 @@ fn environment() -> BTreeMap<&'static str, String> {
         .collect()
 }
 
+/// `FILIERA_*` variables read outside [`Settings`]: the configuration file's path (`--config`)
+/// and `tail`'s bearer token (`--token`).
+const OTHER_VARIABLES: [&str; 2] = ["FILIERA_CONFIG", "FILIERA_TOKEN"];
+
+/// The prefix of variables the test suite reads (never the binary): not reported as unknown.
+const TEST_PREFIX: &str = "FILIERA_TEST_";
+
+/// Every `FILIERA_*` environment variable the binary reads.
+pub fn known_variables() -> Vec<String> {
+    ENV_KEYS
+        .iter()
+        .map(|key| format!("FILIERA_{}", key.to_ascii_uppercase()))
+        .chain(OTHER_VARIABLES.iter().map(|name| (*name).to_owned()))
+        .collect()
+}
+
+/// A `FILIERA_*` environment variable that nothing reads: a typo (`FILIERA_DATABSE_URL`) or a
+/// setting that exists only in the file (`FILIERA_HTTP_MAX_CONNECTIONS`). Left alone, it would
+/// be silently ignored.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct UnknownVariable {
+    /// The variable's name.
+    pub name: String,
+    /// The known variable it is closest to, if any is close.
+    pub did_you_mean: Option<String>,
+}
+
+impl std::fmt::Display for UnknownVariable {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "{} is not a filiera setting", self.name)?;
+        match &self.did_you_mean {
+            Some(known) => write!(f, " (did you mean {known}?)"),
+            None => write!(
+                f,
+                " (the environment sets only {}; other settings go in the --config file)",
+                known_variables().join(", ")
+            ),
+        }
+    }
+}
+
+/// The `FILIERA_*` variables among `names` that the binary does not read (`FILIERA_TEST_*`, the
+/// test suite's, excepted), sorted, each with the closest known name when one is close.
+pub fn unknown_variables<I, S>(names: I) -> Vec<UnknownVariable>
+where
+    I: IntoIterator<Item = S>,
+    S: AsRef<std::ffi::OsStr>,
+{
+    let known = known_variables();
+    let mut unknown: Vec<UnknownVariable> = names
+        .into_iter()
+        .filter_map(|name| {
+            let name = name.as_ref().to_string_lossy().into_owned();
+            let ours = name.starts_with("FILIERA_") && !name.starts_with(TEST_PREFIX);
+            (ours && !known.contains(&name)).then(|| {
+                let did_you_mean = known
+                    .iter()
+                    .map(|candidate| (strsim::levenshtein(&name, candidate), candidate))
+                    .filter(|(distance, _)| *distance <= 3)
+                    .min()
+                    .map(|(_, candidate)| candidate.clone());
+                UnknownVariable { name, did_you_mean }
+            })
+        })
+        .collect();
+    unknown.sort_by(|a, b| a.name.cmp(&b.name));
+    unknown.dedup();
+    unknown
+}
+
+/// The unknown `FILIERA_*` variables of the process environment.
+pub fn unknown_environment() -> Vec<UnknownVariable> {
+    unknown_variables(std::env::vars_os().map(|(name, _)| name))
+}
+
+/// The `FILIERA_*` variables of the process environment that set a top-level setting.
+pub fn applied_variables() -> Vec<String> {
+    environment()
+        .keys()
+        .map(|key| format!("FILIERA_{}", key.to_ascii_uppercase()))
+        .collect()
+}
+
 /// Everything the binary needs to wire the service.
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -626,6 +709,38 @@ mod tests {
             }
             Ok(())
         });
+    }
+
+    #[test]
+    fn unknown_variables_are_named_with_the_closest_setting() {
+        let unknown = unknown_variables([
+            "FILIERA_DATABSE_URL",
+            "FILIERA_LISTEN",
+            "FILIERA_CONFIG",
+            "FILIERA_TOKEN",
+            "FILIERA_HTTP_MAX_CONNECTIONS",
+            "FILIERA_TEST_PG_URL",
+            "PATH",
+            "FILIERA_DATABSE_URL",
+        ]);
+        assert_eq!(
+            unknown,
+            [
+                UnknownVariable {
+                    name: "FILIERA_DATABSE_URL".to_owned(),
+                    did_you_mean: Some("FILIERA_DATABASE_URL".to_owned()),
+                },
+                UnknownVariable {
+                    name: "FILIERA_HTTP_MAX_CONNECTIONS".to_owned(),
+                    did_you_mean: None,
+                },
+            ]
+        );
+        let known = known_variables();
+        for key in ENV_KEYS {
+            assert!(known.contains(&format!("FILIERA_{}", key.to_ascii_uppercase())));
+        }
+        assert!(unknown[1].to_string().contains("FILIERA_MASTER_KEY"));
     }
 
     #[test]

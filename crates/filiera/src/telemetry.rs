@@ -105,7 +105,7 @@ fn exporter(endpoint: &str) -> anyhow::Result<opentelemetry_otlp::SpanExporter> 
 }
 
 /// The traces URL of an OTLP/HTTP base URL, as `OTEL_EXPORTER_OTLP_ENDPOINT` reads it.
-fn traces_url(endpoint: &str) -> anyhow::Result<String> {
+pub fn traces_url(endpoint: &str) -> anyhow::Result<String> {
     let endpoint = endpoint.trim();
     let parsed = reqwest::Url::parse(endpoint).with_context(|| {
         format!("FILIERA_OTLP_ENDPOINT `{endpoint}` is not a URL (e.g. http://collector:4318)")
