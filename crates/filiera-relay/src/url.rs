@@ -146,6 +146,12 @@ mod tests {
                 ("10.0.0.3".to_owned(), 4222)
             ]
         );
+        // What the client would make of the list by itself: one malformed address.
+        assert!(
+            "nats://10.0.0.1:4222,nats://10.0.0.2:4222"
+                .parse::<async_nats::ServerAddr>()
+                .is_err()
+        );
         assert_eq!(NatsUrl::from("nats://a:1,").addresses().unwrap().len(), 1);
         assert!(NatsUrl::from("nats://a:1,http://b").addresses().is_err());
     }
