@@ -512,7 +512,13 @@ async fn a_client_that_stops_reading_is_dropped_after_the_write_timeout() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn shutdown_ends_live_streams_and_lets_requests_in_flight_finish() {
     let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
-    let (app, served) = spawn_app_until(Backend::Sqlite, ServeSettings::default(), async {
+    // No drain delay: the shutdown proper is under test here (the drain is tested with real
+    // processes in crates/filiera/tests/rolling_restart.rs).
+    let settings = ServeSettings {
+        drain_delay: Duration::ZERO,
+        ..ServeSettings::default()
+    };
+    let (app, served) = spawn_app_until(Backend::Sqlite, settings, async {
         let _ = stopped.await;
     })
     .await;

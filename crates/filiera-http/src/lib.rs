@@ -34,6 +34,7 @@ mod trace;
 
 use std::future::Future;
 use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
 
 use axum::extract::DefaultBodyLimit;
@@ -84,6 +85,10 @@ pub struct AppState {
     /// SSE stream) end and the graceful shutdown can complete.
     pub stopping: tokio::sync::watch::Receiver<bool>,
     stop: Arc<tokio::sync::watch::Sender<bool>>,
+    /// Set when a shutdown was asked for: during the drain delay ([`ServeSettings::drain_delay`])
+    /// `/readyz` answers 503 `shutting_down` so that a proxy stops routing here, while requests
+    /// are still served (each answered with `connection: close`).
+    draining: Arc<AtomicBool>,
 }
 
 impl AppState {
@@ -106,12 +111,24 @@ impl AppState {
             vault: None,
             stopping,
             stop: Arc::new(stop),
+            draining: Arc::default(),
         }
     }
 
     /// Tells endless responses (SSE streams) to end: call it when shutdown begins.
     pub fn begin_shutdown(&self) {
         let _ = self.stop.send(true);
+    }
+
+    /// Marks the process as going away: `/readyz` answers 503 from now on. Requests are still
+    /// served; [`serve_with`] calls it when its shutdown future resolves, before the drain delay.
+    pub fn begin_draining(&self) {
+        self.draining.store(true, Ordering::Release);
+    }
+
+    /// Whether a shutdown was asked for (see [`AppState::begin_draining`]).
+    pub fn is_draining(&self) -> bool {
+        self.draining.load(Ordering::Acquire)
     }
 
     /// The same state, with the NATS relay whose status `/v1/projections` shows.
@@ -255,9 +272,10 @@ async fn method_not_allowed() -> ApiError {
 /// Serves the API over `state` on `listener` with the default [`ServeSettings`] until
 /// `shutdown` resolves, then drains in-flight requests.
 ///
-/// Once `shutdown` resolves, `state.begin_shutdown()` ends the live streams, no connection is
-/// accepted any more and requests get [`SHUTDOWN_GRACE`] to finish; after that the server stops
-/// regardless.
+/// Once `shutdown` resolves, `/readyz` answers 503 and requests are still served for
+/// [`ServeSettings::drain_delay`], each answered with `connection: close`; then
+/// `state.begin_shutdown()` ends the live streams, no connection is accepted any more and
+/// requests get [`SHUTDOWN_GRACE`] to finish; after that the server stops regardless.
 pub async fn serve(
     listener: tokio::net::TcpListener,
     state: AppState,

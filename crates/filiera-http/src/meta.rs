@@ -150,9 +150,11 @@ pub struct Readiness {
 /// How long `/readyz` gives the store to answer: the endpoint never hangs much longer.
 pub const READINESS_BOUND: std::time::Duration = std::time::Duration::from_millis(800);
 
-/// Readiness: the event store can commit. After a command failed for an outage (a full disk,
-/// an unreachable database), a probe write decides; otherwise a query through the connection
-/// commands commit through. Answers within about a second either way.
+/// Readiness: the process is not shutting down and the event store can commit. Once a
+/// shutdown was asked for (SIGTERM), 503 `shutting_down` for the drain delay, while requests
+/// are still served. After a command failed for an outage (a full disk, an unreachable
+/// database), a probe write decides; otherwise a query through the connection commands commit
+/// through. Answers within about a second either way.
 #[utoipa::path(
     get,
     path = "/readyz",
@@ -164,6 +166,9 @@ pub const READINESS_BOUND: std::time::Duration = std::time::Duration::from_milli
     )
 )]
 pub async fn readyz(State(app): State<AppState>) -> Result<Json<Readiness>, ApiError> {
+    if app.is_draining() {
+        return Err(ApiError::ShuttingDown);
+    }
     match app.store.readiness(READINESS_BOUND).await {
         Ok(()) => Ok(Json(Readiness {
             status: "ready",

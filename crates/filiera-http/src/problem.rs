@@ -56,6 +56,9 @@ pub enum ApiError {
     NotReady(filiera_store::NotReady),
     /// A query on a read model that an upgrade is rebuilding: 503 with `Retry-After`.
     Upgrading(String),
+    /// `/readyz` once a shutdown was asked for: 503 `shutting_down` with `Retry-After`, so
+    /// that a proxy sends new requests to another replica while this one drains.
+    ShuttingDown,
     /// Something failed on our side; the cause is logged, never shown.
     Internal(String),
 }
@@ -381,6 +384,14 @@ impl IntoResponse for ApiError {
                     Some(not_ready.outage),
                 )
             }
+            Self::ShuttingDown => unavailable(
+                StatusCode::SERVICE_UNAVAILABLE,
+                "shutting_down",
+                "Shutting down",
+                "this process is shutting down: it serves the requests it gets for its drain \
+                 delay and then stops; send requests to another replica",
+                None,
+            ),
             Self::Upgrading(detail) => unavailable(
                 StatusCode::SERVICE_UNAVAILABLE,
                 "projection_upgrading",
@@ -545,6 +556,7 @@ pub mod responses {
     /// (`not_ready`, with `reason`); a write refused so stored nothing. `outcome_unknown`: the
     /// connection failed while a write committed; retry with the same `Idempotency-Key`.
     /// `projection_upgrading`: a report while the read model is rebuilt after an upgrade.
+    /// `shutting_down`: from `/readyz`, the process is draining before it stops.
     #[derive(ToResponse)]
     #[response(
         content_type = "application/problem+json",

@@ -10,6 +10,9 @@
 //! - An answer given before its request body was read to the end says `connection: close`:
 //!   hyper closes such a connection rather than wait for the rest, and a client must not send
 //!   its next request on it.
+//! - Asked to shut down, the server goes on serving for [`ServeSettings::drain_delay`] while
+//!   `/readyz` answers 503 and every answer says `connection: close`; then it stops accepting,
+//!   ends the live streams and lets the requests in flight finish.
 //! - At most [`ServeSettings::max_connections`] connections are served at once; a permit is
 //!   taken before `accept`, so further clients wait in the kernel's backlog, not in memory.
 //! - Accept errors (out of file descriptors, …) are logged and retried after a pause; the loop
@@ -74,6 +77,12 @@ pub struct ServeSettings {
     /// Connections served at once; further clients wait in the kernel's accept backlog until
     /// one closes. Each takes a file descriptor: keep the process's limit above this.
     pub max_connections: usize,
+    /// How long the server keeps serving once asked to shut down, before it stops accepting:
+    /// `/readyz` answers 503 `shutting_down` meanwhile, so that a proxy or an orchestrator that
+    /// probes it stops sending requests here, and every response says `connection: close`, so
+    /// that keep-alive clients move on. Requests arriving meanwhile are served as usual. Zero
+    /// stops accepting at once (a single process with nothing in front of it).
+    pub drain_delay: Duration,
 }
 
 impl Default for ServeSettings {
@@ -84,6 +93,7 @@ impl Default for ServeSettings {
             keep_alive_timeout: Duration::from_secs(5),
             write_timeout: Duration::from_secs(60),
             max_connections: 1024,
+            drain_delay: Duration::from_secs(5),
         }
     }
 }
@@ -116,7 +126,18 @@ pub async fn serve_with(
     // Every connection holds a receiver; `closed()` resolves once they have all ended.
     let (open_tx, open_rx) = watch::channel(());
 
-    let mut shutdown = pin!(shutdown);
+    // Asked to shut down: report not ready and go on serving for the drain delay.
+    let draining = state.clone();
+    let drain_delay = settings.drain_delay;
+    let mut shutdown = pin!(async move {
+        shutdown.await;
+        draining.begin_draining();
+        tracing::info!(
+            drain_delay_ms = drain_delay.as_millis() as u64,
+            "shutting down: /readyz answers 503; serving until the drain delay has passed"
+        );
+        tokio::time::sleep(drain_delay).await;
+    });
     let mut backoff = Duration::ZERO;
     loop {
         let permit = tokio::select! {
@@ -152,6 +173,7 @@ pub async fn serve_with(
         let service = TrackExchanges {
             app: TowerToHyperService::new(app.clone()),
             exchanges,
+            state: state.clone(),
         };
         let http = http.clone();
         let mut stopping = state.stopping.clone();
@@ -414,6 +436,8 @@ impl Drop for Exchange {
 struct TrackExchanges {
     app: TowerToHyperService<Router>,
     exchanges: Arc<Exchanges>,
+    /// Whether the server is draining (then every answer closes its connection).
+    state: AppState,
 }
 
 impl hyper::service::Service<Request<Incoming>> for TrackExchanges {
@@ -430,12 +454,16 @@ impl hyper::service::Service<Request<Incoming>> for TrackExchanges {
             read: read.clone(),
         });
         let response = self.app.call(request);
+        let state = self.state.clone();
         Box::pin(async move {
             let mut response = response.await?;
             // A body left unread (a refusal before it was needed: 401, 413, 415, …) makes hyper
             // close the connection after the answer unless the rest is already buffered; say
-            // so, or a client sends its next request on a connection about to be closed.
-            if !read.load(Ordering::Acquire) {
+            // so, or a client sends its next request on a connection about to be closed. While
+            // draining, every connection closes after its answer, so that keep-alive clients
+            // reconnect (through their proxy, to a replica that stays) before this one stops
+            // accepting.
+            if !read.load(Ordering::Acquire) || state.is_draining() {
                 response
                     .headers_mut()
                     .insert(header::CONNECTION, HeaderValue::from_static("close"));

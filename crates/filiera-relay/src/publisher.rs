@@ -11,7 +11,9 @@
 use async_nats::jetstream::ErrorCode;
 use async_nats::jetstream::context::{ContextBuilder, GetStreamErrorKind, PublishAckFuture};
 use async_nats::jetstream::message::PublishMessage;
-use async_nats::jetstream::stream::{self, DiscardPolicy, RetentionPolicy, StorageType};
+use async_nats::jetstream::stream::{
+    self, DiscardPolicy, RawMessageErrorKind, RetentionPolicy, StorageType,
+};
 use async_nats::{Client, ConnectOptions, HeaderMap};
 use filiera_store::StoredEvent;
 use filiera_store::jobs::Backoff;
@@ -23,7 +25,8 @@ use crate::envelope::{
 use crate::{NatsUrl, RelayError, RelaySettings, StreamSettings};
 
 /// Connects to the NATS server(s) of `url` with the relay's reconnection policy: the client
-/// reconnects by itself, waiting as `backoff` says between attempts, forever. A user and
+/// reconnects by itself, to any server of the list (or one the cluster announced), waiting as
+/// `backoff` says between attempts, forever. A user and
 /// password in the URL (`nats://filiera-relay:PASSWORD@host:4222`, the first server that has
 /// them) are the credentials: async-nats does not read them from the URL by itself.
 pub(crate) async fn connect(
@@ -35,11 +38,14 @@ pub(crate) async fn connect(
     if let Some((user, password)) = url.credentials() {
         options = options.user_and_password(user, password);
     }
+    let servers = url
+        .addresses()
+        .map_err(|e| RelayError::Connect(Box::new(e)))?;
     options
         .name(name)
         .max_reconnects(None)
         .reconnect_delay_callback(move |attempts| backoff.delay(attempts))
-        .connect(url.expose())
+        .connect(servers)
         .await
         .map_err(|e| RelayError::Connect(Box::new(e)))
 }
@@ -148,6 +154,14 @@ impl Publisher {
         }
         let message = match stream.get_raw_message(last_sequence).await {
             Ok(message) => message,
+            Err(error) if error.kind() != RawMessageErrorKind::NoMessageFound => {
+                // A timeout or an unavailable stream leader (an election in a cluster): not an
+                // answer about the message, so try again rather than guess.
+                return Err(RelayError::jetstream(
+                    "get the stream's last message",
+                    error,
+                ));
+            }
             Err(error) => {
                 // The last message was deleted by hand: fall back on the checkpoint and the
                 // duplicate window.

@@ -22,6 +22,19 @@ impl NatsUrl {
         self.0.expose_secret()
     }
 
+    /// Each address of the comma-separated list, for the client. async-nats parses a string as
+    /// one address (`"nats://a:4222,nats://b:4222"` is an invalid port), so the list is split
+    /// here and handed over whole: the client then tries every server at start-up and on
+    /// reconnection, not only those a server tells it about.
+    pub(crate) fn addresses(&self) -> std::io::Result<Vec<async_nats::ServerAddr>> {
+        self.expose()
+            .split(',')
+            .map(str::trim)
+            .filter(|server| !server.is_empty())
+            .map(str::parse)
+            .collect()
+    }
+
     /// The user and password of the first address that has a user, percent-decoded
     /// (async-nats does not read them from the URL by itself).
     pub(crate) fn credentials(&self) -> Option<(String, String)> {
@@ -114,6 +127,33 @@ mod tests {
                 .credentials(),
             Some(("relay".to_owned(), "a@b:c".to_owned()))
         );
+    }
+
+    #[test]
+    fn every_address_of_a_list_is_a_server() {
+        let url = NatsUrl::from("nats://10.0.0.1:4222, nats://relay:p@10.0.0.2:4223,10.0.0.3");
+        let servers: Vec<(String, u16)> = url
+            .addresses()
+            .unwrap()
+            .iter()
+            .map(|a| (a.host().to_owned(), a.port()))
+            .collect();
+        assert_eq!(
+            servers,
+            [
+                ("10.0.0.1".to_owned(), 4222),
+                ("10.0.0.2".to_owned(), 4223),
+                ("10.0.0.3".to_owned(), 4222)
+            ]
+        );
+        // What the client would make of the list by itself: one malformed address.
+        assert!(
+            "nats://10.0.0.1:4222,nats://10.0.0.2:4222"
+                .parse::<async_nats::ServerAddr>()
+                .is_err()
+        );
+        assert_eq!(NatsUrl::from("nats://a:1,").addresses().unwrap().len(), 1);
+        assert!(NatsUrl::from("nats://a:1,http://b").addresses().is_err());
     }
 
     #[test]

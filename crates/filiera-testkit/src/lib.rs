@@ -1,12 +1,14 @@
 //! Real components for tests, started for real: a fresh PostgreSQL database per test (dropped
-//! at the end), a `nats-server -js` per test on a free port (killed at the end), and a child
-//! process whose output lines the test reads. The benchmark (`filiera-bench`) takes its scratch
+//! at the end), a `nats-server -js` per test on a free port (killed at the end) or a cluster of
+//! three, and a child process whose output lines the test reads. The benchmark (`filiera-bench`) takes its scratch
 //! PostgreSQL databases from here too.
 //!
 //! # Layout
 //! - [`TestDb`]: a new database on the PostgreSQL at `FILIERA_TEST_PG_URL` (default
 //!   `postgres://postgres@127.0.0.1:5432/postgres`), or through any admin URL.
 //! - [`NatsServer`]: a JetStream server of the test's own, which it can stop and restart.
+//! - [`NatsCluster`]: three clustered JetStream servers, which it can stop and start one at a
+//!   time, with the questions a clustered test asks (stream leader, replicas caught up).
 //! - [`PgServer`]: a PostgreSQL server of the test's own (a fresh cluster), which it can
 //!   stop and restart, for outages that must not touch the shared server.
 //! - [`ChildLines`]: a spawned process whose standard output comes line by line.
@@ -198,6 +200,341 @@ impl Drop for NatsServer {
         if let Some(mut child) = self.child.take() {
             let _ = child.kill();
             let _ = child.wait();
+        }
+    }
+}
+
+/// A three-node NATS cluster with JetStream, as a region runs it: nodes `n1`, `n2` and `n3`,
+/// each with its own client port, route port, monitoring port and store folder, routed to
+/// each other (cluster `filiera-test`). Nodes can be stopped and started one at a time by
+/// name; the cluster answers which node leads a stream and which one a client is connected to.
+/// Every node is killed on drop.
+pub struct NatsCluster {
+    nodes: Vec<NatsNode>,
+}
+
+/// One node of a [`NatsCluster`].
+struct NatsNode {
+    name: String,
+    port: u16,
+    monitor_port: u16,
+    config: PathBuf,
+    _dir: tempfile::TempDir,
+    child: Option<Child>,
+}
+
+/// The name of the cluster a [`NatsCluster`]'s nodes form.
+pub const NATS_CLUSTER_NAME: &str = "filiera-test";
+
+impl NatsCluster {
+    /// The node names, in order.
+    pub const NODES: [&'static str; 3] = ["n1", "n2", "n3"];
+
+    /// Starts three nodes and waits (up to `within`) until JetStream has a meta leader, so
+    /// that streams can be created.
+    pub async fn start(within: Duration) -> anyhow::Result<Self> {
+        let route_ports: Vec<u16> = Self::NODES.iter().map(|_| free_port()).collect();
+        let mut nodes = Vec::new();
+        for (i, name) in Self::NODES.iter().enumerate() {
+            let dir = tempfile::tempdir()?;
+            let port = free_port();
+            let monitor_port = free_port();
+            let routes: Vec<String> = route_ports
+                .iter()
+                .enumerate()
+                .filter(|(j, _)| *j != i)
+                .map(|(_, p)| format!("\"nats-route://127.0.0.1:{p}\""))
+                .collect();
+            let config = dir.path().join("nats.conf");
+            std::fs::write(
+                &config,
+                format!(
+                    "server_name: \"{name}\"\n\
+                     listen: \"127.0.0.1:{port}\"\n\
+                     http: \"127.0.0.1:{monitor_port}\"\n\
+                     jetstream {{ store_dir: \"{store}\" }}\n\
+                     cluster {{\n  name: \"{NATS_CLUSTER_NAME}\"\n  \
+                     listen: \"127.0.0.1:{route}\"\n  routes: [{routes}]\n}}\n",
+                    store = dir.path().join("jetstream").display(),
+                    route = route_ports[i],
+                    routes = routes.join(", "),
+                ),
+            )?;
+            nodes.push(NatsNode {
+                name: (*name).to_owned(),
+                port,
+                monitor_port,
+                config,
+                _dir: dir,
+                child: None,
+            });
+        }
+        let mut cluster = Self { nodes };
+        for name in Self::NODES {
+            cluster.spawn(name)?;
+        }
+        for name in Self::NODES {
+            cluster.wait_accepting(name, within).await?;
+        }
+        cluster.wait_ready(within).await?;
+        Ok(cluster)
+    }
+
+    fn node(&self, name: &str) -> anyhow::Result<&NatsNode> {
+        self.nodes
+            .iter()
+            .find(|n| n.name == name)
+            .with_context(|| format!("no node named {name}"))
+    }
+
+    fn node_mut(&mut self, name: &str) -> anyhow::Result<&mut NatsNode> {
+        self.nodes
+            .iter_mut()
+            .find(|n| n.name == name)
+            .with_context(|| format!("no node named {name}"))
+    }
+
+    /// Every node's address, comma-separated: `nats://127.0.0.1:<p1>,nats://…`, as an operator
+    /// gives `FILIERA_NATS_URL`.
+    pub fn url(&self) -> String {
+        self.nodes
+            .iter()
+            .map(|n| format!("nats://127.0.0.1:{}", n.port))
+            .collect::<Vec<_>>()
+            .join(",")
+    }
+
+    /// The address of node `name`.
+    pub fn node_url(&self, name: &str) -> anyhow::Result<String> {
+        Ok(format!("nats://127.0.0.1:{}", self.node(name)?.port))
+    }
+
+    /// The names of the nodes running now.
+    pub fn running(&self) -> Vec<String> {
+        self.nodes
+            .iter()
+            .filter(|n| n.child.is_some())
+            .map(|n| n.name.clone())
+            .collect()
+    }
+
+    fn spawn(&mut self, name: &str) -> anyhow::Result<()> {
+        let node = self.node_mut(name)?;
+        ensure!(node.child.is_none(), "node {name} is running");
+        let child = Command::new(nats_binary())
+            .arg("-c")
+            .arg(&node.config)
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .context("spawn nats-server (apt-get install nats-server)")?;
+        node.child = Some(child);
+        Ok(())
+    }
+
+    async fn wait_accepting(&mut self, name: &str, within: Duration) -> anyhow::Result<()> {
+        let node = self.node_mut(name)?;
+        let port = node.port;
+        wait_started(&mut node.child, "nats-server", within, || async move {
+            tokio::net::TcpStream::connect(("127.0.0.1", port))
+                .await
+                .is_ok()
+        })
+        .await
+        .with_context(|| format!("node {name}"))
+    }
+
+    /// Stops node `name` (SIGTERM, as an operator or an orchestrator does) and waits until it
+    /// has exited.
+    pub async fn stop(&mut self, name: &str) -> anyhow::Result<()> {
+        match self.node_mut(name)?.child.take() {
+            Some(child) => signal_and_reap(child, "TERM", Duration::from_secs(10)).await,
+            None => Ok(()),
+        }
+    }
+
+    /// Kills node `name` (SIGKILL: a crash, a machine gone; nothing is flushed, its peers
+    /// find out by missing heartbeats) and waits until it has exited.
+    pub async fn kill(&mut self, name: &str) -> anyhow::Result<()> {
+        match self.node_mut(name)?.child.take() {
+            Some(child) => signal_and_reap(child, "KILL", Duration::from_secs(10)).await,
+            None => Ok(()),
+        }
+    }
+
+    /// Starts node `name` again (same ports, same store folder) and waits until it accepts
+    /// connections and the cluster has a meta leader. Its streams catch up by themselves: see
+    /// [`NatsCluster::wait_stream_ready`].
+    pub async fn start_node(&mut self, name: &str, within: Duration) -> anyhow::Result<()> {
+        self.spawn(name)?;
+        self.wait_accepting(name, within).await?;
+        self.wait_ready(within).await
+    }
+
+    /// A client of the running nodes (any of them).
+    pub async fn client(&self) -> anyhow::Result<async_nats::Client> {
+        let servers: Vec<async_nats::ServerAddr> = self
+            .nodes
+            .iter()
+            .filter(|n| n.child.is_some())
+            .map(|n| format!("nats://127.0.0.1:{}", n.port).parse())
+            .collect::<Result<_, _>>()?;
+        ensure!(!servers.is_empty(), "no node is running");
+        Ok(async_nats::ConnectOptions::new()
+            .name("filiera-testkit")
+            .connect(servers)
+            .await?)
+    }
+
+    /// Waits until JetStream answers on every running node: the cluster has elected its meta
+    /// leader (JetStream requests fail while it has none).
+    pub async fn wait_ready(&self, within: Duration) -> anyhow::Result<()> {
+        let deadline = Instant::now() + within;
+        for name in self.running() {
+            let url = self.node_url(&name)?;
+            loop {
+                // `$JS.API.INFO` read as plain JSON: async-nats's account type expects fields
+                // that nats-server 2.9 does not send.
+                let answer = async {
+                    let client = async_nats::connect(url.as_str()).await?;
+                    let reply = client.request("$JS.API.INFO", "".into()).await?;
+                    let info: serde_json::Value = serde_json::from_slice(&reply.payload)?;
+                    ensure!(info.get("error").is_none(), "{}", info["error"]);
+                    anyhow::Ok(())
+                };
+                let last_error = match tokio::time::timeout(Duration::from_secs(2), answer).await {
+                    Ok(Ok(())) => break,
+                    Ok(Err(error)) => format!("{error:#}"),
+                    Err(_) => "no answer within 2 s".to_owned(),
+                };
+                ensure!(
+                    Instant::now() < deadline,
+                    "JetStream on node {name} not ready within {within:?}: {last_error}"
+                );
+                tokio::time::sleep(Duration::from_millis(100)).await;
+            }
+        }
+        Ok(())
+    }
+
+    /// The stream's cluster view as its leader reports it, or `None` while it has no leader.
+    async fn stream_cluster(
+        &self,
+        stream: &str,
+    ) -> anyhow::Result<Option<async_nats::jetstream::stream::ClusterInfo>> {
+        let js = async_nats::jetstream::new(self.client().await?);
+        let info = tokio::time::timeout(Duration::from_secs(3), async {
+            let mut found = js.get_stream(stream).await?;
+            let info = found.info().await?.clone();
+            anyhow::Ok(info)
+        })
+        .await
+        .context("stream info: no answer within 3 s")?
+        .with_context(|| format!("stream info of {stream}"))?;
+        Ok(info.cluster.filter(|c| c.leader.is_some()))
+    }
+
+    /// The node leading `stream` (JetStream's stream info, `cluster.leader`).
+    pub async fn stream_leader(&self, stream: &str) -> anyhow::Result<String> {
+        self.stream_cluster(stream)
+            .await?
+            .and_then(|c| c.leader)
+            .with_context(|| format!("stream {stream} has no leader"))
+    }
+
+    /// Waits until `stream` has a leader among the running nodes and every replica on a
+    /// running node is current (caught up), and returns the leader. After a node stops, its
+    /// replica is offline and not waited for; after it starts again, it is.
+    pub async fn wait_stream_ready(
+        &self,
+        stream: &str,
+        within: Duration,
+    ) -> anyhow::Result<String> {
+        let deadline = Instant::now() + within;
+        let running = self.running();
+        loop {
+            let seen = match self.stream_cluster(stream).await {
+                Ok(Some(cluster)) => {
+                    let leader = cluster.leader.clone().unwrap_or_default();
+                    let lagging: Vec<&str> = cluster
+                        .replicas
+                        .iter()
+                        .filter(|r| running.contains(&r.name) && (!r.current || r.offline))
+                        .map(|r| r.name.as_str())
+                        .collect();
+                    let members = 1 + cluster
+                        .replicas
+                        .iter()
+                        .filter(|r| running.contains(&r.name))
+                        .count();
+                    if running.contains(&leader) && lagging.is_empty() && members == running.len() {
+                        return Ok(leader);
+                    }
+                    format!("leader {leader}, replicas {:?}", cluster.replicas)
+                }
+                Ok(None) => "no leader".to_owned(),
+                Err(error) => format!("{error:#}"),
+            };
+            ensure!(
+                Instant::now() < deadline,
+                "stream {stream} not ready within {within:?}: {seen}"
+            );
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+    }
+
+    /// Asks the leader of `stream` to step down (`$JS.API.STREAM.LEADER.STEPDOWN`); another
+    /// replica is elected. Wait with [`NatsCluster::wait_stream_ready`] afterwards.
+    pub async fn step_down_stream(&self, stream: &str) -> anyhow::Result<()> {
+        let client = self.client().await?;
+        let reply = tokio::time::timeout(
+            Duration::from_secs(5),
+            client.request(
+                format!("$JS.API.STREAM.LEADER.STEPDOWN.{stream}"),
+                "".into(),
+            ),
+        )
+        .await
+        .context("stream step-down: no answer within 5 s")??;
+        let answer: serde_json::Value = serde_json::from_slice(&reply.payload)?;
+        ensure!(
+            answer["success"] == true,
+            "stream step-down refused: {answer}"
+        );
+        Ok(())
+    }
+
+    /// The node a client named `client_name` (its `CONNECT` name) is connected to, from the
+    /// running nodes' monitoring endpoints (`/connz`); `None` if it is connected to none.
+    pub async fn node_of_client(&self, client_name: &str) -> anyhow::Result<Option<String>> {
+        let http = reqwest::Client::builder()
+            .timeout(Duration::from_secs(3))
+            .build()?;
+        for node in self.nodes.iter().filter(|n| n.child.is_some()) {
+            let connz: serde_json::Value = http
+                .get(format!("http://127.0.0.1:{}/connz", node.monitor_port))
+                .send()
+                .await?
+                .json()
+                .await?;
+            let connected = connz["connections"]
+                .as_array()
+                .is_some_and(|c| c.iter().any(|c| c["name"] == client_name));
+            if connected {
+                return Ok(Some(node.name.clone()));
+            }
+        }
+        Ok(None)
+    }
+}
+
+impl Drop for NatsCluster {
+    fn drop(&mut self) {
+        for node in &mut self.nodes {
+            if let Some(mut child) = node.child.take() {
+                let _ = child.kill();
+                let _ = child.wait();
+            }
         }
     }
 }

@@ -224,6 +224,11 @@ pub struct HttpSettings {
     /// Connections served at once; more wait in the kernel's backlog. Each takes a file
     /// descriptor: keep `LimitNOFILE` well above it.
     pub max_connections: usize,
+    /// How long the server goes on serving after SIGTERM before it stops accepting, e.g.
+    /// `"5s"`: `/readyz` answers 503 meanwhile so that a proxy or an orchestrator moves traffic
+    /// to other replicas. `"0s"` stops accepting at once (one process, nothing in front).
+    #[serde(with = "humantime_serde")]
+    pub drain_delay: Duration,
 }
 
 impl Default for HttpSettings {
@@ -235,12 +240,14 @@ impl Default for HttpSettings {
             keep_alive_timeout: defaults.keep_alive_timeout,
             write_timeout: defaults.write_timeout,
             max_connections: defaults.max_connections,
+            drain_delay: defaults.drain_delay,
         }
     }
 }
 
 impl HttpSettings {
-    /// The server's settings, validated: every figure must be above zero.
+    /// The server's settings, validated: every figure must be above zero, except the drain
+    /// delay.
     pub fn serve_settings(&self) -> anyhow::Result<ServeSettings> {
         for (key, timeout) in [
             ("header_read_timeout", self.header_read_timeout),
@@ -261,6 +268,7 @@ impl HttpSettings {
             keep_alive_timeout: self.keep_alive_timeout,
             write_timeout: self.write_timeout,
             max_connections: self.max_connections,
+            drain_delay: self.drain_delay,
         })
     }
 }
@@ -572,7 +580,8 @@ mod tests {
             jail.create_file(
                 "filiera.toml",
                 "[http]\nheader_read_timeout = \"2s 500ms\"\nbody_timeout = \"1m\"\n\
-                 keep_alive_timeout = \"750ms\"\nwrite_timeout = \"2m\"\nmax_connections = 64\n",
+                 keep_alive_timeout = \"750ms\"\nwrite_timeout = \"2m\"\nmax_connections = 64\n\
+                 drain_delay = \"0s\"\n",
             )?;
             let settings = Settings::load_from(Some(Path::new("filiera.toml")), no_env())
                 .map_err(|e| e.to_string())?;
@@ -582,6 +591,7 @@ mod tests {
             assert_eq!(serve.keep_alive_timeout, Duration::from_millis(750));
             assert_eq!(serve.write_timeout, Duration::from_secs(120));
             assert_eq!(serve.max_connections, 64);
+            assert_eq!(serve.drain_delay, Duration::ZERO);
             jail.create_file("partial.toml", "[http]\nmax_connections = 8\n")?;
             let settings = Settings::load_from(Some(Path::new("partial.toml")), no_env())
                 .map_err(|e| e.to_string())?;
@@ -590,6 +600,7 @@ mod tests {
                 settings.http.body_timeout,
                 ServeSettings::default().body_timeout
             );
+            assert_eq!(settings.http.drain_delay, Duration::from_secs(5));
             for (line, complaint) in [
                 ("body_timeout = 30", "body_timeout"),
                 ("max_connection = 8", "max_connection"),
@@ -598,6 +609,7 @@ mod tests {
                 ("keep_alive_timeout = \"0s\"", "keep_alive_timeout must"),
                 ("write_timeout = \"0ms\"", "write_timeout must"),
                 ("write_timeout = 60", "write_timeout"),
+                ("drain_delay = 5", "drain_delay"),
             ] {
                 jail.create_file("bad.toml", &format!("[http]\n{line}\n"))?;
                 let err = Settings::load_from(Some(Path::new("bad.toml")), no_env()).unwrap_err();

@@ -177,7 +177,9 @@ async fn sigterm_ends_live_streams_and_the_server_stops_promptly() {
         .status()
         .unwrap();
     assert!(signalled.success());
-    let deadline = std::time::Instant::now() + Duration::from_secs(8);
+    // The default drain delay (5 s: `/readyz` answers 503 while requests are still served),
+    // then the shutdown proper.
+    let deadline = std::time::Instant::now() + Duration::from_secs(5 + 8);
     let status = loop {
         if let Some(status) = server.child.try_wait().unwrap() {
             break status;
