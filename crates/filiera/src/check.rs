@@ -80,6 +80,7 @@ pub struct HttpReport {
     pub body_timeout: String,
     pub keep_alive_timeout: String,
     pub write_timeout: String,
+    pub drain_delay: String,
     pub max_connections: usize,
 }
 
@@ -212,6 +213,7 @@ impl ConfigReport {
                 body_timeout: human(http.body_timeout),
                 keep_alive_timeout: human(http.keep_alive_timeout),
                 write_timeout: human(http.write_timeout),
+                drain_delay: human(http.drain_delay),
                 max_connections: http.max_connections,
             },
             stages: services
@@ -389,6 +391,7 @@ impl fmt::Display for ConfigReport {
         row(f, "http.body_timeout", &self.http.body_timeout)?;
         row(f, "http.keep_alive_timeout", &self.http.keep_alive_timeout)?;
         row(f, "http.write_timeout", &self.http.write_timeout)?;
+        row(f, "http.drain_delay", &self.http.drain_delay)?;
         row(f, "http.max_connections", &self.http.max_connections)?;
         row(
             f,
