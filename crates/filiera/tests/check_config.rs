@@ -86,7 +86,13 @@ fn a_valid_configuration_is_printed_without_its_secrets() {
     let output = check_config(&env, &config_arg, &[]);
     let stdout = text(&output.stdout);
     assert!(output.status.success(), "{}", text(&output.stderr));
-    for secret in [DB_PASSWORD, NATS_PASSWORD, AUTH_SECRET, MASTER_KEY, OTLP_PASSWORD] {
+    for secret in [
+        DB_PASSWORD,
+        NATS_PASSWORD,
+        AUTH_SECRET,
+        MASTER_KEY,
+        OTLP_PASSWORD,
+    ] {
         assert!(!stdout.contains(secret), "{secret} shown:\n{stdout}");
         assert!(!text(&output.stderr).contains(secret));
     }
@@ -116,7 +122,13 @@ fn a_valid_configuration_is_printed_without_its_secrets() {
     assert_eq!(report["http"]["body_timeout"], "30s");
     assert_eq!(report["territories"]["count"], 2);
     let json = text(&output.stdout);
-    for secret in [DB_PASSWORD, NATS_PASSWORD, AUTH_SECRET, MASTER_KEY, OTLP_PASSWORD] {
+    for secret in [
+        DB_PASSWORD,
+        NATS_PASSWORD,
+        AUTH_SECRET,
+        MASTER_KEY,
+        OTLP_PASSWORD,
+    ] {
         assert!(!json.contains(secret), "{secret} shown:\n{json}");
     }
     assert!(!data_dir.exists(), "check-config created the data folder");
@@ -135,7 +147,10 @@ fn the_defaults_are_the_embedded_store_without_relay() {
     assert!(output.status.success(), "{}", text(&output.stderr));
     assert!(stdout.contains("sqlite (embedded) sqlite://"), "{stdout}");
     assert!(stdout.contains("off (no nats_url)"), "{stdout}");
-    assert!(stdout.contains("not exported (no otlp_endpoint)"), "{stdout}");
+    assert!(
+        stdout.contains("not exported (no otlp_endpoint)"),
+        "{stdout}"
+    );
     assert!(
         stdout.contains("configuration file             none"),
         "{stdout}"
