@@ -212,6 +212,7 @@ pub fn router(state: AppState) -> Router {
         .fallback(not_found)
         .method_not_allowed_fallback(method_not_allowed)
         .layer(axum::middleware::from_fn(refuse_long_uris))
+        .layer(axum::middleware::from_fn(read_bodies_nobody_reads))
         .layer(axum::middleware::from_fn_with_state(
             state.clone(),
             telemetry::count_requests,
@@ -257,6 +258,31 @@ async fn refuse_long_uris(
         ));
     }
     next.run(request).await
+}
+
+/// Reads and drops the body of a request whose method takes none (`GET`, `HEAD`, `DELETE`),
+/// up to [`BODY_LIMIT`], before it is answered. A connection closed with request bytes still
+/// unread is reset by the kernel, and the reset can destroy the answer in flight to the client
+/// (a large report, say). A body over the limit is left unread: its connection is closed after
+/// the answer (`connection: close`, see [`server`]).
+async fn read_bodies_nobody_reads(
+    request: Request<axum::body::Body>,
+    next: axum::middleware::Next,
+) -> axum::response::Response {
+    use axum::body::HttpBody as _;
+    let bodiless = matches!(
+        *request.method(),
+        axum::http::Method::GET | axum::http::Method::HEAD | axum::http::Method::DELETE
+    );
+    if !bodiless || request.body().is_end_stream() {
+        return next.run(request).await;
+    }
+    let (parts, body) = request.into_parts();
+    let mut body = http_body_util::Limited::new(body, BODY_LIMIT);
+    // Stops at the end, past the limit, or when the client stops sending (the body timeout).
+    while let Some(Ok(_)) = http_body_util::BodyExt::frame(&mut body).await {}
+    next.run(Request::from_parts(parts, axum::body::Body::empty()))
+        .await
 }
 
 async fn method_not_allowed() -> ApiError {
