@@ -71,37 +71,13 @@ fn admin_of(data: &Path) -> reqwest::Client {
 }
 
 /// Starts `filiera serve` from `command`, its log appended to `log`, and waits until ready.
-async fn serve(mut command: Command, client: &reqwest::Client, log: &Path) -> Server {
-    let port = free_port();
+async fn serve(command: Command, client: &reqwest::Client, log: &Path) -> Server {
     let file = std::fs::OpenOptions::new()
         .create(true)
         .append(true)
         .open(log)
         .expect("a log file");
-    let child = command
-        .env("FILIERA_LISTEN", format!("127.0.0.1:{port}"))
-        .arg("serve")
-        .stdout(Stdio::null())
-        .stderr(file)
-        .spawn()
-        .expect("filiera serve starts");
-    let server = Server {
-        child,
-        base: format!("http://127.0.0.1:{port}"),
-    };
-    let deadline = Instant::now() + Duration::from_secs(30);
-    loop {
-        let ready = client.get(format!("{}/readyz", server.base)).send().await;
-        if ready.is_ok_and(|r| r.status() == 200) {
-            return server;
-        }
-        assert!(
-            Instant::now() < deadline,
-            "filiera serve never became ready: {}",
-            std::fs::read_to_string(log).unwrap_or_default()
-        );
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
+    common::start_on(command, free_port(), file, client).await
 }
 
 /// Stops a server as an operator would (SIGTERM: it gives its leaderships up) and waits

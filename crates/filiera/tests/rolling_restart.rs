@@ -25,30 +25,8 @@ use tokio::time::Instant;
 const DRAIN: &str = "2s";
 
 /// Starts `filiera serve` on `port` with `command` and waits until `/readyz` answers 200.
-async fn serve_on(mut command: Command, port: u16, client: &reqwest::Client) -> Server {
-    let child = command
-        .env("FILIERA_LISTEN", format!("127.0.0.1:{port}"))
-        .arg("serve")
-        .stdout(Stdio::null())
-        .stderr(Stdio::inherit())
-        .spawn()
-        .expect("filiera serve starts");
-    let server = Server {
-        child,
-        base: format!("http://127.0.0.1:{port}"),
-    };
-    let deadline = Instant::now() + Duration::from_secs(30);
-    loop {
-        let ready = client.get(format!("{}/readyz", server.base)).send().await;
-        if ready.is_ok_and(|r| r.status() == 200) {
-            return server;
-        }
-        assert!(
-            Instant::now() < deadline,
-            "filiera serve never became ready"
-        );
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
+async fn serve_on(command: Command, port: u16, client: &reqwest::Client) -> Server {
+    common::start_on(command, port, Stdio::inherit(), client).await
 }
 
 /// Sends SIGTERM to `server`.

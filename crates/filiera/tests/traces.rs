@@ -8,7 +8,7 @@
 
 mod common;
 
-use std::process::{Child, Command, Stdio};
+use std::process::Command;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
@@ -16,6 +16,7 @@ use axum::body::Bytes;
 use axum::extract::State;
 use axum::http::{StatusCode, header};
 use common::{clean_command, client};
+use filiera_testkit::free_port;
 use opentelemetry_proto::tonic::collector::trace::v1::{
     ExportTraceServiceRequest, ExportTraceServiceResponse,
 };
@@ -113,8 +114,7 @@ fn text_attributes(
 
 /// A `filiera serve` on its own embedded store, its standard error in a file.
 struct Serve {
-    child: Child,
-    base: String,
+    server: common::Server,
     log: tempfile::NamedTempFile,
     _data: tempfile::TempDir,
 }
@@ -123,63 +123,41 @@ impl Serve {
     async fn start(mut command: Command) -> Self {
         let data = tempfile::tempdir().expect("a data folder");
         let log = tempfile::NamedTempFile::new().expect("a log file");
-        let port = filiera_testkit::free_port();
-        let child = command
-            .env("FILIERA_DATA_DIR", data.path())
-            .env("FILIERA_LISTEN", format!("127.0.0.1:{port}"))
-            .arg("serve")
-            .stdout(Stdio::null())
-            .stderr(log.reopen().expect("the log file"))
-            .spawn()
-            .expect("filiera serve starts");
-        let serve = Self {
-            child,
-            base: format!("http://127.0.0.1:{port}"),
+        command.env("FILIERA_DATA_DIR", data.path());
+        let stderr = log.reopen().expect("the log file");
+        let server = common::start_on(command, free_port(), stderr, &client()).await;
+        Self {
+            server,
             log,
             _data: data,
-        };
-        let deadline = Instant::now() + Duration::from_secs(30);
-        while !reqwest::get(format!("{}/readyz", serve.base))
-            .await
-            .is_ok_and(|response| response.status() == 200)
-        {
-            assert!(
-                Instant::now() < deadline,
-                "filiera serve never became ready: {}",
-                serve.logs()
-            );
-            tokio::time::sleep(Duration::from_millis(100)).await;
         }
-        serve
+    }
+
+    fn base(&self) -> &str {
+        &self.server.base
     }
 
     fn logs(&self) -> String {
         std::fs::read_to_string(self.log.path()).unwrap_or_default()
     }
 
-    /// SIGTERM, then waits for the exit (bounded).
+    /// SIGTERM, then waits for the exit (bounded) and returns the logs.
     async fn terminate(mut self) -> String {
+        let child = &mut self.server.child;
         let status = Command::new("kill")
-            .args(["-TERM", &self.child.id().to_string()])
+            .args(["-TERM", &child.id().to_string()])
             .status()
             .expect("kill runs");
         assert!(status.success());
         let deadline = Instant::now() + Duration::from_secs(20);
         loop {
-            if let Some(status) = self.child.try_wait().expect("the child's status") {
+            if let Some(status) = child.try_wait().expect("the child's status") {
                 assert!(status.success(), "serve exited with {status}");
                 return self.logs();
             }
             assert!(Instant::now() < deadline, "serve did not stop on SIGTERM");
             tokio::time::sleep(Duration::from_millis(50)).await;
         }
-    }
-}
-
-impl Drop for Serve {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
     }
 }
 
@@ -224,11 +202,11 @@ async fn a_problem_document_its_log_line_and_its_exported_span_share_the_callers
     let trace_id = random_hex(16);
     let caller_span = random_hex(8);
     let traceparent = format!("00-{trace_id}-{caller_span}-01");
-    let joined = refused_query(&client, &serve.base, Some(&traceparent)).await;
+    let joined = refused_query(&client, serve.base(), Some(&traceparent)).await;
     assert_eq!(joined["code"], "invalid_field", "{joined}");
     assert_eq!(joined["trace_id"], trace_id.as_str(), "{joined}");
 
-    let started = refused_query(&client, &serve.base, None).await;
+    let started = refused_query(&client, serve.base(), None).await;
     assert!(is_trace_id(&started["trace_id"]), "{started}");
     assert_ne!(started["trace_id"], trace_id.as_str());
     let started_id = started["trace_id"].as_str().expect("a trace id").to_owned();
@@ -278,12 +256,12 @@ async fn without_an_endpoint_problem_documents_still_carry_trace_ids() {
     let trace_id = random_hex(16);
     let document = refused_query(
         &client(),
-        &serve.base,
+        serve.base(),
         Some(&format!("00-{trace_id}-{}-00", random_hex(8))),
     )
     .await;
     assert_eq!(document["trace_id"], trace_id.as_str(), "{document}");
-    let document = refused_query(&client(), &serve.base, Some("00-not-a-traceparent")).await;
+    let document = refused_query(&client(), serve.base(), Some("00-not-a-traceparent")).await;
     assert!(is_trace_id(&document["trace_id"]), "{document}");
 }
 

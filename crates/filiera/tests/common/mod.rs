@@ -96,13 +96,23 @@ pub async fn start(database_url: &str, client: &reqwest::Client) -> Server {
     start_with(filiera(database_url), client).await
 }
 
-pub async fn start_with(mut command: Command, client: &reqwest::Client) -> Server {
-    let port = free_port();
+pub async fn start_with(command: Command, client: &reqwest::Client) -> Server {
+    start_on(command, free_port(), Stdio::inherit(), client).await
+}
+
+/// Starts `filiera serve` from `command` on `port`, its standard error to `stderr`, and waits
+/// (up to 30 s) until `/readyz` answers 200.
+pub async fn start_on(
+    mut command: Command,
+    port: u16,
+    stderr: impl Into<Stdio>,
+    client: &reqwest::Client,
+) -> Server {
     let child = command
         .env("FILIERA_LISTEN", format!("127.0.0.1:{port}"))
         .arg("serve")
         .stdout(Stdio::null())
-        .stderr(Stdio::inherit())
+        .stderr(stderr)
         .spawn()
         .expect("filiera serve starts");
     let server = Server {
@@ -119,7 +129,7 @@ pub async fn start_with(mut command: Command, client: &reqwest::Client) -> Serve
             Instant::now() < deadline,
             "filiera serve never became ready"
         );
-        tokio::time::sleep(Duration::from_millis(100)).await;
+        tokio::time::sleep(Duration::from_millis(50)).await;
     }
 }
 
