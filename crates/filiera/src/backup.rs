@@ -149,13 +149,7 @@ async fn fill(
     staging: &Path,
 ) -> anyhow::Result<(BackupSummary, Vec<&'static str>)> {
     // Connected without migrating: backing up never changes the live store.
-    let store = Store::connect_with(
-        &settings.store_url(),
-        settings.services()?,
-        settings.database.store_options()?,
-    )
-    .await
-    .context("cannot open the event store")?;
+    let store = crate::startup::connect(settings).await?;
     let copy = staging.join(DATABASE_FILE);
     // Created empty and owner-only first, so that the copy is never readable by others.
     std::fs::OpenOptions::new()

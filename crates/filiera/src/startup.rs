@@ -17,15 +17,20 @@ pub async fn open(settings: &Settings) -> anyhow::Result<Store> {
     if settings.database_url.is_none() {
         settings.create_data_dir()?;
     }
-    let store = Store::connect_with(
+    let store = connect(settings).await?;
+    migrate_all(&store).await?;
+    Ok(store)
+}
+
+/// Connects to the configured store as it is, without bringing its schema up to date.
+pub async fn connect(settings: &Settings) -> anyhow::Result<Store> {
+    Store::connect_with(
         &settings.store_url(),
         settings.services()?,
         settings.database.store_options()?,
     )
     .await
-    .context("cannot open the event store")?;
-    migrate_all(&store).await?;
-    Ok(store)
+    .context("cannot open the event store")
 }
 
 /// Applies every crate's pending migrations: the store's, then those of the crates owning
