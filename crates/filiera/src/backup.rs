@@ -215,6 +215,7 @@ async fn check_vault(settings: &Settings, staging: &Path) -> anyhow::Result<()> 
     .context("cannot open the copy")?;
     let opened = filiera_vault::Vault::open(copy.database(), key).await;
     close(&copy).await;
+    closed(&staging.join(DATABASE_FILE)).await;
     opened.context(
         "the master key does not open the copy's personal-data vault (was it rotated during \
          the backup?)",
@@ -230,6 +231,22 @@ async fn close(store: &Store) {
         if let Pool::Sqlite(pool) = pool {
             pool.close().await;
         }
+    }
+}
+
+/// Waits (up to 5 s) until SQLite has removed `database`'s `-wal` and `-shm` files: a closed
+/// pool's connections are closed by their worker threads a moment after the pool says so, and
+/// the last one checkpoints and removes them. Were they still there, the backup would merely
+/// carry an empty WAL along.
+async fn closed(database: &Path) {
+    let companions = ["-wal", "-shm"].map(|suffix| {
+        let mut name = database.as_os_str().to_owned();
+        name.push(suffix);
+        std::path::PathBuf::from(name)
+    });
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(5);
+    while companions.iter().any(|file| file.exists()) && std::time::Instant::now() < deadline {
+        tokio::time::sleep(std::time::Duration::from_millis(20)).await;
     }
 }
 
