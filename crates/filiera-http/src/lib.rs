@@ -13,6 +13,8 @@
 //! - [`meta`]: territories, stages, providers, health and readiness.
 //! - [`reports`]: metrics, the reiteration audit, projection status and rebuilds.
 //! - [`telemetry`]: Prometheus metrics at `/metrics`.
+//! - `trace`: the request span, joined to the caller's W3C `traceparent`, and its trace id
+//!   (in log lines and problem documents).
 //! - [`openapi`](mod@openapi): the OpenAPI 3.1 document at `/openapi.json`, generated from [`api`].
 //! - [`dashboard`]: the web dashboard at `/`, its assets embedded in the binary (open routes,
 //!   not in the OpenAPI document).
