@@ -183,7 +183,6 @@ impl ConfigReport {
             Some(endpoint) => {
                 let url = crate::telemetry::traces_url(endpoint)
                     .map_err(|err| anyhow::anyhow!("otlp_endpoint ({err:#})"))?;
-                let url = url::Url::parse(&url).context("otlp_endpoint (FILIERA_OTLP_ENDPOINT)")?;
                 format!("OTLP/HTTP to {}", redact_url(url, false))
             }
             None => "not exported (no otlp_endpoint); trace ids in logs and problem documents"

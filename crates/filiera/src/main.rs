@@ -75,6 +75,45 @@ struct Scope {
     known_at: Option<String>,
 }
 
+impl Scope {
+    /// The query of `GET /v1/reports/regional` over this scope.
+    fn regional(
+        self,
+        lang: filiera_contract::ReportLang,
+    ) -> filiera_contract::RegionalReportParams {
+        let Self {
+            territory,
+            from,
+            to,
+            known_at,
+        } = self;
+        filiera_contract::RegionalReportParams {
+            territory,
+            from,
+            to,
+            known_at,
+            lang: Some(lang),
+        }
+    }
+
+    /// The query of `GET /v1/metrics/series` over this scope.
+    fn series(self, interval: String) -> filiera_contract::SeriesParams {
+        let Self {
+            territory,
+            from,
+            to,
+            known_at,
+        } = self;
+        filiera_contract::SeriesParams {
+            territory,
+            from,
+            to,
+            known_at,
+            interval: Some(interval),
+        }
+    }
+}
+
 impl From<Scope> for filiera_contract::MetricsParams {
     fn from(scope: Scope) -> Self {
         let Scope {
@@ -417,52 +456,24 @@ async fn main() -> anyhow::Result<()> {
             breakdown,
             providers,
         } => {
-            let kind = match series {
-                _ if format == ReportFormat::Html => {
-                    if series.is_some() || breakdown || providers {
-                        anyhow::bail!(
-                            "--format html prints the regional report, which holds the series \
-                             and the breakdown: leave out --series, --breakdown and --providers"
-                        );
-                    }
-                    let Scope {
-                        territory,
-                        from,
-                        to,
-                        known_at,
-                    } = scope;
-                    startup::ReportKind::Regional(filiera_contract::RegionalReportParams {
-                        territory,
-                        from,
-                        to,
-                        known_at,
-                        lang: Some(lang),
-                    })
+            let kind = if format == ReportFormat::Html {
+                if series.is_some() || breakdown || providers {
+                    anyhow::bail!(
+                        "--format html prints the regional report, which holds the series \
+                         and the breakdown: leave out --series, --breakdown and --providers"
+                    );
                 }
-                Some(interval) => {
-                    let Scope {
-                        territory,
-                        from,
-                        to,
-                        known_at,
-                    } = scope;
-                    startup::ReportKind::Series(filiera_contract::SeriesParams {
-                        territory,
-                        from,
-                        to,
-                        known_at,
-                        interval: Some(interval),
-                    })
-                }
-                None => {
-                    let params = filiera_contract::MetricsParams::from(scope);
-                    if breakdown {
-                        startup::ReportKind::Breakdown(params)
-                    } else if providers {
-                        startup::ReportKind::Providers(params)
-                    } else {
-                        startup::ReportKind::Metrics(params)
-                    }
+                startup::ReportKind::Regional(scope.regional(lang))
+            } else if let Some(interval) = series {
+                startup::ReportKind::Series(scope.series(interval))
+            } else {
+                let params = filiera_contract::MetricsParams::from(scope);
+                if breakdown {
+                    startup::ReportKind::Breakdown(params)
+                } else if providers {
+                    startup::ReportKind::Providers(params)
+                } else {
+                    startup::ReportKind::Metrics(params)
                 }
             };
             startup::report(settings, kind, format, output).await

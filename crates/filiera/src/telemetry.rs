@@ -99,13 +99,13 @@ fn exporter(endpoint: &str) -> anyhow::Result<opentelemetry_otlp::SpanExporter> 
     let url = traces_url(endpoint)?;
     opentelemetry_otlp::SpanExporter::builder()
         .with_http()
-        .with_endpoint(url)
+        .with_endpoint(url.as_str())
         .build()
         .with_context(|| format!("FILIERA_OTLP_ENDPOINT `{endpoint}`: no OTLP exporter"))
 }
 
 /// The traces URL of an OTLP/HTTP base URL, as `OTEL_EXPORTER_OTLP_ENDPOINT` reads it.
-pub fn traces_url(endpoint: &str) -> anyhow::Result<String> {
+pub fn traces_url(endpoint: &str) -> anyhow::Result<reqwest::Url> {
     let endpoint = endpoint.trim();
     let parsed = reqwest::Url::parse(endpoint).with_context(|| {
         format!("FILIERA_OTLP_ENDPOINT `{endpoint}` is not a URL (e.g. http://collector:4318)")
@@ -116,7 +116,9 @@ pub fn traces_url(endpoint: &str) -> anyhow::Result<String> {
              (e.g. http://collector:4318)"
         );
     }
-    Ok(format!("{}/v1/traces", endpoint.trim_end_matches('/')))
+    let mut url = parsed;
+    url.set_path(&format!("{}/v1/traces", url.path().trim_end_matches('/')));
+    Ok(url)
 }
 
 #[cfg(test)]
@@ -126,11 +128,13 @@ mod tests {
     #[test]
     fn the_traces_path_is_appended_to_the_base_url() {
         assert_eq!(
-            traces_url("http://collector:4318").unwrap(),
+            traces_url("http://collector:4318").unwrap().as_str(),
             "http://collector:4318/v1/traces"
         );
         assert_eq!(
-            traces_url("https://otel.example.org/base/").unwrap(),
+            traces_url("https://otel.example.org/base/")
+                .unwrap()
+                .as_str(),
             "https://otel.example.org/base/v1/traces"
         );
     }
