@@ -467,13 +467,9 @@ async fn an_online_backup_restores_the_store_as_it_was_at_its_position() {
     .await;
 
     // The restored store goes on from its position.
-    let enrolled = client
-        .post(format!("{}/v1/beneficiaries", restored_server.base))
-        .json(&json!({"territory": "LOM-BG-BERGAMO", "on": "2024-01-10", "referral": "self"}))
-        .send()
-        .await
-        .unwrap();
-    assert_eq!(enrolled.status(), 201);
+    let (status, _, _) =
+        common::enrol_with_key(&client, &restored_server.base, "LOM-BG-BERGAMO", "after").await;
+    assert_eq!(status, 201);
     assert_eq!(head(&client, &restored_server.base).await, position + 1);
     stop(restored_server).await;
     stop(server).await;
@@ -623,13 +619,9 @@ async fn a_pg_dump_taken_under_writes_restores_with_pg_restore() {
     .await;
 
     // Positions go on above the dump's (its sequence came along).
-    let enrolled = client
-        .post(format!("{}/v1/beneficiaries", restored_server.base))
-        .json(&json!({"territory": "LOM-BG-BERGAMO", "on": "2024-01-10", "referral": "self"}))
-        .send()
-        .await
-        .unwrap();
-    assert_eq!(enrolled.status(), 201);
+    let (status, _, _) =
+        common::enrol_with_key(&client, &restored_server.base, "LOM-BG-BERGAMO", "after").await;
+    assert_eq!(status, 201);
     assert!(head(&client, &restored_server.base).await > position);
     stop(restored_server).await;
     stop(server).await;
