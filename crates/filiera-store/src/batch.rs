@@ -40,7 +40,7 @@ use uuid::Uuid;
 use crate::postgres::{CHANNEL, POSITION_LOCK_KEY};
 use crate::rows::{EVENT_COLUMNS, key_row, raw_event};
 use crate::store::command_metadata;
-use crate::{CommandContext, Pool, Rejection, Store, StoreError, metadata};
+use crate::{CommandContext, Pool, Rejection, Store, StoreError, StoredEvent, metadata};
 
 /// One command of a batch.
 #[derive(Debug)]
@@ -162,6 +162,40 @@ struct KeyBinding<'a> {
     first_sequence: i64,
     last_sequence: i64,
     bindable: bool,
+}
+
+/// The bindable keys of a batch, one array per column of `PG_WRITE_ROWS`'s `bound`. Built
+/// before the statement, so that no iterator over borrowed bindings lives across its await
+/// (which would keep rustc from proving the write's future `Send`).
+struct BoundColumns<'a> {
+    keys: Vec<&'a str>,
+    aggregate_ids: Vec<&'a str>,
+    command_ids: Vec<Option<&'a str>>,
+    request_hashes: Vec<&'a str>,
+    first_sequences: Vec<i64>,
+    last_sequences: Vec<i64>,
+}
+
+impl<'a> BoundColumns<'a> {
+    fn of(bindings: &[KeyBinding<'a>]) -> Self {
+        let mut columns = Self {
+            keys: Vec::new(),
+            aggregate_ids: Vec::new(),
+            command_ids: Vec::new(),
+            request_hashes: Vec::new(),
+            first_sequences: Vec::new(),
+            last_sequences: Vec::new(),
+        };
+        for binding in bindings.iter().filter(|b| b.bindable) {
+            columns.keys.push(&binding.key.key);
+            columns.aggregate_ids.push(binding.aggregate_id);
+            columns.command_ids.push(binding.key.command_id.as_deref());
+            columns.request_hashes.push(&binding.key.request_hash);
+            columns.first_sequences.push(binding.first_sequence);
+            columns.last_sequences.push(binding.last_sequence);
+        }
+        columns
+    }
 }
 
 /// The distinct keys of `rows` (`ids` and `sequences` are theirs, encoded), in order of first
@@ -397,8 +431,25 @@ impl Store {
 
     /// The streams of `ids` folded into aggregates (those with no event are left out): one
     /// statement.
-    async fn load_streams(&self, ids: &[Uuid]) -> Result<HashMap<Uuid, Pathway>, StoreError> {
-        let mut streams: HashMap<Uuid, Pathway> = HashMap::new();
+    pub(crate) async fn load_streams(
+        &self,
+        ids: &[Uuid],
+    ) -> Result<HashMap<Uuid, Pathway>, StoreError> {
+        Ok(self
+            .fetch_streams(ids)
+            .await?
+            .into_iter()
+            .map(|(id, stream)| (id, Pathway::from_events(stream.iter().map(|e| &e.event))))
+            .collect())
+    }
+
+    /// The events of the streams of `ids`, each stream in sequence order (those with no event
+    /// are left out): one statement.
+    pub(crate) async fn fetch_streams(
+        &self,
+        ids: &[Uuid],
+    ) -> Result<HashMap<Uuid, Vec<StoredEvent>>, StoreError> {
+        let mut streams: HashMap<Uuid, Vec<StoredEvent>> = HashMap::new();
         if ids.is_empty() {
             return Ok(streams);
         }
@@ -431,10 +482,7 @@ impl Store {
         };
         for raw in raw {
             let stored = raw.decode(self.upcasters())?;
-            streams
-                .entry(stored.beneficiary_id)
-                .or_default()
-                .apply(stored.event);
+            streams.entry(stored.beneficiary_id).or_default().push(stored);
         }
         Ok(streams)
     }
@@ -474,17 +522,19 @@ impl Store {
                 let mut tx = pool.begin().await?;
                 // The row triggers stand aside (migration 0006) for this transaction, which
                 // does their work below; the lock is the position trigger's, held to commit.
-                sqlx::raw_sql(&format!(
-                    "SET LOCAL filiera.batch_write = 'on'; \
-                     SELECT pg_advisory_xact_lock({POSITION_LOCK_KEY})"
-                ))
+                // (`set_config(…, true)` is `SET LOCAL`.)
+                sqlx::query(
+                    "SELECT set_config('filiera.batch_write', 'on', true), \
+                            pg_advisory_xact_lock($1)",
+                )
+                .bind(POSITION_LOCK_KEY)
                 .execute(&mut *tx)
                 .await?;
                 let keys = key_bindings(rows, &ids, &sequences);
                 let distinct = i64::try_from(keys.len())
                     .map_err(|_| StoreError::Corrupt("too many keys in one batch".into()))?;
                 // Unbindable keys are left out: the check then fails the statement.
-                let keys: Vec<&KeyBinding<'_>> = keys.iter().filter(|k| k.bindable).collect();
+                let keys = BoundColumns::of(&keys);
                 sqlx::query(PG_WRITE_ROWS)
                     .bind(Pathway::TYPE)
                     .bind(&ids)
@@ -495,20 +545,12 @@ impl Store {
                     .bind(&metadata)
                     .bind(count)
                     .bind(CHANNEL)
-                    .bind(keys.iter().map(|k| k.key.key.as_str()).collect::<Vec<_>>())
-                    .bind(keys.iter().map(|k| k.aggregate_id).collect::<Vec<_>>())
-                    .bind(
-                        keys.iter()
-                            .map(|k| k.key.command_id.as_deref())
-                            .collect::<Vec<_>>(),
-                    )
-                    .bind(
-                        keys.iter()
-                            .map(|k| k.key.request_hash.as_str())
-                            .collect::<Vec<_>>(),
-                    )
-                    .bind(keys.iter().map(|k| k.first_sequence).collect::<Vec<_>>())
-                    .bind(keys.iter().map(|k| k.last_sequence).collect::<Vec<_>>())
+                    .bind(keys.keys)
+                    .bind(keys.aggregate_ids)
+                    .bind(keys.command_ids)
+                    .bind(keys.request_hashes)
+                    .bind(keys.first_sequences)
+                    .bind(keys.last_sequences)
                     .bind(distinct)
                     .execute(&mut *tx)
                     .await?;
@@ -550,7 +592,7 @@ fn json_list(items: &[String]) -> Result<String, StoreError> {
 /// Whether a failed batch write lost a race: a stream's primary key (another writer's event at
 /// the same sequence) or a key bound to another command (meanwhile, or by another command of
 /// the batch).
-fn is_race(error: &StoreError) -> bool {
+pub(crate) fn is_race(error: &StoreError) -> bool {
     let StoreError::Database(sqlx::Error::Database(db)) = error else {
         return false;
     };

@@ -74,6 +74,10 @@ pub enum StoreError {
         #[source]
         cause: Box<StoreError>,
     },
+    /// One failure shared by the commands of a group commit (ADR 0011), each of which reports
+    /// it.
+    #[error(transparent)]
+    Shared(std::sync::Arc<StoreError>),
 }
 
 /// Why the store cannot serve for now: failures an operator fixes outside filiera (disk space,
@@ -111,6 +115,7 @@ impl StoreError {
             Self::TimedOut(_) => Some(Outage::Unreachable),
             Self::Migration(sqlx::migrate::MigrateError::Execute(error)) => outage_of(error),
             Self::EventStore(error) => error.downcast_ref::<sqlx::Error>().and_then(outage_of),
+            Self::Shared(error) => error.outage(),
             _ => None,
         }
     }

@@ -44,6 +44,8 @@
 //! - [`model`]: what callers pass and get back: [`CommandContext`], [`IdempotencyKey`],
 //!   [`Executed`], [`Rejection`], [`StoredEvent`].
 //! - [`metadata`]: the keys of the metadata stored with every event.
+//! - `group`: group commit (ADR 0011), concurrent commands of [`Store::execute`] sharing one
+//!   transaction.
 //! - `batch`: [`Store::execute_batch`], many commands decided in memory and written in one
 //!   transaction (`filiera import`).
 //! - [`error`]: [`StoreError`], a failed database, migration or unreadable row.
@@ -57,6 +59,7 @@ mod batch;
 mod bulk;
 pub mod database;
 pub mod error;
+mod group;
 pub mod jobs;
 pub mod lease;
 pub mod metadata;

@@ -19,6 +19,7 @@ use uuid::Uuid;
 use crate::error::Outage;
 use crate::model::{CommandContext, Executed, IdempotencyKey, Rejection, StoredEvent};
 use crate::rows::{EVENT_COLUMNS, KeyRow, key_row, raw_event};
+use crate::group::{GroupCommit, Grouped};
 use crate::{StoreError, metadata, postgres, sqlite};
 
 /// Tuning of the connection pools.
@@ -35,6 +36,10 @@ pub struct StoreOptions {
     /// past it the call fails as unreachable, so a database that stopped answering mid-query
     /// (a network partition, a frozen server) cannot hold a request for minutes.
     pub query_timeout: Duration,
+    /// Whether concurrent commands share transactions (ADR 0011, `group`): each command of a
+    /// group is decided and answered as on its own, but the group pays one position lock and
+    /// one flush. Off, every command is its own transaction.
+    pub group_commit: bool,
 }
 
 impl Default for StoreOptions {
@@ -43,6 +48,7 @@ impl Default for StoreOptions {
             max_connections: 10,
             acquire_timeout: Duration::from_secs(5),
             query_timeout: Duration::from_secs(10),
+            group_commit: true,
         }
     }
 }
@@ -94,6 +100,18 @@ struct Inner {
     options: StoreOptions,
     /// SQLite: the folder of the database file, whose free space readiness checks.
     data_folder: Option<std::path::PathBuf>,
+    /// The committer commands are queued on, with group commit.
+    group: Option<GroupCommit>,
+}
+
+/// A store held without keeping it alive: what its own background tasks hold.
+pub(crate) struct WeakStore(std::sync::Weak<Inner>);
+
+impl WeakStore {
+    /// The store, unless its last clone was dropped.
+    pub(crate) fn upgrade(&self) -> Option<Store> {
+        self.0.upgrade().map(|inner| Store { inner })
+    }
 }
 
 /// The last outage commands ran into, and a generation that each new record bumps, so that a
@@ -219,13 +237,16 @@ impl Store {
         };
         tracing::info!(backend = backend.name(), "event store connected");
         let store = Self {
-            inner: Arc::new(Inner {
+            inner: Arc::new_cyclic(|inner| Inner {
                 backend,
                 services,
                 upcasters: evolution::upcasters(),
                 wake,
                 listener,
                 write_outage: std::sync::Mutex::new(OutageRecord::default()),
+                group: options
+                    .group_commit
+                    .then(|| GroupCommit::start(WeakStore(inner.clone()))),
                 options,
                 data_folder,
             }),
@@ -250,6 +271,11 @@ impl Store {
             Backend::Sqlite { read, .. } => Some(read),
             Backend::Postgres { .. } => None,
         }
+    }
+
+    /// The options the store was connected with.
+    pub(crate) fn options(&self) -> &StoreOptions {
+        &self.inner.options
     }
 
     /// `"sqlite"` or `"postgres"`.
@@ -471,7 +497,25 @@ impl Store {
         result
     }
 
+    /// One try of [`Store::execute`]: in a group if the store commits in groups and the group
+    /// can decide it, else alone.
     async fn execute_once(
+        &self,
+        beneficiary: Uuid,
+        command: PathwayCommand,
+        ctx: CommandContext,
+    ) -> Result<Result<Executed, Rejection>, StoreError> {
+        let Some(group) = &self.inner.group else {
+            return self.execute_alone(beneficiary, command, ctx).await;
+        };
+        match group.submit(beneficiary, command, ctx).await {
+            Grouped::Answered(answer) => answer,
+            Grouped::Alone(command, ctx) => self.execute_alone(beneficiary, command, ctx).await,
+        }
+    }
+
+    /// A command in a transaction of its own.
+    async fn execute_alone(
         &self,
         beneficiary: Uuid,
         command: PathwayCommand,

@@ -20,15 +20,22 @@ filiera_testkit::on_both_backends!(
     harness = crate::common::Harness::on;
     round_trip_records_positions_time_and_territory,
     refusals_write_nothing,
-    racing_writers_exactly_one_wins,
     racing_writers_without_gate_lose_nothing,
     idempotency_key_replays_the_first_answer,
-    racing_enrolments_with_one_key_make_one_stream,
+    a_group_commits_together_and_answers_each_command_as_alone,
+    a_group_that_loses_a_race_is_executed_alone,
     feed_pages_in_position_order,
     feed_reader_never_skips_concurrent_commits,
     many_concurrent_writers_all_succeed,
     migrate_is_idempotent,
     leadership_is_exclusive_and_passes_on,
+);
+
+// The gate holds back writers at the database, where only commands committing alone wait.
+filiera_testkit::on_both_backends!(
+    harness = crate::common::Harness::alone;
+    racing_writers_exactly_one_wins,
+    racing_enrolments_with_one_key_make_one_stream,
 );
 
 // ---------------------------------------------------------------------------------------------
@@ -472,6 +479,148 @@ async fn racing_enrolments_with_one_key_make_one_stream(h: &Harness) -> anyhow::
         feed.len() == 1 && ids.contains(&feed[0].beneficiary_id),
         "feed: {feed:?}"
     );
+    Ok(())
+}
+
+/// Commands queued while a group is being written form the next group: one transaction, and
+/// on PostgreSQL one statement, whose rows share one `recorded_at` (SQLite: one multi-row
+/// insert, one `'now'`). Each caller still gets what it would get alone: its own events, a
+/// refusal, a conflict for the later writers of one beneficiary, a replay for a bound key or a
+/// key repeated in the group.
+async fn a_group_commits_together_and_answers_each_command_as_alone(
+    h: &Harness,
+) -> anyhow::Result<()> {
+    let store = &h.store;
+    let contested = Uuid::new_v4();
+    ok(store, contested, enrol("LOM", "2024-01-10"), alice()).await?;
+    let keyed = alice().with_idempotency("bound-before", "hash-1");
+    let bound = ok(store, Uuid::new_v4(), enrol("LOM", "2024-01-10"), keyed.clone()).await?;
+    let head = store.head().await?;
+
+    // The first group waits at the gate; everything sent meanwhile queues behind it.
+    let gate = h.close_gate().await?;
+    let spawn = |id: Uuid, command: PathwayCommand, ctx: CommandContext| {
+        let store = store.clone();
+        tokio::spawn(async move { store.execute(id, command, ctx).await })
+    };
+    let first = spawn(Uuid::new_v4(), enrol("LOM", "2024-01-10"), alice());
+    gate.wait_for_writers(1).await?;
+    let enrolments: Vec<_> = (0..12)
+        .map(|i| {
+            let ctx = alice().with_idempotency(format!("enrol-{i}"), format!("hash-{i}"));
+            spawn(Uuid::new_v4(), enrol("LOM-BG", "2024-01-10"), ctx)
+        })
+        .collect();
+    let refused = spawn(Uuid::new_v4(), stage("internship", "2024-02-01"), alice());
+    let racing: Vec<_> = (0..3)
+        .map(|_| spawn(contested, stage("internship", "2024-02-01"), alice()))
+        .collect();
+    let replayed = spawn(Uuid::new_v4(), enrol("LOM", "2024-01-10"), keyed);
+    let twins: Vec<_> = (0..2)
+        .map(|_| {
+            let ctx = alice().with_idempotency("twin", "hash-twin");
+            spawn(Uuid::new_v4(), enrol("LOM-MI", "2024-01-10"), ctx)
+        })
+        .collect();
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    // Nothing has been written: every command waits for the first group's commit.
+    ensure!(store.head().await? == head, "a command committed past the gate");
+    gate.open().await?;
+
+    let first = first.await??.map_err(|r| anyhow::anyhow!("first: {r}"))?;
+    let mut together = Vec::new();
+    for task in enrolments {
+        let executed = task.await??.map_err(|r| anyhow::anyhow!("enrolment: {r}"))?;
+        ensure!(!executed.replayed && executed.events.len() == 1);
+        together.push(executed);
+    }
+    ensure!(matches!(
+        refused.await??,
+        Err(Rejection::Refused(PathwayError::NotEnrolled))
+    ));
+    let (mut winners, mut conflicts) = (Vec::new(), 0);
+    for task in racing {
+        match task.await?? {
+            Ok(executed) => winners.push(executed),
+            Err(Rejection::Conflict) => conflicts += 1,
+            Err(other) => anyhow::bail!("racing writer: {other}"),
+        }
+    }
+    ensure!(winners.len() == 1 && conflicts == 2, "{} winners", winners.len());
+    let replayed = replayed.await??.map_err(|r| anyhow::anyhow!("replay: {r}"))?;
+    ensure!(replayed.replayed && replayed.beneficiary == bound.beneficiary);
+    ensure!(replayed.events == bound.events);
+    let mut twins_answers = Vec::new();
+    for task in twins {
+        twins_answers.push(task.await??.map_err(|r| anyhow::anyhow!("twin: {r}"))?);
+    }
+    ensure!(twins_answers.iter().filter(|a| a.replayed).count() == 1);
+    ensure!(twins_answers[0].events == twins_answers[1].events);
+    together.extend(winners);
+    together.extend(twins_answers.into_iter().filter(|a| !a.replayed));
+
+    // Each answer is what the store holds, and the second group is one transaction.
+    let feed = store.read_feed(head, 1000).await?;
+    let answered: Vec<&StoredEvent> = std::iter::once(&first)
+        .chain(&together)
+        .flat_map(|executed| &executed.events)
+        .collect();
+    ensure!(feed.len() == answered.len(), "{} events stored", feed.len());
+    for event in &answered {
+        ensure!(feed.contains(event), "answered {event:?}, not in the feed");
+    }
+    let times: BTreeSet<_> = together
+        .iter()
+        .flat_map(|executed| &executed.events)
+        .map(|event| event.recorded_at)
+        .collect();
+    ensure!(times.len() == 1, "the second group took {} commits", times.len());
+    let history = store.history(contested).await?.context("history")?;
+    ensure!(history.len() == 2, "the contested stream has {}", history.len());
+    Ok(())
+}
+
+/// A group decided against a stream that another writer extended before the group could
+/// write fails as a whole, and each of its commands is executed again alone, against the
+/// stream as it now is.
+async fn a_group_that_loses_a_race_is_executed_alone(h: &Harness) -> anyhow::Result<()> {
+    let store = &h.store;
+    let (id, other) = (Uuid::new_v4(), Uuid::new_v4());
+    for beneficiary in [id, other] {
+        ok(store, beneficiary, enrol("LOM", "2024-01-10"), alice()).await?;
+    }
+    ok(store, other, stage("socio_occupational", "2024-02-01"), alice()).await?;
+
+    let mut gate = h.close_gate().await?;
+    let racing = {
+        let store = store.clone();
+        tokio::spawn(async move {
+            store
+                .execute(id, stage("internship", "2024-03-01"), alice())
+                .await
+        })
+    };
+    gate.wait_for_writers(1).await?;
+    // The group decided against `id` at version 1; another writer now takes sequence 2.
+    gate.copy_event((other, 2), (id, 2)).await?;
+    gate.open().await?;
+
+    let executed = racing.await??.map_err(|r| anyhow::anyhow!("rejected: {r}"))?;
+    // Decided again after the other writer's entry: it moves on from it (exit, then entry).
+    ensure!(
+        executed.events.iter().map(|e| e.sequence).eq([3, 4]),
+        "sequences {:?}",
+        executed.events.iter().map(|e| e.sequence).collect::<Vec<_>>()
+    );
+    let history = store.history(id).await?.context("history")?;
+    ensure!(history.len() == 4);
+    ensure!(matches!(
+        history[2].event,
+        PathwayEvent::StageExited {
+            outcome: ExitOutcome::MovedOn,
+            ..
+        }
+    ));
     Ok(())
 }
 

@@ -71,6 +71,7 @@ pub struct PoolReport {
     pub acquire_timeout: String,
     pub query_timeout: String,
     pub max_connections: u32,
+    pub group_commit: bool,
 }
 
 /// `[http]`, durations in humantime form.
@@ -206,6 +207,7 @@ impl ConfigReport {
                 acquire_timeout: human(pool.acquire_timeout),
                 query_timeout: human(pool.query_timeout),
                 max_connections: pool.max_connections,
+                group_commit: pool.group_commit,
             },
             http: HttpReport {
                 header_read_timeout: human(http.header_read_timeout),
@@ -382,6 +384,7 @@ impl fmt::Display for ConfigReport {
             "database.max_connections",
             &self.database.max_connections,
         )?;
+        row(f, "database.group_commit", &self.database.group_commit)?;
         row(
             f,
             "http.header_read_timeout",

@@ -288,6 +288,9 @@ pub struct DatabaseSettings {
     /// Connections per process (PostgreSQL), or readers (SQLite, which always writes
     /// through one connection).
     pub max_connections: u32,
+    /// Whether commands arriving together share one transaction (group commit): on by
+    /// default; off, each command commits alone (docs/operations.md).
+    pub group_commit: bool,
 }
 
 impl Default for DatabaseSettings {
@@ -297,6 +300,7 @@ impl Default for DatabaseSettings {
             acquire_timeout: defaults.acquire_timeout,
             query_timeout: defaults.query_timeout,
             max_connections: defaults.max_connections,
+            group_commit: defaults.group_commit,
         }
     }
 }
@@ -314,6 +318,7 @@ impl DatabaseSettings {
             acquire_timeout: self.acquire_timeout,
             query_timeout: self.query_timeout,
             max_connections: self.max_connections,
+            group_commit: self.group_commit,
         })
     }
 }

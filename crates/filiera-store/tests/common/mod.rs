@@ -41,21 +41,38 @@ enum Guard {
 }
 
 impl Harness {
-    /// A store on a new database of `backend`.
+    /// A store on a new database of `backend`, committing concurrent commands in groups as
+    /// the service does.
     pub async fn on(backend: Backend) -> anyhow::Result<Self> {
         match backend {
-            Backend::Sqlite => Self::sqlite().await,
-            Backend::Postgres => Self::postgres().await,
+            Backend::Sqlite => Self::sqlite_with(true).await,
+            Backend::Postgres => Self::postgres_with(true).await,
+        }
+    }
+
+    /// A store on a new database of `backend` without group commit: every command is its own
+    /// transaction, so [`Harness::close_gate`] holds each writer back at the database.
+    #[allow(dead_code)]
+    pub async fn alone(backend: Backend) -> anyhow::Result<Self> {
+        match backend {
+            Backend::Sqlite => Self::sqlite_with(false).await,
+            Backend::Postgres => Self::postgres_with(false).await,
         }
     }
 
     /// A store on a new SQLite file, in folders that do not exist yet.
+    #[allow(dead_code)]
     pub async fn sqlite() -> anyhow::Result<Self> {
+        Self::sqlite_with(true).await
+    }
+
+    async fn sqlite_with(group_commit: bool) -> anyhow::Result<Self> {
         let dir = tempfile::tempdir()?;
         let path = dir.path().join("nested/data/filiera.db");
         let url = format!("sqlite://{}", path.display());
         let options = StoreOptions {
             max_connections: 8,
+            group_commit,
             ..StoreOptions::default()
         };
         let store = Store::connect_with(&url, services(), options).await?;
@@ -67,10 +84,16 @@ impl Harness {
     }
 
     /// A store on a new PostgreSQL database.
+    #[allow(dead_code)]
     pub async fn postgres() -> anyhow::Result<Self> {
+        Self::postgres_with(true).await
+    }
+
+    async fn postgres_with(group_commit: bool) -> anyhow::Result<Self> {
         let db = TestDb::create().await?;
         let options = StoreOptions {
             max_connections: 24,
+            group_commit,
             ..StoreOptions::default()
         };
         let store = Store::connect_with(&db.url, services(), options).await?;
@@ -116,7 +139,7 @@ pub enum Gate {
         conn: PgConnection,
         pool: sqlx::PgPool,
     },
-    Sqlite(#[allow(dead_code)] sqlx::pool::PoolConnection<sqlx::Sqlite>),
+    Sqlite(sqlx::pool::PoolConnection<sqlx::Sqlite>),
 }
 
 impl Gate {
@@ -149,6 +172,43 @@ impl Gate {
                 Ok(())
             }
         }
+    }
+
+    /// Writes, behind the gate, a copy of the event at `from` (stream, sequence) as the event
+    /// at `to`: another writer's commit that the held-back writers will find when the gate
+    /// opens.
+    #[allow(dead_code)]
+    pub async fn copy_event(
+        &mut self,
+        from: (uuid::Uuid, u64),
+        to: (uuid::Uuid, u64),
+    ) -> anyhow::Result<()> {
+        let sql = "INSERT INTO events (aggregate_type, aggregate_id, sequence, event_type, \
+                                       event_version, payload, metadata) \
+                   SELECT aggregate_type, $1, $2, event_type, event_version, payload, metadata \
+                   FROM events WHERE aggregate_id = $3 AND sequence = $4";
+        let (to_id, to_sequence) = (to.0.to_string(), i64::try_from(to.1)?);
+        let (from_id, from_sequence) = (from.0.to_string(), i64::try_from(from.1)?);
+        let copied = match self {
+            Gate::Pg { conn, .. } => sqlx::query(sql)
+                .bind(&to_id)
+                .bind(to_sequence)
+                .bind(&from_id)
+                .bind(from_sequence)
+                .execute(&mut *conn)
+                .await?
+                .rows_affected(),
+            Gate::Sqlite(conn) => sqlx::query(sql)
+                .bind(&to_id)
+                .bind(to_sequence)
+                .bind(&from_id)
+                .bind(from_sequence)
+                .execute(&mut **conn)
+                .await?
+                .rows_affected(),
+        };
+        anyhow::ensure!(copied == 1, "no event {from:?} to copy");
+        Ok(())
     }
 
     /// Lets the held-back commits through.
