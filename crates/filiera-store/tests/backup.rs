@@ -76,7 +76,8 @@ async fn a_copy_taken_during_writes_is_the_feed_up_to_its_position() -> anyhow::
     }
     stop.store(true, Ordering::Release);
     let written = writer.await??;
-    ensure!(written > 20, "the writer wrote {written}");
+    // At least the 20 events after the copy's head (exactly 20 if the copy held it back).
+    ensure!(written >= 20, "the writer wrote {written}");
     ensure!(
         summary.position >= before && summary.bytes > 0,
         "{summary:?}"
