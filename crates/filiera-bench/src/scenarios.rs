@@ -43,6 +43,8 @@ pub struct ScenarioOptions {
     pub ingest_commands: usize,
     /// Timed runs of each query (after one untimed).
     pub query_runs: usize,
+    /// `[database] group_commit` of every process the benchmark runs.
+    pub group_commit: bool,
 }
 
 /// The document `filiera bench --json` prints.
@@ -52,6 +54,8 @@ pub struct ScenarioReport {
     pub events: u64,
     /// `postgres` or `sqlite`.
     pub store: &'static str,
+    /// Whether the system ran with group commit (`--no-group-commit` turns it off).
+    pub group_commit: bool,
     pub machine: Machine,
     pub scenarios: Scenarios,
 }
@@ -250,6 +254,7 @@ pub async fn scenarios(
     Ok(ScenarioReport {
         events,
         store,
+        group_commit: options.group_commit,
         machine,
         scenarios: Scenarios {
             ingest,
@@ -301,7 +306,7 @@ struct Run {
 impl Filiera {
     fn new(options: &ScenarioOptions, dir: &Path, url: &str) -> Result<Self, BenchError> {
         let config = dir.join("filiera.toml");
-        std::fs::write(&config, bench_configuration())?;
+        std::fs::write(&config, bench_configuration(options.group_commit))?;
         let listen = format!("127.0.0.1:{}", filiera_testkit::free_port());
         let secret = format!(
             "{}{}",
@@ -870,9 +875,11 @@ fn bytecount_lines(bytes: &[u8]) -> u64 {
 
 /// The benchmark's configuration: the registry of [`bench_services`] (the sample's territories
 /// and the synthetic region), the default stages.
-fn bench_configuration() -> String {
+fn bench_configuration(group_commit: bool) -> String {
     let services = bench_services();
-    let mut toml = String::from("[audit]\nreiteration_threshold = 2\n");
+    let mut toml = format!(
+        "[audit]\nreiteration_threshold = 2\n\n[database]\ngroup_commit = {group_commit}\n"
+    );
     for def in services.territories.definitions() {
         toml.push_str(&format!(
             "\n[[territories]]\ncode = {:?}\nname = {:?}\n",

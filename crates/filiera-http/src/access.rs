@@ -25,6 +25,7 @@ use axum::middleware::Next;
 use axum::response::{IntoResponse, Response};
 use filiera_auth::{AuthError, Principal, Role, Scope};
 use filiera_domain::{Pathway, TerritoryCode, TerritoryRegistry};
+use filiera_store::WriteScope;
 use uuid::Uuid;
 
 use crate::AppState;
@@ -312,6 +313,23 @@ pub fn require_visible(
         Some(territory) if caller.principal.covers(registry, territory) => Ok(()),
         _ => Err(ApiError::beneficiary_not_found()),
     }
+}
+
+/// The streams a scoped caller may write to: those whose territory it covers (`None` for an
+/// unscoped caller). The store judges it on the stream a command is decided on, which answers
+/// the same 404 as [`load_visible`] without reading the stream a second time.
+pub fn write_scope(app: &AppState, caller: &Caller) -> Option<WriteScope> {
+    if caller.principal.is_unscoped() {
+        return None;
+    }
+    let (principal, registry) = (caller.principal.clone(), app.territories.clone());
+    Some(WriteScope::new(move |pathway: &Pathway| {
+        pathway
+            .state()
+            .territory
+            .as_ref()
+            .is_some_and(|territory| principal.covers(&registry, territory))
+    }))
 }
 
 /// Loads the beneficiary if the caller may see it (404 otherwise, unknown or out of scope);

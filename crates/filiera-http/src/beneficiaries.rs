@@ -173,10 +173,7 @@ async fn store_person(
     let undo = PathwayCommand::Undo {
         reason: "identity refused by the personal-data vault".into(),
     };
-    let ctx = CommandContext {
-        principal: subject,
-        idempotency: None,
-    };
+    let ctx = CommandContext::new(subject);
     if let Err(undo_error) = app.store.execute(beneficiary, undo, ctx).await {
         tracing::error!(error = %crate::problem::error_chain(&undo_error), "could not undo an enrolment whose identity was refused");
     }
@@ -460,19 +457,23 @@ async fn execute(
     raw: &[u8],
 ) -> Result<Executed, ApiError> {
     // Commands on an existing beneficiary: only within the caller's territories (404 outside,
-    // as for an unknown one). Enrolment checks its territory itself.
-    if !matches!(command, PathwayCommand::Enrol { .. }) {
-        access::load_visible(app, &caller, beneficiary).await?;
-    }
+    // as for an unknown one), judged by the store on the stream it decides on. Enrolment
+    // checks its territory itself.
+    let scope = match command {
+        PathwayCommand::Enrol { .. } => None,
+        _ => access::write_scope(app, &caller),
+    };
     let ctx = CommandContext {
         principal: caller.subject,
         idempotency: idempotency.with_request("POST", path, raw),
+        scope,
     };
     match app.store.execute(beneficiary, command, ctx).await? {
         Ok(executed) => Ok(executed),
         Err(Rejection::Refused(err)) => Err(err.into()),
         Err(Rejection::Conflict) => Err(ApiError::concurrent_write()),
         Err(Rejection::IdempotencyKeyReused) => Err(ApiError::idempotency_key_reused()),
+        Err(Rejection::OutOfScope) => Err(ApiError::beneficiary_not_found()),
     }
 }
 

@@ -104,10 +104,7 @@ pub async fn erase_person(
     if erased_before && pathway.personal_data_erased() {
         return Err(filiera_domain::PathwayError::AlreadyErased.into());
     }
-    let ctx = CommandContext {
-        principal: caller.subject.clone(),
-        idempotency: None,
-    };
+    let ctx = CommandContext::new(caller.subject.clone());
     match app
         .store
         .execute(beneficiary, PathwayCommand::RecordErasure, ctx)
@@ -120,6 +117,7 @@ pub async fn erase_person(
         Err(Rejection::Refused(error)) => Err(error.into()),
         Err(Rejection::Conflict) => Err(ApiError::concurrent_write()),
         Err(Rejection::IdempotencyKeyReused) => Err(ApiError::idempotency_key_reused()),
+        Err(Rejection::OutOfScope) => Err(ApiError::beneficiary_not_found()),
     }
 }
 

@@ -12,7 +12,8 @@
 //! commands as clients wait; alone, a command is a group of one and waits for nobody.
 //!
 //! The answers are those of [`Store::execute`], command by command:
-//! - a refusal refuses that command only, and writes nothing for it;
+//! - a refusal refuses that command only, and writes nothing for it, and so does a scope that
+//!   does not admit the stream as the group's earlier commands left it;
 //! - two commands of one group for the same beneficiary raced, as two writers that loaded the
 //!   same stream race: the first one accepted wins, the later ones get
 //!   [`Rejection::Conflict`] (SPEC 2.3);
@@ -215,6 +216,12 @@ impl Store {
                 continue;
             }
             let stream = streams.entry(pending.beneficiary).or_default();
+            if let Some(scope) = &pending.ctx.scope
+                && !scope.admits(stream)
+            {
+                decisions.push(Decision::Answer(Rejection::OutOfScope));
+                continue;
+            }
             let before = stream.version();
             let territory_before = stream.state().territory.clone();
             let mut pathway = stream.clone();

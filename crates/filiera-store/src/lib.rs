@@ -75,6 +75,6 @@ pub use batch::{BatchCommand, BatchOutcome, BoundKey};
 pub use database::{Database, Migrations, PerBackend, Pool};
 pub use error::{Outage, StoreError, error_chain};
 pub use lease::Leadership;
-pub use model::{CommandContext, Executed, IdempotencyKey, Rejection, StoredEvent};
+pub use model::{CommandContext, Executed, IdempotencyKey, Rejection, StoredEvent, WriteScope};
 pub use scan::{FeedPart, FeedScan};
 pub use store::{NotReady, Store, StoreOptions};

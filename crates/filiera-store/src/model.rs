@@ -12,15 +12,24 @@ pub struct CommandContext {
     pub principal: String,
     /// The idempotency key of the request, if the client sent one.
     pub idempotency: Option<IdempotencyKey>,
+    /// The streams the principal may write to, if it may not write to every one.
+    pub scope: Option<WriteScope>,
 }
 
 impl CommandContext {
-    /// A context without idempotency key.
+    /// A context without idempotency key, for a principal that may write to every stream.
     pub fn new(principal: impl Into<String>) -> Self {
         Self {
             principal: principal.into(),
             idempotency: None,
+            scope: None,
         }
+    }
+
+    /// The same context, restricted to the streams `scope` admits.
+    pub fn within(mut self, scope: WriteScope) -> Self {
+        self.scope = Some(scope);
+        self
     }
 
     /// The same context with an idempotency key.
@@ -36,6 +45,40 @@ impl CommandContext {
         self
     }
 }
+
+/// Which streams a principal may write to (an operator: its territories), judged on the stream
+/// as the command is decided against it: the store checks it on the very state it decides on,
+/// so no separate read is needed and no write can slip in between check and decision. A stream
+/// it does not admit is answered [`Rejection::OutOfScope`], as if it did not exist.
+#[derive(Clone)]
+pub struct WriteScope(std::sync::Arc<dyn Fn(&Pathway) -> bool + Send + Sync>);
+
+impl WriteScope {
+    /// The streams for which `admits` is true.
+    pub fn new(admits: impl Fn(&Pathway) -> bool + Send + Sync + 'static) -> Self {
+        Self(std::sync::Arc::new(admits))
+    }
+
+    /// Whether the principal may write to `stream`.
+    pub fn admits(&self, stream: &Pathway) -> bool {
+        (self.0)(stream)
+    }
+}
+
+impl std::fmt::Debug for WriteScope {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("WriteScope")
+    }
+}
+
+/// Two scopes are equal when they are the same scope (a predicate cannot be compared).
+impl PartialEq for WriteScope {
+    fn eq(&self, other: &Self) -> bool {
+        std::sync::Arc::ptr_eq(&self.0, &other.0)
+    }
+}
+
+impl Eq for WriteScope {}
 
 /// A client's `Idempotency-Key` together with a hash of the request it came with.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -93,6 +136,9 @@ pub enum Rejection {
     /// The idempotency key was already used for a different request.
     #[error("the Idempotency-Key was already used for a different request")]
     IdempotencyKeyReused,
+    /// The command's [`WriteScope`] does not admit the stream (or the stream does not exist).
+    #[error("no beneficiary with this id within the caller's scope")]
+    OutOfScope,
 }
 
 /// One stored event with what the store adds to it: its global position, its stream and

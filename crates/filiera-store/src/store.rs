@@ -173,6 +173,8 @@ static MIGRATIONS: crate::database::Migrations = crate::database::Migrations::ne
 
 /// What happened to a command between load and commit.
 enum Attempt {
+    /// The command's scope does not admit the stream.
+    OutOfScope,
     Refused(PathwayError),
     Committed {
         /// The stream's version before the command.
@@ -525,7 +527,7 @@ impl Store {
             && let Some(row) = self.find_key(&key.key).await?
         {
             tracing::debug!("idempotency key already used");
-            return self.answer_from_key(row, key).await;
+            return self.answer_keyed(beneficiary, row, key, &ctx).await;
         }
         let aggregate_id = beneficiary.to_string();
         let services = &self.inner.services;
@@ -538,6 +540,7 @@ impl Store {
             }
         };
         match attempt {
+            Attempt::OutOfScope => Ok(Err(Rejection::OutOfScope)),
             Attempt::Refused(error) => {
                 tracing::debug!(code = error.code(), "command refused");
                 Ok(Err(Rejection::Refused(error)))
@@ -587,7 +590,7 @@ impl Store {
                     && let Some(row) = self.find_key(&key.key).await?
                 {
                     tracing::debug!("lost the race to a request with the same idempotency key");
-                    return self.answer_from_key(row, key).await;
+                    return self.answer_keyed(beneficiary, row, key, &ctx).await;
                 }
                 if conflict {
                     tracing::info!("concurrent write conflict");
@@ -819,6 +822,25 @@ impl Store {
 
     /// Answers a request whose idempotency key is already bound: the first execution's
     /// stream prefix and events, or a refusal if the request differs.
+    /// [`Store::answer_from_key`] for a command on `beneficiary` whose scope, if it has one,
+    /// must admit that stream as it is now: a bound key answers nothing more than the command
+    /// itself would.
+    async fn answer_keyed(
+        &self,
+        beneficiary: Uuid,
+        row: KeyRow,
+        key: &IdempotencyKey,
+        ctx: &CommandContext,
+    ) -> Result<Result<Executed, Rejection>, StoreError> {
+        if let Some(scope) = &ctx.scope {
+            let now = self.load(beneficiary).await?.unwrap_or_default();
+            if !scope.admits(&now) {
+                return Ok(Err(Rejection::OutOfScope));
+            }
+        }
+        self.answer_from_key(row, key).await
+    }
+
     async fn answer_from_key(
         &self,
         row: KeyRow,
@@ -892,6 +914,11 @@ where
         .load_aggregate(aggregate_id)
         .await
         .map_err(store_error)?;
+    if let Some(scope) = &ctx.scope
+        && !scope.admits(&context.aggregate)
+    {
+        return Ok(Attempt::OutOfScope);
+    }
     let before = context.aggregate.version();
     let territory_before = context.aggregate.state().territory.clone();
     let name = command.name();

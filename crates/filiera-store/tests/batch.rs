@@ -391,6 +391,7 @@ fn keyed(beneficiary: Uuid, command: PathwayCommand, key: &str) -> BatchCommand 
                 key.to_owned(),
                 &[key.as_bytes()],
             )),
+            scope: None,
         },
     }
 }
@@ -495,6 +496,7 @@ async fn a_batch_run_again_writes_nothing(backend: Backend) -> anyhow::Result<()
         ctx: CommandContext {
             principal: "import".into(),
             idempotency: Some(IdempotencyKey::for_request("run:a:2".into(), &[b"another"])),
+            scope: None,
         },
     };
     let reused = store.execute_batch(vec![other], false).await?;

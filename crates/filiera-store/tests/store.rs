@@ -24,6 +24,7 @@ filiera_testkit::on_both_backends!(
     idempotency_key_replays_the_first_answer,
     a_group_commits_together_and_answers_each_command_as_alone,
     a_group_that_loses_a_race_is_executed_alone,
+    a_scope_admits_only_its_streams,
     feed_pages_in_position_order,
     feed_reader_never_skips_concurrent_commits,
     many_concurrent_writers_all_succeed,
@@ -36,6 +37,7 @@ filiera_testkit::on_both_backends!(
     harness = crate::common::Harness::alone;
     racing_writers_exactly_one_wins,
     racing_enrolments_with_one_key_make_one_stream,
+    a_scope_admits_only_its_streams_alone,
 );
 
 // ---------------------------------------------------------------------------------------------
@@ -622,6 +624,51 @@ async fn a_group_that_loses_a_race_is_executed_alone(h: &Harness) -> anyhow::Res
         }
     ));
     Ok(())
+}
+
+/// A command's scope is judged on the stream it is decided on: a stream outside it, or none,
+/// is [`Rejection::OutOfScope`] and nothing is written; a bound key answers only while the
+/// stream is still in scope.
+async fn a_scope_admits_only_its_streams(h: &Harness) -> anyhow::Result<()> {
+    let store = &h.store;
+    let bergamo = || {
+        alice().within(filiera_store::WriteScope::new(|pathway| {
+            pathway
+                .state()
+                .territory
+                .as_ref()
+                .is_some_and(|t| t.as_str() == "LOM-BG")
+        }))
+    };
+    let (inside, outside) = (Uuid::new_v4(), Uuid::new_v4());
+    ok(store, inside, enrol("LOM-BG", "2024-01-10"), alice()).await?;
+    ok(store, outside, enrol("LOM-MI", "2024-01-10"), alice()).await?;
+    let head = store.head().await?;
+
+    for id in [outside, Uuid::new_v4()] {
+        let answer = store
+            .execute(id, stage("internship", "2024-02-01"), bergamo())
+            .await?;
+        ensure!(answer == Err(Rejection::OutOfScope), "{answer:?}");
+    }
+    ensure!(store.head().await? == head, "a command out of scope wrote something");
+
+    let keyed = bergamo().with_idempotency("in-scope", "hash");
+    let first = ok(store, inside, stage("internship", "2024-02-01"), keyed.clone()).await?;
+    let again = ok(store, inside, stage("internship", "2024-02-01"), keyed.clone()).await?;
+    ensure!(again.replayed && again.events == first.events);
+    // Moved out of the scope: the key answers no more than a new command would.
+    ok(store, inside, move_to("LOM-MI", "2024-03-01"), alice()).await?;
+    let answer = store
+        .execute(inside, stage("internship", "2024-02-01"), keyed)
+        .await?;
+    ensure!(answer == Err(Rejection::OutOfScope), "{answer:?}");
+    Ok(())
+}
+
+/// [`a_scope_admits_only_its_streams`] with every command in a transaction of its own.
+async fn a_scope_admits_only_its_streams_alone(h: &Harness) -> anyhow::Result<()> {
+    a_scope_admits_only_its_streams(h).await
 }
 
 async fn feed_pages_in_position_order(h: &Harness) -> anyhow::Result<()> {

@@ -312,6 +312,10 @@ enum Command {
         /// With --json: timed runs of each query.
         #[arg(long, default_value_t = 100)]
         query_runs: usize,
+        /// With --json: run the system with `[database] group_commit = false`, every command
+        /// its own transaction (the alternative ADR 0011 measures).
+        #[arg(long)]
+        no_group_commit: bool,
     },
     /// Export the events: NDJSON, or OCEL 2.0 and XES for process mining.
     ///
@@ -487,6 +491,7 @@ async fn main() -> anyhow::Result<()> {
             clients,
             ingest_commands,
             query_runs,
+            no_group_commit,
             ..
         } => {
             let options = filiera_bench::scenarios::ScenarioOptions {
@@ -497,6 +502,7 @@ async fn main() -> anyhow::Result<()> {
                 clients,
                 ingest_commands,
                 query_runs,
+                group_commit: !no_group_commit,
             };
             let report = filiera_bench::scenarios::scenarios(&options, |line| {
                 tracing::info!("{line}");

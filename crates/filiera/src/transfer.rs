@@ -229,6 +229,7 @@ impl<W: Write> Import<'_, W> {
                 ctx: CommandContext {
                     principal: "import".into(),
                     idempotency: Some(p.key.clone()),
+                    scope: None,
                 },
             })
             .collect();
@@ -256,6 +257,8 @@ impl<W: Write> Import<'_, W> {
             let why = match rejection {
                 Rejection::Refused(err) => format!("{} ({})", refusal_detail(&err), err.code()),
                 Rejection::Conflict => "another writer changed this beneficiary".into(),
+                // The import writes to every stream.
+                Rejection::OutOfScope => "outside the importer's scope".into(),
                 Rejection::IdempotencyKeyReused => format!(
                     "this line differs from the one imported earlier in batch `{}`",
                     self.batch
