@@ -384,6 +384,10 @@ impl Projections {
     }
 }
 
+/// How long the runner lets writes gather after it is woken, at most that much added to the
+/// projection's lag.
+const SETTLE: Duration = Duration::from_millis(10);
+
 /// The runner as a leader-only job: while this process leads, steps as long as there is work,
 /// then waits for a wake-up, a poll tick or a local rebuild request.
 struct RunnerJob {
@@ -433,6 +437,10 @@ impl LeaderJob for RunnerJob {
             shared.nudge.notified(),
         )
         .await;
+        // Under a stream of writes one commit is followed by more within milliseconds: a
+        // moment's wait lets one step (a feed page, a timeline load, an upsert, a commit) take
+        // them together instead of one step per commit competing with the writers.
+        tokio::time::sleep(SETTLE).await;
     }
 
     async fn resign(&mut self) {
