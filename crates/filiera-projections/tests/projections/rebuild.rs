@@ -207,7 +207,11 @@ pub async fn a_fresh_generation_stores_rows_exactly_as_given(h: &Harness) -> any
     ];
     fill.write(&second).await?;
     let stored = stored_rows(store, building).await?;
-    ensure!(stored.len() == first.len() + 1, "{} rows stored", stored.len());
+    ensure!(
+        stored.len() == first.len() + 1,
+        "{} rows stored",
+        stored.len()
+    );
     for (id, timeline) in &second {
         let row = stored.iter().find(|r| &r.0 == id).context("a row")?;
         ensure!(
