@@ -84,8 +84,11 @@ pub async fn rebuild_until_swapped(
             continue;
         };
         outcome.built_here = true;
+        // The retired generations' rows are left to a server's runner, which deletes them in
+        // the background: queries never read them, and deleting a region's rows takes seconds.
         let mut runner = Runner::new(store, name, settings.batch_size)?
-            .catching_up_by(settings.catch_up_timelines);
+            .catching_up_by(settings.catch_up_timelines)
+            .leaving_retired_rows();
         let mut checked = Instant::now();
         let result = loop {
             if checked.elapsed() >= settings.leadership_check {
@@ -103,9 +106,6 @@ pub async fn rebuild_until_swapped(
                 reported = Instant::now();
             }
             if step.swapped == Some(generation) || swapped(&model, name, generation).await? {
-                // The retired generation's rows are left to the next runner (a server's, or the
-                // next rebuild's), which deletes them in the background: queries never read
-                // them, and deleting a region's rows takes seconds.
                 break Ok(true);
             }
             if !step.more_to_do() {

@@ -16,6 +16,7 @@ use std::collections::{HashMap, HashSet};
 
 use filiera_domain::Timeline;
 use filiera_store::{FeedPart, Pool, Store, StoredEvent};
+use uuid::Uuid;
 
 use crate::ProjectionError;
 use crate::read_model::{Generation, ReadModel, RowSource, Rows, TimelineRow};
@@ -83,6 +84,8 @@ pub struct Runner {
     catch_up: usize,
     /// Retired rows may be left (after a swap, or a crash before they were deleted).
     purge_pending: bool,
+    /// Whether it deletes retired rows at all (see [`Runner::leaving_retired_rows`]).
+    purges: bool,
     /// The projection's first generation is known to exist.
     initialized: bool,
 }
@@ -98,6 +101,7 @@ impl Runner {
             batch_size: batch_size.max(1),
             catch_up: 0,
             purge_pending: true,
+            purges: true,
             initialized: false,
         })
     }
@@ -107,6 +111,15 @@ impl Runner {
     /// only). This bounds a catch-up's memory by the timelines it holds, not by events.
     pub fn catching_up_by(mut self, timelines: usize) -> Self {
         self.catch_up = timelines;
+        self
+    }
+
+    /// A runner that never deletes the rows of retired generations: `filiera rebuild`'s, which
+    /// stops at the swap. Deleting a retired generation's rows takes seconds at a million
+    /// events (about 0.4 s per 50,000 rows) and no query reads them; the next runner that
+    /// purges (a server's) does it in the background.
+    pub fn leaving_retired_rows(mut self) -> Self {
+        self.purges = false;
         self
     }
 
@@ -163,7 +176,7 @@ impl Runner {
             }
             report.building = Some(outcome);
         }
-        if self.purge_pending {
+        if self.purges && self.purge_pending {
             report.purged = self
                 .model
                 .purge_retired(self.projection, PURGE_CHUNK)
@@ -361,14 +374,15 @@ impl RowSource for &mut InParts<'_> {
     }
 }
 
-/// The timelines a batch changes, as the batch goes.
+/// The timelines a batch changes, as the batch goes, by beneficiary (the store's id: no text
+/// made per event).
 struct Fold {
     /// Whether the generation may hold timelines already (its checkpoint is past 0: rows are
     /// only ever written together with a checkpoint move).
     stored: bool,
-    timelines: HashMap<String, (Timeline, bool)>,
-    /// Changed beneficiaries, in the order they first changed.
-    order: Vec<String>,
+    timelines: HashMap<Uuid, (Timeline, bool)>,
+    /// Changed beneficiaries.
+    changed: Vec<Uuid>,
 }
 
 impl Fold {
@@ -376,7 +390,7 @@ impl Fold {
         Self {
             stored,
             timelines: HashMap::new(),
-            order: Vec::new(),
+            changed: Vec::new(),
         }
     }
 
@@ -393,8 +407,9 @@ impl Fold {
                 let mut seen = HashSet::new();
                 events
                     .iter()
-                    .map(|e| e.beneficiary_id.to_string())
-                    .filter(|id| !self.timelines.contains_key(id) && seen.insert(id.clone()))
+                    .map(|e| e.beneficiary_id)
+                    .filter(|id| !self.timelines.contains_key(id) && seen.insert(*id))
+                    .map(|id| id.to_string())
                     .collect()
             };
             if !ids.is_empty() {
@@ -403,36 +418,41 @@ impl Fold {
                     .load_timelines(runner.projection, generation, &ids)
                     .await?;
                 for (id, timeline) in crate::read_model::decode(stored)? {
+                    let id = Uuid::parse_str(&id).map_err(|e| {
+                        ProjectionError::Corrupt(format!("stored beneficiary id {id}: {e}"))
+                    })?;
                     self.timelines.insert(id, (timeline, false));
                 }
             }
         }
         for stored in events {
             let (beneficiary, recorded) = stored.into_recorded();
-            let id = beneficiary.to_string();
             let (timeline, changed) = self
                 .timelines
-                .entry(id.clone())
-                .or_insert_with(|| (Timeline::new(id.clone()), false));
+                .entry(beneficiary)
+                .or_insert_with(|| (Timeline::new(beneficiary.to_string()), false));
             if timeline.apply(&recorded) && !*changed {
                 *changed = true;
-                self.order.push(id);
+                self.changed.push(beneficiary);
             }
         }
         Ok(())
     }
 
     /// The changed timelines as rows, encoded as they are taken (each timeline dropped once
-    /// encoded).
+    /// encoded), in beneficiary order: the order of the table's primary key (a UUID's bytes
+    /// and its text sort alike), so that PostgreSQL adds a new generation's rows at the end of
+    /// its index instead of searching it for each row (a fifth less time to store them).
     fn into_rows(self) -> impl Iterator<Item = Result<(String, String), ProjectionError>> {
         let Self {
             mut timelines,
-            order,
+            mut changed,
             ..
         } = self;
-        order.into_iter().filter_map(move |id| {
+        changed.sort_unstable();
+        changed.into_iter().filter_map(move |id| {
             let (timeline, _) = timelines.remove(&id)?;
-            Some(crate::read_model::encode(&id, &timeline))
+            Some(crate::read_model::encode(&id.to_string(), &timeline))
         })
     }
 }

@@ -18,7 +18,10 @@ use exactly_once::{
 };
 use leadership::one_leader_and_a_takeover_when_it_dies;
 use live::new_events_reach_the_projection;
-use rebuild::{rebuild_from_another_process, rebuild_swaps_in_without_downtime};
+use rebuild::{
+    a_fresh_generation_stores_rows_exactly_as_given, rebuild_from_another_process,
+    rebuild_swaps_in_without_downtime,
+};
 use replay::projection_equals_replay_for_hand_written_histories;
 use upgrade::{
     an_older_release_rebuild_is_started_again,
@@ -36,6 +39,7 @@ filiera_testkit::on_both_backends!(
     worked_example_of_the_metrics_doc,
     rebuild_swaps_in_without_downtime,
     rebuild_from_another_process,
+    a_fresh_generation_stores_rows_exactly_as_given,
     one_leader_and_a_takeover_when_it_dies,
     new_events_reach_the_projection,
     an_outdated_read_model_is_rebuilt_and_refused_meanwhile,

@@ -6,9 +6,10 @@ use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 
 use anyhow::{Context as _, ensure};
 use filiera_projections::{
-    ProjectionError, ProjectionState, Projections, Runner, TERRITORY_METRICS, leadership_job,
-    rebuild_until_swapped,
+    ProjectionError, ProjectionState, ProjectionTables, Projections, Runner, TERRITORY_METRICS,
+    leadership_job, rebuild_until_swapped,
 };
+use filiera_store::{Store, on_pool};
 
 use crate::common::*;
 
@@ -145,6 +146,10 @@ pub async fn rebuild_from_another_process(h: &Harness) -> anyhow::Result<()> {
         "{alone:?}"
     );
     assert_rows_match_replay(store, 2).await?;
+    ensure!(
+        !stored_timelines(store, 1).await?.is_empty(),
+        "the rebuild left the retired generation's rows to a server's runner"
+    );
 
     let server_store = h.another_store().await?;
     let server = Projections::start(server_store.clone(), settings.clone()).await?;
@@ -168,4 +173,78 @@ pub async fn rebuild_from_another_process(h: &Harness) -> anyhow::Result<()> {
     server.shutdown().await;
     let _ = reports;
     Ok(())
+}
+
+/// A generation's first batch stores every row exactly as given, whatever characters the JSON
+/// holds, stamped with the batch's checkpoint; the next batch upserts over them.
+pub async fn a_fresh_generation_stores_rows_exactly_as_given(h: &Harness) -> anyhow::Result<()> {
+    let store = &h.store;
+    let tables = ProjectionTables::new(store, TERRITORY_METRICS)?;
+    let Ok(mut fill) = tables.fill_generation().await? else {
+        anyhow::bail!("a rebuild was left over");
+    };
+    // Backslashes, tabs, quotes and newlines, which a bulk path in a text format would escape.
+    let awkward = r#"{"a":"back\\slash \t tab \" quote \n newline","b":"àè€ 😀"}"#;
+    let first: Vec<(String, String)> = (0..25_000)
+        .map(|i| (format!("b-{i:05}"), format!("{awkward}{i}")))
+        .collect();
+    fill.write(&first).await?;
+    let building = building_generation(store).await?;
+    let stored = stored_rows(store, building).await?;
+    ensure!(stored.len() == first.len(), "{} rows stored", stored.len());
+    let position = stored[0].2;
+    for ((id, timeline), row) in first.iter().zip(&stored) {
+        ensure!(
+            (id, timeline, position) == (&row.0, &row.1, row.2),
+            "row {id} came back as {row:?}"
+        );
+    }
+
+    let second = vec![
+        ("b-00007".to_owned(), "seven".to_owned()),
+        ("b-99999".to_owned(), "new".to_owned()),
+    ];
+    fill.write(&second).await?;
+    let stored = stored_rows(store, building).await?;
+    ensure!(
+        stored.len() == first.len() + 1,
+        "{} rows stored",
+        stored.len()
+    );
+    for (id, timeline) in &second {
+        let row = stored.iter().find(|r| &r.0 == id).context("a row")?;
+        ensure!(
+            &row.1 == timeline && row.2 > position,
+            "row {id} came back as {row:?}"
+        );
+    }
+    fill.swap_in().await?;
+    Ok(())
+}
+
+/// The generation being built.
+async fn building_generation(store: &Store) -> anyhow::Result<i64> {
+    Ok(on_pool!(store.database().reader(), |pool| {
+        sqlx::query_scalar(
+            "SELECT generation FROM projection_generations \
+             WHERE projection = $1 AND status = 'building'",
+        )
+        .bind(TERRITORY_METRICS)
+        .fetch_one(pool)
+        .await?
+    }))
+}
+
+/// A generation's rows as stored, by beneficiary: id, timeline text, checkpoint stamp.
+async fn stored_rows(store: &Store, generation: i64) -> anyhow::Result<Vec<(String, String, i64)>> {
+    Ok(on_pool!(store.database().reader(), |pool| {
+        sqlx::query_as(
+            "SELECT beneficiary_id, timeline, updated_position FROM projection_timelines \
+             WHERE projection = $1 AND generation = $2 ORDER BY beneficiary_id",
+        )
+        .bind(TERRITORY_METRICS)
+        .bind(generation)
+        .fetch_all(pool)
+        .await?
+    }))
 }
