@@ -137,6 +137,7 @@ pub(crate) fn walk(
         timeline,
         horizon.known_at,
         &[horizon.to],
+        &mut Vec::new(),
         |walked| match walked {
             Walked::Fact(fact, _) => on_fact(fact),
             Walked::End(_, state) => end = Some(*state),
@@ -151,11 +152,14 @@ pub(crate) fn walk(
 /// events with `on <= to` are a prefix of the visible events (fact 2 of the timeline docs). A
 /// stream that breaks that order (writers whose clocks disagree can make `recorded_at` go
 /// back) is walked once per horizon instead, each walk's facts marked for its horizon only.
-/// Reports no end state when the beneficiary is not visible.
+/// Reports no end state when the beneficiary is not visible. `snapshots` is a buffer for the
+/// states at the horizons, reused from one timeline to the next so that a fold allocates
+/// nothing per beneficiary.
 pub(crate) fn walk_horizons(
     timeline: &Timeline,
     known_at: DateTime<Utc>,
     tos: &[NaiveDate],
+    snapshots: &mut Vec<EndState>,
     mut report: impl FnMut(Walked<'_>),
 ) {
     let Some(&last) = tos.last() else { return };
@@ -177,12 +181,12 @@ pub(crate) fn walk_horizons(
         }
         return;
     }
-    let mut snapshots = Vec::with_capacity(tos.len());
+    snapshots.clear();
     if pass(
         timeline,
         known_at,
         last,
-        Some((tos, &mut snapshots)),
+        Some((tos, &mut *snapshots)),
         &mut on_fact,
     )
     .is_some()
