@@ -46,7 +46,7 @@ pub use event::{
 };
 pub use metrics::{
     AuditList, AuditQuery, MetricsBreakdown, MetricsQuery, MetricsSeries, ProviderScorecard,
-    RecordedEvent, RegionalDocuments, TerritoryMetrics, Timeline, TimelineIndex,
+    RecordedEvent, RegionalDocuments, TerritoryMetrics, Timeline, TimelineIndex, TimelineView,
     provider_scorecard, regional_documents, reiteration_audit, territory_metrics,
     territory_metrics_many,
 };

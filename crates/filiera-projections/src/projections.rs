@@ -163,7 +163,7 @@ impl Projections {
         query: MetricsQuery,
     ) -> Result<ProviderScorecard, ProjectionError> {
         self.fold(move |timelines, catalogue, registry| {
-            provider_scorecard(timelines.timelines(), &query, catalogue, registry)
+            provider_scorecard(timelines.views(), &query, catalogue, registry)
         })
         .await
     }
@@ -172,7 +172,7 @@ impl Projections {
     #[tracing::instrument(name = "projections.audit", level = "debug", skip_all, fields(territory = ?query.territory))]
     pub async fn audit(&self, query: AuditQuery) -> Result<AuditList, ProjectionError> {
         self.fold(move |timelines, catalogue, registry| {
-            reiteration_audit(timelines.timelines(), &query, catalogue, registry)
+            reiteration_audit(timelines.views(), &query, catalogue, registry)
         })
         .await
     }
@@ -187,12 +187,7 @@ impl Projections {
     ) -> Result<crate::RegionalSnapshot, ProjectionError> {
         let (documents, position) = self
             .fold_at(move |timelines, catalogue, registry| {
-                filiera_domain::regional_documents(
-                    timelines.timelines(),
-                    &query,
-                    catalogue,
-                    registry,
-                )
+                filiera_domain::regional_documents(timelines.views(), &query, catalogue, registry)
             })
             .await?;
         crate::RegionalSnapshot::at(&self.shared.store, documents, position).await

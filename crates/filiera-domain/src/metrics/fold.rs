@@ -1,6 +1,7 @@
 //! The metric fold (SPEC 3): [`territory_metrics`] over many [`Timeline`]s.
 
 use std::collections::BTreeMap;
+use std::ops::Range;
 
 use foldhash::{HashMap, HashSet};
 
@@ -13,7 +14,7 @@ use crate::territory::{TerritoryCode, TerritoryRegistry};
 
 use super::index::{Codes, Resolved};
 use super::stats::{OrderedMap, Stats};
-use super::timeline::{LocalId, Timeline};
+use super::timeline::{LocalId, Timeline, TimelineView};
 use super::walk::{EndState, Fact, Walked, days_between, walk_horizons};
 
 /// The key of `active_at_end` for beneficiaries with an open spell and no open episode.
@@ -360,8 +361,8 @@ pub struct TerritoryMetrics {
 ///   the others.
 /// - `transitions_by_occupability`: the entries of `transitions`, by the occupability of the
 ///   latest visible assessment before each in stream order, in any spell (`unassessed` if none).
-pub fn territory_metrics<'a>(
-    timelines: impl IntoIterator<Item = &'a Timeline>,
+pub fn territory_metrics<'a, T: Into<TimelineView<'a>>>(
+    timelines: impl IntoIterator<Item = T>,
     query: &MetricsQuery,
     catalogue: &StageCatalogue,
     registry: &TerritoryRegistry,
@@ -375,13 +376,13 @@ pub fn territory_metrics<'a>(
 /// over the timelines, each equal to [`territory_metrics`] of its query. Queries known at the
 /// same instant share one walk of each timeline ([`walk_horizons`], one horizon per distinct
 /// `to`); each fact goes only to the queries whose scope holds its attribution territory.
-pub fn territory_metrics_many<'a>(
-    timelines: impl IntoIterator<Item = &'a Timeline>,
+pub fn territory_metrics_many<'a, T: Into<TimelineView<'a>>>(
+    timelines: impl IntoIterator<Item = T>,
     queries: &[MetricsQuery],
     catalogue: &StageCatalogue,
     registry: &TerritoryRegistry,
 ) -> Vec<TerritoryMetrics> {
-    let timelines: Vec<&Timeline> = timelines.into_iter().collect();
+    let timelines: Vec<TimelineView<'_>> = timelines.into_iter().map(Into::into).collect();
     fold_timelines(&timelines, None, queries, catalogue, registry)
 }
 
@@ -399,12 +400,13 @@ pub fn territory_metrics_in_parts(
     catalogue: &StageCatalogue,
     registry: &TerritoryRegistry,
 ) -> Vec<TerritoryMetrics> {
-    fold_timelines(timelines, Some(parts), queries, catalogue, registry)
+    let timelines: Vec<TimelineView<'_>> = timelines.iter().map(|&t| t.into()).collect();
+    fold_timelines(&timelines, Some(parts), queries, catalogue, registry)
 }
 
 /// Resolves the codes of `timelines` for this fold alone, then folds them.
 fn fold_timelines(
-    timelines: &[&Timeline],
+    timelines: &[TimelineView<'_>],
     parts: Option<usize>,
     queries: &[MetricsQuery],
     catalogue: &StageCatalogue,
@@ -415,26 +417,34 @@ fn fold_timelines(
     let resolved: Vec<Resolved<'_>> = timelines
         .iter()
         .zip(starts.windows(2))
-        .map(|(&timeline, span)| Resolved {
-            timeline,
-            ids: &ids[span[0]..span[1]],
-        })
+        .map(|(&view, span)| Resolved::new(view, &ids[span[0]..span[1]]))
         .collect();
-    fold_resolved(&codes, &resolved, parts, queries, catalogue, registry)
+    let get = |i: usize| resolved[i];
+    fold_resolved(
+        &codes,
+        resolved.len(),
+        get,
+        parts,
+        queries,
+        catalogue,
+        registry,
+    )
 }
 
-/// The documents of `queries` over timelines whose codes are resolved in `codes`, folded in
-/// `parts` (by default, on every core from [`PARALLEL_FROM`] timelines on).
-pub(crate) fn fold_resolved(
+/// The documents of `queries` over `count` timelines, the `i`-th being `timeline(i)`, whose
+/// codes are resolved in `codes`, folded in `parts` (by default, on every core from
+/// [`PARALLEL_FROM`] timelines on).
+pub(crate) fn fold_resolved<'t>(
     codes: &Codes,
-    timelines: &[Resolved<'_>],
+    count: usize,
+    timeline: impl Fn(usize) -> Resolved<'t> + Sync,
     parts: Option<usize>,
     queries: &[MetricsQuery],
     catalogue: &StageCatalogue,
     registry: &TerritoryRegistry,
 ) -> Vec<TerritoryMetrics> {
     let parts = parts.unwrap_or_else(|| {
-        if timelines.len() < PARALLEL_FROM {
+        if count < PARALLEL_FROM {
             1
         } else {
             std::thread::available_parallelism().map_or(1, |n| n.get())
@@ -448,16 +458,22 @@ pub(crate) fn fold_resolved(
         .map(|code| stages.0.get(code.as_str()).copied())
         .collect();
     let groups = Group::of(queries, codes, registry);
-    let fold = |part: &[Resolved<'_>]| fold_part(part, queries, &groups, &positions, stages.len());
-    let parts = parts.clamp(1, timelines.len().max(1));
+    let fold = |part: Range<usize>| {
+        let timelines = part.map(&timeline);
+        fold_part(timelines, queries, &groups, &positions, stages.len())
+    };
+    let parts = parts.clamp(1, count.max(1));
     let mut accumulators = if parts == 1 {
-        fold(timelines)
+        fold(0..count)
     } else {
-        let size = timelines.len().div_ceil(parts);
+        let size = count.div_ceil(parts);
         std::thread::scope(|scope| {
-            let folds: Vec<_> = timelines
-                .chunks(size)
-                .map(|part| scope.spawn(move || fold(part)))
+            let folds: Vec<_> = (0..count)
+                .step_by(size)
+                .map(|start| {
+                    let fold = &fold;
+                    scope.spawn(move || fold(start..(start + size).min(count)))
+                })
                 .collect();
             let mut totals: Option<Vec<Accumulator>> = None;
             for fold in folds {
@@ -485,8 +501,8 @@ pub(crate) fn fold_resolved(
 
 /// The running totals of every query over `timelines`. `positions` gives the catalogue
 /// position of each shared stage id.
-fn fold_part(
-    timelines: &[Resolved<'_>],
+fn fold_part<'t>(
+    timelines: impl Iterator<Item = Resolved<'t>>,
     queries: &[MetricsQuery],
     groups: &[Group],
     positions: &[Option<usize>],
@@ -500,9 +516,9 @@ fn fold_part(
     let mut snapshots = Vec::new();
     for resolved in timelines {
         let timeline = resolved.timeline;
-        let territories = resolved.territories();
+        let territories = resolved.territories;
         let stages = Stages {
-            ids: resolved.stages(),
+            ids: resolved.stages,
             positions,
         };
         for group in groups {
@@ -553,7 +569,7 @@ fn fold_part(
                 }
             };
             walk_horizons(
-                timeline,
+                resolved.entries,
                 group.known_at,
                 &group.horizons,
                 &mut snapshots,

@@ -60,4 +60,4 @@ pub use series::{
     breakdown_to_csv, series_to_csv,
 };
 pub use stats::{OrderedMap, Stats, percentile};
-pub use timeline::{EntryKind, LocalId, RecordedEvent, Timeline, TimelineEntry};
+pub use timeline::{EntryKind, LocalId, RecordedEvent, Timeline, TimelineEntry, TimelineView};

@@ -321,6 +321,16 @@ proptest! {
             &index.territory_metrics(&queries[0], &catalogue, &registry),
             &many[0]
         );
+        // The folds that read the index's timelines one by one see them whole.
+        let audit = AuditQuery::from(&queries[0]);
+        prop_assert_eq!(
+            serde_json::to_value(reiteration_audit(index.views(), &audit, &catalogue, &registry)).unwrap(),
+            serde_json::to_value(reiteration_audit(&timelines, &audit, &catalogue, &registry)).unwrap()
+        );
+        prop_assert_eq!(
+            provider_scorecard(index.views(), &queries[0], &catalogue, &registry),
+            provider_scorecard(&timelines, &queries[0], &catalogue, &registry)
+        );
     }
 
     /// The regional report's documents, folded together, are each the document of its own
