@@ -1,13 +1,14 @@
 //! [`TimelineIndex`]: timelines kept for many folds (the query cache), with the codes each one
-//! names resolved once, when it is inserted, to ids shared by every timeline.
+//! names resolved once, when it is inserted, to ids shared by every timeline, and what a fold
+//! reads of them kept in arrays in the order it reads them.
 //!
 //! A timeline names its territories and stages by codes local to it ([`LocalId`]s into its own
 //! tables). A fold must resolve them against the query (which territories are in scope, which
-//! catalogue stage a code is), and resolving codes by hashing and comparing their text, for
-//! every timeline of a region at every query, was most of a region query's time: the text of
-//! each code is a heap allocation of its own, read once per timeline. Here each timeline
-//! carries its codes as small integers into one table per kind ([`Codes`]), so a fold resolves
-//! a query once per code of the table and then reads an array per timeline.
+//! catalogue stage a code is); resolving them by hashing and comparing their text, each a heap
+//! allocation of its own, was a cost paid for every timeline of a region at every query. Here
+//! each timeline carries its codes as small integers into one table per kind, so a fold
+//! resolves a query once per code of those tables and then reads an array per timeline.
+//! docs/performance.md ("Region queries") has the profile and the figures.
 //!
 //! [`LocalId`]: super::LocalId
 
