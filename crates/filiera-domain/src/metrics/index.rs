@@ -94,7 +94,7 @@ impl<T: Hash + Eq + Clone> Interner<T> {
 }
 
 /// What a fold reads of one timeline: its codes' shared ids and its entries (the timeline's
-/// own, or the index's copy of them).
+/// own, or those an index keeps for it).
 #[derive(Clone, Copy, Debug)]
 pub(crate) struct Resolved<'t> {
     /// The tables, read only for what is rare (a stage outside the catalogue).
@@ -133,18 +133,18 @@ pub struct TimelineIndex {
     codes: Codes,
     /// The timelines' tables; their entries are in `entries`.
     timelines: Vec<Timeline>,
-    /// Where each timeline's copies are in `ids` and `entries`.
+    /// Where each timeline's shared ids and entries are in `ids` and `entries`.
     spans: Vec<Span>,
     by_key: HashMap<String, usize>,
     ids: Vec<u32>,
     entries: Vec<TimelineEntry>,
-    /// How many of `entries` belong to replaced timelines; the copies are made again, without
-    /// them, when they outnumber the others.
+    /// How many of `entries` belong to replaced timelines; the arrays are written again,
+    /// without them, when they outnumber the others.
     stale: usize,
 }
 
-/// Where one timeline's copies are: `territories` then `stages` ids from `ids`, `len` entries
-/// from `entries`.
+/// Where one timeline's shared ids and entries are: `territories` then `stages` ids from
+/// `ids`, `len` entries from `entries`.
 #[derive(Clone, Copy, Debug)]
 struct Span {
     ids: u32,
@@ -183,7 +183,7 @@ impl TimelineIndex {
         }
     }
 
-    /// Copies again what a fold reads of every timeline, in order, dropping the copies of
+    /// Writes the arrays again, every timeline's ids and entries in order, without those of
     /// replaced timelines.
     fn compact(&mut self) {
         let mut ids = Vec::with_capacity(self.ids.len());
@@ -223,11 +223,6 @@ impl TimelineIndex {
     /// Whether it holds none.
     pub fn is_empty(&self) -> bool {
         self.timelines.is_empty()
-    }
-
-    /// The timeline under `key`, if any.
-    pub fn get(&self, key: &str) -> Option<TimelineView<'_>> {
-        self.by_key.get(key).map(|&i| self.view(i))
     }
 
     /// Every timeline, in no particular order, for the folds that take timelines one by one
@@ -278,7 +273,7 @@ impl TimelineIndex {
     }
 }
 
-/// An index into the copies, which hold fewer than 2^32 items (`u32` keeps [`Span`] small).
+/// An index into the arrays, which hold fewer than 2^32 items (`u32` keeps [`Span`] small).
 fn offset(n: usize) -> u32 {
     u32::try_from(n).expect("fewer than 2^32 entries in memory")
 }
@@ -328,7 +323,7 @@ mod tests {
         index.insert("b".into(), timeline("b", "LOM-BG"));
         index.insert("a".into(), timeline("a", "PIE"));
         assert_eq!(index.len(), 2);
-        let a = index.get("a").expect("a is held");
+        let a = index.view(index.by_key["a"]);
         assert_eq!(a.timeline.territories()[0].as_str(), "PIE");
         assert_eq!(a.entries, timeline("a", "PIE").entries());
         // Two territories seen, each interned once whatever the number of timelines.
