@@ -46,8 +46,9 @@ pub use event::{
 };
 pub use metrics::{
     AuditList, AuditQuery, MetricsBreakdown, MetricsQuery, MetricsSeries, ProviderScorecard,
-    RecordedEvent, RegionalDocuments, TerritoryMetrics, Timeline, provider_scorecard,
-    regional_documents, reiteration_audit, territory_metrics, territory_metrics_many,
+    RecordedEvent, RegionalDocuments, TerritoryMetrics, Timeline, TimelineIndex, TimelineView,
+    provider_scorecard, regional_documents, reiteration_audit, territory_metrics,
+    territory_metrics_many,
 };
 pub use provider::{Provider, ProviderCode, ProviderDef, ProviderRegistry};
 pub use state::{PathwayCounts, PathwayState, PathwayStatus};

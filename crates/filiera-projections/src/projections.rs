@@ -9,8 +9,8 @@ use std::time::Duration;
 use filiera_domain::metrics::series::{breakdown_queries, series_queries};
 use filiera_domain::{
     AuditList, AuditQuery, MetricsBreakdown, MetricsQuery, MetricsSeries, ProviderScorecard,
-    StageCatalogue, TerritoryMetrics, TerritoryRegistry, Timeline, provider_scorecard,
-    reiteration_audit, territory_metrics, territory_metrics_many,
+    StageCatalogue, TerritoryMetrics, TerritoryRegistry, TimelineIndex, provider_scorecard,
+    reiteration_audit,
 };
 use filiera_store::Store;
 use filiera_store::jobs::{
@@ -117,7 +117,7 @@ impl Projections {
     #[tracing::instrument(name = "projections.metrics", level = "debug", skip_all, fields(territory = ?query.territory))]
     pub async fn metrics(&self, query: MetricsQuery) -> Result<TerritoryMetrics, ProjectionError> {
         self.fold(move |timelines, catalogue, registry| {
-            territory_metrics(timelines, &query, catalogue, registry)
+            timelines.territory_metrics(&query, catalogue, registry)
         })
         .await
     }
@@ -131,7 +131,7 @@ impl Projections {
         queries: Vec<MetricsQuery>,
     ) -> Result<Vec<TerritoryMetrics>, ProjectionError> {
         self.fold(move |timelines, catalogue, registry| {
-            territory_metrics_many(timelines, &queries, catalogue, registry)
+            timelines.territory_metrics_many(&queries, catalogue, registry)
         })
         .await
     }
@@ -163,7 +163,7 @@ impl Projections {
         query: MetricsQuery,
     ) -> Result<ProviderScorecard, ProjectionError> {
         self.fold(move |timelines, catalogue, registry| {
-            provider_scorecard(timelines, &query, catalogue, registry)
+            provider_scorecard(timelines.views(), &query, catalogue, registry)
         })
         .await
     }
@@ -172,7 +172,7 @@ impl Projections {
     #[tracing::instrument(name = "projections.audit", level = "debug", skip_all, fields(territory = ?query.territory))]
     pub async fn audit(&self, query: AuditQuery) -> Result<AuditList, ProjectionError> {
         self.fold(move |timelines, catalogue, registry| {
-            reiteration_audit(timelines, &query, catalogue, registry)
+            reiteration_audit(timelines.views(), &query, catalogue, registry)
         })
         .await
     }
@@ -187,7 +187,7 @@ impl Projections {
     ) -> Result<crate::RegionalSnapshot, ProjectionError> {
         let (documents, position) = self
             .fold_at(move |timelines, catalogue, registry| {
-                filiera_domain::regional_documents(timelines, &query, catalogue, registry)
+                filiera_domain::regional_documents(timelines.views(), &query, catalogue, registry)
             })
             .await?;
         crate::RegionalSnapshot::at(&self.shared.store, documents, position).await
@@ -196,13 +196,7 @@ impl Projections {
     /// Refreshes the cache, then runs `f` over its timelines on the blocking pool.
     async fn fold<R, F>(&self, f: F) -> Result<R, ProjectionError>
     where
-        F: FnOnce(
-                std::collections::hash_map::Values<'_, String, Timeline>,
-                &StageCatalogue,
-                &TerritoryRegistry,
-            ) -> R
-            + Send
-            + 'static,
+        F: FnOnce(&TimelineIndex, &StageCatalogue, &TerritoryRegistry) -> R + Send + 'static,
         R: Send + 'static,
     {
         Ok(self.fold_at(f).await?.0)
@@ -211,13 +205,7 @@ impl Projections {
     /// [`Self::fold`], with the checkpoint of the snapshot folded.
     async fn fold_at<R, F>(&self, f: F) -> Result<(R, i64), ProjectionError>
     where
-        F: FnOnce(
-                std::collections::hash_map::Values<'_, String, Timeline>,
-                &StageCatalogue,
-                &TerritoryRegistry,
-            ) -> R
-            + Send
-            + 'static,
+        F: FnOnce(&TimelineIndex, &StageCatalogue, &TerritoryRegistry) -> R + Send + 'static,
         R: Send + 'static,
     {
         let shared = &self.shared;
@@ -252,10 +240,7 @@ impl Projections {
                         current: crate::read_model::FORMAT,
                     });
                 }
-                Ok((
-                    f(state.timelines.values(), &catalogue, &registry),
-                    state.position,
-                ))
+                Ok((f(&state.timelines, &catalogue, &registry), state.position))
             })
             .await?
     }

@@ -89,14 +89,14 @@ impl GenerationStatus {
 
 /// Decodes timeline rows as stored in `projection_timelines.timeline`.
 pub(crate) fn decode(rows: Vec<TimelineRow>) -> Result<Vec<(String, Timeline)>, ProjectionError> {
-    rows.into_iter()
-        .map(|(id, json)| {
-            let timeline = serde_json::from_str(&json).map_err(|e| {
-                ProjectionError::Corrupt(format!("timeline of {id} does not decode: {e}"))
-            })?;
-            Ok((id, timeline))
-        })
-        .collect()
+    rows.into_iter().map(decode_row).collect()
+}
+
+/// Decodes one timeline row.
+pub(crate) fn decode_row((id, json): TimelineRow) -> Result<(String, Timeline), ProjectionError> {
+    let timeline = serde_json::from_str(&json)
+        .map_err(|e| ProjectionError::Corrupt(format!("timeline of {id} does not decode: {e}")))?;
+    Ok((id, timeline))
 }
 
 /// Encodes a timeline for `projection_timelines.timeline`.

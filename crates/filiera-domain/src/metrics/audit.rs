@@ -8,7 +8,7 @@ use crate::event::{Occupability, Transition};
 use crate::territory::{TerritoryCode, TerritoryRegistry};
 
 use super::fold::{LocalMaps, MetricsQuery, Scope};
-use super::timeline::Timeline;
+use super::timeline::TimelineView;
 use super::walk::{Fact, Horizon, walk};
 
 /// What the audit list is asked for.
@@ -92,8 +92,8 @@ pub struct AuditList {
 /// `>= threshold` — exactly the ones `reiteration.flagged` counts in [`super::territory_metrics`]
 /// for the same `territory`, `to`, `known_at` and `threshold`. The catalogue is not needed to
 /// list codes; it is taken so both entry points read alike.
-pub fn reiteration_audit<'a>(
-    timelines: impl IntoIterator<Item = &'a Timeline>,
+pub fn reiteration_audit<'a, T: Into<TimelineView<'a>>>(
+    timelines: impl IntoIterator<Item = T>,
     query: &AuditQuery,
     _catalogue: &StageCatalogue,
     registry: &TerritoryRegistry,
@@ -106,12 +106,13 @@ pub fn reiteration_audit<'a>(
     let mut local = LocalMaps::default();
     let mut entered = Vec::new();
     let mut beneficiaries = Vec::new();
-    for timeline in timelines {
+    for view in timelines {
+        let TimelineView { timeline, entries } = view.into();
         if !local.prepare(timeline, &scope, None) {
             continue;
         }
         entered.clear();
-        let end = walk(timeline, horizon, |fact| {
+        let end = walk(entries, horizon, |fact| {
             if let Fact::StageEntered {
                 stage,
                 on,

@@ -1,6 +1,7 @@
 //! The metric fold (SPEC 3): [`territory_metrics`] over many [`Timeline`]s.
 
 use std::collections::BTreeMap;
+use std::ops::Range;
 
 use foldhash::{HashMap, HashSet};
 
@@ -11,8 +12,9 @@ use crate::catalogue::{StageCatalogue, StageCode};
 use crate::event::{AssessmentKind, CloseOutcome, Occupability, Transition};
 use crate::territory::{TerritoryCode, TerritoryRegistry};
 
+use super::index::{Codes, Resolved};
 use super::stats::{OrderedMap, Stats};
-use super::timeline::{LocalId, Timeline};
+use super::timeline::{LocalId, Timeline, TimelineView};
 use super::walk::{EndState, Fact, Walked, days_between, walk_horizons};
 
 /// The key of `active_at_end` for beneficiaries with an open spell and no open episode.
@@ -359,8 +361,8 @@ pub struct TerritoryMetrics {
 ///   the others.
 /// - `transitions_by_occupability`: the entries of `transitions`, by the occupability of the
 ///   latest visible assessment before each in stream order, in any spell (`unassessed` if none).
-pub fn territory_metrics<'a>(
-    timelines: impl IntoIterator<Item = &'a Timeline>,
+pub fn territory_metrics<'a, T: Into<TimelineView<'a>>>(
+    timelines: impl IntoIterator<Item = T>,
     query: &MetricsQuery,
     catalogue: &StageCatalogue,
     registry: &TerritoryRegistry,
@@ -374,27 +376,22 @@ pub fn territory_metrics<'a>(
 /// over the timelines, each equal to [`territory_metrics`] of its query. Queries known at the
 /// same instant share one walk of each timeline ([`walk_horizons`], one horizon per distinct
 /// `to`); each fact goes only to the queries whose scope holds its attribution territory.
-pub fn territory_metrics_many<'a>(
-    timelines: impl IntoIterator<Item = &'a Timeline>,
+pub fn territory_metrics_many<'a, T: Into<TimelineView<'a>>>(
+    timelines: impl IntoIterator<Item = T>,
     queries: &[MetricsQuery],
     catalogue: &StageCatalogue,
     registry: &TerritoryRegistry,
 ) -> Vec<TerritoryMetrics> {
-    let timelines: Vec<&Timeline> = timelines.into_iter().collect();
-    let parts = if timelines.len() < PARALLEL_FROM {
-        1
-    } else {
-        std::thread::available_parallelism().map_or(1, |n| n.get())
-    };
-    territory_metrics_in_parts(&timelines, parts, queries, catalogue, registry)
+    let timelines: Vec<TimelineView<'_>> = timelines.into_iter().map(Into::into).collect();
+    fold_timelines(&timelines, None, queries, catalogue, registry)
 }
 
 /// From this many timelines on, [`territory_metrics_many`] folds them on every core.
 const PARALLEL_FROM: usize = 16_384;
 
 /// [`territory_metrics_many`] with the timelines split into `parts` folded on threads of their
-/// own, their totals added up before the statistics are taken (which sort their samples, so
-/// the documents do not depend on the split).
+/// own, their totals added up before the statistics are taken (which read their samples in
+/// value order, so the documents do not depend on the split).
 #[doc(hidden)]
 pub fn territory_metrics_in_parts(
     timelines: &[&Timeline],
@@ -403,17 +400,80 @@ pub fn territory_metrics_in_parts(
     catalogue: &StageCatalogue,
     registry: &TerritoryRegistry,
 ) -> Vec<TerritoryMetrics> {
+    let timelines: Vec<TimelineView<'_>> = timelines.iter().map(|&t| t.into()).collect();
+    fold_timelines(&timelines, Some(parts), queries, catalogue, registry)
+}
+
+/// Resolves the codes of `timelines` for this fold alone, then folds them.
+fn fold_timelines(
+    timelines: &[TimelineView<'_>],
+    parts: Option<usize>,
+    queries: &[MetricsQuery],
+    catalogue: &StageCatalogue,
+    registry: &TerritoryRegistry,
+) -> Vec<TerritoryMetrics> {
+    let mut codes = Codes::default();
+    let (ids, starts) = codes.resolve_all(timelines);
+    let resolved: Vec<Resolved<'_>> = timelines
+        .iter()
+        .zip(starts.windows(2))
+        .map(|(&view, span)| Resolved::new(view, &ids[span[0]..span[1]]))
+        .collect();
+    let get = |i: usize| resolved[i];
+    fold_resolved(
+        &codes,
+        resolved.len(),
+        get,
+        parts,
+        queries,
+        catalogue,
+        registry,
+    )
+}
+
+/// The documents of `queries` over `count` timelines, the `i`-th being `timeline(i)`, whose
+/// codes are resolved in `codes`, folded in `parts` (by default, on every core from
+/// [`PARALLEL_FROM`] timelines on).
+pub(crate) fn fold_resolved<'t>(
+    codes: &Codes,
+    count: usize,
+    timeline: impl Fn(usize) -> Resolved<'t> + Sync,
+    parts: Option<usize>,
+    queries: &[MetricsQuery],
+    catalogue: &StageCatalogue,
+    registry: &TerritoryRegistry,
+) -> Vec<TerritoryMetrics> {
+    let parts = parts.unwrap_or_else(|| {
+        if count < PARALLEL_FROM {
+            1
+        } else {
+            std::thread::available_parallelism().map_or(1, |n| n.get())
+        }
+    });
     let stages = StageIndex::new(catalogue);
-    let fold = |part: &[&Timeline]| fold_part(part, queries, &stages, registry);
-    let parts = parts.clamp(1, timelines.len().max(1));
+    let positions: Vec<Option<usize>> = codes
+        .stages
+        .codes()
+        .iter()
+        .map(|code| stages.0.get(code.as_str()).copied())
+        .collect();
+    let groups = Group::of(queries, codes, registry);
+    let fold = |part: Range<usize>| {
+        let timelines = part.map(&timeline);
+        fold_part(timelines, queries, &groups, &positions, stages.len())
+    };
+    let parts = parts.clamp(1, count.max(1));
     let mut accumulators = if parts == 1 {
-        fold(timelines)
+        fold(0..count)
     } else {
-        let size = timelines.len().div_ceil(parts);
+        let size = count.div_ceil(parts);
         std::thread::scope(|scope| {
-            let folds: Vec<_> = timelines
-                .chunks(size)
-                .map(|part| scope.spawn(move || fold(part)))
+            let folds: Vec<_> = (0..count)
+                .step_by(size)
+                .map(|start| {
+                    let fold = &fold;
+                    scope.spawn(move || fold(start..(start + size).min(count)))
+                })
                 .collect();
             let mut totals: Option<Vec<Accumulator>> = None;
             for fold in folds {
@@ -439,72 +499,82 @@ pub fn territory_metrics_in_parts(
         .collect()
 }
 
-/// The running totals of every query over `timelines`.
-fn fold_part(
-    timelines: &[&Timeline],
+/// The running totals of every query over `timelines`. `positions` gives the catalogue
+/// position of each shared stage id.
+fn fold_part<'t>(
+    timelines: impl Iterator<Item = Resolved<'t>>,
     queries: &[MetricsQuery],
-    stages: &StageIndex<'_>,
-    registry: &TerritoryRegistry,
+    groups: &[Group],
+    positions: &[Option<usize>],
+    stage_count: usize,
 ) -> Vec<Accumulator> {
     let mut accumulators: Vec<Accumulator> = queries
         .iter()
-        .map(|query| Accumulator::new(query, stages.len()))
+        .map(|query| Accumulator::new(query, stage_count))
         .collect();
-    let mut groups = Group::of(queries, registry);
-    let mut local = LocalMaps::default();
     let mut candidates: Vec<usize> = Vec::new();
-    for &timeline in timelines {
-        let mut prepared = false;
-        for group in &mut groups {
-            if !group.router.prepare(timeline) {
+    let mut snapshots = Vec::new();
+    for resolved in timelines {
+        let timeline = resolved.timeline;
+        let territories = resolved.territories;
+        let stages = Stages {
+            ids: resolved.stages,
+            positions,
+        };
+        for group in groups {
+            let router = Routes {
+                territories,
+                by_id: &group.by_id,
+            };
+            if !router.any() {
                 continue;
             }
-            if !prepared {
-                local.prepare(timeline, &Scope::Everything, Some(stages));
-                prepared = true;
-            }
-            let router = &group.router;
-            walk_horizons(timeline, group.known_at, &group.horizons, |walked| {
-                match walked {
-                    Walked::Fact(fact, only) => {
-                        for &q in router.queries(fact.territory()) {
-                            if only.is_none_or(|horizon| group.horizon_of[q] == Some(horizon)) {
-                                accumulators[q].fact(fact, &local, timeline);
-                            }
-                        }
-                    }
-                    Walked::End(horizon, end) => {
-                        let at_horizon = &group.at_horizon[horizon];
-                        if at_horizon.len() <= FEW {
-                            for &q in at_horizon {
-                                let in_scope = |id| router.queries(id).contains(&q);
-                                accumulators[q].end(end, &in_scope, &local, &queries[q]);
-                            }
-                            return;
-                        }
-                        // Many queries end here (a breakdown's hundreds of children): only
-                        // those holding a territory the end state is attributed to count it.
-                        let territories = [
-                            Some(end.territory),
-                            end.spell.map(|s| s.territory),
-                            end.episode.map(|(_, e)| e.territory),
-                        ];
-                        candidates.clear();
-                        for id in territories.into_iter().flatten() {
-                            candidates.extend_from_slice(router.queries(id));
-                        }
-                        candidates.sort_unstable();
-                        candidates.dedup();
-                        for &q in &candidates {
-                            if group.horizon_of[q] != Some(horizon) {
-                                continue;
-                            }
-                            let in_scope = |id| router.queries(id).contains(&q);
-                            accumulators[q].end(end, &in_scope, &local, &queries[q]);
+            let mut on_walked = |walked: Walked<'_>| match walked {
+                Walked::Fact(fact, only) => {
+                    for &q in router.queries(fact.territory()) {
+                        if only.is_none_or(|horizon| group.horizon_of[q] == Some(horizon)) {
+                            accumulators[q].fact(fact, &stages, timeline);
                         }
                     }
                 }
-            });
+                Walked::End(horizon, end) => {
+                    let at_horizon = &group.at_horizon[horizon];
+                    if at_horizon.len() <= FEW {
+                        for &q in at_horizon {
+                            let in_scope = |id| router.queries(id).contains(&q);
+                            accumulators[q].end(end, &in_scope, &stages, &queries[q]);
+                        }
+                        return;
+                    }
+                    // Many queries end here (a breakdown's hundreds of children): only
+                    // those holding a territory the end state is attributed to count it.
+                    let territories = [
+                        Some(end.territory),
+                        end.spell.map(|s| s.territory),
+                        end.episode.map(|(_, e)| e.territory),
+                    ];
+                    candidates.clear();
+                    for id in territories.into_iter().flatten() {
+                        candidates.extend_from_slice(router.queries(id));
+                    }
+                    candidates.sort_unstable();
+                    candidates.dedup();
+                    for &q in &candidates {
+                        if group.horizon_of[q] != Some(horizon) {
+                            continue;
+                        }
+                        let in_scope = |id| router.queries(id).contains(&q);
+                        accumulators[q].end(end, &in_scope, &stages, &queries[q]);
+                    }
+                }
+            };
+            walk_horizons(
+                resolved.entries,
+                group.known_at,
+                &group.horizons,
+                &mut snapshots,
+                &mut on_walked,
+            );
         }
     }
     accumulators
@@ -524,11 +594,13 @@ struct Group {
     /// For each query (of every group), the index of its `to` among `horizons` if it belongs
     /// to this group.
     horizon_of: Vec<Option<usize>>,
-    router: Router,
+    /// For each shared territory id, the queries of the group whose scope holds it.
+    by_id: Vec<Vec<usize>>,
 }
 
 impl Group {
-    fn of(queries: &[MetricsQuery], registry: &TerritoryRegistry) -> Vec<Self> {
+    fn of(queries: &[MetricsQuery], codes: &Codes, registry: &TerritoryRegistry) -> Vec<Self> {
+        let territories = codes.territories.codes().len();
         let mut groups: Vec<Self> = Vec::new();
         for (q, query) in queries.iter().enumerate() {
             let position = groups.iter().position(|g| g.known_at == query.known_at);
@@ -540,12 +612,20 @@ impl Group {
                         horizons: Vec::new(),
                         at_horizon: Vec::new(),
                         horizon_of: Vec::new(),
-                        router: Router::default(),
+                        by_id: vec![Vec::new(); territories],
                     });
                     groups.last_mut().expect("just pushed")
                 }
             };
-            group.router.add(q, query.territory.as_ref(), registry);
+            match &query.territory {
+                None => group.by_id.iter_mut().for_each(|holders| holders.push(q)),
+                Some(code) => {
+                    let subtree = registry.descendants_or_self(code);
+                    for id in subtree.iter().filter_map(|c| codes.territories.get(c)) {
+                        group.by_id[id as usize].push(q);
+                    }
+                }
+            }
             if let Err(i) = group.horizons.binary_search(&query.to) {
                 group.horizons.insert(i, query.to);
             }
@@ -570,51 +650,50 @@ impl Group {
     }
 }
 
-/// Which queries of a group hold which territory in scope, resolved per timeline.
-#[derive(Default)]
-struct Router {
-    /// Queries over every territory.
-    everywhere: Vec<usize>,
-    /// For each territory code, the queries whose subtree holds it.
-    by_code: HashMap<TerritoryCode, Vec<usize>>,
-    /// For the timeline being walked: per [`LocalId`], the queries holding that territory.
-    local: Vec<Vec<usize>>,
+/// Which queries of a group hold which territory of the timeline being walked.
+#[derive(Clone, Copy)]
+struct Routes<'a> {
+    /// The timeline's territories as shared ids, indexed by [`LocalId`].
+    territories: &'a [u32],
+    /// [`Group::by_id`].
+    by_id: &'a [Vec<usize>],
 }
 
-impl Router {
-    fn add(&mut self, q: usize, territory: Option<&TerritoryCode>, registry: &TerritoryRegistry) {
-        match territory {
-            None => self.everywhere.push(q),
-            Some(code) => {
-                for code in registry.descendants_or_self(code) {
-                    self.by_code.entry(code).or_default().push(q);
-                }
-            }
-        }
+impl Routes<'_> {
+    /// Whether any query holds a territory of the timeline. Every fact of a timeline, and its
+    /// territory at any `to`, is attributed to one of those territories, so a timeline for
+    /// which this is `false` contributes nothing and need not be walked.
+    #[inline]
+    fn any(&self) -> bool {
+        self.territories
+            .iter()
+            .any(|&id| !self.by_id[id as usize].is_empty())
     }
 
-    /// Resolves `timeline`'s territories; `false` when no query holds any of them. Every fact
-    /// of a timeline, and its territory at any `to`, is attributed to one of those territories,
-    /// so such a timeline contributes nothing and need not be walked.
-    fn prepare(&mut self, timeline: &Timeline) -> bool {
-        let codes = timeline.territories();
-        self.local.resize_with(codes.len(), Vec::new);
-        let mut any = false;
-        for (slot, code) in self.local.iter_mut().zip(codes) {
-            slot.clear();
-            slot.extend_from_slice(&self.everywhere);
-            if let Some(queries) = self.by_code.get(code) {
-                slot.extend_from_slice(queries);
-            }
-            any |= !slot.is_empty();
-        }
-        any
-    }
-
-    /// The queries holding the territory `id` of the timeline being walked.
+    /// The queries holding the territory `id` of the timeline.
     #[inline]
     fn queries(&self, id: LocalId) -> &[usize] {
-        self.local.get(usize::from(id)).map_or(&[], Vec::as_slice)
+        self.territories
+            .get(usize::from(id))
+            .map_or(&[], |&shared| self.by_id[shared as usize].as_slice())
+    }
+}
+
+/// The catalogue positions of the stages of the timeline being walked.
+pub(crate) struct Stages<'a> {
+    /// The timeline's stages as shared ids, indexed by [`LocalId`].
+    ids: &'a [u32],
+    /// The catalogue position of each shared stage id.
+    positions: &'a [Option<usize>],
+}
+
+impl Stages<'_> {
+    /// The catalogue position of stage `id`, if the catalogue has it.
+    #[inline]
+    fn catalogue_stage(&self, id: LocalId) -> Option<usize> {
+        self.ids
+            .get(usize::from(id))
+            .and_then(|&shared| self.positions[shared as usize])
     }
 }
 
@@ -805,7 +884,7 @@ impl Accumulator {
     /// gives it such facts). The walk may report facts after `to` (for another query's later
     /// horizon): every count below is of facts dated in the period, so they are left out.
     #[inline]
-    fn fact(&mut self, fact: Fact, local: &LocalMaps, timeline: &Timeline) {
+    fn fact(&mut self, fact: Fact, local: &Stages<'_>, timeline: &Timeline) {
         match fact {
             Fact::SpellStarted { on, reopened, .. } => {
                 if self.in_period(on) {
@@ -876,7 +955,7 @@ impl Accumulator {
         &mut self,
         from: Option<LocalId>,
         to: LocalId,
-        local: &LocalMaps,
+        local: &Stages<'_>,
         timeline: &Timeline,
     ) {
         let columns = self.active.len();
@@ -906,7 +985,7 @@ impl Accumulator {
         &mut self,
         end: &EndState,
         in_scope: &impl Fn(LocalId) -> bool,
-        local: &LocalMaps,
+        local: &Stages<'_>,
         query: &MetricsQuery,
     ) {
         if let Some(spell) = end.spell

@@ -10,6 +10,7 @@
 //! - [`timeline`]: [`RecordedEvent`] (a stored event) and [`Timeline`] (its digest).
 //! - `walk`: the single pass over a timeline shared by the fold and the audit.
 //! - [`fold`]: [`MetricsQuery`], [`TerritoryMetrics`] and [`territory_metrics`].
+//! - [`index`]: [`TimelineIndex`], timelines kept for many folds with their codes resolved once.
 //! - [`audit`]: [`AuditQuery`], [`AuditList`] and [`reiteration_audit`].
 //! - [`stats`]: [`Stats`] (count, mean, median, p90) and [`OrderedMap`].
 //! - [`scorecard`]: [`ProviderScorecard`] and [`provider_scorecard`] (SPEC 3.1).
@@ -25,6 +26,7 @@ pub mod audit;
 pub mod csv;
 pub mod event_log;
 pub mod fold;
+pub mod index;
 pub mod regional;
 pub mod scorecard;
 pub mod series;
@@ -45,6 +47,7 @@ pub use fold::{
     ReiterationSummary, TerritoryMetrics, TransitionCell, TransitionCounts,
     TransitionsByOccupability, WAITING, territory_metrics, territory_metrics_many,
 };
+pub use index::TimelineIndex;
 pub use regional::{
     REGIONAL_SERIES_MONTHS, RegionalDocuments, regional_documents, regional_series_query,
 };
@@ -57,4 +60,4 @@ pub use series::{
     breakdown_to_csv, series_to_csv,
 };
 pub use stats::{OrderedMap, Stats, percentile};
-pub use timeline::{EntryKind, LocalId, RecordedEvent, Timeline, TimelineEntry};
+pub use timeline::{EntryKind, LocalId, RecordedEvent, Timeline, TimelineEntry, TimelineView};

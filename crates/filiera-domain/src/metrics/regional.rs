@@ -12,7 +12,7 @@ use crate::territory::TerritoryRegistry;
 use super::audit::{AuditList, AuditQuery, reiteration_audit};
 use super::fold::{MetricsQuery, TerritoryMetrics, territory_metrics_many};
 use super::series::{MetricsBreakdown, MetricsSeries, breakdown_queries, series_queries};
-use super::timeline::Timeline;
+use super::timeline::TimelineView;
 
 /// How many calendar months the report's series shows at most: the last ones of the period
 /// (two years fit an A4 chart; the default period starts in 2000).
@@ -47,14 +47,15 @@ pub fn regional_series_query(query: &MetricsQuery) -> MetricsQuery {
 
 /// Folds the report's documents for `query` in one pass over `timelines` (and one more for
 /// the audit).
-pub fn regional_documents<'a, I>(
+pub fn regional_documents<'a, I, T>(
     timelines: I,
     query: &MetricsQuery,
     catalogue: &StageCatalogue,
     registry: &TerritoryRegistry,
 ) -> RegionalDocuments
 where
-    I: IntoIterator<Item = &'a Timeline> + Clone,
+    I: IntoIterator<Item = T> + Clone,
+    T: Into<TimelineView<'a>>,
 {
     let months = series_queries(&regional_series_query(query));
     let children = breakdown_queries(query, registry);

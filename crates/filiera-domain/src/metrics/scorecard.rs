@@ -13,7 +13,7 @@ use crate::territory::TerritoryRegistry;
 
 use super::fold::{LocalMaps, MetricsQuery, QueryEcho, Scope, StageIndex, TransitionCounts};
 use super::stats::Stats;
-use super::timeline::{LocalId, Timeline};
+use super::timeline::{LocalId, Timeline, TimelineView};
 use super::walk::{Fact, Horizon, days_between, walk};
 
 /// How long after an episode's exit a placement still counts for it.
@@ -109,8 +109,8 @@ pub struct ProviderScore {
 /// - Placements and the assessment after an exit are looked for later in stream order, in any
 ///   spell, among visible events with `on <= to`.
 /// - A stage outside the catalogue is never of its highest level.
-pub fn provider_scorecard<'a>(
-    timelines: impl IntoIterator<Item = &'a Timeline>,
+pub fn provider_scorecard<'a, T: Into<TimelineView<'a>>>(
+    timelines: impl IntoIterator<Item = T>,
     query: &MetricsQuery,
     catalogue: &StageCatalogue,
     registry: &TerritoryRegistry,
@@ -125,12 +125,13 @@ pub fn provider_scorecard<'a>(
     let mut local = LocalMaps::default();
     let mut card = Card::default();
     let mut episodes = Episodes::default();
-    for timeline in timelines {
+    for view in timelines {
+        let TimelineView { timeline, entries } = view.into();
         if timeline.providers().is_empty() || !local.prepare(timeline, &scope, Some(&stages)) {
             continue;
         }
         episodes.reset(timeline.providers().len());
-        walk(timeline, horizon, |fact| {
+        walk(entries, horizon, |fact| {
             episodes.fact(fact, query, &local, &top_level, timeline, &mut card);
         });
         episodes.finish(&mut card);

@@ -314,6 +314,32 @@ impl Timeline {
     }
 }
 
+/// A timeline as the folds read it: its tables of codes and its entries. A [`Timeline`] is its
+/// own view; a [`TimelineIndex`](super::TimelineIndex) keeps the entries of its timelines apart
+/// from them, one timeline after the other, and hands out views joining the two.
+#[derive(Clone, Copy, Debug)]
+pub struct TimelineView<'t> {
+    /// The tables; its own entries are not read (the index has moved them out).
+    pub(crate) timeline: &'t Timeline,
+    pub(crate) entries: &'t [TimelineEntry],
+}
+
+impl<'t> From<&'t Timeline> for TimelineView<'t> {
+    fn from(timeline: &'t Timeline) -> Self {
+        Self {
+            timeline,
+            entries: timeline.entries(),
+        }
+    }
+}
+
+impl Timeline {
+    /// Moves the entries out, leaving the tables (for an index that keeps entries apart).
+    pub(crate) fn take_entries(&mut self) -> Vec<TimelineEntry> {
+        std::mem::take(&mut self.entries)
+    }
+}
+
 fn no_id() -> LocalId {
     NO_ID
 }

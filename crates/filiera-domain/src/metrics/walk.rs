@@ -1,12 +1,12 @@
-//! The one pass over a [`Timeline`] that both the metric fold and the audit list use: it keeps
-//! the entries visible at `known_at` with `on <= to`, reports each fact with its attribution,
-//! and returns where the beneficiary stands at `to`.
+//! The one pass over a [`Timeline`](super::Timeline)'s entries that both the metric fold and
+//! the audit list use: it keeps the entries visible at `known_at` with `on <= to`, reports each
+//! fact with its attribution, and returns where the beneficiary stands at `to`.
 
 use chrono::{DateTime, NaiveDate, Utc};
 
 use crate::event::{AssessmentKind, CloseOutcome, ExitOutcome, Occupability, Transition};
 
-use super::timeline::{EntryKind, LocalId, NO_ID, Timeline};
+use super::timeline::{EntryKind, LocalId, NO_ID, TimelineEntry};
 
 /// The horizon of a query: what is known at `known_at`, effective up to `to`.
 #[derive(Clone, Copy, Debug)]
@@ -121,22 +121,23 @@ pub(crate) struct EndState {
     pub occupability: Option<Occupability>,
 }
 
-/// Walks `timeline` as known at `horizon.known_at`, reporting facts with `on <= to` (and every
-/// undo recorded by `known_at`) to `on_fact`. `None` when the beneficiary is not visible: not
-/// yet enrolled as known at `known_at`, or its enrolment was voided. A voided beneficiary
-/// still reports its undos: SPEC 3 counts every `CommandUndone` (undos are never voided), and
-/// undoing an enrolment is a correction evaluators must see.
+/// Walks a timeline's `entries` as known at `horizon.known_at`, reporting facts with
+/// `on <= to` (and every undo recorded by `known_at`) to `on_fact`. `None` when the
+/// beneficiary is not visible: not yet enrolled as known at `known_at`, or its enrolment was
+/// voided. A voided beneficiary still reports its undos: SPEC 3 counts every `CommandUndone`
+/// (undos are never voided), and undoing an enrolment is a correction evaluators must see.
 #[inline]
 pub(crate) fn walk(
-    timeline: &Timeline,
+    entries: &[TimelineEntry],
     horizon: Horizon,
     mut on_fact: impl FnMut(Fact),
 ) -> Option<EndState> {
     let mut end = None;
     walk_horizons(
-        timeline,
+        entries,
         horizon.known_at,
         &[horizon.to],
+        &mut Vec::new(),
         |walked| match walked {
             Walked::Fact(fact, _) => on_fact(fact),
             Walked::End(_, state) => end = Some(*state),
@@ -145,24 +146,27 @@ pub(crate) fn walk(
     end
 }
 
-/// [`walk`] for several horizons at once (`tos`, ascending), as known at `known_at`: one pass
-/// reports every fact with `on` up to the last horizon, then the end state at each horizon.
-/// The state at a horizon is taken as the walk passes it, which is sound because the visible
-/// events with `on <= to` are a prefix of the visible events (fact 2 of the timeline docs). A
-/// stream that breaks that order (writers whose clocks disagree can make `recorded_at` go
-/// back) is walked once per horizon instead, each walk's facts marked for its horizon only.
-/// Reports no end state when the beneficiary is not visible.
+/// [`walk`] over a timeline's `entries` for several horizons at once (`tos`, ascending), as
+/// known at `known_at`: one pass reports every fact with `on` up to the last horizon, then the
+/// end state at each horizon. The state at a horizon is taken as the walk passes it, which is
+/// sound because the visible events with `on <= to` are a prefix of the visible events (fact 2
+/// of the timeline docs). A stream that breaks that order (writers whose clocks disagree can
+/// make `recorded_at` go back) is walked once per horizon instead, each walk's facts marked
+/// for its horizon only. Reports no end state when the beneficiary is not visible.
+/// `snapshots` is a buffer for the states at the horizons, reused from one timeline to the
+/// next so that a fold allocates nothing per beneficiary.
 pub(crate) fn walk_horizons(
-    timeline: &Timeline,
+    entries: &[TimelineEntry],
     known_at: DateTime<Utc>,
     tos: &[NaiveDate],
+    snapshots: &mut Vec<EndState>,
     mut report: impl FnMut(Walked<'_>),
 ) {
     let Some(&last) = tos.last() else { return };
-    if tos.len() > 1 && !dates_in_order(timeline, known_at) {
+    if tos.len() > 1 && !dates_in_order(entries, known_at) {
         for (index, &to) in tos.iter().enumerate() {
             let mut on_fact = |fact| report(Walked::Fact(fact, Some(index)));
-            if let Some(state) = pass(timeline, known_at, to, None, &mut on_fact) {
+            if let Some(state) = pass(entries, known_at, to, None, &mut on_fact) {
                 report(Walked::End(index, &state));
             }
         }
@@ -172,17 +176,17 @@ pub(crate) fn walk_horizons(
     if tos.len() == 1 {
         // One horizon: entries after it are skipped, and the state at the end of the walk is
         // the state at it.
-        if let Some(end) = pass(timeline, known_at, last, None, &mut on_fact) {
+        if let Some(end) = pass(entries, known_at, last, None, &mut on_fact) {
             report(Walked::End(0, &end));
         }
         return;
     }
-    let mut snapshots = Vec::with_capacity(tos.len());
+    snapshots.clear();
     if pass(
-        timeline,
+        entries,
         known_at,
         last,
-        Some((tos, &mut snapshots)),
+        Some((tos, &mut *snapshots)),
         &mut on_fact,
     )
     .is_some()
@@ -194,9 +198,9 @@ pub(crate) fn walk_horizons(
 }
 
 /// Whether the effective dates of the entries visible at `known_at` never go back.
-fn dates_in_order(timeline: &Timeline, known_at: DateTime<Utc>) -> bool {
+fn dates_in_order(entries: &[TimelineEntry], known_at: DateTime<Utc>) -> bool {
     let mut latest = NaiveDate::MIN;
-    for entry in timeline.entries() {
+    for entry in entries {
         if entry.kind == EntryKind::CommandUndone || !entry.visible_at(known_at) {
             continue;
         }
@@ -212,13 +216,12 @@ fn dates_in_order(timeline: &Timeline, known_at: DateTime<Utc>) -> bool {
 /// each horizon is pushed to the vector. Answers the state at the end; `None` when the
 /// beneficiary is not visible.
 fn pass(
-    timeline: &Timeline,
+    entries: &[TimelineEntry],
     known_at: DateTime<Utc>,
     last: NaiveDate,
     mut horizons: Option<(&[NaiveDate], &mut Vec<EndState>)>,
     on_fact: &mut impl FnMut(Fact),
 ) -> Option<EndState> {
-    let entries = timeline.entries();
     // The first entry is the enrolment: if it is invisible, so is the beneficiary.
     let enrolment = entries.first()?;
     if !enrolment.visible_at(known_at) {

@@ -14,8 +14,8 @@ use crate::testing::{RandomHistory, TERRITORIES, history};
 use super::super::fold::{territory_metrics_in_parts, territory_metrics_many};
 use super::super::series::{breakdown_queries, series_queries};
 use super::super::{
-    AuditQuery, RecordedEvent, Timeline, TransitionCounts, provider_scorecard, reiteration_audit,
-    territory_metrics,
+    AuditQuery, RecordedEvent, Timeline, TimelineIndex, TransitionCounts, provider_scorecard,
+    reiteration_audit, territory_metrics,
 };
 use super::oracle::{oracle, scorecard_oracle};
 use super::*;
@@ -306,6 +306,31 @@ proptest! {
             let split = territory_metrics_in_parts(&refs, parts, &queries, &catalogue, &registry);
             prop_assert_eq!(&split, &many, "in {} parts", parts);
         }
+        // Through the query cache's index, whose codes were resolved when each timeline was
+        // inserted, after another beneficiary's timeline was replaced under every key: the
+        // same documents.
+        let mut index = TimelineIndex::default();
+        let key = |t: &Timeline| t.beneficiary_id().to_owned();
+        for (timeline, other) in timelines.iter().zip(timelines.iter().cycle().skip(1)) {
+            index.insert(key(timeline), other.clone());
+        }
+        index.extend(timelines.iter().rev().map(|t| (key(t), t.clone())));
+        prop_assert_eq!(index.len(), timelines.len());
+        prop_assert_eq!(&index.territory_metrics_many(&queries, &catalogue, &registry), &many);
+        prop_assert_eq!(
+            &index.territory_metrics(&queries[0], &catalogue, &registry),
+            &many[0]
+        );
+        // The folds that read the index's timelines one by one see them whole.
+        let audit = AuditQuery::from(&queries[0]);
+        prop_assert_eq!(
+            serde_json::to_value(reiteration_audit(index.views(), &audit, &catalogue, &registry)).unwrap(),
+            serde_json::to_value(reiteration_audit(&timelines, &audit, &catalogue, &registry)).unwrap()
+        );
+        prop_assert_eq!(
+            provider_scorecard(index.views(), &queries[0], &catalogue, &registry),
+            provider_scorecard(&timelines, &queries[0], &catalogue, &registry)
+        );
     }
 
     /// The regional report's documents, folded together, are each the document of its own
