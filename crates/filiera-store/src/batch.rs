@@ -482,7 +482,10 @@ impl Store {
         };
         for raw in raw {
             let stored = raw.decode(self.upcasters())?;
-            streams.entry(stored.beneficiary_id).or_default().push(stored);
+            streams
+                .entry(stored.beneficiary_id)
+                .or_default()
+                .push(stored);
         }
         Ok(streams)
     }

@@ -31,8 +31,8 @@ use std::future::Future;
 use std::pin::Pin;
 use std::sync::Arc;
 
-use cqrs_es::event_sink::EventSink;
 use cqrs_es::Aggregate as _;
+use cqrs_es::event_sink::EventSink;
 use filiera_domain::{Pathway, PathwayCommand};
 use tokio::sync::{mpsc, oneshot};
 use uuid::Uuid;

@@ -17,9 +17,9 @@ use tokio::task::JoinHandle;
 use uuid::Uuid;
 
 use crate::error::Outage;
+use crate::group::{GroupCommit, Grouped};
 use crate::model::{CommandContext, Executed, IdempotencyKey, Rejection, StoredEvent};
 use crate::rows::{EVENT_COLUMNS, KeyRow, key_row, raw_event};
-use crate::group::{GroupCommit, Grouped};
 use crate::{StoreError, metadata, postgres, sqlite};
 
 /// Tuning of the connection pools.

@@ -496,7 +496,13 @@ async fn a_group_commits_together_and_answers_each_command_as_alone(
     let contested = Uuid::new_v4();
     ok(store, contested, enrol("LOM", "2024-01-10"), alice()).await?;
     let keyed = alice().with_idempotency("bound-before", "hash-1");
-    let bound = ok(store, Uuid::new_v4(), enrol("LOM", "2024-01-10"), keyed.clone()).await?;
+    let bound = ok(
+        store,
+        Uuid::new_v4(),
+        enrol("LOM", "2024-01-10"),
+        keyed.clone(),
+    )
+    .await?;
     let head = store.head().await?;
 
     // The first group waits at the gate; everything sent meanwhile queues behind it.
@@ -526,13 +532,18 @@ async fn a_group_commits_together_and_answers_each_command_as_alone(
         .collect();
     tokio::time::sleep(Duration::from_millis(300)).await;
     // Nothing has been written: every command waits for the first group's commit.
-    ensure!(store.head().await? == head, "a command committed past the gate");
+    ensure!(
+        store.head().await? == head,
+        "a command committed past the gate"
+    );
     gate.open().await?;
 
     let first = first.await??.map_err(|r| anyhow::anyhow!("first: {r}"))?;
     let mut together = Vec::new();
     for task in enrolments {
-        let executed = task.await??.map_err(|r| anyhow::anyhow!("enrolment: {r}"))?;
+        let executed = task
+            .await??
+            .map_err(|r| anyhow::anyhow!("enrolment: {r}"))?;
         ensure!(!executed.replayed && executed.events.len() == 1);
         together.push(executed);
     }
@@ -548,8 +559,14 @@ async fn a_group_commits_together_and_answers_each_command_as_alone(
             Err(other) => anyhow::bail!("racing writer: {other}"),
         }
     }
-    ensure!(winners.len() == 1 && conflicts == 2, "{} winners", winners.len());
-    let replayed = replayed.await??.map_err(|r| anyhow::anyhow!("replay: {r}"))?;
+    ensure!(
+        winners.len() == 1 && conflicts == 2,
+        "{} winners",
+        winners.len()
+    );
+    let replayed = replayed
+        .await??
+        .map_err(|r| anyhow::anyhow!("replay: {r}"))?;
     ensure!(replayed.replayed && replayed.beneficiary == bound.beneficiary);
     ensure!(replayed.events == bound.events);
     let mut twins_answers = Vec::new();
@@ -576,9 +593,17 @@ async fn a_group_commits_together_and_answers_each_command_as_alone(
         .flat_map(|executed| &executed.events)
         .map(|event| event.recorded_at)
         .collect();
-    ensure!(times.len() == 1, "the second group took {} commits", times.len());
+    ensure!(
+        times.len() == 1,
+        "the second group took {} commits",
+        times.len()
+    );
     let history = store.history(contested).await?.context("history")?;
-    ensure!(history.len() == 2, "the contested stream has {}", history.len());
+    ensure!(
+        history.len() == 2,
+        "the contested stream has {}",
+        history.len()
+    );
     Ok(())
 }
 
@@ -591,7 +616,13 @@ async fn a_group_that_loses_a_race_is_executed_alone(h: &Harness) -> anyhow::Res
     for beneficiary in [id, other] {
         ok(store, beneficiary, enrol("LOM", "2024-01-10"), alice()).await?;
     }
-    ok(store, other, stage("socio_occupational", "2024-02-01"), alice()).await?;
+    ok(
+        store,
+        other,
+        stage("socio_occupational", "2024-02-01"),
+        alice(),
+    )
+    .await?;
 
     let mut gate = h.close_gate().await?;
     let racing = {
@@ -607,12 +638,18 @@ async fn a_group_that_loses_a_race_is_executed_alone(h: &Harness) -> anyhow::Res
     gate.copy_event((other, 2), (id, 2)).await?;
     gate.open().await?;
 
-    let executed = racing.await??.map_err(|r| anyhow::anyhow!("rejected: {r}"))?;
+    let executed = racing
+        .await??
+        .map_err(|r| anyhow::anyhow!("rejected: {r}"))?;
     // Decided again after the other writer's entry: it moves on from it (exit, then entry).
     ensure!(
         executed.events.iter().map(|e| e.sequence).eq([3, 4]),
         "sequences {:?}",
-        executed.events.iter().map(|e| e.sequence).collect::<Vec<_>>()
+        executed
+            .events
+            .iter()
+            .map(|e| e.sequence)
+            .collect::<Vec<_>>()
     );
     let history = store.history(id).await?.context("history")?;
     ensure!(history.len() == 4);
@@ -651,11 +688,26 @@ async fn a_scope_admits_only_its_streams(h: &Harness) -> anyhow::Result<()> {
             .await?;
         ensure!(answer == Err(Rejection::OutOfScope), "{answer:?}");
     }
-    ensure!(store.head().await? == head, "a command out of scope wrote something");
+    ensure!(
+        store.head().await? == head,
+        "a command out of scope wrote something"
+    );
 
     let keyed = bergamo().with_idempotency("in-scope", "hash");
-    let first = ok(store, inside, stage("internship", "2024-02-01"), keyed.clone()).await?;
-    let again = ok(store, inside, stage("internship", "2024-02-01"), keyed.clone()).await?;
+    let first = ok(
+        store,
+        inside,
+        stage("internship", "2024-02-01"),
+        keyed.clone(),
+    )
+    .await?;
+    let again = ok(
+        store,
+        inside,
+        stage("internship", "2024-02-01"),
+        keyed.clone(),
+    )
+    .await?;
     ensure!(again.replayed && again.events == first.events);
     // Moved out of the scope: the key answers no more than a new command would.
     ok(store, inside, move_to("LOM-MI", "2024-03-01"), alice()).await?;
