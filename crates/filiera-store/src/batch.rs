@@ -34,7 +34,7 @@ use std::collections::{HashMap, HashSet};
 
 use cqrs_es::event_sink::EventSink;
 use cqrs_es::{Aggregate as _, DomainEvent as _};
-use filiera_domain::{Pathway, PathwayCommand, PathwayEvent};
+use filiera_domain::{Pathway, PathwayCommand, PathwayError, PathwayEvent};
 use uuid::Uuid;
 
 use crate::postgres::{CHANNEL, POSITION_LOCK_KEY};
@@ -278,6 +278,69 @@ impl Store {
             .collect()
     }
 
+    /// What deciding a batch (or a group, `group`) of commands needs, one statement each: the
+    /// idempotency keys among theirs already bound, and the streams of their beneficiaries.
+    pub(crate) async fn prepare<'a>(
+        &self,
+        commands: impl Iterator<Item = (Uuid, &'a CommandContext)> + Clone,
+    ) -> Result<(HashMap<String, BoundKey>, HashMap<Uuid, Pathway>), StoreError> {
+        let keys: Vec<String> = commands
+            .clone()
+            .filter_map(|(_, ctx)| ctx.idempotency.as_ref().map(|k| k.key.clone()))
+            .collect();
+        let bound = self.bound_keys(&keys).await?;
+        let ids: Vec<Uuid> = {
+            let mut seen = HashSet::new();
+            commands
+                .map(|(beneficiary, _)| beneficiary)
+                .filter(|id| seen.insert(*id))
+                .collect()
+        };
+        Ok((bound, self.load_streams(&ids).await?))
+    }
+
+    /// Decides `command` against `stream` (which it leaves as it is): the stream right after
+    /// it and the rows of its events, with the metadata [`Store::execute`] writes; or the
+    /// pathway rules' refusal.
+    pub(crate) async fn decide(
+        &self,
+        beneficiary: Uuid,
+        stream: &Pathway,
+        command: &PathwayCommand,
+        ctx: &CommandContext,
+    ) -> Result<Result<(Pathway, Vec<Row>), PathwayError>, StoreError> {
+        let before = stream.version();
+        let mut decided = stream.clone();
+        let sink = EventSink::default();
+        if let Err(error) = decided
+            .handle(command.clone(), self.services(), &sink)
+            .await
+        {
+            return Ok(Err(error));
+        }
+        let events = sink.collect().await;
+        let territory = decided
+            .state()
+            .territory
+            .clone()
+            .or_else(|| stream.state().territory.clone());
+        let md = command_metadata(command.name(), territory.as_ref(), ctx);
+        let key = RowKey::of(&md);
+        let md = serde_json::to_string(&md)
+            .map_err(|e| StoreError::Corrupt(format!("metadata cannot be encoded: {e}")))?;
+        let rows = (before + 1..)
+            .zip(events)
+            .map(|(sequence, event)| Row {
+                beneficiary,
+                sequence,
+                event,
+                metadata: md.clone(),
+                key: key.clone(),
+            })
+            .collect();
+        Ok(Ok((decided, rows)))
+    }
+
     /// Executes `commands` in order, each decided against its stream as the earlier commands
     /// of the batch left it, and writes the events of the accepted ones in one transaction
     /// (see the module docs). With `stop_at_refusal`, the commands after the first refused one
@@ -288,21 +351,9 @@ impl Store {
         commands: Vec<BatchCommand>,
         stop_at_refusal: bool,
     ) -> Result<Vec<BatchOutcome>, StoreError> {
-        let keys: Vec<String> = commands
-            .iter()
-            .filter_map(|c| c.ctx.idempotency.as_ref().map(|k| k.key.clone()))
-            .collect();
-        let bound = self.bound_keys(&keys).await?;
-        let ids: Vec<Uuid> = {
-            let mut seen = HashSet::new();
-            commands
-                .iter()
-                .map(|c| c.beneficiary)
-                .filter(|id| seen.insert(*id))
-                .collect()
-        };
-        let mut streams = self.load_streams(&ids).await?;
-        let services = self.services();
+        let (bound, mut streams) = self
+            .prepare(commands.iter().map(|c| (c.beneficiary, &c.ctx)))
+            .await?;
         let mut outcomes = Vec::with_capacity(commands.len());
         let mut rows: Vec<Row> = Vec::new();
         let mut stopped = false;
@@ -330,33 +381,20 @@ impl Store {
                 continue;
             }
             let pathway = streams.entry(*beneficiary).or_default();
-            let before = pathway.version();
-            let territory_before = pathway.state().territory.clone();
-            let mut decided = pathway.clone();
-            let sink = EventSink::default();
-            if let Err(error) = decided.handle(command.clone(), services, &sink).await {
-                stopped = stop_at_refusal;
-                outcomes.push(BatchOutcome::Refused(Rejection::Refused(error)));
-                continue;
+            match self.decide(*beneficiary, pathway, command, ctx).await? {
+                Ok((decided, decided_rows)) => {
+                    outcomes.push(BatchOutcome::Applied {
+                        beneficiary: *beneficiary,
+                        events: decided_rows.len(),
+                    });
+                    rows.extend(decided_rows);
+                    *pathway = decided;
+                }
+                Err(error) => {
+                    stopped = stop_at_refusal;
+                    outcomes.push(BatchOutcome::Refused(Rejection::Refused(error)));
+                }
             }
-            let events = sink.collect().await;
-            let territory = decided.state().territory.clone().or(territory_before);
-            let md = command_metadata(command.name(), territory.as_ref(), ctx);
-            let key = RowKey::of(&md);
-            let md = serde_json::to_string(&md)
-                .map_err(|e| StoreError::Corrupt(format!("metadata cannot be encoded: {e}")))?;
-            outcomes.push(BatchOutcome::Applied {
-                beneficiary: *beneficiary,
-                events: events.len(),
-            });
-            rows.extend((before + 1..).zip(events).map(|(sequence, event)| Row {
-                beneficiary: *beneficiary,
-                sequence,
-                event,
-                metadata: md.clone(),
-                key: key.clone(),
-            }));
-            *pathway = decided;
         }
         if rows.is_empty() {
             return Ok(outcomes);

@@ -31,14 +31,12 @@ use std::future::Future;
 use std::pin::Pin;
 use std::sync::Arc;
 
-use cqrs_es::Aggregate as _;
-use cqrs_es::event_sink::EventSink;
 use filiera_domain::{Pathway, PathwayCommand};
 use tokio::sync::{mpsc, oneshot};
 use uuid::Uuid;
 
-use crate::batch::{Row, RowKey, is_race};
-use crate::store::{WeakStore, command_metadata};
+use crate::batch::{Row, is_race};
+use crate::store::WeakStore;
 use crate::{CommandContext, Executed, Rejection, Store, StoreError, StoredEvent};
 
 /// The most commands one group takes: enough for every client of a busy service at once,
@@ -158,8 +156,10 @@ impl Store {
                     return hand_back(group);
                 }
                 Ok(Err(error)) if !stored_maybe(&error) => return hand_back(group),
-                Ok(Err(error)) => return answer_unknown(group, decisions, error),
-                Err(_) => return answer_unknown(group, decisions, StoreError::TimedOut(deadline)),
+                Ok(Err(error)) => return answer_unknown(group, decisions, false, error),
+                Err(_) => {
+                    return answer_unknown(group, decisions, false, StoreError::TimedOut(deadline));
+                }
             }
             let applied: Vec<Uuid> = group
                 .iter()
@@ -169,8 +169,10 @@ impl Store {
                 .collect();
             match tokio::time::timeout(deadline, sendable(self.fetch_streams(&applied))).await {
                 Ok(Ok(streams)) => streams,
-                Ok(Err(error)) => return answer_unread(group, decisions, error),
-                Err(_) => return answer_unread(group, decisions, StoreError::TimedOut(deadline)),
+                Ok(Err(error)) => return answer_unknown(group, decisions, true, error),
+                Err(_) => {
+                    return answer_unknown(group, decisions, true, StoreError::TimedOut(deadline));
+                }
             }
         };
         if let Some(last) = streams.values().flatten().map(|e| e.position).max() {
@@ -187,20 +189,9 @@ impl Store {
         &self,
         group: &[Pending],
     ) -> Result<(Vec<Decision>, Vec<Row>), StoreError> {
-        let keys: Vec<String> = group
-            .iter()
-            .filter_map(|p| p.ctx.idempotency.as_ref().map(|k| k.key.clone()))
-            .collect();
-        let bound = self.bound_keys(&keys).await?;
-        let ids: Vec<Uuid> = {
-            let mut seen = HashSet::new();
-            group
-                .iter()
-                .map(|p| p.beneficiary)
-                .filter(|id| seen.insert(*id))
-                .collect()
-        };
-        let mut streams = self.load_streams(&ids).await?;
+        let (bound, mut streams) = self
+            .prepare(group.iter().map(|p| (p.beneficiary, &p.ctx)))
+            .await?;
         let mut decisions = Vec::with_capacity(group.len());
         let mut rows = Vec::new();
         let mut keys_seen = HashSet::new();
@@ -222,36 +213,21 @@ impl Store {
                 decisions.push(Decision::Answer(Rejection::OutOfScope));
                 continue;
             }
-            let before = stream.version();
-            let territory_before = stream.state().territory.clone();
-            let mut pathway = stream.clone();
-            let sink = EventSink::default();
-            if let Err(error) = pathway
-                .handle(pending.command.clone(), self.services(), &sink)
-                .await
-            {
-                decisions.push(Decision::Answer(Rejection::Refused(error)));
-                continue;
+            let decided = self
+                .decide(pending.beneficiary, stream, &pending.command, &pending.ctx)
+                .await?;
+            match decided {
+                Ok((pathway, decided_rows)) => {
+                    decisions.push(Decision::Apply {
+                        before: stream.version(),
+                        pathway: pathway.clone(),
+                    });
+                    rows.extend(decided_rows);
+                    written.insert(pending.beneficiary);
+                    *stream = pathway;
+                }
+                Err(error) => decisions.push(Decision::Answer(Rejection::Refused(error))),
             }
-            let events = sink.collect().await;
-            let territory = pathway.state().territory.clone().or(territory_before);
-            let md = command_metadata(pending.command.name(), territory.as_ref(), &pending.ctx);
-            let key = RowKey::of(&md);
-            let md = serde_json::to_string(&md)
-                .map_err(|e| StoreError::Corrupt(format!("metadata cannot be encoded: {e}")))?;
-            rows.extend((before + 1..).zip(events).map(|(sequence, event)| Row {
-                beneficiary: pending.beneficiary,
-                sequence,
-                event,
-                metadata: md.clone(),
-                key: key.clone(),
-            }));
-            written.insert(pending.beneficiary);
-            decisions.push(Decision::Apply {
-                before,
-                pathway: pathway.clone(),
-            });
-            *stream = pathway;
         }
         Ok((decisions, rows))
     }
@@ -305,23 +281,13 @@ fn answer(
     }
 }
 
-/// Answers a group whose commit may or may not have been stored.
-fn answer_unknown(group: Vec<Pending>, decisions: Vec<Decision>, error: StoreError) {
+/// Answers a group whose commit may or may not have been stored (`stored: false`), or that
+/// was committed but could not be read back (`stored: true`).
+fn answer_unknown(group: Vec<Pending>, decisions: Vec<Decision>, stored: bool, error: StoreError) {
     let error = Arc::new(error);
     answer(group, decisions, |_, _, _| {
         Err(StoreError::OutcomeUnknown {
-            stored: false,
-            cause: Box::new(StoreError::Shared(error.clone())),
-        })
-    });
-}
-
-/// Answers a group that was committed but could not be read back.
-fn answer_unread(group: Vec<Pending>, decisions: Vec<Decision>, error: StoreError) {
-    let error = Arc::new(error);
-    answer(group, decisions, |_, _, _| {
-        Err(StoreError::OutcomeUnknown {
-            stored: true,
+            stored,
             cause: Box::new(StoreError::Shared(error.clone())),
         })
     });
