@@ -381,6 +381,13 @@ impl Store {
                 continue;
             }
             let pathway = streams.entry(*beneficiary).or_default();
+            if let Some(scope) = &ctx.scope
+                && !scope.admits(pathway)
+            {
+                stopped = stop_at_refusal;
+                outcomes.push(BatchOutcome::Refused(Rejection::OutOfScope));
+                continue;
+            }
             match self.decide(*beneficiary, pathway, command, ctx).await? {
                 Ok((decided, decided_rows)) => {
                     outcomes.push(BatchOutcome::Applied {

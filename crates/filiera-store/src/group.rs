@@ -15,8 +15,8 @@
 //! - a refusal refuses that command only, and writes nothing for it, and so does a scope that
 //!   does not admit the stream as the group's earlier commands left it;
 //! - two commands of one group for the same beneficiary raced, as two writers that loaded the
-//!   same stream race: the first one accepted wins, the later ones get
-//!   [`Rejection::Conflict`] (SPEC 2.3);
+//!   same stream race: the first one accepted wins; a later one is refused if its scope or the
+//!   rules refuse it on the stream it loaded, and else gets [`Rejection::Conflict`] (SPEC 2.3);
 //! - whatever the group cannot decide on its own is handed back to its caller, which executes
 //!   it alone, as without group commit: a key already bound (answered from the first
 //!   execution), a key repeated within the group (answered after the group commits), and every
@@ -125,7 +125,12 @@ async fn run(store: WeakStore, mut commands: mpsc::Receiver<Pending>) {
         group.retain(|pending: &Pending| !pending.answer.is_closed());
         let Some(store) = store.upgrade() else { break };
         if !group.is_empty() {
-            store.commit_group(std::mem::take(&mut group)).await;
+            // On a task of its own, so that a panic deciding one group (its callers then get
+            // `OutcomeUnknown`, their answers dropped) does not end the committer.
+            let group = std::mem::take(&mut group);
+            if let Err(panic) = tokio::spawn(async move { store.commit_group(group).await }).await {
+                tracing::error!(error = %panic, "a group commit panicked");
+            }
         }
     }
 }
@@ -195,15 +200,36 @@ impl Store {
         let mut decisions = Vec::with_capacity(group.len());
         let mut rows = Vec::new();
         let mut keys_seen = HashSet::new();
-        let mut written = HashSet::new();
+        // The streams the group writes, as they were loaded.
+        let mut before_group: HashMap<Uuid, Pathway> = HashMap::new();
         for pending in group {
             let key = pending.ctx.idempotency.as_ref();
             if key.is_some_and(|k| bound.contains_key(&k.key) || !keys_seen.insert(&k.key)) {
                 decisions.push(Decision::Alone);
                 continue;
             }
-            if written.contains(&pending.beneficiary) {
-                decisions.push(Decision::Answer(Rejection::Conflict));
+            if let Some(loaded) = before_group.get(&pending.beneficiary) {
+                // Another command of the group wrote this stream: this one raced with it, as a
+                // writer that loaded the same stream would. It is answered as that writer
+                // would be: refused if its scope or the rules refuse it on the stream it
+                // loaded, else beaten to the commit.
+                let answer = if pending
+                    .ctx
+                    .scope
+                    .as_ref()
+                    .is_some_and(|s| !s.admits(loaded))
+                {
+                    Rejection::OutOfScope
+                } else {
+                    match self
+                        .decide(pending.beneficiary, loaded, &pending.command, &pending.ctx)
+                        .await?
+                    {
+                        Err(error) => Rejection::Refused(error),
+                        Ok(_) => Rejection::Conflict,
+                    }
+                };
+                decisions.push(Decision::Answer(answer));
                 continue;
             }
             let stream = streams.entry(pending.beneficiary).or_default();
@@ -223,8 +249,7 @@ impl Store {
                         pathway: pathway.clone(),
                     });
                     rows.extend(decided_rows);
-                    written.insert(pending.beneficiary);
-                    *stream = pathway;
+                    before_group.insert(pending.beneficiary, std::mem::replace(stream, pathway));
                 }
                 Err(error) => decisions.push(Decision::Answer(Rejection::Refused(error))),
             }

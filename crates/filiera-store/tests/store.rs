@@ -523,6 +523,8 @@ async fn a_group_commits_together_and_answers_each_command_as_alone(
     let racing: Vec<_> = (0..3)
         .map(|_| spawn(contested, stage("internship", "2024-02-01"), alice()))
         .collect();
+    // Racing too, but refused on the stream it loaded: refused, not beaten to the commit.
+    let refused_racer = spawn(contested, enrol("LOM", "2024-01-10"), alice());
     let replayed = spawn(Uuid::new_v4(), enrol("LOM", "2024-01-10"), keyed);
     let twins: Vec<_> = (0..2)
         .map(|_| {
@@ -563,6 +565,14 @@ async fn a_group_commits_together_and_answers_each_command_as_alone(
         winners.len() == 1 && conflicts == 2,
         "{} winners",
         winners.len()
+    );
+    let answer = refused_racer.await??;
+    ensure!(
+        matches!(
+            answer,
+            Err(Rejection::Refused(PathwayError::AlreadyEnrolled))
+        ),
+        "{answer:?}"
     );
     let replayed = replayed
         .await??
