@@ -309,10 +309,20 @@ pub fn require_visible(
     if caller.principal.is_unscoped() {
         return Ok(());
     }
-    match &pathway.state().territory {
-        Some(territory) if caller.principal.covers(registry, territory) => Ok(()),
-        _ => Err(ApiError::beneficiary_not_found()),
+    if covers(&caller.principal, registry, pathway) {
+        Ok(())
+    } else {
+        Err(ApiError::beneficiary_not_found())
     }
+}
+
+/// Whether `principal`'s territories hold the beneficiary's current territory.
+fn covers(principal: &Principal, registry: &TerritoryRegistry, pathway: &Pathway) -> bool {
+    pathway
+        .state()
+        .territory
+        .as_ref()
+        .is_some_and(|territory| principal.covers(registry, territory))
 }
 
 /// The streams a scoped caller may write to: those whose territory it covers (`None` for an
@@ -324,11 +334,7 @@ pub fn write_scope(app: &AppState, caller: &Caller) -> Option<WriteScope> {
     }
     let (principal, registry) = (caller.principal.clone(), app.territories.clone());
     Some(WriteScope::new(move |pathway: &Pathway| {
-        pathway
-            .state()
-            .territory
-            .as_ref()
-            .is_some_and(|territory| principal.covers(&registry, territory))
+        covers(&principal, &registry, pathway)
     }))
 }
 

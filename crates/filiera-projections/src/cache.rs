@@ -229,27 +229,31 @@ struct Loaded {
 /// Each row goes into the index as soon as it is decoded, so that no list of every decoded
 /// timeline is held beside the index (at a million events, 30 MB more at the peak of a load).
 async fn index(rows: Vec<TimelineRow>) -> Result<TimelineIndex, ProjectionError> {
-    let inline = rows.len() < PARSE_INLINE;
-    let index = move || {
+    off_the_runtime(rows.len(), move || {
         let mut index = TimelineIndex::default();
         for row in rows {
             let (key, timeline) = crate::read_model::decode_row(row)?;
             index.insert(key, timeline);
         }
         Ok(index)
-    };
-    if inline {
-        index()
-    } else {
-        tokio::task::spawn_blocking(index).await?
-    }
+    })
+    .await
 }
 
 /// Parses timeline rows, on the blocking pool when there are many.
 async fn parse(rows: Vec<TimelineRow>) -> Result<Vec<(String, Timeline)>, ProjectionError> {
-    if rows.len() < PARSE_INLINE {
-        crate::read_model::decode(rows)
+    off_the_runtime(rows.len(), move || crate::read_model::decode(rows)).await
+}
+
+/// Runs `decode` (of `rows` rows) inline when they are few, else on the blocking pool, where a
+/// long decode holds no runtime worker.
+async fn off_the_runtime<T: Send + 'static>(
+    rows: usize,
+    decode: impl FnOnce() -> Result<T, ProjectionError> + Send + 'static,
+) -> Result<T, ProjectionError> {
+    if rows < PARSE_INLINE {
+        decode()
     } else {
-        tokio::task::spawn_blocking(move || crate::read_model::decode(rows)).await?
+        tokio::task::spawn_blocking(decode).await?
     }
 }

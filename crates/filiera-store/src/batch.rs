@@ -34,7 +34,7 @@ use std::collections::{HashMap, HashSet};
 
 use cqrs_es::event_sink::EventSink;
 use cqrs_es::{Aggregate as _, DomainEvent as _};
-use filiera_domain::{Pathway, PathwayCommand, PathwayError, PathwayEvent};
+use filiera_domain::{Pathway, PathwayCommand, PathwayEvent};
 use uuid::Uuid;
 
 use crate::postgres::{CHANNEL, POSITION_LOCK_KEY};
@@ -300,15 +300,22 @@ impl Store {
     }
 
     /// Decides `command` against `stream` (which it leaves as it is): the stream right after
-    /// it and the rows of its events, with the metadata [`Store::execute`] writes; or the
-    /// pathway rules' refusal.
+    /// it and the rows of its events, with the metadata [`Store::execute`] writes; or why not
+    /// (its scope does not admit the stream, or the pathway rules refuse it).
     pub(crate) async fn decide(
         &self,
         beneficiary: Uuid,
         stream: &Pathway,
         command: &PathwayCommand,
         ctx: &CommandContext,
-    ) -> Result<Result<(Pathway, Vec<Row>), PathwayError>, StoreError> {
+    ) -> Result<Result<(Pathway, Vec<Row>), Rejection>, StoreError> {
+        if ctx
+            .scope
+            .as_ref()
+            .is_some_and(|scope| !scope.admits(stream))
+        {
+            return Ok(Err(Rejection::OutOfScope));
+        }
         let before = stream.version();
         let mut decided = stream.clone();
         let sink = EventSink::default();
@@ -316,7 +323,7 @@ impl Store {
             .handle(command.clone(), self.services(), &sink)
             .await
         {
-            return Ok(Err(error));
+            return Ok(Err(Rejection::Refused(error)));
         }
         let events = sink.collect().await;
         let territory = decided
@@ -381,13 +388,6 @@ impl Store {
                 continue;
             }
             let pathway = streams.entry(*beneficiary).or_default();
-            if let Some(scope) = &ctx.scope
-                && !scope.admits(pathway)
-            {
-                stopped = stop_at_refusal;
-                outcomes.push(BatchOutcome::Refused(Rejection::OutOfScope));
-                continue;
-            }
             match self.decide(*beneficiary, pathway, command, ctx).await? {
                 Ok((decided, decided_rows)) => {
                     outcomes.push(BatchOutcome::Applied {
@@ -397,9 +397,9 @@ impl Store {
                     rows.extend(decided_rows);
                     *pathway = decided;
                 }
-                Err(error) => {
+                Err(rejection) => {
                     stopped = stop_at_refusal;
-                    outcomes.push(BatchOutcome::Refused(Rejection::Refused(error)));
+                    outcomes.push(BatchOutcome::Refused(rejection));
                 }
             }
         }

@@ -213,32 +213,17 @@ impl Store {
                 // writer that loaded the same stream would. It is answered as that writer
                 // would be: refused if its scope or the rules refuse it on the stream it
                 // loaded, else beaten to the commit.
-                let answer = if pending
-                    .ctx
-                    .scope
-                    .as_ref()
-                    .is_some_and(|s| !s.admits(loaded))
+                let answer = match self
+                    .decide(pending.beneficiary, loaded, &pending.command, &pending.ctx)
+                    .await?
                 {
-                    Rejection::OutOfScope
-                } else {
-                    match self
-                        .decide(pending.beneficiary, loaded, &pending.command, &pending.ctx)
-                        .await?
-                    {
-                        Err(error) => Rejection::Refused(error),
-                        Ok(_) => Rejection::Conflict,
-                    }
+                    Err(rejection) => rejection,
+                    Ok(_) => Rejection::Conflict,
                 };
                 decisions.push(Decision::Answer(answer));
                 continue;
             }
             let stream = streams.entry(pending.beneficiary).or_default();
-            if let Some(scope) = &pending.ctx.scope
-                && !scope.admits(stream)
-            {
-                decisions.push(Decision::Answer(Rejection::OutOfScope));
-                continue;
-            }
             let decided = self
                 .decide(pending.beneficiary, stream, &pending.command, &pending.ctx)
                 .await?;
@@ -251,7 +236,7 @@ impl Store {
                     rows.extend(decided_rows);
                     before_group.insert(pending.beneficiary, std::mem::replace(stream, pathway));
                 }
-                Err(error) => decisions.push(Decision::Answer(Rejection::Refused(error))),
+                Err(rejection) => decisions.push(Decision::Answer(rejection)),
             }
         }
         Ok((decisions, rows))
@@ -332,20 +317,7 @@ fn executed(
         .filter(|e| e.sequence > before && e.sequence <= pathway.version())
         .cloned()
         .collect();
-    // What the commit reported must be readable by everyone before it is acknowledged.
-    if events.len() as u64 != pathway.version() - before {
-        return Err(StoreError::OutcomeUnknown {
-            stored: true,
-            cause: Box::new(StoreError::EventStore(
-                format!(
-                    "the group commit of {} event(s) reported success but {} are readable",
-                    pathway.version() - before,
-                    events.len()
-                )
-                .into(),
-            )),
-        });
-    }
+    crate::store::readable(pathway.version() - before, &events)?;
     Ok(Ok(Executed {
         beneficiary,
         pathway,

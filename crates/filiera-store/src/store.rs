@@ -556,16 +556,7 @@ impl Store {
                 // What the commit reported must be readable by everyone before it is
                 // acknowledged: a commit that only a connection's own open transaction can see
                 // is not one.
-                if events.len() as u64 != pathway.version() - before {
-                    return Err(StoreError::EventStore(
-                        format!(
-                            "the commit of {} event(s) reported success but {} are readable",
-                            pathway.version() - before,
-                            events.len()
-                        )
-                        .into(),
-                    ));
-                }
+                readable(pathway.version() - before, &events)?;
                 if let Some(last) = events.last() {
                     bump(&self.inner.wake, last.position);
                 }
@@ -820,8 +811,6 @@ impl Store {
         Ok(row)
     }
 
-    /// Answers a request whose idempotency key is already bound: the first execution's
-    /// stream prefix and events, or a refusal if the request differs.
     /// [`Store::answer_from_key`] for a command on `beneficiary` whose scope, if it has one,
     /// must admit that stream as it is now: a bound key answers nothing more than the command
     /// itself would.
@@ -841,6 +830,8 @@ impl Store {
         self.answer_from_key(row, key).await
     }
 
+    /// Answers a request whose idempotency key is already bound: the first execution's
+    /// stream prefix and events, or a refusal if the request differs.
     async fn answer_from_key(
         &self,
         row: KeyRow,
@@ -1018,6 +1009,22 @@ fn store_error(error: AggregateError<PathwayError>) -> StoreError {
 /// the crate).
 pub(crate) fn bump_wakeups(store: &Store, position: i64) {
     bump(&store.inner.wake, position);
+}
+
+/// Fails unless all `written` events of a commit were read back: what a commit reported must be
+/// readable by everyone before it is acknowledged (a commit that only a connection's own open
+/// transaction can see is not one).
+pub(crate) fn readable(written: u64, events: &[StoredEvent]) -> Result<(), StoreError> {
+    if events.len() as u64 == written {
+        return Ok(());
+    }
+    Err(StoreError::EventStore(
+        format!(
+            "the commit of {written} event(s) reported success but {} are readable",
+            events.len()
+        )
+        .into(),
+    ))
 }
 
 /// Raises the wake-up hint to `position` if it is higher.
