@@ -266,7 +266,8 @@ impl ReadModel {
     /// (encoded, for the runner) [`UPSERT_CHUNK`] at a time, so a large catch-up batch never
     /// holds all of them at once; a source may even fold them only then, inside the
     /// transaction (a rebuild in parts: the compare-and-set then also keeps a second runner
-    /// from folding at all).
+    /// from folding at all). On PostgreSQL, a batch from checkpoint 0 (a generation built from
+    /// the start) streams its rows with one `COPY` instead of upserting them.
     pub(crate) async fn commit_batch(
         &self,
         projection: &str,
@@ -289,19 +290,15 @@ impl ReadModel {
                 tx.rollback().await?;
                 return Ok(false);
             }
-            loop {
-                let chunk = rows.next_chunk(UPSERT_CHUNK).await?;
-                if chunk.is_empty() {
-                    break;
-                }
-                let batch = Batch {
-                    projection,
-                    generation,
-                    position: new,
-                    rows: &chunk,
-                };
-                batch.upsert(&mut tx).await?;
-            }
+            let batch = Batch {
+                projection,
+                generation,
+                position: new,
+            };
+            // A generation at checkpoint 0 has no rows yet (rows are only ever written with a
+            // checkpoint move), so none of this batch's rows can conflict with a stored one.
+            let fresh = old == 0;
+            batch.write(fresh, &mut rows, &mut tx).await?;
             tx.commit().await?;
         });
         Ok(true)
@@ -529,42 +526,74 @@ where
     }
 }
 
-/// The timelines a batch writes, stamped with its new checkpoint.
+/// Where a batch's timelines go, and the checkpoint they are stamped with.
 struct Batch<'a> {
     projection: &'a str,
     generation: i64,
     position: i64,
-    rows: &'a [TimelineRow],
-}
-
-/// How a backend upserts a batch's timelines inside the batch's transaction.
-trait UpsertTimelines: sqlx::Database {
-    async fn upsert(
-        batch: &Batch<'_>,
-        tx: &mut sqlx::Transaction<'_, Self>,
-    ) -> Result<(), sqlx::Error>;
 }
 
 impl Batch<'_> {
-    async fn upsert<DB: UpsertTimelines>(
+    /// Writes every row `rows` gives, inside the batch's transaction. `fresh`: the generation
+    /// has no row yet, so the rows need no upsert (each row of a batch is a different
+    /// beneficiary: a batch writes each changed timeline once).
+    async fn write<DB: WriteTimelines>(
         &self,
+        fresh: bool,
+        rows: &mut impl RowSource,
         tx: &mut sqlx::Transaction<'_, DB>,
-    ) -> Result<(), sqlx::Error> {
-        if self.rows.is_empty() {
-            return Ok(());
+    ) -> Result<(), ProjectionError> {
+        if fresh {
+            DB::insert_fresh(self, rows, tx).await
+        } else {
+            self.upsert_all(rows, tx).await
         }
-        DB::upsert(self, tx).await
+    }
+
+    /// Upserts every row `rows` gives, [`UPSERT_CHUNK`] at a time.
+    async fn upsert_all<DB: WriteTimelines>(
+        &self,
+        rows: &mut impl RowSource,
+        tx: &mut sqlx::Transaction<'_, DB>,
+    ) -> Result<(), ProjectionError> {
+        loop {
+            let chunk = rows.next_chunk(UPSERT_CHUNK).await?;
+            if chunk.is_empty() {
+                return Ok(());
+            }
+            DB::upsert(self, &chunk, tx).await?;
+        }
     }
 }
 
-impl UpsertTimelines for sqlx::Postgres {
-    /// One statement for the whole batch.
+/// How a backend writes a batch's timelines inside the batch's transaction.
+trait WriteTimelines: sqlx::Database {
+    /// Upserts one chunk of rows.
     async fn upsert(
         batch: &Batch<'_>,
+        rows: &[TimelineRow],
+        tx: &mut sqlx::Transaction<'_, Self>,
+    ) -> Result<(), sqlx::Error>;
+
+    /// Inserts every row `rows` gives into a generation that has none yet; by default, with
+    /// the upserts (SQLite has no `COPY`, and its multi-row statements come close).
+    async fn insert_fresh(
+        batch: &Batch<'_>,
+        rows: &mut impl RowSource,
+        tx: &mut sqlx::Transaction<'_, Self>,
+    ) -> Result<(), ProjectionError> {
+        batch.upsert_all(rows, tx).await
+    }
+}
+
+impl WriteTimelines for sqlx::Postgres {
+    /// One statement for the whole chunk.
+    async fn upsert(
+        batch: &Batch<'_>,
+        rows: &[TimelineRow],
         tx: &mut sqlx::Transaction<'_, Self>,
     ) -> Result<(), sqlx::Error> {
-        let (ids, timelines): (Vec<&str>, Vec<&str>) = batch
-            .rows
+        let (ids, timelines): (Vec<&str>, Vec<&str>) = rows
             .iter()
             .map(|(id, timeline)| (id.as_str(), timeline.as_str()))
             .unzip();
@@ -578,16 +607,51 @@ impl UpsertTimelines for sqlx::Postgres {
             .await?;
         Ok(())
     }
+
+    /// One `COPY` for the whole generation (a rebuild, a first start after an import): the
+    /// server stores a chunk while the next one is folded, encoded and sent, where upserts
+    /// made each side wait for the other, and `COPY` skips the conflict checks and the
+    /// arrays' unpacking. A duplicate row would fail the primary key, never overwrite.
+    async fn insert_fresh(
+        batch: &Batch<'_>,
+        rows: &mut impl RowSource,
+        tx: &mut sqlx::Transaction<'_, Self>,
+    ) -> Result<(), ProjectionError> {
+        let mut copy = tx
+            .copy_in_raw(include_str!("statements/postgres/copy_timelines.sql"))
+            .await?;
+        let mut data = CopyData::new(batch)?;
+        loop {
+            let chunk = match rows.next_chunk(UPSERT_CHUNK).await {
+                Ok(chunk) => chunk,
+                Err(error) => {
+                    copy.abort("the rows could not be produced").await?;
+                    return Err(error);
+                }
+            };
+            if chunk.is_empty() {
+                break;
+            }
+            for (id, timeline) in &chunk {
+                data.row(id, timeline)?;
+            }
+            copy.send(data.take()).await?;
+        }
+        copy.send(data.finish()).await?;
+        copy.finish().await?;
+        Ok(())
+    }
 }
 
-impl UpsertTimelines for sqlx::Sqlite {
+impl WriteTimelines for sqlx::Sqlite {
     /// Multi-row statements of [`SQLITE_ROWS_PER_UPSERT`] rows (SQLite has no arrays): one
     /// statement per row cost a rebuild a third of its time.
     async fn upsert(
         batch: &Batch<'_>,
+        rows: &[TimelineRow],
         tx: &mut sqlx::Transaction<'_, Self>,
     ) -> Result<(), sqlx::Error> {
-        for rows in batch.rows.chunks(SQLITE_ROWS_PER_UPSERT) {
+        for rows in rows.chunks(SQLITE_ROWS_PER_UPSERT) {
             let mut statement = sqlx::QueryBuilder::<sqlx::Sqlite>::new(
                 "INSERT INTO projection_timelines \
                  (projection, generation, beneficiary_id, timeline, updated_position) ",
@@ -607,4 +671,63 @@ impl UpsertTimelines for sqlx::Sqlite {
         }
         Ok(())
     }
+}
+
+/// The data of `copy_timelines.sql` in PostgreSQL's binary `COPY` format (a header, then
+/// per row its field count and each field as a length and its bytes, then a trailer): no
+/// escaping of the JSON, and the numbers sent as they are.
+struct CopyData {
+    buffer: Vec<u8>,
+    /// The fields every row shares, encoded once: projection, generation.
+    head: Vec<u8>,
+    /// The last field of every row: the checkpoint.
+    tail: Vec<u8>,
+}
+
+/// The binary `COPY` signature, then no flags and no header extension.
+const COPY_HEADER: &[u8] = b"PGCOPY\n\xff\r\n\0\0\0\0\0\0\0\0\0";
+
+impl CopyData {
+    fn new(batch: &Batch<'_>) -> Result<Self, ProjectionError> {
+        let mut head = Vec::new();
+        head.extend_from_slice(&5_i16.to_be_bytes());
+        put_field(&mut head, batch.projection.as_bytes())?;
+        put_field(&mut head, &batch.generation.to_be_bytes())?;
+        let mut tail = Vec::new();
+        put_field(&mut tail, &batch.position.to_be_bytes())?;
+        Ok(Self {
+            buffer: COPY_HEADER.to_vec(),
+            head,
+            tail,
+        })
+    }
+
+    /// Adds a row for beneficiary `id`.
+    fn row(&mut self, id: &str, timeline: &str) -> Result<(), ProjectionError> {
+        self.buffer.extend_from_slice(&self.head);
+        put_field(&mut self.buffer, id.as_bytes())?;
+        put_field(&mut self.buffer, timeline.as_bytes())?;
+        self.buffer.extend_from_slice(&self.tail);
+        Ok(())
+    }
+
+    /// The data added since the last call.
+    fn take(&mut self) -> Vec<u8> {
+        std::mem::take(&mut self.buffer)
+    }
+
+    /// The rest of the data, with the trailer.
+    fn finish(mut self) -> Vec<u8> {
+        self.buffer.extend_from_slice(&(-1_i16).to_be_bytes());
+        self.buffer
+    }
+}
+
+/// One field of a binary `COPY` row: its length, then its bytes.
+fn put_field(buffer: &mut Vec<u8>, bytes: &[u8]) -> Result<(), ProjectionError> {
+    let length = i32::try_from(bytes.len())
+        .map_err(|_| ProjectionError::Corrupt("a timeline of 2 GiB or more".into()))?;
+    buffer.extend_from_slice(&length.to_be_bytes());
+    buffer.extend_from_slice(bytes);
+    Ok(())
 }

@@ -531,9 +531,26 @@ fn fold_part<'t>(
             }
             let mut on_walked = |walked: Walked<'_>| match walked {
                 Walked::Fact(fact, only) => {
-                    for &q in router.queries(fact.territory()) {
-                        if only.is_none_or(|horizon| group.horizon_of[q] == Some(horizon)) {
-                            accumulators[q].fact(fact, &stages, timeline);
+                    let holders = router.queries(fact.territory());
+                    let counts =
+                        |q: usize| only.is_none_or(|horizon| group.horizon_of[q] == Some(horizon));
+                    match &group.periods {
+                        // A series' months: only the month holding the fact's date counts it
+                        // (every other one would check the date and drop it).
+                        Some(periods) if holders.len() > FEW => {
+                            if let Some(q) = periods.holding(fact.dated())
+                                && holders.binary_search(&q).is_ok()
+                                && counts(q)
+                            {
+                                accumulators[q].fact(fact, &stages, timeline);
+                            }
+                        }
+                        _ => {
+                            for &q in holders {
+                                if counts(q) {
+                                    accumulators[q].fact(fact, &stages, timeline);
+                                }
+                            }
                         }
                     }
                 }
@@ -594,8 +611,35 @@ struct Group {
     /// For each query (of every group), the index of its `to` among `horizons` if it belongs
     /// to this group.
     horizon_of: Vec<Option<usize>>,
-    /// For each shared territory id, the queries of the group whose scope holds it.
+    /// For each shared territory id, the queries of the group whose scope holds it, in query
+    /// order.
     by_id: Vec<Vec<usize>>,
+    /// The group's periods, when no two of them meet (a series' months).
+    periods: Option<Periods>,
+}
+
+/// Periods that do not meet, by start: which one holds a date.
+struct Periods(Vec<(NaiveDate, NaiveDate, usize)>);
+
+impl Periods {
+    /// The periods `(from, to)` of `queries`, indexed as given, if no two of them meet.
+    fn disjoint(queries: impl Iterator<Item = (usize, NaiveDate, NaiveDate)>) -> Option<Self> {
+        let mut periods: Vec<(NaiveDate, NaiveDate, usize)> =
+            queries.map(|(q, from, to)| (from, to, q)).collect();
+        periods.sort_unstable();
+        periods
+            .windows(2)
+            .all(|pair| pair[0].1 < pair[1].0)
+            .then_some(Self(periods))
+    }
+
+    /// The query whose period holds `date`, if any.
+    #[inline]
+    fn holding(&self, date: NaiveDate) -> Option<usize> {
+        let after = self.0.partition_point(|&(from, _, _)| from <= date);
+        let &(_, to, q) = self.0.get(after.checked_sub(1)?)?;
+        (date <= to).then_some(q)
+    }
 }
 
 impl Group {
@@ -613,6 +657,7 @@ impl Group {
                         at_horizon: Vec::new(),
                         horizon_of: Vec::new(),
                         by_id: vec![Vec::new(); territories],
+                        periods: None,
                     });
                     groups.last_mut().expect("just pushed")
                 }
@@ -645,6 +690,13 @@ impl Group {
                     group.at_horizon[*h].push(q);
                 }
             }
+            group.periods = Periods::disjoint(
+                queries
+                    .iter()
+                    .enumerate()
+                    .filter(|(_, query)| query.known_at == group.known_at)
+                    .map(|(q, query)| (q, query.from, query.to)),
+            );
         }
         groups
     }

@@ -68,6 +68,21 @@ pub(crate) enum Fact {
 }
 
 impl Fact {
+    /// The date by which a query's period counts the fact (`from <= date <= to`): its own
+    /// date; an undo's recording date; for [`Fact::SpellAssessed`], its spell's start.
+    #[inline]
+    pub(crate) fn dated(&self) -> NaiveDate {
+        match *self {
+            Self::SpellStarted { on, .. }
+            | Self::StageEntered { on, .. }
+            | Self::EpisodeClosed { on, .. }
+            | Self::SpellClosed { on, .. }
+            | Self::Assessed { on, .. } => on,
+            Self::Undone { recorded_at, .. } => recorded_at.date_naive(),
+            Self::SpellAssessed { spell, .. } => spell.on,
+        }
+    }
+
     /// The attribution territory of the fact.
     #[inline]
     pub(crate) fn territory(&self) -> LocalId {

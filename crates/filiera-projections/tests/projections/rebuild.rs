@@ -175,15 +175,16 @@ pub async fn rebuild_from_another_process(h: &Harness) -> anyhow::Result<()> {
     Ok(())
 }
 
-/// A generation's first batch stores every row exactly as given, whatever characters the JSON
-/// holds, stamped with the batch's checkpoint; the next batch upserts over them.
+/// A generation's first batch (on PostgreSQL one `COPY` in binary format) stores every row
+/// exactly as given, whatever characters the JSON holds, stamped with the batch's checkpoint;
+/// the next batch upserts over them.
 pub async fn a_fresh_generation_stores_rows_exactly_as_given(h: &Harness) -> anyhow::Result<()> {
     let store = &h.store;
     let tables = ProjectionTables::new(store, TERRITORY_METRICS)?;
     let Ok(mut fill) = tables.fill_generation().await? else {
         anyhow::bail!("a rebuild was left over");
     };
-    // Backslashes, tabs, quotes and newlines, which a bulk path in a text format would escape.
+    // Backslashes, tabs, quotes and newlines would need escaping in `COPY`'s text format.
     let awkward = r#"{"a":"back\\slash \t tab \" quote \n newline","b":"àè€ 😀"}"#;
     let first: Vec<(String, String)> = (0..25_000)
         .map(|i| (format!("b-{i:05}"), format!("{awkward}{i}")))

@@ -299,6 +299,13 @@ proptest! {
         for (q, document) in queries.iter().zip(&many) {
             prop_assert_eq!(document, &territory_metrics(&timelines, q, &catalogue, &registry), "{:?}", q);
         }
+        // A series folded alone: its months do not meet, so each dated fact goes only to the
+        // month holding its date. The same documents as each month alone.
+        let months = series_queries(&queries[0]);
+        let series = territory_metrics_many(&timelines, &months, &catalogue, &registry);
+        for (q, document) in months.iter().zip(&series) {
+            prop_assert_eq!(document, &territory_metrics(&timelines, q, &catalogue, &registry), "{:?}", q);
+        }
         // Folded in parts on threads of their own (as over many timelines), the totals added
         // up: the same documents, whatever the split.
         let refs: Vec<&Timeline> = timelines.iter().collect();
