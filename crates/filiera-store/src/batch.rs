@@ -278,8 +278,9 @@ impl Store {
             .collect()
     }
 
-    /// What deciding a batch (or a group, `group`) of commands needs, one statement each: the
-    /// idempotency keys among theirs already bound, and the streams of their beneficiaries.
+    /// What deciding a batch (or a group, `group`) of commands needs, one statement each, sent
+    /// together: the idempotency keys among theirs already bound, and the streams of their
+    /// beneficiaries.
     pub(crate) async fn prepare<'a>(
         &self,
         commands: impl Iterator<Item = (Uuid, &'a CommandContext)> + Clone,
@@ -288,7 +289,6 @@ impl Store {
             .clone()
             .filter_map(|(_, ctx)| ctx.idempotency.as_ref().map(|k| k.key.clone()))
             .collect();
-        let bound = self.bound_keys(&keys).await?;
         let ids: Vec<Uuid> = {
             let mut seen = HashSet::new();
             commands
@@ -296,7 +296,8 @@ impl Store {
                 .filter(|id| seen.insert(*id))
                 .collect()
         };
-        Ok((bound, self.load_streams(&ids).await?))
+        // On two connections at once: a group commit waits for both.
+        tokio::try_join!(self.bound_keys(&keys), self.load_streams(&ids))
     }
 
     /// Decides `command` against `stream` (which it leaves as it is): the stream right after
@@ -567,17 +568,16 @@ impl Store {
             Pool::Postgres(pool) => {
                 let count = i64::try_from(rows.len())
                     .map_err(|_| StoreError::Corrupt("too many rows in one batch".into()))?;
-                let mut tx = pool.begin().await?;
                 // The row triggers stand aside (migration 0006) for this transaction, which
                 // does their work below; the lock is the position trigger's, held to commit.
-                // (`set_config(…, true)` is `SET LOCAL`.)
-                sqlx::query(
-                    "SELECT set_config('filiera.batch_write', 'on', true), \
-                            pg_advisory_xact_lock($1)",
-                )
-                .bind(POSITION_LOCK_KEY)
-                .execute(&mut *tx)
-                .await?;
+                // (`set_config(…, true)` is `SET LOCAL`.) Sent with the `BEGIN`: one round
+                // trip, where a group commit waits for every one.
+                let mut tx = pool
+                    .begin_with(format!(
+                        "BEGIN; SELECT set_config('filiera.batch_write', 'on', true), \
+                                       pg_advisory_xact_lock({POSITION_LOCK_KEY})"
+                    ))
+                    .await?;
                 let keys = key_bindings(rows, &ids, &sequences);
                 let distinct = i64::try_from(keys.len())
                     .map_err(|_| StoreError::Corrupt("too many keys in one batch".into()))?;
