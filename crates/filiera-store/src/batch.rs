@@ -901,3 +901,51 @@ pub(crate) fn is_race(error: &StoreError) -> bool {
         Some("23505" | "1555" | "1811" | "2067")
     )
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Above its capacity, the cache drops the streams decided on longest ago, down to about
+    /// half of it, and never those of the last two batches (the one decided and the one being
+    /// written), however many they are.
+    #[test]
+    fn the_stream_cache_keeps_the_recent_streams_within_its_capacity() {
+        let mut cache = StreamCache::new(10);
+        let mut batches: Vec<Vec<Uuid>> = Vec::new();
+        for _ in 0..6 {
+            let ids: Vec<Uuid> = (0..3).map(|_| Uuid::new_v4()).collect();
+            for id in &ids {
+                cache.insert_empty(*id);
+            }
+            cache.end_batch();
+            batches.push(ids);
+        }
+        assert!(cache.len() <= 10, "{} streams", cache.len());
+        for ids in &batches[4..] {
+            assert!(ids.iter().all(|id| cache.streams.contains_key(id)));
+        }
+        assert!(
+            batches[0]
+                .iter()
+                .all(|id| !cache.streams.contains_key(id))
+        );
+
+        // Two batches above the capacity on their own: both are kept, nothing older.
+        let big: Vec<Vec<Uuid>> = (0..2)
+            .map(|_| {
+                let ids: Vec<Uuid> = (0..8).map(|_| Uuid::new_v4()).collect();
+                for id in &ids {
+                    cache.insert_empty(*id);
+                }
+                cache.end_batch();
+                ids
+            })
+            .collect();
+        assert_eq!(cache.len(), 16);
+        assert!(big.iter().flatten().all(|id| cache.streams.contains_key(id)));
+
+        cache.clear();
+        assert!(cache.is_empty());
+    }
+}
