@@ -674,12 +674,20 @@ impl Store {
     /// a freshly loaded table looks tiny to PostgreSQL's planner, which then reads the feed by
     /// sorting the whole table on every page instead of walking the position index: the
     /// offline replay right after a 100,000-event import took 2.4 s instead of 0.9 s.
+    ///
+    /// Of the events table, only the columns the store's queries select rows by are analysed:
+    /// statistics of the JSON payloads and metadata are most of an `ANALYZE`'s cost (0.53 s
+    /// against 0.17 s after a 200,000-event import) and no query filters on them; autovacuum
+    /// analyses the whole table later.
     pub async fn analyze(&self) -> Result<(), StoreError> {
         match self.database().writer() {
             Pool::Postgres(pool) => {
-                sqlx::query("ANALYZE events, idempotency_keys")
-                    .execute(pool)
-                    .await?;
+                sqlx::query(
+                    "ANALYZE events (aggregate_type, aggregate_id, sequence, position), \
+                             idempotency_keys",
+                )
+                .execute(pool)
+                .await?;
             }
             Pool::Sqlite(write) => {
                 sqlx::query("PRAGMA optimize").execute(write).await?;
@@ -925,11 +933,7 @@ mod tests {
         for ids in &batches[4..] {
             assert!(ids.iter().all(|id| cache.streams.contains_key(id)));
         }
-        assert!(
-            batches[0]
-                .iter()
-                .all(|id| !cache.streams.contains_key(id))
-        );
+        assert!(batches[0].iter().all(|id| !cache.streams.contains_key(id)));
 
         // Two batches above the capacity on their own: both are kept, nothing older.
         let big: Vec<Vec<Uuid>> = (0..2)
@@ -943,7 +947,11 @@ mod tests {
             })
             .collect();
         assert_eq!(cache.len(), 16);
-        assert!(big.iter().flatten().all(|id| cache.streams.contains_key(id)));
+        assert!(
+            big.iter()
+                .flatten()
+                .all(|id| cache.streams.contains_key(id))
+        );
 
         cache.clear();
         assert!(cache.is_empty());

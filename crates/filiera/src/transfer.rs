@@ -66,8 +66,9 @@ const BATCH_LINES: usize = 2_000;
 
 /// Streams the import keeps as it decided them, so that a later batch does not load them
 /// again ([`StreamCache`]). A generated history's stream holds 4–5 events, about 1.5 KiB in
-/// memory; a file that names its beneficiaries one after the other needs few of them.
-const CACHED_STREAMS: usize = 100_000;
+/// memory, so the cache stays under about 75 MiB; a file that names its beneficiaries one
+/// after the other needs few of them, one that interleaves them needs them all.
+const CACHED_STREAMS: usize = 50_000;
 
 /// Imports NDJSON commands. Each command carries the idempotency key
 /// `import:<batch>:<ref>:<n>` (its n-th command for that reference), so running the same file
