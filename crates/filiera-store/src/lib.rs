@@ -47,7 +47,8 @@
 //! - `group`: group commit (ADR 0011), concurrent commands of [`Store::execute`] sharing one
 //!   transaction.
 //! - `batch`: [`Store::execute_batch`], many commands decided in memory and written in one
-//!   transaction (`filiera import`).
+//!   transaction; [`Store::decide_batch`] and [`Store::spawn_write`] pipeline batches, each
+//!   decided on a [`StreamCache`] while the one before is written (`filiera import`).
 //! - [`error`]: [`StoreError`], a failed database, migration or unreadable row.
 //! - [`lease`]: [`Leadership`], one runner per job across processes.
 //! - [`jobs`]: [`jobs::spawn_leader_job`], the one runner of leader-only background jobs.
@@ -71,7 +72,9 @@ mod sqlite;
 pub mod store;
 
 pub use backup::{BackupError, BackupSummary};
-pub use batch::{BatchCommand, BatchOutcome, BoundKey};
+pub use batch::{
+    BatchCommand, BatchOutcome, BatchWrite, BoundKey, DecidedBatch, StreamCache, Written,
+};
 pub use database::{Database, Migrations, PerBackend, Pool};
 pub use error::{Outage, StoreError, error_chain};
 pub use lease::Leadership;

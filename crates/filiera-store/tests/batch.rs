@@ -508,8 +508,19 @@ async fn a_batch_run_again_writes_nothing(backend: Backend) -> anyhow::Result<()
         "{reused:?}"
     );
     ensure!(store.head().await? == head);
-    // What an import runs at its end, on either backend.
+    // What an import runs at its end, on either backend. On PostgreSQL it analyses the columns
+    // the store selects rows by.
     store.analyze().await?;
+    if let filiera_store::Pool::Postgres(pool) = store.database().reader() {
+        let analysed: Vec<String> = sqlx::query_scalar(
+            "SELECT attname::text FROM pg_stats WHERE tablename = 'events' ORDER BY attname",
+        )
+        .fetch_all(pool)
+        .await?;
+        for column in ["aggregate_id", "aggregate_type", "position", "sequence"] {
+            ensure!(analysed.iter().any(|c| c == column), "{analysed:?}");
+        }
+    }
     Ok(())
 }
 
