@@ -1,4 +1,7 @@
 //! `filiera import` (legacy history as NDJSON commands) and `filiera export` (NDJSON events).
+//!
+//! The import decides its lines in batches of 2,000 and writes each batch on a task of its own
+//! while it decides the next one, on the streams as it left them (see [`import`]).
 
 use std::collections::{HashMap, HashSet};
 use std::io::{BufRead, Write};
