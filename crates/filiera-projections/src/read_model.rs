@@ -625,7 +625,11 @@ impl WriteTimelines for sqlx::Postgres {
             let chunk = match rows.next_chunk(UPSERT_CHUNK).await {
                 Ok(chunk) => chunk,
                 Err(error) => {
-                    copy.abort("the rows could not be produced").await?;
+                    // The error that stopped the rows is the one to tell, whatever the abort
+                    // meets (the server may have failed the copy already).
+                    if let Err(abort) = copy.abort("the rows could not be produced").await {
+                        tracing::debug!(error = %abort, "aborting the copy of a fresh generation");
+                    }
                     return Err(error);
                 }
             };

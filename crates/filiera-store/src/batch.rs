@@ -41,7 +41,10 @@
 //! stream that another writer appended to since is stale, and a batch decided on it fails to
 //! write on the stream's primary key `(aggregate_id, sequence)`: a lost race, so nothing of it
 //! is written, it is executed one by one, and [`Written::raced`] tells the caller to clear its
-//! cache and decide again whatever it decided on top of that batch.
+//! cache and decide again whatever it decided on top of that batch. A command *refused* on a
+//! stale stream writes nothing, so no write notices it: a caller decides a batch with a
+//! refusal again, its streams loaded as stored ([`StreamCache::forget`]), before writing it
+//! (`filiera import` does).
 
 use std::collections::{HashMap, HashSet};
 
@@ -173,6 +176,13 @@ impl StreamCache {
     /// Forgets every stream (after a lost race: some may be stale).
     pub fn clear(&mut self) {
         self.streams.clear();
+    }
+
+    /// Forgets the streams of `beneficiaries`: the next batch loads them as stored.
+    pub fn forget<'a>(&mut self, beneficiaries: impl IntoIterator<Item = &'a Uuid>) {
+        for beneficiary in beneficiaries {
+            self.streams.remove(beneficiary);
+        }
     }
 
     /// How many streams it holds.
@@ -825,16 +835,20 @@ impl Store {
             Pool::Postgres(pool) => {
                 let count = i64::try_from(rows.len())
                     .map_err(|_| StoreError::Corrupt("too many rows in one batch".into()))?;
+                let mut tx = pool.begin().await?;
                 // The row triggers stand aside (migration 0006) for this transaction, which
                 // does their work below; the lock is the position trigger's, held to commit.
-                // (`set_config(…, true)` is `SET LOCAL`.) Sent with the `BEGIN`: one round
-                // trip, where a group commit waits for every one.
-                let mut tx = pool
-                    .begin_with(format!(
-                        "BEGIN; SELECT set_config('filiera.batch_write', 'on', true), \
-                                       pg_advisory_xact_lock({POSITION_LOCK_KEY})"
-                    ))
-                    .await?;
+                // (`set_config(…, true)` is `SET LOCAL`.) Not sent with the `BEGIN` (one round
+                // trip less): sqlx counts such a transaction as begun only once the whole
+                // query has answered, so a write cancelled while it waits for the lock, or a
+                // lock that fails, would leave the connection in the pool inside it.
+                sqlx::query(
+                    "SELECT set_config('filiera.batch_write', 'on', true), \
+                            pg_advisory_xact_lock($1)",
+                )
+                .bind(POSITION_LOCK_KEY)
+                .execute(&mut *tx)
+                .await?;
                 let keys = key_bindings(rows, &ids, &sequences);
                 let distinct = i64::try_from(keys.len())
                     .map_err(|_| StoreError::Corrupt("too many keys in one batch".into()))?;

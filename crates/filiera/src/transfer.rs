@@ -87,11 +87,13 @@ const CACHED_STREAMS: usize = 50_000;
 /// one write at most in flight), so the client's deciding and the database's writing overlap.
 /// The next batch decides on the streams as the import left them ([`StreamCache`]), not as the
 /// database holds them (the previous batch may not be committed yet): it loads only streams no
-/// batch of this import decided, and none for the beneficiaries it enrols. Each batch looks its
-/// idempotency keys up once. If another writer appended to one of the import's streams
-/// meanwhile, a batch decided on the stale stream fails to write on the stream's primary key:
-/// that batch is executed one by one ([`filiera_store::BatchWrite::finish`]), the cache is
-/// dropped, and the batch decided on top of it is decided again.
+/// batch of this import decided, and none for the beneficiaries it enrols. Each decision of a
+/// batch looks its idempotency keys up with one statement. If another writer appended to one of
+/// the import's streams meanwhile, a batch decided on the stale stream fails to write on the
+/// stream's primary key: that batch is executed one by one
+/// ([`filiera_store::BatchWrite::finish`]), the cache is dropped, and the batch decided on top
+/// of it is decided again. A refusal writes nothing, so it could not be caught that way: a batch
+/// with a refused line is decided again on its streams as stored before it is written.
 pub async fn import(
     store: &Store,
     input: impl BufRead,
@@ -100,10 +102,18 @@ pub async fn import(
     report: impl Write,
 ) -> anyhow::Result<ImportSummary> {
     let mut import = Import::new(store, batch, keep_going, report, BATCH_LINES);
-    for (index, line) in input.lines().enumerate() {
-        let number = index + 1;
-        let line = line.with_context(|| format!("cannot read line {number}"))?;
-        import.line(number, &line).await?;
+    let read = async {
+        for (index, line) in input.lines().enumerate() {
+            let number = index + 1;
+            let line = line.with_context(|| format!("cannot read line {number}"))?;
+            import.line(number, &line).await?;
+        }
+        import.settle().await
+    }
+    .await;
+    if let Err(error) = read {
+        import.abandon().await;
+        return Err(error);
     }
     import.finish().await
 }
@@ -281,6 +291,7 @@ impl<'s, W: Write> Import<'s, W> {
             return Ok(());
         }
         let mut lines = std::mem::take(&mut self.pending);
+        let mut refusals_checked = false;
         let (commands, decided) = loop {
             let (commands, decided) = self.decide(&mut lines).await?;
             if let Some(previous) = self.writing.take()
@@ -289,6 +300,16 @@ impl<'s, W: Write> Import<'s, W> {
                 // The batch before lost a race and was executed one by one: the streams this
                 // one was decided on may be stale.
                 self.streams.clear();
+                continue;
+            }
+            if decided.refused() && !refusals_checked {
+                // A refusal writes nothing, so no write would notice that it was decided on a
+                // stream another writer changed after the import kept it: the batch is decided
+                // again on its streams as stored (the batch before is written by now; the kept
+                // streams already hold this batch's first decisions, so all of them go).
+                refusals_checked = true;
+                self.streams
+                    .forget(commands.iter().map(|command| &command.beneficiary));
                 continue;
             }
             break (commands, decided);
@@ -309,7 +330,11 @@ impl<'s, W: Write> Import<'s, W> {
         let writing = Writing { lines, write };
         if refused && !self.keep_going {
             // Stops here: the lines before the refused one are written, and it is reported.
-            self.written(writing).await?;
+            // (Unless the write lost a race and, executed one by one, nothing was refused:
+            // then the import goes on, on streams as stored.)
+            if self.written(writing).await? {
+                self.streams.clear();
+            }
         } else {
             self.writing = Some(writing);
         }
@@ -359,6 +384,17 @@ impl<'s, W: Write> Import<'s, W> {
             .decide_batch(&commands, &bound, &mut self.streams, !self.keep_going)
             .await?;
         Ok((commands, decided))
+    }
+
+    /// After an error: waits for the batch being written, if any, and reports its lines, so
+    /// that the import does not end with a write still running; what it finds is left unsaid
+    /// beside the error being returned.
+    async fn abandon(&mut self) {
+        if let Some(writing) = self.writing.take()
+            && let Err(error) = self.written(writing).await
+        {
+            tracing::warn!(error = %format!("{error:#}"), "the batch being written when the import failed");
+        }
     }
 
     /// Writes what is pending and waits for every write.
@@ -568,7 +604,9 @@ pub async fn export(store: &Store, after: i64, mut out: impl Write) -> anyhow::R
 mod pipeline_tests {
     use std::sync::Arc;
 
-    use filiera_domain::{PathwayEvent, PathwayServices, StageCatalogue, TerritoryRegistry};
+    use filiera_domain::{
+        CloseOutcome, PathwayEvent, PathwayServices, StageCatalogue, TerritoryRegistry,
+    };
     use filiera_store::{StoreOptions, StoredEvent};
     use filiera_testkit::{Backend, TestDb};
 
@@ -578,6 +616,7 @@ mod pipeline_tests {
         a_refusal_in_the_next_batch_writes_the_batch_in_flight_and_the_lines_before_it,
         a_stream_changed_by_another_writer_after_the_import_cached_it_stays_right,
         a_pipelined_import_loads_no_stream_it_decided_and_reports_in_order,
+        a_refusal_decided_on_a_stream_another_writer_changed_is_decided_again,
     );
 
     /// A migrated store on a fresh database, and what keeps the database alive.
@@ -754,6 +793,51 @@ mod pipeline_tests {
         Ok(())
     }
 
+    /// A line the import's kept stream would refuse, but the stream as stored (another writer
+    /// changed it since) accepts, is accepted: a refusal is checked against the stored stream.
+    async fn a_refusal_decided_on_a_stream_another_writer_changed_is_decided_again(
+        backend: Backend,
+    ) -> anyhow::Result<()> {
+        let db = scratch(backend).await?;
+        let store = &db.store;
+        let mut report = Vec::new();
+        let mut import = Import::new(store, "t", false, &mut report, 2);
+        import.line(1, &enrol("A", "2021-03-01")).await?;
+        import
+            .line(2, &stage("A", "internship", "2021-03-10"))
+            .await?;
+        // The first batch is written, and A kept open, in its internship.
+        import.settle().await?;
+        let a = import.ids["A"];
+        let close = PathwayCommand::ClosePathway {
+            on: "2021-04-01".parse()?,
+            outcome: CloseOutcome::MovedAway,
+        };
+        store
+            .execute(a, close, CommandContext::new("another writer"))
+            .await?
+            .map_err(|r| anyhow::anyhow!("{r:?}"))?;
+        // On the kept stream A is open, and a reopening is refused; as stored, A is closed.
+        import
+            .line(
+                3,
+                r#"{"beneficiary": "A", "command": "reopen", "on": "2021-05-01"}"#,
+            )
+            .await?;
+        let summary = import.finish().await?;
+        anyhow::ensure!((summary.applied, summary.refused) == (3, 0), "{summary:?}");
+        let events = store.read_feed(0, 1000).await?;
+        anyhow::ensure!(
+            matches!(
+                events.last().map(|e| &e.event),
+                Some(PathwayEvent::PathwayReopened { .. })
+            ),
+            "{:?}",
+            events.last()
+        );
+        Ok(())
+    }
+
     /// Imports `lines` with --keep-going in batches of two: the summary, how many streams
     /// were loaded from the database, and the beneficiaries of `A` and `B`.
     async fn keep_going(
@@ -795,7 +879,9 @@ mod pipeline_tests {
         let mut report = Vec::new();
         let (summary, loaded, a, b) = keep_going(store, &lines, &mut report).await?;
         anyhow::ensure!((summary.applied, summary.refused) == (6, 3), "{summary:?}");
-        anyhow::ensure!(loaded == 0, "{loaded} streams loaded");
+        // Only the batch with the refused enrolment (lines 3 and 4) loads its streams, to check
+        // the refusal against them as stored: A's (X's never stored, and none needed).
+        anyhow::ensure!(loaded == 1, "{loaded} streams loaded");
         let report = String::from_utf8(report)?;
         let numbers: Vec<&str> = report
             .lines()

@@ -598,7 +598,8 @@ fn fold_part<'t>(
 }
 
 /// Up to this many queries ending at one horizon are each given the end state; beyond, only
-/// those whose scope holds one of its territories.
+/// those whose scope holds one of its territories. Likewise, a fact held by more queries than
+/// this goes only to the one whose period holds its date, when the periods do not meet.
 const FEW: usize = 8;
 
 /// Queries known at the same instant: walked together.
