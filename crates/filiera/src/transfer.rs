@@ -721,6 +721,27 @@ mod pipeline_tests {
         Ok(())
     }
 
+    /// An import in batches of two that wrote A (enrolled, then in an internship, at sequence
+    /// 2) and keeps its stream; then another writer executes `change` on A.
+    async fn kept_then_changed<W: Write>(
+        store: &Store,
+        report: W,
+        change: PathwayCommand,
+    ) -> anyhow::Result<(Import<'_, W>, Uuid)> {
+        let mut import = Import::new(store, "t", false, report, 2);
+        import.line(1, &enrol("A", "2021-03-01")).await?;
+        import
+            .line(2, &stage("A", "internship", "2021-03-10"))
+            .await?;
+        import.settle().await?;
+        let a = import.ids["A"];
+        store
+            .execute(a, change, CommandContext::new("another writer"))
+            .await?
+            .map_err(|r| anyhow::anyhow!("{r:?}"))?;
+        Ok((import, a))
+    }
+
     /// Another writer appends to a stream after the import wrote and cached it: the next batch,
     /// decided on the cached stream, loses its race on the stream's primary key and is executed
     /// one by one; the batch decided on top of it is decided again. The streams are what the
@@ -730,23 +751,11 @@ mod pipeline_tests {
     ) -> anyhow::Result<()> {
         let db = scratch(backend).await?;
         let store = &db.store;
-        let mut report = Vec::new();
-        let mut import = Import::new(store, "t", false, &mut report, 2);
-        import.line(1, &enrol("A", "2021-03-01")).await?;
-        import
-            .line(2, &stage("A", "internship", "2021-03-10"))
-            .await?;
-        // The first batch is written (and A cached at sequence 2).
-        import.settle().await?;
-        let a = import.ids["A"];
         let territory = PathwayCommand::ChangeTerritory {
             territory: "LOM-LC-LECCO".into(),
             on: "2021-04-01".parse()?,
         };
-        store
-            .execute(a, territory, CommandContext::new("another writer"))
-            .await?
-            .map_err(|r| anyhow::anyhow!("{r:?}"))?;
+        let (mut import, a) = kept_then_changed(store, Vec::new(), territory).await?;
         // Decided on the cached A (sequence 2): written at sequences 3 and 4, which another
         // writer's event already holds.
         import
@@ -800,23 +809,11 @@ mod pipeline_tests {
     ) -> anyhow::Result<()> {
         let db = scratch(backend).await?;
         let store = &db.store;
-        let mut report = Vec::new();
-        let mut import = Import::new(store, "t", false, &mut report, 2);
-        import.line(1, &enrol("A", "2021-03-01")).await?;
-        import
-            .line(2, &stage("A", "internship", "2021-03-10"))
-            .await?;
-        // The first batch is written, and A kept open, in its internship.
-        import.settle().await?;
-        let a = import.ids["A"];
         let close = PathwayCommand::ClosePathway {
             on: "2021-04-01".parse()?,
             outcome: CloseOutcome::MovedAway,
         };
-        store
-            .execute(a, close, CommandContext::new("another writer"))
-            .await?
-            .map_err(|r| anyhow::anyhow!("{r:?}"))?;
+        let (mut import, _) = kept_then_changed(store, Vec::new(), close).await?;
         // On the kept stream A is open, and a reopening is refused; as stored, A is closed.
         import
             .line(
