@@ -639,7 +639,8 @@ impl WriteTimelines for sqlx::Postgres {
             for (id, timeline) in &chunk {
                 data.row(id, timeline)?;
             }
-            copy.send(data.take()).await?;
+            copy.send(data.pending()).await?;
+            data.clear();
         }
         copy.send(data.finish()).await?;
         copy.finish().await?;
@@ -715,9 +716,14 @@ impl CopyData {
         Ok(())
     }
 
-    /// The data added since the last call.
-    fn take(&mut self) -> Vec<u8> {
-        std::mem::take(&mut self.buffer)
+    /// The data added since the last [`CopyData::clear`].
+    fn pending(&self) -> &[u8] {
+        &self.buffer
+    }
+
+    /// Empties the buffer once its data is sent, keeping its allocation for the next chunk.
+    fn clear(&mut self) {
+        self.buffer.clear();
     }
 
     /// The rest of the data, with the trailer.
@@ -730,7 +736,7 @@ impl CopyData {
 /// One field of a binary `COPY` row: its length, then its bytes.
 fn put_field(buffer: &mut Vec<u8>, bytes: &[u8]) -> Result<(), ProjectionError> {
     let length = i32::try_from(bytes.len())
-        .map_err(|_| ProjectionError::Corrupt("a timeline of 2 GiB or more".into()))?;
+        .map_err(|_| ProjectionError::Corrupt("a field of 2 GiB or more to copy".into()))?;
     buffer.extend_from_slice(&length.to_be_bytes());
     buffer.extend_from_slice(bytes);
     Ok(())

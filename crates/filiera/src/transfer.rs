@@ -853,10 +853,11 @@ mod pipeline_tests {
     }
 
     /// Interleaved beneficiaries over several batches, with --keep-going and a refused
-    /// enrolment whose later lines fall in later batches: no stream is loaded from the
-    /// database (each was enrolled by the import, and later batches decide on the cache),
-    /// refused lines are reported in file order, and running the file again writes nothing
-    /// and loads nothing.
+    /// enrolment whose later lines fall in later batches: the only stream loaded from the
+    /// database is one of the batch holding the refusal, decided again on its streams as
+    /// stored (the others were enrolled by the import, and later batches decide on the
+    /// cache); refused lines are reported in file order; running the file again writes
+    /// nothing and loads nothing.
     async fn a_pipelined_import_loads_no_stream_it_decided_and_reports_in_order(
         backend: Backend,
     ) -> anyhow::Result<()> {
